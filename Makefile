@@ -1,0 +1,29 @@
+# movierec: the two commands a newcomer needs are `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+RECBOLE := recbole==1.2.1   # installed --no-deps: its metadata pins ray<=2.6.3
+PIP_FLAGS ?=                # e.g. --extra-index-url https://download.pytorch.org/whl/cpu
+
+.PHONY: install demo test bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit("movierec needs Python >= 3.11, got " + sys.version.split()[0] if sys.version_info < (3, 11) else 0)'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet $(PIP_FLAGS) -r requirements.txt -c constraints.txt
+	$(PY) -m pip install --quiet --no-deps $(PIP_FLAGS) $(RECBOLE)
+	touch $@
+
+demo: install
+	$(PY) -m atomic_data
+
+test: install
+	$(PY) -m pytest
+
+bench: install
+	$(PY) bench/prepare.py
+
+clean:
+	rm -rf data outputs

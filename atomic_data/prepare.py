@@ -1,0 +1,162 @@
+"""Raw competition folder -> RecBole atomic files + holdout, cached by content.
+
+Layout of one prepared version (immutable, named by its fingerprint):
+
+    OUT_DIR/<fingerprint>/
+        manifest.json                   inputs, settings, counts, files
+        <name>/<name>.inter, .item      every interaction: the final fit
+        <name>-val/<name>-val.inter, .item
+                                        without the holdout: validation runs
+        holdout.csv                     user,item,time,part (original ids)
+
+RecBole reads it with ``data_path: OUT_DIR/<fingerprint>`` and
+``dataset: <name>`` or ``<name>-val``. The fingerprint hashes the input files'
+contents, the settings and FORMAT_VERSION, so a second run on unchanged input
+finds the manifest and does no work. Everything is written in a staging
+folder that is renamed into place only when complete.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from atomic_data.holdout import NOT_HELD_OUT, PART_NAMES, HoldoutRule, holdout_parts
+from atomic_data.items import build_item_table
+from atomic_data.tables import write_table
+from atomic_data.raw import RATINGS_FILE, SIDE_FILES, RawDataError, read_ratings, read_side_file
+
+FORMAT_VERSION = 1  # bump when the written files change for the same input
+INTER_HEADER = ("user_id:token", "item_id:token", "timestamp:float")
+HOLDOUT_FILE = "holdout.csv"
+MANIFEST_FILE = "manifest.json"
+VALID_SUFFIX = "-val"
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Where a prepared version lives and what it holds."""
+
+    data_path: Path  # RecBole's data_path
+    name: str  # dataset of the full files; name + VALID_SUFFIX: without holdout
+    fingerprint: str
+    counts: dict
+    cached: bool
+
+    @property
+    def valid_name(self):
+        return self.name + VALID_SUFFIX
+
+    @property
+    def holdout_path(self):
+        return self.data_path / HOLDOUT_FILE
+
+    @classmethod
+    def load(cls, data_path, cached=True):
+        manifest = json.loads((Path(data_path) / MANIFEST_FILE).read_text())
+        return cls(Path(data_path), manifest["name"], manifest["fingerprint"], manifest["counts"], cached)
+
+
+def fingerprint(raw_dir, name, rule):
+    digest = hashlib.sha256()
+    settings = {"format": FORMAT_VERSION, "name": name, "holdout": rule.as_dict()}
+    digest.update(json.dumps(settings, sort_keys=True).encode())
+    for filename in (RATINGS_FILE, *SIDE_FILES):
+        path = Path(raw_dir) / filename
+        if path.is_file():
+            digest.update(filename.encode())
+            with open(path, "rb") as f:
+                digest.update(hashlib.file_digest(f, "sha256").digest())
+    return digest.hexdigest()[:16]
+
+
+def prepare(raw_dir, out_dir, name, rule):
+    """Prepare (or find cached) atomic files for ``raw_dir``; returns Prepared."""
+    raw_dir, out_dir = Path(raw_dir), Path(out_dir)
+    if not raw_dir.is_dir():
+        raise RawDataError(f"{raw_dir}: raw data folder does not exist")
+    if not (raw_dir / RATINGS_FILE).is_file():
+        raise RawDataError(f"{raw_dir / RATINGS_FILE}: required file is missing")
+    rule.check()
+    key = fingerprint(raw_dir, name, rule)
+    target = out_dir / key
+    if (target / MANIFEST_FILE).is_file():
+        return Prepared.load(target, cached=True)
+
+    started = time.perf_counter()
+    staging = out_dir / f".staging-{key}-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        counts = _write_version(raw_dir, staging, name, rule)
+        manifest = {
+            "fingerprint": key,
+            "name": name,
+            "raw_dir": str(raw_dir.resolve()),
+            "holdout": rule.as_dict(),
+            "format": FORMAT_VERSION,
+            "counts": counts,
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+        (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+        try:
+            staging.rename(target)
+        except OSError:
+            if not (target / MANIFEST_FILE).is_file():  # not a concurrent twin: a real error
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return Prepared.load(target, cached=False)
+
+
+def _write_version(raw_dir, staging, name, rule):
+    ratings = read_ratings(raw_dir)
+    side = {f: frame for f in SIDE_FILES if (frame := read_side_file(raw_dir, f)) is not None}
+
+    users, items, times = (ratings[c].to_numpy() for c in ("user", "item", "time"))
+    order = np.lexsort((times, users))  # stable: ties in time keep file order
+    users, items, times = users[order], items[order], times[order]
+    first = ~pd.DataFrame({"u": users, "i": items}).duplicated().to_numpy()
+    duplicates = int(len(first) - first.sum())
+    users, items, times = users[first], items[first], times[first]
+
+    parts = holdout_parts(users, rule)
+    kept = parts == NOT_HELD_OUT
+
+    staging.mkdir(parents=True)
+    counts = {
+        "users": int(len(np.unique(users))),
+        "items": int(len(np.unique(items))),
+        "interactions": int(len(users)),
+        "duplicates_dropped": duplicates,
+        "holdout_users": int(len(np.unique(users[~kept]))),
+        "holdout_interactions": int((~kept).sum()),
+        "side_files": sorted(side),
+    }
+    for dataset, mask in ((name, slice(None)), (name + VALID_SUFFIX, kept)):
+        folder = staging / dataset
+        folder.mkdir()
+        write_table(folder / f"{dataset}.inter", INTER_HEADER, (users[mask], items[mask], times[mask]))
+        if side:
+            table, item_stats = build_item_table(np.unique(items[mask]), side, users[mask], items[mask])
+            write_table(folder / f"{dataset}.item", list(table.columns), [table[c] for c in table.columns])
+            if dataset == name:
+                counts.update(item_stats)
+
+    held = ~kept
+    holdout = pd.DataFrame(
+        {
+            "user": users[held],
+            "item": items[held],
+            "time": times[held],
+            "part": pd.Categorical.from_codes(parts[held] - 1, [PART_NAMES[1], PART_NAMES[2]]),
+        }
+    )
+    holdout.to_csv(staging / HOLDOUT_FILE, index=False)
+    return counts
+

@@ -1,0 +1,169 @@
+"""The one place that makes RecBole 1.2.1 work on a current stack.
+
+RecBole 1.2.1 was written for numpy 1, torch < 2.6, scipy < 1.13 and scripts
+that own ``sys.argv``. ``apply()`` patches the running process (never the
+installed package) and is called when ``recbole_ext`` is imported, so every
+entry point (run.py, tune.py, Ray workers, tests) gets it before RecBole is
+used. Each shim is a small function with a test in tests/test_compat.py that
+fails when the shim is removed.
+"""
+
+import logging
+import os
+import types
+import warnings
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+_applied = False
+
+
+def apply():
+    global _applied
+    if _applied:
+        return
+    _numpy2_aliases()
+    _trusted_checkpoint_loads()
+    _dok_matrix_update()
+    _config_ignores_argv()
+    _tensorboard_beside_log()
+    _quiet_known_warnings()
+    _applied = True
+
+
+# numpy 2 removed np.float_, np.complex_, np.unicode_, which
+# Config.compatibility_settings() reads to re-create np.float, np.bool, ...;
+# RecBole's metrics, Interaction and Dataset._fill_nan use those names.
+NUMPY1_ALIASES = {
+    "bool": np.bool_,
+    "int": np.int_,
+    "float": np.float64,
+    "complex": np.complex128,
+    "object": np.object_,
+    "str": np.str_,
+    "long": np.int_,
+    "unicode": np.str_,
+}
+
+
+def _numpy2_aliases():
+    from recbole.config.configurator import Config
+
+    def compatibility_settings(self):
+        for name, value in NUMPY1_ALIASES.items():
+            setattr(np, name, value)
+
+    Config.compatibility_settings = compatibility_settings
+
+
+class _TrustedCheckpointTorch(types.ModuleType):
+    """``torch`` as seen by one RecBole module, with ``load`` defaulting to
+    ``weights_only=False``.
+
+    torch >= 2.6 loads with ``weights_only=True``, but RecBole's checkpoints
+    pickle its whole ``Config``. Only the modules below get this view; they
+    load checkpoints that RecBole's trainer wrote for this project. Every
+    other ``torch.load`` in the process keeps torch's safe default.
+    """
+
+    def __init__(self):
+        super().__init__("torch")
+
+    def __getattr__(self, name):
+        return getattr(torch, name)
+
+    @staticmethod
+    def load(f, *args, **kwargs):
+        kwargs.setdefault("weights_only", False)
+        return torch.load(f, *args, **kwargs)
+
+
+CHECKPOINT_LOADING_MODULES = (
+    "recbole.trainer.trainer",  # evaluate(load_best_model=True), resume_checkpoint
+    "recbole.model.sequential_recommender.s3rec",  # pre_model_path
+    "recbole.model.general_recommender.neumf",  # mf/mlp pretrain paths
+    "recbole.model.general_recommender.convncf",
+    "recbole.model.general_recommender.nais",
+    "recbole.model.general_recommender.ract",
+)
+
+
+def _trusted_checkpoint_loads():
+    import importlib
+
+    trusted = _TrustedCheckpointTorch()
+    for name in CHECKPOINT_LOADING_MODULES:
+        importlib.import_module(name).torch = trusted
+
+    # load_data_and_model imports torch inside the function, out of reach of
+    # the module view above: replace it by a copy whose one change is the load.
+    import recbole.quick_start
+    import recbole.quick_start.quick_start as quick_start
+
+    def load_data_and_model(model_file):
+        checkpoint = torch.load(model_file, weights_only=False)
+        config = checkpoint["config"]
+        quick_start.init_seed(config["seed"], config["reproducibility"])
+        quick_start.init_logger(config)
+        logger = logging.getLogger()
+        logger.info(config)
+        dataset = quick_start.create_dataset(config)
+        logger.info(dataset)
+        train_data, valid_data, test_data = quick_start.data_preparation(config, dataset)
+        quick_start.init_seed(config["seed"], config["reproducibility"])
+        model = quick_start.get_model(config["model"])(config, train_data._dataset).to(config["device"])
+        model.load_state_dict(checkpoint["state_dict"])
+        model.load_other_parameter(checkpoint.get("other_parameter"))
+        return config, model, dataset, train_data, valid_data, test_data
+
+    quick_start.load_data_and_model = load_data_and_model
+    recbole.quick_start.load_data_and_model = load_data_and_model
+
+
+def _dok_matrix_update():
+    # scipy >= 1.13 dropped dok_matrix._update, which LightGCN, NGCF, NCL,
+    # GCMC, SpectralCF, KGIN and MCCLK call to fill their adjacency matrices.
+    # Same semantics as the old method: a bulk dict update without checks.
+    if not hasattr(sp.dok_matrix, "_update"):
+        sp.dok_matrix._update = lambda self, data: self._dict.update(data)
+
+
+def _config_ignores_argv():
+    # Config._load_cmd_line turns every "--key=value" of sys.argv into a
+    # config key: foreign flags of run.py, pytest or a Ray worker leak into
+    # RecBole. movierec passes all settings through config_dict instead.
+    from recbole.config.configurator import Config
+
+    Config._load_cmd_line = lambda self: {}
+
+
+class _NullSummaryWriter:
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
+
+
+def _tensorboard_beside_log():
+    # RecBole's trainer opens a SummaryWriter under ./log_tensorboard of the
+    # current directory. Write it next to the run's log file instead, or
+    # nowhere when the run has no log file (tests, Ray trials).
+    import recbole.trainer.trainer as trainer_module
+
+    def get_tensorboard(logger):
+        for handler in logging.getLogger().handlers + list(logger.handlers):
+            if isinstance(handler, logging.FileHandler):
+                from torch.utils.tensorboard import SummaryWriter
+
+                log_dir = os.path.dirname(handler.baseFilename)
+                return SummaryWriter(os.path.join(log_dir, "tensorboard"))
+        return _NullSummaryWriter()
+
+    trainer_module.get_tensorboard = get_tensorboard
+
+
+def _quiet_known_warnings():
+    # pandas 2.2/2.3 warn about RecBole's chained assignments
+    # (Dataset._fill_nan, _load_feat); they work until pandas 3.
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"recbole\.")
+    warnings.filterwarnings("ignore", message=".*torch.cuda.amp.GradScaler.*")

@@ -1,0 +1,323 @@
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import TEST_RULE, write_raw
+
+from atomic_data import HoldoutRule, RawDataError, prepare
+from atomic_data.__main__ import main as atomic_data_cli
+from atomic_data.holdout import LAST, NOT_HELD_OUT, RANDOM, holdout_parts
+from atomic_data.items import representative_credit, title_words, year_from_title
+
+# ---------------------------------------------------------------- bad input
+
+
+def prepare_fails(raw, tmp_path, message):
+    out = tmp_path / "out"
+    with pytest.raises(RawDataError) as error:
+        prepare(raw, out, "m", TEST_RULE)
+    assert message in str(error.value)
+    leftovers = list(out.iterdir()) if out.exists() else []
+    assert leftovers == [], f"half-written output left behind: {leftovers}"
+    return str(error.value)
+
+
+def test_missing_ratings_file_is_named(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    message = prepare_fails(raw, tmp_path, "train_ratings.csv: required file is missing")
+    assert str(raw) in message
+
+
+def test_missing_raw_folder(tmp_path):
+    prepare_fails(tmp_path / "nowhere", tmp_path, "raw data folder does not exist")
+
+
+def test_wrong_ratings_header(tmp_path):
+    raw = write_raw(tmp_path / "raw", [(1, 2, 3)])
+    (raw / "train_ratings.csv").write_text("user,movie,time\n1,2,3\n")
+    prepare_fails(raw, tmp_path, "train_ratings.csv:1: header is 'user,movie,time', expected 'user,item,time'")
+
+
+def test_non_integer_item_names_the_line(tmp_path):
+    raw = write_raw(tmp_path / "raw", [(1, 10, 100), (1, 11, 101), (2, "x12", 102)])
+    prepare_fails(raw, tmp_path, "train_ratings.csv:4: 'item' must be an integer, got 'x12'")
+
+
+def test_non_integer_time_names_the_line(tmp_path):
+    raw = write_raw(tmp_path / "raw", [(1, 10, 100), (1, 11, "2015-01-01")])
+    prepare_fails(raw, tmp_path, "train_ratings.csv:3: 'time' must be an integer, got '2015-01-01'")
+
+
+def test_missing_field_names_the_line(tmp_path):
+    raw = write_raw(tmp_path / "raw", [(1, 10, 100)])
+    with open(raw / "train_ratings.csv", "a") as f:
+        f.write("2,11\n")
+    prepare_fails(raw, tmp_path, "train_ratings.csv:3: expected 3 fields 'user,item,time', got 2")
+
+
+def test_empty_ratings_file(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "train_ratings.csv").write_text("")
+    prepare_fails(raw, tmp_path, "train_ratings.csv: file is empty, expected the header 'user,item,time'")
+
+
+def test_header_only_ratings_file(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "train_ratings.csv").write_text("user,item,time\n")
+    prepare_fails(raw, tmp_path, "train_ratings.csv: no interactions after the header")
+
+
+def test_side_file_with_wrong_separator(tmp_path):
+    # the "/t" bug: a side file that is not tab-separated must not silently lose its columns
+    raw = write_raw(tmp_path / "raw", [(1, 10, 100)])
+    (raw / "genres.tsv").write_text("item,genre\n10,Drama\n")
+    prepare_fails(raw, tmp_path, "genres.tsv:1: header is 'item,genre', expected 'item\\tgenre'")
+
+
+def test_side_file_non_integer_year(tmp_path):
+    raw = write_raw(tmp_path / "raw", [(1, 10, 100)], years=[(10, 1999), (11, "199x")])
+    prepare_fails(raw, tmp_path, "years.tsv:3: 'year' must be an integer, got '199x'")
+
+
+def test_empty_side_file(tmp_path):
+    raw = write_raw(tmp_path / "raw", [(1, 10, 100)])
+    (raw / "directors.tsv").write_text("")
+    prepare_fails(raw, tmp_path, "directors.tsv: file is empty, expected the header 'item\\tdirector'")
+
+
+def test_cli_reports_bad_input_in_one_line(tmp_path, capsys):
+    raw = write_raw(tmp_path / "raw", [(1, 10, 100)])
+    (raw / "train_ratings.csv").write_text("user;item;time\n")
+    assert atomic_data_cli([str(raw), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "header is 'user;item;time'" in err[0]
+
+
+# ---------------------------------------------------------------- item features
+
+# the 8 items of the real competition side files that have no row in years.tsv
+REAL_TITLES_WITHOUT_YEAR = {
+    6987: ("Cabinet of Dr. Caligari, The (Cabinet des Dr. Caligari., Das) (1920)", 1920),
+    3310: ("Kid, The (1921)", 1921),
+    7065: ("Birth of a Nation, The (1915)", 1915),
+    7243: ("Intolerance: Love's Struggle Throughout the Ages (1916)", 1916),
+    8511: ("Immigrant, The (1917)", 1917),
+    6988: ("Broken Blossoms or The Yellow Man and the Girl (1919)", 1919),
+    32898: ("Trip to the Moon, A (Voyage dans la lune, Le) (1902)", 1902),
+    119145: ("Kingsman: The Secret Service (2015)", 2015),
+}
+
+
+@pytest.mark.parametrize(
+    "title, year",
+    [
+        ("Fawlty Towers (1975-1979)", 1975),
+        ("Big Bang Theory, The (2007-)", 2007),
+        ("Matrix, The (1999)", 1999),
+        ("No year here", None),
+        ("Year not at the end (1999) Redux", None),
+    ],
+)
+def test_year_from_title(title, year):
+    assert year_from_title(title) == year
+
+
+def test_all_eight_real_missing_years_are_filled(tmp_path):
+    items = sorted(REAL_TITLES_WITHOUT_YEAR) + [1, 2]
+    ratings = [(1, item, 100 + n) for n, item in enumerate(items)]
+    titles = [(i, t) for i, (t, _) in REAL_TITLES_WITHOUT_YEAR.items()] + [(1, "A (1990)"), (2, "B (1991)")]
+    raw = write_raw(tmp_path / "raw", ratings, titles=titles, years=[(1, 1990), (2, 1991)])
+    prepared = prepare(raw, tmp_path / "out", "m", HoldoutRule(0, 0, 1.0, 1, 0))
+    assert prepared.counts["years_filled"] == 8
+    assert prepared.counts["items_without_year"] == 0
+    table = read_item_file(prepared.data_path / "m" / "m.item")
+    for item, (_, year) in REAL_TITLES_WITHOUT_YEAR.items():
+        assert table.loc[item, "year:token"] == str(year)
+    assert table.loc[3310, "title:token_seq"] == "kid the"
+
+
+def test_title_words_drop_the_year():
+    assert title_words("Matrix, The (1999)") == "matrix the"
+    assert title_words("Fawlty Towers (1975-1979)") == "fawlty towers"
+
+
+def test_representative_credit_prefers_most_distinct_users():
+    # director d1 made items 1 and 2, d2 made items 2 and 3, d3 only item 4.
+    # distinct users: d1 -> {a, b, c}, d2 -> {c, d}; item 2 has both: d1 wins.
+    credits = pd.DataFrame({"item": [1, 2, 2, 3, 4], "director": ["d1", "d1", "d2", "d2", "d3"]})
+    users = np.array([10, 11, 12, 12, 13, 13, 13])  # a=10, b=11, c=12, d=13
+    items = np.array([1, 1, 1, 2, 3, 3, 3])  # d watched item 3 three times: still one user
+    best = representative_credit(credits, "director", users, items)
+    assert best.to_dict() == {1: "d1", 2: "d1", 3: "d2", 4: "d3"}
+
+
+def test_representative_credit_ties_take_smallest_id():
+    credits = pd.DataFrame({"item": [1, 1], "writer": ["w9", "w2"]})
+    best = representative_credit(credits, "writer", np.array([5]), np.array([1]))
+    assert best.to_dict() == {1: "w2"}
+
+
+def read_item_file(path):
+    return pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False).set_index("item_id:token").rename(index=int)
+
+
+def test_item_file_fields(tiny_prepared, tiny_raw):
+    table = read_item_file(tiny_prepared.data_path / "tiny" / "tiny.item")
+    assert list(table.columns) == [
+        "title:token_seq", "year:token", "genre:token_seq",
+        "director:token", "directors:token_seq", "writer:token", "writers:token_seq",
+    ]
+    genres = pd.read_csv(tiny_raw / "genres.tsv", sep="\t")
+    item = genres["item"].iloc[0]
+    assert sorted(table.loc[item, "genre:token_seq"].split()) == sorted(genres[genres.item == item].genre)
+    directors = pd.read_csv(tiny_raw / "directors.tsv", sep="\t")
+    for item, group in directors.groupby("item"):
+        if item in table.index:
+            assert table.loc[item, "director:token"] in set(group.director)
+            assert sorted(table.loc[item, "directors:token_seq"].split()) == sorted(group.director)
+
+
+def test_pipeline_runs_without_directors_and_writers(tmp_path):
+    raw = write_raw(tmp_path / "raw", [(1, 10, 1), (1, 11, 2)], genres=[(10, "Drama"), (11, "Comedy"), (11, "Drama")])
+    prepared = prepare(raw, tmp_path / "out", "m", HoldoutRule(0, 0, 1.0, 1, 0))
+    table = read_item_file(prepared.data_path / "m" / "m.item")
+    assert list(table.columns) == ["genre:token_seq"]
+    assert table.loc[11, "genre:token_seq"] == "Comedy Drama"
+
+
+# ---------------------------------------------------------------- interactions and holdout
+
+
+def test_duplicates_dropped_keeping_the_earliest(tmp_path):
+    ratings = [(1, 10, 300), (1, 11, 100), (1, 10, 200), (2, 10, 50), (2, 10, 50)]
+    raw = write_raw(tmp_path / "raw", ratings)
+    prepared = prepare(raw, tmp_path / "out", "m", HoldoutRule(0, 0, 1.0, 1, 0))
+    assert prepared.counts["duplicates_dropped"] == 2
+    inter = pd.read_csv(prepared.data_path / "m" / "m.inter", sep="\t")
+    assert inter.values.tolist() == [[1, 11, 100], [1, 10, 200], [2, 10, 50]]
+
+
+def test_holdout_sizes_follow_the_rule():
+    rule = HoldoutRule(last=2, random=3, max_fraction=0.5, min_train=4, seed=1)
+    counts = {1: 20, 2: 8, 3: 5, 4: 4, 5: 3}
+    users = np.repeat(list(counts), list(counts.values()))
+    parts = holdout_parts(users, rule)
+    held = {u: int((parts[users == u] != NOT_HELD_OUT).sum()) for u in counts}
+    # 20 -> min(5, 10, 16) = 5; 8 -> min(5, 4, 4) = 4; 5 -> min(5, 2, 1) = 1; 4 -> 0; 3 -> 0
+    assert held == {1: 5, 2: 4, 3: 1, 4: 0, 5: 0}
+    last_counts = {u: int((parts[users == u] == LAST).sum()) for u in counts}
+    assert last_counts == {1: 2, 2: 2, 3: 1, 4: 0, 5: 0}
+
+
+def test_holdout_last_items_are_the_latest_and_random_ones_earlier():
+    rule = HoldoutRule(last=2, random=3, max_fraction=1.0, min_train=3, seed=5)
+    users = np.repeat([1, 2], [12, 9])
+    parts = holdout_parts(users, rule)
+    for user in (1, 2):
+        own = parts[users == user]
+        assert (own[-2:] == LAST).all() and (own[:-2] != LAST).all()
+        assert (own == RANDOM).sum() == 3
+
+
+def test_holdout_is_deterministic_for_a_seed_and_varies_with_it():
+    users = np.repeat(np.arange(50), 30)
+    rule = HoldoutRule(last=1, random=4, max_fraction=0.5, min_train=5, seed=11)
+    first, again = holdout_parts(users, rule), holdout_parts(users, rule)
+    other = holdout_parts(users, HoldoutRule(1, 4, 0.5, 5, seed=12))
+    assert (first == again).all()
+    assert not (first == other).all()
+
+
+def test_holdout_never_cuts_history_below_min_train(tiny_prepared):
+    full = pd.read_csv(tiny_prepared.data_path / "tiny" / "tiny.inter", sep="\t")
+    val = pd.read_csv(tiny_prepared.data_path / "tiny-val" / "tiny-val.inter", sep="\t")
+    holdout = pd.read_csv(tiny_prepared.holdout_path)
+    assert len(full) == len(val) + len(holdout)
+    kept = val.groupby("user_id:token").size()
+    assert kept.min() >= TEST_RULE.min_train
+    # holdout rows are exactly the full rows missing from the validation files
+    key = ["user_id:token", "item_id:token"]
+    removed = full.merge(val[key], on=key, how="left", indicator=True)
+    removed = removed[removed["_merge"] == "left_only"]
+    assert sorted(map(tuple, removed[key].values)) == sorted(map(tuple, holdout[["user", "item"]].values))
+    # each user's "last" holdout items come after all their training items
+    last_time = holdout[holdout.part == "last"].groupby("user").time.min()
+    train_end = val.groupby("user_id:token")["timestamp:float"].max()
+    assert (last_time >= train_end.reindex(last_time.index)).all()
+
+
+# ---------------------------------------------------------------- caching and output
+
+
+def test_second_run_is_cached_and_does_no_work(tiny_raw, tmp_path):
+    first = prepare(tiny_raw, tmp_path, "m", TEST_RULE)
+    stamp = {p: p.stat().st_mtime_ns for p in first.data_path.rglob("*")}
+    second = prepare(tiny_raw, tmp_path, "m", TEST_RULE)
+    assert not first.cached and second.cached
+    assert second.data_path == first.data_path
+    assert {p: p.stat().st_mtime_ns for p in second.data_path.rglob("*")} == stamp
+
+
+def test_changed_input_or_settings_get_a_new_version(tmp_path):
+    raw = write_raw(tmp_path / "raw", [(1, 10, 1), (1, 11, 2), (1, 12, 3)])
+    rule = HoldoutRule(1, 0, 1.0, 1, 0)
+    first = prepare(raw, tmp_path / "out", "m", rule)
+    assert prepare(raw, tmp_path / "out", "m", HoldoutRule(1, 0, 1.0, 1, 1)).fingerprint != first.fingerprint
+    write_raw(raw, [(1, 10, 1), (1, 11, 2), (1, 13, 3)])
+    changed = prepare(raw, tmp_path / "out", "m", rule)
+    assert changed.fingerprint != first.fingerprint and not changed.cached
+    manifest = json.loads((changed.data_path / "manifest.json").read_text())
+    assert manifest["fingerprint"] == changed.fingerprint
+
+
+def test_no_staging_left_after_success(tiny_prepared):
+    out = tiny_prepared.data_path.parent
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
+
+
+def test_cli_prints_counts(tiny_raw, tmp_path, capsys):
+    assert atomic_data_cli([str(tiny_raw), "--out", str(tmp_path), "--name", "x", "--holdout-seed", "3"]) == 0
+    out = capsys.readouterr().out
+    for key in ("users: 120", "items:", "interactions:", "duplicates_dropped: 0", "years_filled:"):
+        assert key in out
+    assert "x/x.inter" in out and "x-val/x-val.inter" in out
+
+
+# ---------------------------------------------------------------- RecBole reads the files
+
+
+def test_recbole_create_dataset_loads_the_written_files(tiny_prepared):
+    from recbole.config import Config
+    from recbole.data import create_dataset
+
+    full = pd.read_csv(tiny_prepared.data_path / "tiny" / "tiny.inter", sep="\t")
+    items = read_item_file(tiny_prepared.data_path / "tiny" / "tiny.item")
+    config = Config(
+        model="BPR",
+        dataset="tiny",
+        config_dict={
+            "data_path": str(tiny_prepared.data_path),
+            "load_col": {
+                "inter": ["user_id", "item_id", "timestamp"],
+                "item": ["item_id", "genre", "directors", "year"],
+            },
+            "show_progress": False,
+        },
+    )
+    dataset = create_dataset(config)
+    assert dataset.user_num - 1 == full["user_id:token"].nunique()  # RecBole adds [PAD]
+    assert dataset.item_num - 1 == full["item_id:token"].nunique()
+    assert dataset.inter_num == len(full)
+    assert str(dataset.field2type["genre"]) == "FeatureType.TOKEN_SEQ"
+    assert dataset.num("genre") - 1 == len({g for s in items["genre:token_seq"] for g in s.split()})
+    # a token_seq field round-trips: the genres of one item come back by name
+    item = items.index[0]
+    internal = dataset.token2id("item_id", str(item))
+    genre_ids = np.asarray(dataset.item_feat["genre"][internal])
+    names = dataset.id2token("genre", genre_ids[genre_ids > 0])
+    assert sorted(names) == sorted(items.loc[item, "genre:token_seq"].split())

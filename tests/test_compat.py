@@ -1,0 +1,94 @@
+"""Each compat shim, exercised through the RecBole code path it repairs.
+
+Removing a shim from recbole_ext/compat.py makes its test fail.
+"""
+
+import pickle
+import sys
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+from recbole.config import Config
+from recbole.data import create_dataset, data_preparation
+from recbole.utils import get_model, get_trainer
+
+
+def recbole_config(prepared, tmp_path, model="BPR", **extra):
+    settings = {
+        "data_path": str(prepared.data_path),
+        "checkpoint_dir": str(tmp_path / "saved"),
+        "show_progress": False,
+        "epochs": 1,
+        "state": "ERROR",
+        **extra,
+    }
+    return Config(model=model, dataset=prepared.valid_name, config_dict=settings)
+
+
+def test_numpy2_aliases_let_config_and_metrics_work(tiny_prepared, tmp_path):
+    # RecBole's Config reads np.float_ (gone in numpy 2); its metrics use np.float
+    config = recbole_config(tiny_prepared, tmp_path)
+    assert config["model"] == "BPR"
+    from recbole.evaluator.metrics import MRR
+
+    pos_index = np.array([[False, True, False], [True, False, False]])
+    result = MRR(config).metric_info(pos_index)
+    assert np.allclose(result[:, -1], [0.5, 1.0])
+
+
+def test_checkpoints_written_by_the_trainer_load_back(tiny_prepared, tmp_path):
+    config = recbole_config(tiny_prepared, tmp_path)
+    dataset = create_dataset(config)
+    train, valid, test = data_preparation(config, dataset)
+    model = get_model("BPR")(config, train._dataset)
+    trainer = get_trainer(config["MODEL_TYPE"], "BPR")(config, model)
+    trainer.fit(train, valid, saved=True, verbose=False)
+    result = trainer.evaluate(test, load_best_model=True)  # torch.load of our own checkpoint
+    assert set(result) >= {"recall@10", "ndcg@10"}
+    # the trust is scoped to RecBole's checkpoint loading, not flipped globally
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(trainer.saved_model_file)
+
+
+def test_load_data_and_model_reads_a_saved_checkpoint(tiny_prepared, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # RecBole's init_logger writes ./log
+    config = recbole_config(tiny_prepared, tmp_path)
+    dataset = create_dataset(config)
+    train, valid, _ = data_preparation(config, dataset)
+    trainer = get_trainer(config["MODEL_TYPE"], "BPR")(config, get_model("BPR")(config, train._dataset))
+    trainer.fit(train, valid, saved=True, verbose=False)
+    from recbole.quick_start import load_data_and_model
+
+    _, model, *_ = load_data_and_model(trainer.saved_model_file)
+    assert torch.equal(model.user_embedding.weight, trainer.model.user_embedding.weight)
+
+
+def test_lightgcn_adjacency_builds_on_current_scipy(tiny_prepared, tmp_path):
+    config = recbole_config(tiny_prepared, tmp_path, model="LightGCN")
+    dataset = create_dataset(config)
+    model = get_model("LightGCN")(config, dataset)  # builds its graph with dok_matrix._update
+    # reference: D^-1/2 A D^-1/2 of the bipartite graph, built with coo
+    x = dataset.inter_matrix(form="csr").astype(np.float32)
+    x.data[:] = 1.0
+    adjacency = sp.bmat([[None, x], [x.T, None]]).tocsr()
+    degree = np.asarray((adjacency > 0).sum(axis=1)).ravel() + 1e-7
+    d = sp.diags(degree**-0.5)
+    expected = (d @ adjacency @ d).toarray()
+    assert np.allclose(model.norm_adj_matrix.to_dense().numpy(), expected, atol=1e-6)
+
+
+def test_config_ignores_foreign_command_line_flags(tiny_prepared, tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["pytest", "--learning_rate=0.5", "--numprocesses=4"])
+    config = recbole_config(tiny_prepared, tmp_path)
+    assert config["learning_rate"] == 0.001
+    assert "numprocesses" not in config
+
+
+def test_trainer_writes_no_tensorboard_into_the_working_directory(tiny_prepared, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = recbole_config(tiny_prepared, tmp_path)
+    dataset = create_dataset(config)
+    get_trainer(config["MODEL_TYPE"], "BPR")(config, get_model("BPR")(config, dataset))
+    assert not (tmp_path / "log_tensorboard").exists()
