@@ -76,12 +76,13 @@ def holdout_parts(users, rule):
     from_end = counts[user_index] - 1 - position
     is_last = from_end < n_last[user_index]
 
-    # random keys; the last items sort behind every candidate
-    keys = np.random.default_rng(rule.seed).random(n_rows)
-    keys[is_last] = 2.0
-    order = np.lexsort((keys, user_index))
+    # a random key in [0, 0.5) per candidate, 0.5 for the last items: sorting
+    # user + key keeps each user's block in place and ranks candidates randomly
+    keys = 0.5 * np.random.default_rng(rule.seed).random(n_rows)
+    keys[is_last] = 0.5
+    order = np.argsort(user_index + keys)
     rank = np.empty(n_rows, dtype=np.int64)
-    rank[order] = position  # order keeps each user's block where it was
+    rank[order] = position
     is_random = ~is_last & (rank < n_random[user_index])
 
     parts = np.full(n_rows, NOT_HELD_OUT, dtype=np.int8)

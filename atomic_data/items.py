@@ -13,6 +13,7 @@ import re
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 TITLE_YEAR = re.compile(r"\((\d{4})(?:-\d{4})?-?\)\s*$")
 WORD = re.compile(r"\w+")
@@ -28,20 +29,33 @@ def title_words(title):
     return " ".join(WORD.findall(TITLE_YEAR.sub("", title).lower()))
 
 
-def representative_credit(credits, column, users, items):
+class Watched:
+    """The interactions as a binary user x item matrix (one row per distinct pair)."""
+
+    def __init__(self, users, items):
+        item_codes, item_names = pd.factorize(items)
+        user_codes, user_names = pd.factorize(users)
+        self.items = pd.Index(item_names)
+        self.matrix = sp.csr_matrix(
+            (np.ones(len(users), np.float32), (user_codes, item_codes)), shape=(len(user_names), len(item_names))
+        )
+
+
+def representative_credit(credits, column, watched):
     """Per item, the credit whose items were watched by the most distinct users.
 
-    credits: frame (item, <column>); users, items: the interactions.
-    Returns a Series item -> credit for items that have at least one credit.
+    credits: frame (item, <column>); watched: the interactions (Watched).
+    Returns a Series item -> credit for the items that have a credit.
     """
     credit_codes, credit_names = pd.factorize(credits[column], sort=True)
-    user_codes, user_names = pd.factorize(users)
-    # every (interaction, credit of its item) pair, as credit * n_users + user
-    watched = pd.DataFrame({"item": items, "user": user_codes}).merge(
-        pd.DataFrame({"item": credits["item"].to_numpy(), "credit": credit_codes}), on="item"
+    credit_item = watched.items.get_indexer(credits["item"])  # -1: credit of an unwatched item
+    known = credit_item >= 0
+    credited = sp.csr_matrix(
+        (np.ones(known.sum(), np.float32), (credit_item[known], credit_codes[known])),
+        shape=(len(watched.items), len(credit_names)),
     )
-    pair = np.unique(watched["credit"].to_numpy(np.int64) * len(user_names) + watched["user"].to_numpy())
-    distinct_users = np.bincount(pair // len(user_names), minlength=len(credit_names))
+    # (user x credit) has a nonzero where the user watched any item of the credit
+    distinct_users = (watched.matrix @ credited).getnnz(axis=0)
     ranked = pd.DataFrame(
         {"item": credits["item"].to_numpy(), "credit": credit_codes, "users": distinct_users[credit_codes]}
     ).sort_values(["item", "users", "credit"], ascending=[True, False, True], kind="stable")
@@ -53,7 +67,8 @@ def build_item_table(item_ids, side, users, items):
     """The ``.item`` table (RecBole header names) for ``item_ids``.
 
     side: filename -> frame from raw.read_side_file (absent files are missing).
-    users, items: the interactions the representative credits are counted on.
+    users, items: the distinct (user, item) interactions the representative
+    credits are counted on.
     Returns (table, stats).
     """
     table = pd.DataFrame({"item_id:token": item_ids})
@@ -82,12 +97,14 @@ def build_item_table(item_ids, side, users, items):
     if genres is not None:
         table["genre:token_seq"] = _joined(genres, "genre", index)
 
+    watched = None
     for filename, column in (("directors.tsv", "director"), ("writers.tsv", "writer")):
         credits = side.get(filename)
         if credits is None:
             continue
+        watched = watched or Watched(users, items)
         credits = credits[credits["item"].isin(index)].drop_duplicates()
-        best = representative_credit(credits, column, users, items)
+        best = representative_credit(credits, column, watched)
         table[f"{column}:token"] = best.reindex(index).fillna("").to_numpy()
         table[f"{column}s:token_seq"] = _joined(credits, column, index)
         stats[f"{column}s"] = int(credits[column].nunique())

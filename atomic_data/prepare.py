@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,10 +119,12 @@ def _write_version(raw_dir, staging, name, rule):
     ratings = read_ratings(raw_dir)
     side = {f: frame for f in SIDE_FILES if (frame := read_side_file(raw_dir, f)) is not None}
 
-    users, items, times = (ratings[c].to_numpy() for c in ("user", "item", "time"))
-    order = np.lexsort((times, users))  # stable: ties in time keep file order
-    users, items, times = users[order], items[order], times[order]
-    first = ~pd.DataFrame({"u": users, "i": items}).duplicated().to_numpy()
+    users, items, times = ratings["user"], ratings["item"], ratings["time"]
+    if not _sorted_by_user_and_time(users, times):  # the competition file already is
+        order = np.lexsort((times, users))  # stable: ties in time keep file order
+        users, items, times = users[order], items[order], times[order]
+    pair = pd.Series(users * (int(items.max()) + 1) + items)  # one int64 per (user, item)
+    first = ~pair.duplicated().to_numpy()
     duplicates = int(len(first) - first.sum())
     users, items, times = users[first], items[first], times[first]
 
@@ -130,23 +133,31 @@ def _write_version(raw_dir, staging, name, rule):
 
     staging.mkdir(parents=True)
     counts = {
-        "users": int(len(np.unique(users))),
-        "items": int(len(np.unique(items))),
-        "interactions": int(len(users)),
+        "users": len(pd.unique(users)),
+        "items": len(pd.unique(items)),
+        "interactions": len(users),
         "duplicates_dropped": duplicates,
-        "holdout_users": int(len(np.unique(users[~kept]))),
+        "holdout_users": len(pd.unique(users[~kept])),
         "holdout_interactions": int((~kept).sum()),
         "side_files": sorted(side),
     }
-    for dataset, mask in ((name, slice(None)), (name + VALID_SUFFIX, kept)):
-        folder = staging / dataset
-        folder.mkdir()
-        write_table(folder / f"{dataset}.inter", INTER_HEADER, (users[mask], items[mask], times[mask]))
-        if side:
-            table, item_stats = build_item_table(np.unique(items[mask]), side, users[mask], items[mask])
-            write_table(folder / f"{dataset}.item", list(table.columns), [table[c] for c in table.columns])
-            if dataset == name:
-                counts.update(item_stats)
+    # the .inter files are written in threads (pyarrow releases the GIL)
+    # while the item features are computed
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        writes = []
+        for dataset, mask in ((name, slice(None)), (name + VALID_SUFFIX, kept)):
+            folder = staging / dataset
+            folder.mkdir()
+            inter = (users[mask], items[mask], times[mask])
+            writes.append(pool.submit(write_table, folder / f"{dataset}.inter", INTER_HEADER, inter))
+            if side:
+                item_ids = np.sort(pd.unique(inter[1]))
+                table, item_stats = build_item_table(item_ids, side, inter[0], inter[1])
+                write_table(folder / f"{dataset}.item", list(table.columns), [table[c] for c in table.columns])
+                if dataset == name:
+                    counts.update(item_stats)
+        for write in writes:
+            write.result()
 
     held = ~kept
     holdout = pd.DataFrame(
@@ -160,3 +171,7 @@ def _write_version(raw_dir, staging, name, rule):
     holdout.to_csv(staging / HOLDOUT_FILE, index=False)
     return counts
 
+
+def _sorted_by_user_and_time(users, times):
+    user_step = np.diff(users)
+    return bool(((user_step > 0) | ((user_step == 0) & (np.diff(times) >= 0))).all())

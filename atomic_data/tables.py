@@ -1,4 +1,10 @@
-"""Fast text-table writing: a literal header, then pyarrow writes the body."""
+"""Text-table writing: a literal header, values verbatim (no quoting).
+
+Numeric tables (the millions of interactions) go through pyarrow's CSV
+writer, the fast path. Text tables (side files, .item: thousands of rows)
+are joined in Python, because pyarrow refuses unquoted values with a ``"``
+and real titles have them (``11'09"01 - September 11 (2002)``).
+"""
 
 import numpy as np
 import pyarrow as pa
@@ -6,9 +12,18 @@ import pyarrow.csv as pa_csv
 
 
 def write_table(path, header, columns, sep="\t"):
-    """Write columns (same length) under header; values must not contain sep."""
-    table = pa.table({str(i): pa.array(np.asarray(c)) for i, c in enumerate(columns)})
+    """Write equally long columns under header; no value may contain sep."""
+    arrays = [np.asarray(c) for c in columns]
     with open(path, "wb") as f:
         f.write((sep.join(header) + "\n").encode())
-        options = pa_csv.WriteOptions(include_header=False, delimiter=sep, quoting_style="none")
-        pa_csv.write_csv(table, f, options)
+        if all(np.issubdtype(a.dtype, np.number) for a in arrays):
+            table = pa.table({str(i): a for i, a in enumerate(arrays)})
+            options = pa_csv.WriteOptions(include_header=False, delimiter=sep, quoting_style="none")
+            pa_csv.write_csv(table, f, options)
+            return
+        rows = zip(*(a.astype(str) for a in arrays))
+        lines = [sep.join(row) for row in rows]
+        for line in lines:
+            if line.count(sep) != len(header) - 1 or "\n" in line:
+                raise ValueError(f"{path}: a value contains the separator or a newline: {line!r}")
+        f.write(("\n".join(lines) + "\n").encode() if lines else b"")

@@ -9,7 +9,7 @@ from conftest import TEST_RULE, write_raw
 from atomic_data import HoldoutRule, RawDataError, prepare
 from atomic_data.__main__ import main as atomic_data_cli
 from atomic_data.holdout import LAST, NOT_HELD_OUT, RANDOM, holdout_parts
-from atomic_data.items import representative_credit, title_words, year_from_title
+from atomic_data.items import Watched, representative_credit, title_words, year_from_title
 
 # ---------------------------------------------------------------- bad input
 
@@ -152,13 +152,13 @@ def test_representative_credit_prefers_most_distinct_users():
     credits = pd.DataFrame({"item": [1, 2, 2, 3, 4], "director": ["d1", "d1", "d2", "d2", "d3"]})
     users = np.array([10, 11, 12, 12, 13, 13, 13])  # a=10, b=11, c=12, d=13
     items = np.array([1, 1, 1, 2, 3, 3, 3])  # d watched item 3 three times: still one user
-    best = representative_credit(credits, "director", users, items)
+    best = representative_credit(credits, "director", Watched(users, items))
     assert best.to_dict() == {1: "d1", 2: "d1", 3: "d2", 4: "d3"}
 
 
 def test_representative_credit_ties_take_smallest_id():
     credits = pd.DataFrame({"item": [1, 1], "writer": ["w9", "w2"]})
-    best = representative_credit(credits, "writer", np.array([5]), np.array([1]))
+    best = representative_credit(credits, "writer", Watched(np.array([5]), np.array([1])))
     assert best.to_dict() == {1: "w2"}
 
 

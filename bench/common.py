@@ -1,0 +1,49 @@
+"""Helpers shared by the benchmark scripts: data at competition scale, measured subprocesses."""
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH_DATA = ROOT / "data" / "bench"
+REAL_SIDE_FILES = ROOT.parent / "shared" / "data" / "competition_side"
+
+
+def competition_scale_raw(catalogue=None):
+    """Synthetic raw files at competition scale, generated once (about 10 s).
+
+    The real side files are used as the catalogue when they are next to the
+    project (../shared/data/competition_side); otherwise items are generated.
+    """
+    catalogue = catalogue or (REAL_SIDE_FILES if REAL_SIDE_FILES.is_dir() else None)
+    raw = BENCH_DATA / ("synthetic-real-catalogue" if catalogue else "synthetic")
+    if not (raw / "train_ratings.csv").is_file():
+        print(f"generating competition-scale synthetic data in {raw} ...", flush=True)
+        args = [sys.executable, "-m", "atomic_data.synthetic", str(raw)]
+        if catalogue:
+            args += ["--catalogue", str(catalogue)]
+        subprocess.run(args, check=True, cwd=ROOT)
+    return raw
+
+
+def measured(args, **kwargs):
+    """Run a command; returns (wall seconds, peak resident MB, stdout)."""
+    started = time.perf_counter()
+    process = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, text=True, **kwargs)
+    stdout = process.stdout.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - started
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise subprocess.CalledProcessError(process.returncode, args, stdout)
+    return seconds, usage.ru_maxrss / 1024, stdout
+
+
+def table(rows, header):
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(header, widths))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)) for r in rows]
+    return "\n".join(lines)
