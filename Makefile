@@ -17,7 +17,7 @@ $(VENV)/.installed: requirements.txt constraints.txt
 	touch $@
 
 demo: install
-	$(PY) -m atomic_data
+	$(PY) run.py --model=EASE
 
 test: install
 	$(PY) -m pytest

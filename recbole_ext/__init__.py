@@ -7,3 +7,8 @@ Importing this package first makes RecBole 1.2.1 work on the current stack
 from recbole_ext import compat
 
 compat.apply()
+
+from recbole_ext import metrics, registry  # noqa: E402  (needs the shims)
+
+registry.install()
+metrics.install()

@@ -27,9 +27,10 @@ def apply():
     _numpy2_aliases()
     _trusted_checkpoint_loads()
     _dok_matrix_update()
+    _interaction_sort_on_arrays()
     _config_ignores_argv()
     _tensorboard_beside_log()
-    _quiet_known_warnings()
+    quiet_known_warnings()
     _applied = True
 
 
@@ -130,6 +131,28 @@ def _dok_matrix_update():
         sp.dok_matrix._update = lambda self, data: self._dict.update(data)
 
 
+def _interaction_sort_on_arrays():
+    # Interaction.sort calls np.argsort on torch tensors, which numpy 2 only
+    # serves through Tensor.__array_wrap__, deprecated and due to break.
+    # Same stable multi-key sort, on numpy arrays.
+    from recbole.data.interaction import Interaction
+
+    def sort(self, by, ascending=True):
+        by = [by] if isinstance(by, str) else list(by)
+        ascending = [ascending] * len(by) if isinstance(ascending, bool) else list(ascending)
+        if len(by) != len(ascending):
+            raise ValueError(f"by [{by}] and ascending [{ascending}] should have same length.")
+        for field, ascend in zip(by[::-1], ascending[::-1]):
+            if field not in self.interaction:
+                raise ValueError(f"[{field}] is not exist in interaction [{self}].")
+            key = self.interaction[field]
+            key = (key if key.dim() == 1 else key[..., 0]).numpy()
+            index = np.argsort(key, kind="stable")
+            self._reindex(torch.from_numpy(index if ascend else index[::-1].copy()))
+
+    Interaction.sort = sort
+
+
 def _config_ignores_argv():
     # Config._load_cmd_line turns every "--key=value" of sys.argv into a
     # config key: foreign flags of run.py, pytest or a Ray worker leak into
@@ -162,8 +185,11 @@ def _tensorboard_beside_log():
     trainer_module.get_tensorboard = get_tensorboard
 
 
-def _quiet_known_warnings():
+def quiet_known_warnings():
     # pandas 2.2/2.3 warn about RecBole's chained assignments
     # (Dataset._fill_nan, _load_feat); they work until pandas 3.
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"recbole\.")
     warnings.filterwarnings("ignore", message=".*torch.cuda.amp.GradScaler.*")
+    # torch deprecations inside RecBole's models (LightGCN, NGCF, MultiVAE.predict)
+    warnings.filterwarnings("ignore", message=r"torch\.sparse\.SparseTensor", category=UserWarning)
+    warnings.filterwarnings("ignore", message="Using a non-tuple sequence for multidimensional indexing")

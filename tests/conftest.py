@@ -43,3 +43,9 @@ def tiny_raw(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_prepared(tiny_raw, tmp_path_factory):
     return prepare(tiny_raw, tmp_path_factory.mktemp("tiny_prepared"), "tiny", TEST_RULE)
+
+
+@pytest.fixture(autouse=True)
+def quiet_known_warnings():
+    """pytest resets warning filters per test: re-apply compat's list of RecBole's known ones."""
+    recbole_ext.compat.quiet_known_warnings()

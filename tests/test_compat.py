@@ -38,6 +38,7 @@ def test_numpy2_aliases_let_config_and_metrics_work(tiny_prepared, tmp_path):
     assert np.allclose(result[:, -1], [0.5, 1.0])
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # the refused global load
 def test_checkpoints_written_by_the_trainer_load_back(tiny_prepared, tmp_path):
     config = recbole_config(tiny_prepared, tmp_path)
     dataset = create_dataset(config)
@@ -92,3 +93,17 @@ def test_trainer_writes_no_tensorboard_into_the_working_directory(tiny_prepared,
     dataset = create_dataset(config)
     get_trainer(config["MODEL_TYPE"], "BPR")(config, get_model("BPR")(config, dataset))
     assert not (tmp_path / "log_tensorboard").exists()
+
+
+def test_interaction_sort_is_stable_without_numpy_deprecations():
+    import warnings
+
+    from recbole.data.interaction import Interaction
+
+    inter = Interaction({"u": torch.tensor([2, 1, 2, 1]), "t": torch.tensor([5.0, 7.0, 5.0, 3.0]), "i": torch.arange(4)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        inter.sort(by=["u", "t"])
+    assert inter["i"].tolist() == [3, 1, 0, 2]  # ties (u=2, t=5) keep their order
+    inter.sort(by="i", ascending=False)
+    assert inter["i"].tolist() == [3, 2, 1, 0]

@@ -1,0 +1,308 @@
+"""Run settings: yaml layering, checks, and RecBole's Config built from them.
+
+Layers, later ones winning:
+
+    yaml/base.yaml < yaml/<model>.yaml < --config FILE < its ``quick:`` block
+    (with --quick) < key=value overrides (``holdout.seed=3`` reaches inside)
+
+Every key must be a movierec setting (MOVIEREC_KEYS, defaults in
+yaml/base.yaml) or a RecBole setting known for the model; anything else
+stops with the file it came from and the closest valid name. RecBole never
+sees sys.argv: everything reaches it through ``config_dict``.
+"""
+
+import copy
+import difflib
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import yaml
+from recbole.config import Config
+from recbole.utils import ModelType
+from recbole.utils.argument_list import dataset_arguments, evaluation_arguments, general_arguments, training_arguments
+
+from atomic_data import BASE_YAML, HoldoutRule
+from recbole_ext import registry
+
+YAML_DIR = BASE_YAML.parent
+RECBOLE_PROPERTIES = registry.RECBOLE_PROPERTIES.parent
+
+# movierec's own settings (documented in yaml/base.yaml); RecBole never sees them
+MOVIEREC_KEYS = {
+    "model", "data", "data_dir", "dataset", "holdout", "output_dir", "device",
+    "top_n", "refit", "refit_epochs", "predict_batch_users", "quick", "tune",
+}
+MERGED_SECTIONS = {"holdout", "quick", "tune"}  # merged key by key across layers
+HOLDOUT_METRICS = ("recall@10", "ndcg@10")
+# RecBole settings that movierec sets itself
+MANAGED = {
+    "data_path": "set `data` (raw folder) and `data_dir` instead",
+    "checkpoint_dir": "a run saves its model in its output folder",
+    "metrics": "runs are scored by the competition's recall@10 and ndcg@10 on the holdout",
+    "topk": "runs are scored by the competition's recall@10 and ndcg@10 on the holdout",
+    "eval_args": "validation uses movierec's holdout (see `holdout`)",
+    "benchmark_filename": "validation uses movierec's holdout (see `holdout`)",
+    "gpu_id": "set `device: cpu|cuda|auto`",
+    "use_gpu": "set `device: cpu|cuda|auto`",
+    "save_dataset": "movierec caches datasets itself",
+    "dataset_save_path": "movierec caches datasets itself",
+    "save_dataloaders": "movierec caches datasets itself",
+    "dataloaders_save_path": "movierec caches datasets itself",
+}
+# read by RecBole but absent from its property files
+EXTRA_RECBOLE_KEYS = {"nproc", "world_size", "offset", "ip", "port", "local_rank"}
+SUPPORTED_TYPES = {ModelType.GENERAL, ModelType.TRADITIONAL, ModelType.SEQUENTIAL, ModelType.CONTEXT}
+
+
+class ConfigError(ValueError):
+    """A setting a user wrote is wrong; the message names where and why."""
+
+
+class _Loader(yaml.SafeLoader):
+    """Safe yaml with RecBole's float rule: 1e-4 is a float, not a string."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+][0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def read_yaml(path):
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        values = yaml.load(path.read_text(), Loader=_Loader)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid yaml: {error}") from None
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected `key: value` lines, got {type(values).__name__}")
+    return values
+
+
+def parse_overrides(pairs):
+    """key=value strings -> nested dict; values parsed as yaml scalars/flow."""
+    result = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"command line: {pair!r} is not key=value")
+        try:
+            value = yaml.load(text, Loader=_Loader)
+        except yaml.YAMLError:
+            value = text
+        target = result
+        *parents, last = key.split(".")
+        for parent in parents:
+            target = target.setdefault(parent, {})
+        target[last] = value
+    return result
+
+
+@dataclass
+class Settings:
+    """The resolved settings of one run."""
+
+    model: str
+    values: dict
+    sources: dict = field(default_factory=dict)  # top-level key -> file it came from
+
+    def __getitem__(self, key):
+        return self.values[key]
+
+    @property
+    def holdout(self):
+        return HoldoutRule.from_dict(self.values["holdout"])
+
+    @property
+    def model_type(self):
+        return registry.get_model(self.model).type
+
+    def recbole_values(self):
+        """The RecBole part of the settings (config_dict)."""
+        return {k: copy.deepcopy(v) for k, v in self.values.items() if k not in MOVIEREC_KEYS}
+
+    def with_values(self, **changes):
+        values = copy.deepcopy(self.values)
+        values.update(changes)
+        return Settings(self.model, values, dict(self.sources))
+
+
+def load_settings(model=None, config_file=None, overrides=(), quick=False):
+    """Resolve and check the layered settings of a run."""
+    file_layer = read_yaml(config_file) if config_file else {}
+    override_layer = parse_overrides(overrides)
+    named = {
+        "--model": model,
+        "command line": override_layer.pop("model", None),
+        str(config_file): file_layer.get("model"),
+    }
+    named = {source: name for source, name in named.items() if name}
+    if not named:
+        raise ConfigError("no model: pass --model NAME or set `model:` in the --config file")
+    if len(set(named.values())) > 1:
+        raise ConfigError(f"conflicting models: {', '.join(f'{n} ({s})' for s, n in named.items())}")
+    model = next(iter(named.values()))
+    check_model(model)
+
+    layers = [(str(BASE_YAML), read_yaml(BASE_YAML))]
+    model_yaml = YAML_DIR / f"{model.lower()}.yaml"
+    if model_yaml.is_file():
+        layers.append((str(model_yaml), read_yaml(model_yaml)))
+    if config_file:
+        layers.append((str(config_file), file_layer))
+    values, sources = {}, {}
+    for source, layer in layers:
+        _merge(values, sources, layer, source)
+    if quick:
+        if not values.get("quick"):
+            raise ConfigError(f"--quick: no `quick:` block for {model} in {', '.join(s for s, _ in layers)}")
+        _merge(values, sources, values["quick"], f"{sources['quick']} (quick:)")
+    _merge(values, sources, override_layer, "command line")
+    if values.get("model", model) != model:
+        raise ConfigError(f"{sources['model']}: model {values['model']!r} conflicts with {model!r}")
+    values["model"] = model
+    settings = Settings(model, values, sources)
+    check_settings(settings)
+    for key in ("data", "data_dir", "output_dir"):
+        if values.get(key) is not None:
+            values[key] = str(Path(values[key]).expanduser().resolve())
+    return settings
+
+
+def _merge(values, sources, layer, source):
+    for key, value in layer.items():
+        if key in MERGED_SECTIONS and isinstance(value, dict) and isinstance(values.get(key), dict):
+            values[key] = {**values[key], **copy.deepcopy(value)}
+        else:
+            values[key] = copy.deepcopy(value)
+        sources[key] = source
+
+
+def check_model(model):
+    names = registry.model_names()
+    if model not in names:
+        close = difflib.get_close_matches(model, names, n=1, cutoff=0.5) or [
+            n for n in names if n.lower() == model.lower()
+        ]
+        hint = f"; did you mean {close[0]!r}?" if close else f"; known models: {', '.join(names)}"
+        raise ConfigError(f"unknown model {model!r}{hint}")
+    model_type = registry.get_model(model).type
+    if model_type not in SUPPORTED_TYPES:
+        reason = {
+            ModelType.KNOWLEDGE: "it needs a knowledge graph (.kg, .link files), which the competition data lacks",
+            ModelType.DECISIONTREE: "decision-tree models need xgboost/lightgbm and label data",
+        }.get(model_type, f"models of type {model_type} are not supported")
+        raise ConfigError(f"model {model!r} cannot run here: {reason}")
+
+
+def known_keys(model):
+    """Every setting RecBole reads for this model, plus movierec's."""
+    keys = set(MOVIEREC_KEYS) | EXTRA_RECBOLE_KEYS
+    keys |= set(general_arguments + training_arguments + evaluation_arguments + dataset_arguments)
+    for path in [RECBOLE_PROPERTIES / "overall.yaml", RECBOLE_PROPERTIES / "dataset" / "sample.yaml"]:
+        keys |= set(read_yaml(path))
+    for path in (RECBOLE_PROPERTIES / "quick_start_config").glob("*.yaml"):
+        keys |= set(read_yaml(path))
+    return keys | set(registry.model_properties(model))
+
+
+def check_settings(settings):
+    values, sources = settings.values, settings.sources
+    keys = known_keys(settings.model)
+
+    def where(key):
+        return sources.get(key, "settings")
+
+    def unknown(key, source, valid):
+        close = difflib.get_close_matches(key, sorted(valid), n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        return ConfigError(f"{source}: unknown setting {key!r} for {settings.model}{hint}")
+
+    for key in values:
+        if key not in keys:
+            raise unknown(key, where(key), keys)
+        if key in MANAGED:
+            raise ConfigError(f"{where(key)}: {key!r} is managed by movierec: {MANAGED[key]}")
+    for key in values.get("quick") or {}:
+        if key not in keys or key in ("quick", "tune", "model"):
+            raise unknown(key, f"{where('quick')} (quick:)", keys)
+
+    try:
+        HoldoutRule.from_dict(values["holdout"], where=f"{where('holdout')}: holdout")
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    checks = {
+        "device": (lambda v: v in ("auto", "cpu", "cuda"), "auto, cpu or cuda"),
+        "valid_metric": (lambda v: str(v).lower() in HOLDOUT_METRICS, " or ".join(HOLDOUT_METRICS)),
+        "top_n": (lambda v: isinstance(v, int) and v >= 10, "an integer >= 10"),
+        "refit": (lambda v: isinstance(v, bool), "true or false"),
+        "refit_epochs": (lambda v: v == "best" or (isinstance(v, int) and v >= 1), "best or an integer >= 1"),
+        "predict_batch_users": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
+        "dataset": (lambda v: isinstance(v, str) and re.fullmatch(r"[\w.-]+", v), "a name of letters, digits, _ . -"),
+    }
+    for key, (ok, expected) in checks.items():
+        if not ok(values[key]):
+            raise ConfigError(f"{where(key)}: {key} must be {expected}, got {values[key]!r}")
+    if values.get("data") is not None and not Path(values["data"]).expanduser().is_dir():
+        raise ConfigError(f"{where('data')}: data folder {values['data']!r} does not exist")
+
+
+def resolve_device(setting):
+    if setting == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if setting == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device: cuda was asked for but torch sees no GPU (is the CUDA build of torch installed?)")
+    return setting
+
+
+def implicit_feedback_sampling(settings):
+    """Negative sampling for implicit data, unless the settings choose it.
+
+    Every interaction is a positive: context-aware models need sampled
+    negatives as their 0 labels (RecBole's defaults expect labelled data);
+    sequential models with the CE loss score all items and sample nothing.
+    """
+    if "train_neg_sample_args" in settings.values:
+        return {}
+    loss_type = settings.values.get("loss_type", registry.model_properties(settings.model).get("loss_type"))
+    if settings.model_type == ModelType.CONTEXT:
+        return {"train_neg_sample_args": {"distribution": "uniform", "sample_num": 1}}
+    if settings.model_type == ModelType.SEQUENTIAL and loss_type == "CE":
+        return {"train_neg_sample_args": None}
+    return {}
+
+
+def recbole_config(settings, data_path, dataset_name, checkpoint_dir, **changes):
+    """RecBole's Config for one fit of this run."""
+    device = resolve_device(settings["device"])
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    config_dict = {**implicit_feedback_sampling(settings), **settings.recbole_values()}
+    config_dict.update(
+        data_path=str(data_path),
+        checkpoint_dir=str(checkpoint_dir),
+        valid_metric=settings["valid_metric"].lower(),
+        # RecBole writes gpu_id into CUDA_VISIBLE_DEVICES: keep what a scheduler (Ray) set
+        gpu_id=visible if visible is not None else "0",
+        use_gpu=device == "cuda",
+        **changes,
+    )
+    config = Config(model=settings.model, dataset=dataset_name, config_dict=config_dict)
+    if visible is None:
+        os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+    config["device"] = torch.device(device)
+    return config

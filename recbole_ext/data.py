@@ -1,0 +1,206 @@
+"""RecBole datasets for a run: built once per data version and settings, cached on disk.
+
+- ``load_dataset`` returns RecBole's dataset ready for training (features
+  as Interactions, sequences for sequential models), from a pickle under
+  ``<data_path>/cache/`` when the same data and dataset settings were built
+  before: a second run does not re-read and re-index millions of rows.
+- ``LazySequentialDataset`` is RecBole's SequentialDataset with its data
+  augmentation done per batch. RecBole materialises, for every interaction,
+  the list of up to MAX_ITEM_LIST_LENGTH previous items of every field (a
+  Python loop, and N x L memory: 5M x 200 item ids is 8 GB); here a batch
+  gathers its lists from the flat, time-ordered interactions. The batches
+  are identical (tests/test_data.py).
+- ``History`` is every user's interactions in time order, in the dataset's
+  internal ids: the items to mask and the sequences to score from.
+"""
+
+import hashlib
+import json
+import logging
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import torch
+from recbole.data import create_dataset
+from recbole.data.dataset import SequentialDataset
+from recbole.data.interaction import Interaction
+from recbole.data.utils import create_samplers, get_dataloader
+from recbole.utils import ModelType
+from recbole.utils.argument_list import dataset_arguments
+
+logger = logging.getLogger(__name__)
+
+CACHE_FORMAT = 1  # bump when what is pickled changes
+# models that read the materialised lists from dataset.inter_feat
+EAGER_SEQUENTIAL_MODELS = {"FEARec"}
+
+
+class LazySequentialDataset(SequentialDataset):
+    """SequentialDataset whose item lists are gathered per batch."""
+
+    FLAT_POSITION = "_flat_position"  # row of a target in the flat interactions
+
+    def data_augmentation(self):
+        self._aug_presets()
+        self._check_field("uid_field", "time_field")
+        self.sort(by=[self.uid_field, self.time_field], ascending=True)
+        self.flat_inter = self.inter_feat  # every interaction, grouped by user, in time order
+        uid = self.flat_inter[self.uid_field].numpy()
+        rows = np.arange(len(uid))
+        first_of_user = np.ones(len(uid), bool)
+        first_of_user[1:] = uid[1:] != uid[:-1]
+        user_start = np.maximum.accumulate(np.where(first_of_user, rows, 0))
+        # as RecBole: every interaction but a user's first is a target, its
+        # list the (up to L) interactions before it
+        targets = torch.from_numpy(rows[~first_of_user])
+        lengths = torch.from_numpy(np.minimum(rows - user_start, self.max_item_list_len)[~first_of_user])
+        target_inter = {field: values[targets] for field, values in self.flat_inter.interaction.items()}
+        target_inter[self.item_list_length_field] = lengths
+        target_inter[self.FLAT_POSITION] = targets
+        self.inter_feat = Interaction(target_inter)
+
+    def __getitem__(self, index, join=True):
+        batch = self.inter_feat[index]
+        position = batch[self.FLAT_POSITION]
+        del batch[self.FLAT_POSITION]
+        batch.update(self.item_lists(position, batch[self.item_list_length_field]))
+        return self.join(batch) if join else batch
+
+    def item_lists(self, end, length):
+        """The ``<field>_list`` tensors of sequences ending before flat rows ``end``."""
+        steps = torch.arange(self.max_item_list_len)
+        index = (end - length).unsqueeze(1) + steps
+        padding = steps.unsqueeze(0) >= length.unsqueeze(1)
+        index = index.masked_fill(padding, 0)
+        lists = {}
+        for field, values in self.flat_inter.interaction.items():
+            if field == self.uid_field:
+                continue
+            gathered = values[index]
+            gathered[padding] = 0
+            lists[getattr(self, f"{field}_list_field")] = gathered
+        return Interaction(lists)
+
+    def inter_matrix(self, form="coo", value_field=None):
+        return self._create_sparse_matrix(self.flat_inter, self.uid_field, self.iid_field, form, value_field)
+
+
+def dataset_class(config):
+    """RecBole's choice (create_dataset), with the lazy sequential dataset."""
+    if config["MODEL_TYPE"] == ModelType.SEQUENTIAL and config["model"] not in EAGER_SEQUENTIAL_MODELS:
+        import recbole.data.dataset as datasets
+
+        if not hasattr(datasets, config["model"] + "Dataset"):
+            return LazySequentialDataset
+    return None  # let RecBole's create_dataset decide
+
+
+def load_dataset(config):
+    """The dataset for config, formatted for training; cached next to the atomic files."""
+    cls = dataset_class(config)
+    name = cls.__name__ if cls else "recbole"
+    settings = {arg: config[arg] for arg in dataset_arguments + ["seed", "repeatable", "MODEL_TYPE"]}
+    settings.update(cache_format=CACHE_FORMAT, dataset=config["dataset"], model=config["model"] if not cls else None)
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    path = Path(config["data_path"]).parent / "cache" / f"{config['dataset']}-{name}-{key}.pth"
+    if path.is_file():
+        with open(path, "rb") as f:
+            dataset = pickle.load(f)
+        dataset.config = config
+        logger.info("dataset %s from cache %s", config["dataset"], path)
+        return dataset
+    dataset = cls(config) if cls else create_dataset(config)
+    dataset._change_feat_format()  # what RecBole's build() does before splitting
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(f".{os.getpid()}.tmp")
+    with open(partial, "wb") as f:
+        pickle.dump(dataset, f, protocol=pickle.HIGHEST_PROTOCOL)
+    partial.replace(path)
+    logger.info("dataset %s built and cached in %s", config["dataset"], path)
+    return dataset
+
+
+def train_loader(config, dataset):
+    """RecBole's training dataloader over the whole dataset (no split: the holdout is elsewhere)."""
+    sampler, _, _ = create_samplers(config, dataset, [dataset, dataset, dataset])
+    return get_dataloader(config, "train")(config, dataset, sampler, shuffle=config["shuffle"])
+
+
+def token_ids(dataset, field, tokens):
+    """Internal ids of integer tokens (0 for tokens the dataset does not know)."""
+    known = dataset.field2id_token[field][1:].astype(np.int64)  # id 0 is [PAD]
+    order = np.argsort(known)
+    position = np.clip(np.searchsorted(known[order], tokens), 0, len(known) - 1)
+    found = known[order][position] == tokens
+    return np.where(found, order[position] + 1, 0)
+
+
+def original_ids(dataset, field):
+    """id -> integer token, for all ids (-1 for [PAD])."""
+    tokens = dataset.field2id_token[field]
+    return np.concatenate(([-1], tokens[1:].astype(np.int64)))
+
+
+def read_inter(path):
+    """An atomic .inter file written by atomic_data as int64 arrays user, item, time."""
+    table = pa_csv.read_csv(
+        path,
+        parse_options=pa_csv.ParseOptions(delimiter="\t"),
+        convert_options=pa_csv.ConvertOptions(column_types=dict.fromkeys(
+            ("user_id:token", "item_id:token", "timestamp:float"), pa.int64())),
+    )
+    return tuple(table.column(i).to_numpy() for i in range(3))
+
+
+class History:
+    """Each user's interactions in time order, in a dataset's internal ids (CSR).
+
+    Built from original ids, so a model can be given the history of another
+    file than its training file (the full history for a submission).
+    """
+
+    def __init__(self, dataset, users, items, times):
+        uid = token_ids(dataset, dataset.uid_field, users)
+        iid = token_ids(dataset, dataset.iid_field, items)
+        known = (uid > 0) & (iid > 0)
+        uid, iid, times = uid[known], iid[known], times[known]
+        order = np.lexsort((times, uid))  # stable: ties keep file order, as in training
+        self.items = torch.from_numpy(iid[order])
+        self.times = torch.from_numpy(times[order].astype(np.float64))
+        counts = np.bincount(uid, minlength=dataset.user_num)
+        self.indptr = torch.from_numpy(np.concatenate(([0], np.cumsum(counts))))
+
+    @classmethod
+    def from_file(cls, dataset, inter_path):
+        return cls(dataset, *read_inter(inter_path))
+
+    def users(self):
+        return torch.nonzero(self.indptr[1:] > self.indptr[:-1]).squeeze(1)
+
+    def lengths(self, users):
+        return self.indptr[users + 1] - self.indptr[users]
+
+    def seen(self, users):
+        """(row in users, item) of every item each user has seen."""
+        start, length = self.indptr[users], self.lengths(users)
+        row = torch.repeat_interleave(torch.arange(len(users)), length)
+        offset = torch.arange(int(length.sum())) - torch.repeat_interleave(torch.cumsum(length, 0) - length, length)
+        return row, self.items[start[row] + offset]
+
+    def last(self, users, max_length):
+        """The last max_length items and times of each user, left-aligned, 0-padded, and lengths."""
+        end = self.indptr[users + 1]
+        length = torch.minimum(self.lengths(users), torch.tensor(max_length))
+        steps = torch.arange(max_length)
+        index = (end - length).unsqueeze(1) + steps
+        padding = steps.unsqueeze(0) >= length.unsqueeze(1)
+        index = index.masked_fill(padding, 0)
+        return (
+            self.items[index].masked_fill(padding, 0),
+            self.times[index].masked_fill(padding, 0),
+            length,
+        )

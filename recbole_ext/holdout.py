@@ -1,0 +1,66 @@
+"""Early stopping on the competition metric of the holdout, inside RecBole's trainers.
+
+RecBole's trainer evaluates a dataloader split from the training data with
+its own metrics. ``HoldoutScorer`` stands where that dataloader would be:
+``trainer.fit(train_data, scorer)`` makes every evaluation call
+``scorer(model)``, which ranks with the same top-k function as the
+submission and scores with the competition's definition. Any trainer class
+(RecBole's or a custom model's) gets this through ``holdout_trainer``.
+"""
+
+import torch
+from recbole.trainer import Trainer
+
+from recbole_ext.data import token_ids
+from recbole_ext.metrics import K, holdout_metrics
+from recbole_ext.predict import top_k
+
+
+class HoldoutScorer:
+    """Scores a model on the holdout; remembers every result by epoch."""
+
+    def __init__(self, dataset, history, holdout, batch_users, on_result=None):
+        self.dataset, self.history, self.holdout = dataset, history, holdout
+        self.batch_users = batch_users
+        self.users = torch.from_numpy(token_ids(dataset, dataset.uid_field, holdout["user"].unique()))
+        if (self.users == 0).any():
+            raise ValueError("holdout users missing from the training data: prepared data is inconsistent")
+        self.on_result = on_result
+        self.results = []  # one dict per evaluation, in order
+
+    def __call__(self, model):
+        recommended = top_k(model, self.dataset, self.history, K, self.batch_users, users=self.users)
+        result = holdout_metrics(recommended, self.holdout)
+        self.results.append(result)
+        if self.on_result:
+            self.on_result(result)
+        return result
+
+
+class HoldoutEvaluation:
+    """Trainer mixin: evaluate() on a HoldoutScorer scores on the holdout."""
+
+    def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
+        if not isinstance(eval_data, HoldoutScorer):
+            return super().evaluate(eval_data, load_best_model, model_file, show_progress)
+        if load_best_model:
+            self.load_best(model_file)
+        return eval_data(self.model)
+
+    def load_best(self, model_file=None):
+        # a checkpoint this trainer wrote: it holds RecBole's Config, not only tensors
+        checkpoint = torch.load(model_file or self.saved_model_file, map_location=self.device, weights_only=False)
+        self.model.load_state_dict(checkpoint["state_dict"])
+        self.model.load_other_parameter(checkpoint.get("other_parameter"))
+
+
+_classes = {}
+
+
+def holdout_trainer(trainer_class):
+    """trainer_class with HoldoutEvaluation mixed in."""
+    if not issubclass(trainer_class, Trainer):
+        raise TypeError(f"{trainer_class.__name__} is not a RecBole Trainer: its models are not supported")
+    if trainer_class not in _classes:
+        _classes[trainer_class] = type(f"Holdout{trainer_class.__name__}", (HoldoutEvaluation, trainer_class), {})
+    return _classes[trainer_class]

@@ -1,0 +1,297 @@
+"""The one training pipeline: run.py and every Ray Tune trial call ``run``.
+
+    prepare data (cached) -> validation fit on <name>-val with early stopping
+    on the holdout -> holdout recall@10 / ndcg@10 from the top-N lists ->
+    refit on all interactions (best epoch count) -> submission
+
+A run writes into a staging folder renamed into place when complete:
+submission.csv, valid_top50.csv, full_top50.csv, summary.json, model.pth,
+run.log. A failed run leaves only ``<output>.failed/`` with run.log and
+error.txt.
+"""
+
+import datetime
+import gc
+import json
+import logging
+import os
+import shutil
+import time
+import traceback
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import colorlog
+import numpy as np
+import pandas as pd
+import torch
+from recbole.utils import init_seed
+from recbole.utils.logger import RemoveColorFilter
+
+import atomic_data
+from atomic_data.movielens import embedded_default
+from recbole_ext import registry
+from recbole_ext.config import ConfigError, Settings, recbole_config, resolve_device
+from recbole_ext.data import History, load_dataset, train_loader
+from recbole_ext.holdout import HoldoutScorer, holdout_trainer
+from recbole_ext.metrics import K, holdout_metrics
+from recbole_ext.predict import top_k
+
+logger = logging.getLogger("movierec")
+
+SUBMISSION = "submission.csv"
+VALID_TOP = "valid_top50.csv"
+FULL_TOP = "full_top50.csv"
+SUMMARY = "summary.json"
+MODEL_FILE = "model.pth"
+LOG_FILE = "run.log"
+
+
+@dataclass
+class Fit:
+    config: object
+    dataset: object
+    history: History
+    model: object
+    epochs_run: int
+    best_epoch: int | None = None
+    valid_results: list = field(default_factory=list)  # [{"epoch": e, "recall@10": ...}]
+
+
+class Timer(dict):
+    @contextmanager
+    def step(self, name):
+        started = time.perf_counter()
+        logger.info("%s ...", name)
+        yield
+        self[name] = round(time.perf_counter() - started, 3)
+
+
+def prepare_data(settings):
+    raw = settings["data"] or embedded_default(settings["data_dir"])
+    out = Path(settings["data_dir"]) / "prepared"
+    return atomic_data.prepare(raw, out, settings["dataset"], settings.holdout)
+
+
+def fit(settings, prepared, dataset_name, workdir, timer, stage, holdout=None, epochs=None, on_result=None):
+    """Train one model on one dataset; with a holdout, early-stop on it and keep the best epoch."""
+    changes = {"epochs": epochs} if epochs else {}
+    config = recbole_config(settings, prepared.data_path, dataset_name, Path(workdir) / "checkpoints", **changes)
+    with timer.step(f"{stage}_dataset"):
+        init_seed(config["seed"], config["reproducibility"])
+        dataset = load_dataset(config)
+        history = History.from_file(dataset, prepared.data_path / dataset_name / f"{dataset_name}.inter")
+        train_data = train_loader(config, dataset)
+    with timer.step(f"{stage}_train"):
+        init_seed(config["seed"], config["reproducibility"])
+        model = registry.get_model(settings.model)(config, dataset).to(config["device"])
+        trainer = holdout_trainer(registry.get_trainer(config["MODEL_TYPE"], settings.model))(config, model)
+        scorer = None
+        if holdout is not None:
+            scorer = HoldoutScorer(dataset, history, holdout, settings["predict_batch_users"], on_result)
+        eval_epochs = []
+        trainer.fit(
+            train_data, scorer, verbose=True, saved=scorer is not None,
+            show_progress=config["show_progress"], callback_fn=lambda epoch, score: eval_epochs.append(epoch),
+        )
+    result = Fit(config, dataset, history, model, epochs_run=len(trainer.train_loss_dict) or 1)
+    if scorer is not None and scorer.results:
+        metric = config["valid_metric"]
+        best = -np.inf
+        for epoch, scores in zip(eval_epochs, scorer.results):
+            result.valid_results.append({"epoch": epoch, **scores})
+            if scores[metric] >= best:  # RecBole's rule: ties move the best to the later epoch
+                best, result.best_epoch = scores[metric], epoch
+        trainer.load_best()
+    return result
+
+
+def run(settings: Settings, on_result=None):
+    """Train, score on the holdout, refit, write the outputs; returns the summary."""
+    final = output_folder(settings)
+    staging = final.with_name(f".{final.name}.partial-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        with run_logging(staging / LOG_FILE, settings["state"]):
+            summary = _run(settings, staging, on_result)
+    except BaseException as error:
+        _keep_failure(staging, final, error)
+        raise
+    shutil.rmtree(staging / "checkpoints", ignore_errors=True)
+    staging.rename(final)
+    summary["output_dir"] = str(final)
+    return summary
+
+
+def _run(settings, out, on_result):
+    timer = Timer()
+    device = resolve_device(settings["device"])
+    logger.info("movierec run of %s on %s, output %s", settings.model, device, out)
+    with timer.step("prepare"):
+        prepared = prepare_data(settings)
+    holdout = pd.read_csv(prepared.holdout_path)
+    top_n, batch = settings["top_n"], settings["predict_batch_users"]
+    show = settings["show_progress"]
+
+    valid = fit(settings, prepared, prepared.valid_name, out, timer, "valid", holdout=holdout, on_result=on_result)
+    with timer.step("valid_predict"):
+        valid_top = top_k(valid.model, valid.dataset, valid.history, top_n, batch, show_progress=show)
+    scores = holdout_metrics(valid_top, holdout)
+    logger.info("holdout recall@10 %.4f  ndcg@10 %.4f", scores["recall@10"], scores["ndcg@10"])
+
+    full_inter = prepared.data_path / prepared.name / f"{prepared.name}.inter"
+    refit_epochs = None
+    if settings["refit"]:
+        best = valid.best_epoch if valid.best_epoch is not None else valid.epochs_run - 1
+        refit_epochs = best + 1 if settings["refit_epochs"] == "best" else settings["refit_epochs"]
+        del valid.model
+        gc.collect()
+        torch.cuda.empty_cache()
+        final_fit = fit(settings, prepared, prepared.name, out, timer, "full", epochs=refit_epochs)
+    else:
+        final_fit = valid
+        final_fit.history = History.from_file(valid.dataset, full_inter)
+    with timer.step("full_predict"):
+        full_top = top_k(final_fit.model, final_fit.dataset, final_fit.history, top_n, batch, show_progress=show)
+
+    with timer.step("write"):
+        submission = submission_frame(full_top, full_inter)
+        submission.to_csv(out / SUBMISSION, index=False)
+        valid_top[["user", "item", "score"]].to_csv(out / VALID_TOP, index=False)
+        full_top[["user", "item", "score"]].to_csv(out / FULL_TOP, index=False)
+        save_model(out / MODEL_FILE, final_fit, settings, prepared)
+    summary = {
+        "model": settings.model,
+        "holdout": scores,
+        "best_epoch": valid.best_epoch,
+        "epochs_run": valid.epochs_run,
+        "refit_epochs": refit_epochs,
+        "valid_history": valid.valid_results,
+        "device": device,
+        "timings": dict(timer),
+        "data": {
+            "fingerprint": prepared.fingerprint,
+            "data_path": str(prepared.data_path),
+            "holdout_path": str(prepared.holdout_path),
+            "counts": prepared.counts,
+        },
+        "config": {**settings.values, "recbole": plain(final_fit.config.final_config_dict)},
+        "created": datetime.datetime.now().isoformat(timespec="seconds"),
+    }
+    (out / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def submission_frame(top, inter_path):
+    """The first 10 of each user's list; checks every user of the data is there."""
+    submission = top[top["rank"] < K].sort_values(["user", "rank"])[["user", "item"]]
+    users = pd.unique(pd.read_csv(inter_path, sep="\t", usecols=[0]).iloc[:, 0])
+    missing = np.setdiff1d(users, submission["user"].unique())
+    if len(missing):
+        raise RuntimeError(f"{len(missing)} users have no recommendations, e.g. {missing[:5].tolist()}")
+    return submission
+
+
+def save_model(path, fit_result, settings, prepared):
+    """RecBole's checkpoint layout (load_data_and_model reads it) plus what predict-only needs."""
+    torch.save(
+        {
+            "config": fit_result.config,
+            "state_dict": fit_result.model.state_dict(),
+            "other_parameter": fit_result.model.other_parameter(),
+            "epoch": fit_result.epochs_run - 1,
+            "movierec": {"settings": settings.values, "fingerprint": prepared.fingerprint},
+        },
+        path,
+    )
+
+
+def predict_only(checkpoint_path, output_dir=None, device=None):
+    """submission.csv and full_top50.csv from a saved model.pth, without training."""
+    checkpoint_path = Path(checkpoint_path)
+    if not checkpoint_path.is_file():
+        raise FileNotFoundError(f"{checkpoint_path}: checkpoint not found")
+    # a file a movierec run wrote: it holds RecBole's Config, not only tensors
+    checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+    if "movierec" not in checkpoint:
+        raise ConfigError(f"{checkpoint_path}: not a movierec model.pth (no run settings inside)")
+    meta, config = checkpoint["movierec"], checkpoint["config"]
+    values = {**meta["settings"], "output_dir": output_dir, "device": device or meta["settings"]["device"]}
+    settings = Settings(config["model"], values)
+    final = output_folder(settings)
+    staging = final.with_name(f".{final.name}.partial-{os.getpid()}")
+    staging.mkdir(parents=True)
+    try:
+        with run_logging(staging / LOG_FILE, settings["state"]):
+            prepared = prepare_data(settings)
+            if prepared.fingerprint != meta["fingerprint"]:
+                raise ConfigError(f"{checkpoint_path}: its data (fingerprint {meta['fingerprint']}) is gone or changed")
+            config["device"] = torch.device(resolve_device(settings["device"]))
+            dataset = load_dataset(config)
+            model = registry.get_model(settings.model)(config, dataset).to(config["device"])
+            model.load_state_dict(checkpoint["state_dict"])
+            model.load_other_parameter(checkpoint.get("other_parameter"))
+            full_inter = prepared.data_path / prepared.name / f"{prepared.name}.inter"
+            history = History.from_file(dataset, full_inter)
+            full_top = top_k(model, dataset, history, settings["top_n"], settings["predict_batch_users"])
+            submission_frame(full_top, full_inter).to_csv(staging / SUBMISSION, index=False)
+            full_top[["user", "item", "score"]].to_csv(staging / FULL_TOP, index=False)
+    except BaseException as error:
+        _keep_failure(staging, final, error)
+        raise
+    staging.rename(final)
+    return final
+
+
+def output_folder(settings):
+    if settings["output_dir"]:
+        final = Path(settings["output_dir"])
+    else:
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        final = Path("outputs").resolve() / f"{settings.model}-{stamp}"
+    if final.exists():
+        raise ConfigError(f"output folder {final} already exists; choose another --output")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    return final
+
+
+def _keep_failure(staging, final, error):
+    """Leave only the log and the error of a failed run, under <final>.failed."""
+    for path in staging.iterdir():
+        if path.name != LOG_FILE:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    (staging / "error.txt").write_text("".join(traceback.format_exception(error)))
+    failed = final.with_name(final.name + ".failed")
+    shutil.rmtree(failed, ignore_errors=True)
+    staging.rename(failed)
+
+
+@contextmanager
+def run_logging(log_file, state):
+    """Log RecBole's and movierec's messages to the console and the run's log file."""
+    level = getattr(logging, str(state or "INFO").upper(), logging.INFO)
+    root = logging.getLogger()
+    file_handler = logging.FileHandler(log_file)
+    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    file_handler.addFilter(RemoveColorFilter())  # RecBole colours its messages
+    console = colorlog.StreamHandler()
+    console.setFormatter(colorlog.ColoredFormatter("%(log_color)s%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    previous = root.level
+    root.setLevel(level)
+    for handler in (file_handler, console):
+        handler.setLevel(level)
+        root.addHandler(handler)
+    try:
+        yield
+    finally:
+        for handler in (file_handler, console):
+            root.removeHandler(handler)
+            handler.close()
+        root.setLevel(previous)
+
+
+def plain(values):
+    """A JSON-safe copy of RecBole's config values."""
+    return json.loads(json.dumps(values, default=str))

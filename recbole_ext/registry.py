@@ -1,0 +1,82 @@
+"""movierec's models inside RecBole's own lookups.
+
+RecBole finds a model by importing ``recbole.model.<kind>_recommender.<name>``
+and its trainer by the name ``<Model>Trainer`` in ``recbole.trainer``; a
+model's defaults come from ``recbole/properties/model/<Model>.yaml``. The
+registry extends all three, so ``run.py``, RecBole's ``get_model`` /
+``get_trainer`` / ``Config`` and checkpoint loading treat custom models like
+built-in ones.
+
+Adding a model: write ``recbole_ext/models/<name>.py`` with the class, a
+``PROPERTIES`` dict of its settings and defaults and, if it needs one, a
+``<Model>Trainer`` class; then add one line to ``CUSTOM_MODELS``.
+"""
+
+import importlib
+from pathlib import Path
+
+import yaml
+from recbole.utils import utils as recbole_utils
+
+CUSTOM_MODELS = {
+    # model name: module that defines it
+}
+
+# RecBole's own class under another name, where a custom model took the name
+ALIASES = {
+    # alias: RecBole's model name
+}
+
+_recbole_get_model = recbole_utils.get_model
+_recbole_get_trainer = recbole_utils.get_trainer
+RECBOLE_PROPERTIES = Path(recbole_utils.__file__).resolve().parent.parent / "properties" / "model"
+
+
+def get_model(model_name):
+    if model_name in CUSTOM_MODELS:
+        return getattr(importlib.import_module(CUSTOM_MODELS[model_name]), model_name)
+    return _recbole_get_model(ALIASES.get(model_name, model_name))
+
+
+def get_trainer(model_type, model_name):
+    if model_name in CUSTOM_MODELS:
+        module = importlib.import_module(CUSTOM_MODELS[model_name])
+        trainer = getattr(module, f"{model_name}Trainer", None)
+        if trainer is not None:
+            return trainer
+    return _recbole_get_trainer(model_type, ALIASES.get(model_name, model_name))
+
+
+def model_properties(model_name):
+    """A model's settings with their defaults (RecBole's yaml or PROPERTIES)."""
+    if model_name in CUSTOM_MODELS:
+        return dict(get_model(model_name).PROPERTIES)
+    path = RECBOLE_PROPERTIES / f"{ALIASES.get(model_name, model_name)}.yaml"
+    return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+
+
+def model_names():
+    """Every model name run.py accepts: RecBole's, aliases and custom ones."""
+    builtin = {path.stem for path in RECBOLE_PROPERTIES.glob("*.yaml")}
+    return sorted(builtin | set(ALIASES) | set(CUSTOM_MODELS))
+
+
+def install():
+    """Put the lookups above where RecBole's modules call them."""
+    import recbole.config.configurator as configurator
+    import recbole.quick_start.quick_start as quick_start
+    import recbole.utils
+
+    for module in (recbole.utils, recbole_utils, configurator, quick_start):
+        module.get_model = get_model
+    for module in (recbole.utils, recbole_utils, quick_start):
+        module.get_trainer = get_trainer
+
+    load_internal = configurator.Config._load_internal_config_dict
+
+    def _load_internal_config_dict(self, model, model_class, dataset):
+        load_internal(self, model, model_class, dataset)
+        if model in CUSTOM_MODELS or model in ALIASES:
+            self.internal_config_dict.update(model_properties(model))
+
+    configurator.Config._load_internal_config_dict = _load_internal_config_dict

@@ -1,0 +1,85 @@
+import pytest
+
+from recbole_ext.config import ConfigError, load_settings
+
+
+def write(path, text):
+    path.write_text(text)
+    return str(path)
+
+
+def test_unknown_model_suggests_the_closest_name():
+    with pytest.raises(ConfigError, match=r"unknown model 'SASrec'; did you mean 'SASRec'\?"):
+        load_settings("SASrec")
+
+
+def test_misspelt_key_names_its_file_and_the_closest_key(tmp_path):
+    config = write(tmp_path / "my.yaml", "model: BPR\nlearnig_rate: 0.01\n")
+    with pytest.raises(ConfigError) as error:
+        load_settings(config_file=config)
+    assert str(error.value) == f"{config}: unknown setting 'learnig_rate' for BPR; did you mean 'learning_rate'?"
+
+
+def test_misspelt_key_on_the_command_line():
+    with pytest.raises(ConfigError, match=r"command line: unknown setting 'embeding_size' for BPR; did you mean 'embedding_size'"):
+        load_settings("BPR", overrides=["embeding_size=32"])
+
+
+def test_a_setting_of_another_model_is_refused():
+    with pytest.raises(ConfigError, match="unknown setting 'n_heads' for BPR"):
+        load_settings("BPR", overrides=["n_heads=2"])
+
+
+def test_layers_apply_in_order(tmp_path):
+    # base: epochs 100; yaml/sasrec.yaml: epochs 200 and a quick block with 5
+    assert load_settings("SASRec")["epochs"] == 200
+    config = write(tmp_path / "c.yaml", "model: SASRec\nepochs: 7\nhidden_size: 48\n")
+    assert load_settings(config_file=config)["epochs"] == 7
+    quick = load_settings(config_file=config, quick=True)
+    assert quick["epochs"] == 5 and quick["hidden_size"] == 32  # quick: sits above --config
+    assert load_settings(config_file=config, quick=True, overrides=["epochs=3"])["epochs"] == 3
+
+
+def test_nested_override_changes_one_holdout_key():
+    settings = load_settings("BPR", overrides=["holdout.seed=3"])
+    assert settings["holdout"]["seed"] == 3
+    assert settings["holdout"]["last"] == load_settings("BPR")["holdout"]["last"]
+
+
+def test_bad_holdout_key_and_value_are_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"command line: holdout: unknown keys \['lats'\]"):
+        load_settings("BPR", overrides=["holdout.lats=3"])
+    with pytest.raises(ConfigError, match=r"holdout.max_fraction must be in \(0, 1\], got 2"):
+        load_settings("BPR", overrides=["holdout.max_fraction=2"])
+
+
+def test_bad_values_are_refused():
+    with pytest.raises(ConfigError, match="command line: device must be auto, cpu or cuda, got 'gpu'"):
+        load_settings("BPR", overrides=["device=gpu"])
+    with pytest.raises(ConfigError, match="valid_metric must be recall@10 or ndcg@10"):
+        load_settings("BPR", overrides=["valid_metric=mrr@10"])
+
+
+def test_settings_movierec_manages_are_refused():
+    with pytest.raises(ConfigError, match="'data_path' is managed by movierec"):
+        load_settings("BPR", overrides=["data_path=/tmp"])
+
+
+def test_models_that_cannot_run_say_why():
+    with pytest.raises(ConfigError, match="KGAT.*knowledge graph"):
+        load_settings("KGAT")
+
+
+def test_conflicting_models_are_refused(tmp_path):
+    config = write(tmp_path / "e.yaml", "model: EASE\n")
+    with pytest.raises(ConfigError, match="conflicting models"):
+        load_settings("SASRec", config_file=config)
+
+
+def test_missing_data_folder_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="data folder .*nowhere.* does not exist"):
+        load_settings("BPR", overrides=[f"data={tmp_path / 'nowhere'}"])
+
+
+def test_float_notation_is_a_float():
+    assert load_settings("BPR", overrides=["learning_rate=1e-4"])["learning_rate"] == 1e-4

@@ -1,0 +1,82 @@
+import numpy as np
+import pandas as pd
+import torch
+from recbole.data.dataset import SequentialDataset
+
+from recbole_ext.config import load_settings, recbole_config
+from recbole_ext.data import History, LazySequentialDataset, load_dataset, token_ids
+
+
+def sequential_config(prepared, tmp_path, **extra):
+    settings = load_settings("SASRec", overrides=["MAX_ITEM_LIST_LENGTH=7", "state=ERROR"])
+    return recbole_config(settings, prepared.data_path, prepared.valid_name, tmp_path, **extra)
+
+
+def test_lazy_sequential_batches_equal_recboles_augmentation(tiny_prepared, tmp_path):
+    config = sequential_config(tiny_prepared, tmp_path)
+    eager = SequentialDataset(config)
+    eager._change_feat_format()  # RecBole's own data_augmentation
+    lazy = LazySequentialDataset(config)
+    lazy._change_feat_format()
+    assert len(lazy) == len(eager)
+    index = np.random.default_rng(0).permutation(len(eager))[:300]
+    expected, got = eager[index], lazy[index]
+    assert set(got.columns) == set(expected.columns)
+    for field in expected.columns:
+        assert torch.equal(got[field], expected[field]), field
+    # some sequences were cut at MAX_ITEM_LIST_LENGTH, some are shorter
+    assert (expected["item_length"] == 7).any() and (expected["item_length"] < 7).any()
+
+
+def test_lazy_dataset_interaction_matrix_equals_recboles(tiny_prepared, tmp_path):
+    config = sequential_config(tiny_prepared, tmp_path)
+    eager, lazy = SequentialDataset(config), LazySequentialDataset(config)
+    eager._change_feat_format()
+    lazy._change_feat_format()
+    assert (eager.inter_matrix(form="csr") != lazy.inter_matrix(form="csr")).nnz == 0
+
+
+def test_second_load_comes_from_the_cache(tiny_prepared, tmp_path):
+    config = sequential_config(tiny_prepared, tmp_path)
+    cache = tiny_prepared.data_path / "cache"
+    before = set(cache.glob("*.pth")) if cache.exists() else set()
+    first = load_dataset(config)
+    written = set(cache.glob("*.pth")) - before
+    assert len(written) <= 1  # another test may have built the same one
+    mtimes = {p: p.stat().st_mtime_ns for p in cache.glob("*.pth")}
+    second = load_dataset(config)
+    assert {p: p.stat().st_mtime_ns for p in cache.glob("*.pth")} == mtimes
+    assert second is not first and second.config is config
+    assert torch.equal(second.inter_feat["item_id"], first.inter_feat["item_id"])
+    # another sequence length is another dataset
+    other = sequential_config(tiny_prepared, tmp_path, MAX_ITEM_LIST_LENGTH=5)
+    load_dataset(other)
+    assert len(set(cache.glob("*.pth"))) == len(mtimes) + 1
+
+
+def test_history_in_internal_ids_and_time_order(tiny_prepared, tmp_path):
+    config = sequential_config(tiny_prepared, tmp_path)
+    dataset = load_dataset(config)
+    inter = pd.read_csv(tiny_prepared.data_path / "tiny-val" / "tiny-val.inter", sep="\t")
+    inter.columns = ["user", "item", "time"]
+    history = History(dataset, inter.user.to_numpy(), inter.item.to_numpy(), inter.time.to_numpy())
+    user = inter.user.iloc[0]
+    own = inter[inter.user == user].sort_values("time", kind="stable")
+    uid = torch.tensor(token_ids(dataset, "user_id", np.array([user])))
+    row, items = history.seen(uid)
+    expected = token_ids(dataset, "item_id", own.item.to_numpy())
+    assert items.tolist() == expected.tolist() and (row == 0).all()
+    last_items, last_times, length = history.last(uid, 4)
+    assert length.tolist() == [4]
+    assert last_items[0].tolist() == expected[-4:].tolist()
+    assert last_times[0].tolist() == own.time.to_numpy()[-4:].astype(float).tolist()
+    # a user with fewer items than the window is left-aligned and zero-padded
+    short_items, _, short_length = history.last(uid, len(own) + 3)
+    assert short_length.item() == len(own) and short_items[0, len(own):].eq(0).all()
+
+
+def test_token_ids_of_unknown_tokens_are_zero(tiny_prepared, tmp_path):
+    dataset = load_dataset(sequential_config(tiny_prepared, tmp_path))
+    tokens = dataset.field2id_token["item_id"][1:4].astype(np.int64)
+    ids = token_ids(dataset, "item_id", np.concatenate([tokens, [-5]]))
+    assert ids.tolist() == [1, 2, 3, 0]

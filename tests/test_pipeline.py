@@ -1,0 +1,125 @@
+"""run.py end to end on small generated data, with tiny models."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from recbole_ext.config import load_settings
+from recbole_ext.pipeline import predict_only, run
+from run import main as run_cli
+
+TINY_MODELS = {
+    "EASE": [],
+    "BPR": ["epochs=3", "embedding_size=16"],
+    "MultiVAE": ["epochs=3", "mlp_hidden_size=[32]", "latent_dimension=16", "train_batch_size=64"],
+    "LightGCN": ["epochs=2", "embedding_size=16"],
+    "SASRec": ["epochs=2", "MAX_ITEM_LIST_LENGTH=10", "hidden_size=16", "inner_size=32", "n_layers=1"],
+    "GRU4Rec": ["epochs=2", "MAX_ITEM_LIST_LENGTH=10", "embedding_size=16", "hidden_size=16"],
+    "BERT4Rec": ["epochs=2", "MAX_ITEM_LIST_LENGTH=10", "hidden_size=16", "inner_size=32", "n_layers=1"],
+    "SRGNN": ["epochs=1", "MAX_ITEM_LIST_LENGTH=10", "embedding_size=16"],
+}
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("data_dir")  # shared: prepared files and dataset caches
+
+
+def tiny_settings(model, tiny_raw, data_dir, output, extra=()):
+    common = [f"data={tiny_raw}", f"data_dir={data_dir}", f"output_dir={output}", "show_progress=false",
+              "state=WARNING", "holdout.min_train=8", "holdout.random=3", "train_batch_size=256"]
+    return load_settings(model, overrides=common + list(TINY_MODELS.get(model, [])) + list(extra))
+
+
+def read_outputs(output):
+    return (
+        pd.read_csv(output / "submission.csv"),
+        pd.read_csv(output / "valid_top50.csv"),
+        json.loads((output / "summary.json").read_text()),
+    )
+
+
+def recall_at_10_by_hand(valid_top, holdout):
+    """The competition metric, written out plainly: the reference for the pipeline's number."""
+    ranked = {}
+    for user, item in zip(valid_top["user"], valid_top["item"]):  # the file is in rank order per user
+        ranked.setdefault(user, []).append(item)
+    hidden = holdout.groupby("user")["item"].apply(set)
+    values = []
+    for user, items in hidden.items():
+        top10 = ranked.get(user, [])[:10]
+        values.append(len(set(top10) & items) / min(10, len(items)))
+    return sum(values) / len(values)
+
+
+def check_submission(submission, raw):
+    ratings = pd.read_csv(raw / "train_ratings.csv")
+    assert list(submission.columns) == ["user", "item"]
+    per_user = submission.groupby("user").size()
+    assert set(per_user.index) == set(ratings["user"]) and (per_user == 10).all()
+    assert not submission.duplicated().any()
+    assert set(submission["item"]) <= set(ratings["item"])  # original ids
+    seen = submission.merge(ratings, on=["user", "item"])
+    assert seen.empty, f"recommended items the user has seen: {seen.head()}"
+
+
+@pytest.mark.parametrize("model", list(TINY_MODELS))
+def test_run_writes_a_valid_submission_and_an_honest_score(model, tiny_raw, data_dir, tmp_path):
+    output = tmp_path / model
+    summary = run(tiny_settings(model, tiny_raw, data_dir, output))
+    submission, valid_top, written = read_outputs(output)
+    check_submission(submission, tiny_raw)
+    holdout = pd.read_csv(written["data"]["holdout_path"])
+    assert written["holdout"]["recall@10"] == pytest.approx(recall_at_10_by_hand(valid_top, holdout), abs=1e-12)
+    assert summary["holdout"] == written["holdout"]
+    assert valid_top.groupby("user").size().eq(50).all()
+    full_top = pd.read_csv(output / "full_top50.csv")
+    assert full_top.groupby("user").size().eq(50).all()
+    assert written["best_epoch"] is not None and 1 <= written["refit_epochs"] <= written["epochs_run"]
+    assert set(written["timings"]) >= {"prepare", "valid_train", "valid_predict", "full_train", "full_predict"}
+    assert (output / "model.pth").is_file() and not (output / "checkpoints").exists()
+
+
+def test_ease_beats_popularity_by_far(tiny_raw, data_dir, tmp_path):
+    ease = run(tiny_settings("EASE", tiny_raw, data_dir, tmp_path / "ease"))
+    pop = run(tiny_settings("Pop", tiny_raw, data_dir, tmp_path / "pop"))
+    assert ease["holdout"]["recall@10"] > 2 * pop["holdout"]["recall@10"]
+
+
+def test_predict_only_reproduces_the_submission(tiny_raw, data_dir, tmp_path):
+    output = tmp_path / "sasrec"
+    run(tiny_settings("SASRec", tiny_raw, data_dir, output))
+    again = predict_only(output / "model.pth", tmp_path / "again", "cpu")
+    assert pd.read_csv(again / "submission.csv").equals(pd.read_csv(output / "submission.csv"))
+    full = pd.read_csv(output / "full_top50.csv")
+    assert pd.read_csv(again / "full_top50.csv")[["user", "item"]].equals(full[["user", "item"]])
+
+
+def test_without_refit_the_submission_masks_the_whole_history(tiny_raw, data_dir, tmp_path):
+    output = tmp_path / "norefit"
+    summary = run(tiny_settings("BPR", tiny_raw, data_dir, output, ["refit=false"]))
+    assert summary["refit_epochs"] is None
+    check_submission(pd.read_csv(output / "submission.csv"), tiny_raw)  # holdout items count as seen
+
+
+def test_a_failed_run_leaves_no_output_but_its_log(tiny_raw, data_dir, tmp_path):
+    output = tmp_path / "diverged"
+    settings = tiny_settings("BPR", tiny_raw, data_dir, output, ["learning_rate=1e30", "epochs=5"])
+    with pytest.raises(ValueError, match="nan"):
+        run(settings)
+    assert not output.exists()
+    failed = tmp_path / "diverged.failed"
+    assert sorted(p.name for p in failed.iterdir()) == ["error.txt", "run.log"]
+    assert "Training loss is nan" in (failed / "error.txt").read_text()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_cli_reports_user_errors_in_one_line(capsys, tmp_path):
+    assert run_cli(["--model=SASrec"]) == 2
+    assert run_cli(["--model=BPR", f"--output={tmp_path}"]) == 2  # exists already
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == [
+        "error: unknown model 'SASrec'; did you mean 'SASRec'?",
+        f"error: output folder {tmp_path} already exists; choose another --output",
+    ]
