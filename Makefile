@@ -24,6 +24,9 @@ test: install
 
 bench: install
 	$(PY) bench/prepare.py
+	$(PY) bench/ease.py
+	$(PY) bench/s3rec.py
+	$(PY) bench/tune.py
 
 clean:
 	rm -rf data outputs

@@ -10,6 +10,7 @@ Without --data it runs on the embedded MovieLens-100K.
 
 import argparse
 import sys
+import textwrap
 
 import recbole_ext  # noqa: F401  (compat shims and registrations first)
 from atomic_data import RawDataError
@@ -18,7 +19,8 @@ from recbole_ext.pipeline import SUBMISSION, predict_only, run
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], usage=__doc__.split("\n\n")[1])
+    usage = textwrap.dedent(__doc__.split("\n\n")[1]).strip()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], usage=usage)
     parser.add_argument("--model", help="RecBole or movierec model name, e.g. SASRec, EASE")
     parser.add_argument("--config", help="a yaml file (its `model:` names the model when --model is absent)")
     parser.add_argument("--data", help="raw competition folder (default: the embedded MovieLens-100K)")

@@ -58,6 +58,10 @@ class Prepared:
     def holdout_path(self):
         return self.data_path / HOLDOUT_FILE
 
+    def inter_path(self, dataset):
+        """The .inter file of ``name`` (every interaction) or ``valid_name``."""
+        return self.data_path / dataset / f"{dataset}.inter"
+
     @classmethod
     def load(cls, data_path, cached=True):
         manifest = json.loads((Path(data_path) / MANIFEST_FILE).read_text())

@@ -33,7 +33,7 @@ RECBOLE_PROPERTIES = registry.RECBOLE_PROPERTIES.parent
 # movierec's own settings (documented in yaml/base.yaml); RecBole never sees them
 MOVIEREC_KEYS = {
     "model", "data", "data_dir", "dataset", "holdout", "output_dir", "device",
-    "top_n", "refit", "refit_epochs", "predict_batch_users", "quick", "tune",
+    "top_n", "refit", "refit_epochs", "predict_batch_users", "quick", "tune", "pretrained_path",
 }
 MERGED_SECTIONS = {"holdout", "quick", "tune"}  # merged key by key across layers
 HOLDOUT_METRICS = ("recall@10", "ndcg@10")
@@ -178,7 +178,7 @@ def load_settings(model=None, config_file=None, overrides=(), quick=False):
     values["model"] = model
     settings = Settings(model, values, sources)
     check_settings(settings)
-    for key in ("data", "data_dir", "output_dir"):
+    for key in ("data", "data_dir", "output_dir", "pretrained_path"):
         if values.get(key) is not None:
             values[key] = str(Path(values[key]).expanduser().resolve())
     return settings
@@ -191,6 +191,8 @@ def _merge(values, sources, layer, source):
         else:
             values[key] = copy.deepcopy(value)
         sources[key] = source
+        if key in MERGED_SECTIONS and isinstance(value, dict):  # where each entry came from, for messages
+            sources.update({f"{key}.{entry}": source for entry in value})
 
 
 def check_model(model):
@@ -218,7 +220,10 @@ def known_keys(model):
         keys |= set(read_yaml(path))
     for path in (RECBOLE_PROPERTIES / "quick_start_config").glob("*.yaml"):
         keys |= set(read_yaml(path))
-    return keys | set(registry.model_properties(model))
+    keys |= set(registry.model_properties(model))
+    for downstream in getattr(registry.get_model(model), "DOWNSTREAM_MODELS", ()):
+        keys |= set(registry.model_properties(downstream))  # a pretraining model carries their settings
+    return keys
 
 
 def check_settings(settings):
@@ -260,6 +265,8 @@ def check_settings(settings):
             raise ConfigError(f"{where(key)}: {key} must be {expected}, got {values[key]!r}")
     if values.get("data") is not None and not Path(values["data"]).expanduser().is_dir():
         raise ConfigError(f"{where('data')}: data folder {values['data']!r} does not exist")
+    if values.get("pretrained_path") is not None and not Path(values["pretrained_path"]).is_file():
+        raise ConfigError(f"{where('pretrained_path')}: pretrained checkpoint {values['pretrained_path']!r} not found")
 
 
 def resolve_device(setting):

@@ -25,7 +25,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import torch
-from recbole.data import create_dataset
 from recbole.data.dataset import SequentialDataset
 from recbole.data.interaction import Interaction
 from recbole.data.utils import create_samplers, get_dataloader
@@ -35,8 +34,19 @@ from recbole.utils.argument_list import dataset_arguments
 logger = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1  # bump when what is pickled changes
+DATASET_SETTINGS = (*dataset_arguments, "seed", "repeatable")  # the settings a cached dataset depends on
 # models that read the materialised lists from dataset.inter_feat
 EAGER_SEQUENTIAL_MODELS = {"FEARec"}
+
+
+def windows(values, end, length, max_length):
+    """values[end - length : end] for every row, left-aligned in max_length columns, 0-padded (RecBole's layout)."""
+    steps = torch.arange(max_length)
+    index = (end - length).unsqueeze(1) + steps
+    padding = steps.unsqueeze(0) >= length.unsqueeze(1)
+    gathered = values[index.masked_fill(padding, 0)]
+    gathered[padding] = 0
+    return gathered
 
 
 class LazySequentialDataset(SequentialDataset):
@@ -72,48 +82,42 @@ class LazySequentialDataset(SequentialDataset):
 
     def item_lists(self, end, length):
         """The ``<field>_list`` tensors of sequences ending before flat rows ``end``."""
-        steps = torch.arange(self.max_item_list_len)
-        index = (end - length).unsqueeze(1) + steps
-        padding = steps.unsqueeze(0) >= length.unsqueeze(1)
-        index = index.masked_fill(padding, 0)
-        lists = {}
-        for field, values in self.flat_inter.interaction.items():
-            if field == self.uid_field:
-                continue
-            gathered = values[index]
-            gathered[padding] = 0
-            lists[getattr(self, f"{field}_list_field")] = gathered
-        return Interaction(lists)
+        return Interaction({
+            getattr(self, f"{field}_list_field"): windows(values, end, length, self.max_item_list_len)
+            for field, values in self.flat_inter.interaction.items()
+            if field != self.uid_field
+        })
 
     def inter_matrix(self, form="coo", value_field=None):
         return self._create_sparse_matrix(self.flat_inter, self.uid_field, self.iid_field, form, value_field)
 
 
 def dataset_class(config):
-    """RecBole's choice (create_dataset), with the lazy sequential dataset."""
-    if config["MODEL_TYPE"] == ModelType.SEQUENTIAL and config["model"] not in EAGER_SEQUENTIAL_MODELS:
-        import recbole.data.dataset as datasets
+    """RecBole's choice of dataset class (as create_dataset), with the lazy sequential dataset."""
+    import recbole.data.dataset as datasets
 
-        if not hasattr(datasets, config["model"] + "Dataset"):
-            return LazySequentialDataset
-    return None  # let RecBole's create_dataset decide
+    special = getattr(datasets, config["model"] + "Dataset", None)  # e.g. DIENDataset
+    if special is not None:
+        return special
+    if config["MODEL_TYPE"] == ModelType.SEQUENTIAL:
+        return SequentialDataset if config["model"] in EAGER_SEQUENTIAL_MODELS else LazySequentialDataset
+    return datasets.Dataset  # general, traditional, context-aware (knowledge-aware ones are refused)
 
 
 def load_dataset(config):
     """The dataset for config, formatted for training; cached next to the atomic files."""
     cls = dataset_class(config)
-    name = cls.__name__ if cls else "recbole"
-    settings = {arg: config[arg] for arg in dataset_arguments + ["seed", "repeatable", "MODEL_TYPE"]}
-    settings.update(cache_format=CACHE_FORMAT, dataset=config["dataset"], model=config["model"] if not cls else None)
+    settings = {arg: config[arg] for arg in DATASET_SETTINGS}
+    settings.update(cache_format=CACHE_FORMAT, dataset=config["dataset"], cls=cls.__name__)
     key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    path = Path(config["data_path"]).parent / "cache" / f"{config['dataset']}-{name}-{key}.pth"
+    path = Path(config["data_path"]).parent / "cache" / f"{config['dataset']}-{cls.__name__}-{key}.pth"
     if path.is_file():
         with open(path, "rb") as f:
             dataset = pickle.load(f)
         dataset.config = config
         logger.info("dataset %s from cache %s", config["dataset"], path)
         return dataset
-    dataset = cls(config) if cls else create_dataset(config)
+    dataset = cls(config)
     dataset._change_feat_format()  # what RecBole's build() does before splitting
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(f".{os.getpid()}.tmp")
@@ -195,12 +199,4 @@ class History:
         """The last max_length items and times of each user, left-aligned, 0-padded, and lengths."""
         end = self.indptr[users + 1]
         length = torch.minimum(self.lengths(users), torch.tensor(max_length))
-        steps = torch.arange(max_length)
-        index = (end - length).unsqueeze(1) + steps
-        padding = steps.unsqueeze(0) >= length.unsqueeze(1)
-        index = index.masked_fill(padding, 0)
-        return (
-            self.items[index].masked_fill(padding, 0),
-            self.times[index].masked_fill(padding, 0),
-            length,
-        )
+        return windows(self.items, end, length, max_length), windows(self.times, end, length, max_length), length

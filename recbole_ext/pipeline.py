@@ -37,6 +37,7 @@ from recbole_ext.data import History, load_dataset, train_loader
 from recbole_ext.holdout import HoldoutScorer, holdout_trainer
 from recbole_ext.metrics import K, holdout_metrics
 from recbole_ext.predict import top_k
+from recbole_ext.pretrain import downstream_models, downstream_settings, load_pretrained, pretrain
 
 logger = logging.getLogger("movierec")
 
@@ -55,6 +56,7 @@ class Fit:
     history: History
     model: object
     epochs_run: int
+    pretrained: dict | None = None  # what load_pretrained reported
     best_epoch: int | None = None
     valid_results: list = field(default_factory=list)  # [{"epoch": e, "recall@10": ...}]
 
@@ -81,11 +83,12 @@ def fit(settings, prepared, dataset_name, workdir, timer, stage, holdout=None, e
     with timer.step(f"{stage}_dataset"):
         init_seed(config["seed"], config["reproducibility"])
         dataset = load_dataset(config)
-        history = History.from_file(dataset, prepared.data_path / dataset_name / f"{dataset_name}.inter")
+        history = History.from_file(dataset, prepared.inter_path(dataset_name))
         train_data = train_loader(config, dataset)
     with timer.step(f"{stage}_train"):
         init_seed(config["seed"], config["reproducibility"])
         model = registry.get_model(settings.model)(config, dataset).to(config["device"])
+        pretrained = load_pretrained(model, dataset, settings["pretrained_path"]) if settings["pretrained_path"] else None
         trainer = holdout_trainer(registry.get_trainer(config["MODEL_TYPE"], settings.model))(config, model)
         scorer = None
         if holdout is not None:
@@ -95,7 +98,7 @@ def fit(settings, prepared, dataset_name, workdir, timer, stage, holdout=None, e
             train_data, scorer, verbose=True, saved=scorer is not None,
             show_progress=config["show_progress"], callback_fn=lambda epoch, score: eval_epochs.append(epoch),
         )
-    result = Fit(config, dataset, history, model, epochs_run=len(trainer.train_loss_dict) or 1)
+    result = Fit(config, dataset, history, model, epochs_run=len(trainer.train_loss_dict) or 1, pretrained=pretrained)
     if scorer is not None and scorer.results:
         metric = config["valid_metric"]
         best = -np.inf
@@ -107,15 +110,19 @@ def fit(settings, prepared, dataset_name, workdir, timer, stage, holdout=None, e
     return result
 
 
-def run(settings: Settings, on_result=None):
-    """Train, score on the holdout, refit, write the outputs; returns the summary."""
-    final = output_folder(settings)
+def run(settings: Settings, on_result=None, validate_only=False):
+    """Train, score on the holdout, refit, write the outputs; returns the summary.
+
+    validate_only: stop after the holdout score (tuning trials): the best
+    epoch's scores, no valid_top50.csv, no refit, no submission, no model file.
+    """
+    final = output_folder(settings.model, settings["output_dir"])
     staging = final.with_name(f".{final.name}.partial-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
         with run_logging(staging / LOG_FILE, settings["state"]):
-            summary = _run(settings, staging, on_result)
+            summary = _run(settings, staging, on_result, validate_only)
     except BaseException as error:
         _keep_failure(staging, final, error)
         raise
@@ -125,7 +132,7 @@ def run(settings: Settings, on_result=None):
     return summary
 
 
-def _run(settings, out, on_result):
+def _run(settings, out, on_result, validate_only):
     timer = Timer()
     device = resolve_device(settings["device"])
     logger.info("movierec run of %s on %s, output %s", settings.model, device, out)
@@ -134,14 +141,52 @@ def _run(settings, out, on_result):
     holdout = pd.read_csv(prepared.holdout_path)
     top_n, batch = settings["top_n"], settings["predict_batch_users"]
     show = settings["show_progress"]
+    run_settings, pretraining = settings, None
+    if downstream_models(settings.model):  # S3Rec: pretrain (cached), then run the downstream model
+        with timer.step("pretrain"):
+            pretrained = pretrain(settings, prepared, out)
+        run_settings = downstream_settings(settings, pretrained.path)
+        pretraining = {**pretrained.summary(), "downstream_model": run_settings.model}
 
-    valid = fit(settings, prepared, prepared.valid_name, out, timer, "valid", holdout=holdout, on_result=on_result)
-    with timer.step("valid_predict"):
-        valid_top = top_k(valid.model, valid.dataset, valid.history, top_n, batch, show_progress=show)
-    scores = holdout_metrics(valid_top, holdout)
+    valid = fit(run_settings, prepared, prepared.valid_name, out, timer, "valid", holdout=holdout, on_result=on_result)
+    if validate_only and valid.best_epoch is not None:  # a trial: the scorer ranked the holdout users already
+        best = next(r for r in valid.valid_results if r["epoch"] == valid.best_epoch)
+        scores = {metric: best[metric] for metric in ("recall@10", "ndcg@10")}
+    else:
+        with timer.step("valid_predict"):
+            valid_top = top_k(valid.model, valid.dataset, valid.history, top_n, batch, show_progress=show)
+            valid_top[["user", "item", "score"]].to_csv(out / VALID_TOP, index=False)
+        scores = holdout_metrics(valid_top, holdout)
     logger.info("holdout recall@10 %.4f  ndcg@10 %.4f", scores["recall@10"], scores["ndcg@10"])
+    summary = {
+        "model": settings.model,
+        "holdout": scores,
+        "best_epoch": valid.best_epoch,
+        "epochs_run": valid.epochs_run,
+        "refit_epochs": None,
+        "valid_history": valid.valid_results,
+        "pretraining": pretraining,
+        "pretrained_tensors": valid.pretrained,
+        "device": device,
+        "data": {
+            "fingerprint": prepared.fingerprint,
+            "data_path": str(prepared.data_path),
+            "holdout_path": str(prepared.holdout_path),
+            "counts": prepared.counts,
+        },
+        "config": {**settings.values, "recbole": plain(valid.config.final_config_dict)},
+        "created": datetime.datetime.now().isoformat(timespec="seconds"),
+    }
+    if not validate_only:
+        summary["refit_epochs"] = _final_fit(run_settings, prepared, valid, out, timer)
+    summary["timings"] = dict(timer)
+    (out / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
 
-    full_inter = prepared.data_path / prepared.name / f"{prepared.name}.inter"
+
+def _final_fit(settings, prepared, valid, out, timer):
+    """Refit on every interaction (or keep the validation fit), write the submission; returns refit epochs."""
+    full_inter = prepared.inter_path(prepared.name)
     refit_epochs = None
     if settings["refit"]:
         best = valid.best_epoch if valid.best_epoch is not None else valid.epochs_run - 1
@@ -154,34 +199,15 @@ def _run(settings, out, on_result):
         final_fit = valid
         final_fit.history = History.from_file(valid.dataset, full_inter)
     with timer.step("full_predict"):
-        full_top = top_k(final_fit.model, final_fit.dataset, final_fit.history, top_n, batch, show_progress=show)
-
+        full_top = top_k(
+            final_fit.model, final_fit.dataset, final_fit.history, settings["top_n"],
+            settings["predict_batch_users"], show_progress=settings["show_progress"],
+        )
     with timer.step("write"):
-        submission = submission_frame(full_top, full_inter)
-        submission.to_csv(out / SUBMISSION, index=False)
-        valid_top[["user", "item", "score"]].to_csv(out / VALID_TOP, index=False)
+        submission_frame(full_top, full_inter).to_csv(out / SUBMISSION, index=False)
         full_top[["user", "item", "score"]].to_csv(out / FULL_TOP, index=False)
         save_model(out / MODEL_FILE, final_fit, settings, prepared)
-    summary = {
-        "model": settings.model,
-        "holdout": scores,
-        "best_epoch": valid.best_epoch,
-        "epochs_run": valid.epochs_run,
-        "refit_epochs": refit_epochs,
-        "valid_history": valid.valid_results,
-        "device": device,
-        "timings": dict(timer),
-        "data": {
-            "fingerprint": prepared.fingerprint,
-            "data_path": str(prepared.data_path),
-            "holdout_path": str(prepared.holdout_path),
-            "counts": prepared.counts,
-        },
-        "config": {**settings.values, "recbole": plain(final_fit.config.final_config_dict)},
-        "created": datetime.datetime.now().isoformat(timespec="seconds"),
-    }
-    (out / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
+    return refit_epochs
 
 
 def submission_frame(top, inter_path):
@@ -220,7 +246,7 @@ def predict_only(checkpoint_path, output_dir=None, device=None):
     meta, config = checkpoint["movierec"], checkpoint["config"]
     values = {**meta["settings"], "output_dir": output_dir, "device": device or meta["settings"]["device"]}
     settings = Settings(config["model"], values)
-    final = output_folder(settings)
+    final = output_folder(settings.model, settings["output_dir"])
     staging = final.with_name(f".{final.name}.partial-{os.getpid()}")
     staging.mkdir(parents=True)
     try:
@@ -233,7 +259,7 @@ def predict_only(checkpoint_path, output_dir=None, device=None):
             model = registry.get_model(settings.model)(config, dataset).to(config["device"])
             model.load_state_dict(checkpoint["state_dict"])
             model.load_other_parameter(checkpoint.get("other_parameter"))
-            full_inter = prepared.data_path / prepared.name / f"{prepared.name}.inter"
+            full_inter = prepared.inter_path(prepared.name)
             history = History.from_file(dataset, full_inter)
             full_top = top_k(model, dataset, history, settings["top_n"], settings["predict_batch_users"])
             submission_frame(full_top, full_inter).to_csv(staging / SUBMISSION, index=False)
@@ -245,15 +271,15 @@ def predict_only(checkpoint_path, output_dir=None, device=None):
     return final
 
 
-def output_folder(settings):
-    if settings["output_dir"]:
-        final = Path(settings["output_dir"])
+def output_folder(name, output_dir=None):
+    """Where a run named ``name`` writes: output_dir, or outputs/<name>-<time>; it must not exist yet."""
+    if output_dir:
+        final = Path(output_dir)
     else:
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        final = Path("outputs").resolve() / f"{settings.model}-{stamp}"
+        final = Path("outputs").resolve() / f"{name}-{stamp}"
     if final.exists():
         raise ConfigError(f"output folder {final} already exists; choose another --output")
-    final.parent.mkdir(parents=True, exist_ok=True)
     return final
 
 

@@ -20,11 +20,15 @@ from recbole.utils import utils as recbole_utils
 
 CUSTOM_MODELS = {
     # model name: module that defines it
+    "EASE": "recbole_ext.models.ease",
+    "S3Rec": "recbole_ext.models.s3rec",
 }
 
 # RecBole's own class under another name, where a custom model took the name
 ALIASES = {
     # alias: RecBole's model name
+    "RecBoleEASE": "EASE",  # for comparison with movierec's EASE
+    "RecBoleS3Rec": "S3Rec",  # one attribute, pretraining and finetuning as two runs
 }
 
 _recbole_get_model = recbole_utils.get_model
@@ -50,7 +54,7 @@ def get_trainer(model_type, model_name):
 def model_properties(model_name):
     """A model's settings with their defaults (RecBole's yaml or PROPERTIES)."""
     if model_name in CUSTOM_MODELS:
-        return dict(get_model(model_name).PROPERTIES)
+        return dict(importlib.import_module(CUSTOM_MODELS[model_name]).PROPERTIES)
     path = RECBOLE_PROPERTIES / f"{ALIASES.get(model_name, model_name)}.yaml"
     return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
 

@@ -123,3 +123,15 @@ def test_cli_reports_user_errors_in_one_line(capsys, tmp_path):
         "error: unknown model 'SASrec'; did you mean 'SASRec'?",
         f"error: output folder {tmp_path} already exists; choose another --output",
     ]
+
+
+def test_validate_only_stops_after_the_holdout_score(tiny_raw, data_dir, tmp_path):
+    output = tmp_path / "trial"
+    summary = run(tiny_settings("BPR", tiny_raw, data_dir, output), validate_only=True)
+    assert sorted(p.name for p in output.iterdir() if p.is_file()) == ["run.log", "summary.json"]
+    assert summary["refit_epochs"] is None and "full_train" not in summary["timings"]
+    # the best epoch's holdout scores, as a full run of the same settings reports them
+    best = next(r for r in summary["valid_history"] if r["epoch"] == summary["best_epoch"])
+    assert summary["holdout"] == {"recall@10": best["recall@10"], "ndcg@10": best["ndcg@10"]}
+    full = run(tiny_settings("BPR", tiny_raw, data_dir, tmp_path / "full"))
+    assert full["holdout"]["recall@10"] == pytest.approx(summary["holdout"]["recall@10"], abs=1e-12)

@@ -1,0 +1,170 @@
+"""movierec's EASE against RecBole's: fit time and memory at competition scale, Recall@10 on MovieLens-100K.
+
+    python bench/ease.py [--repeats N]
+
+Part 1, synthetic data of the competition's shape (31,360 users, 6,807
+items, 4.84M interactions in the -val dataset, the same for every model).
+Each fit runs in its own process after loading the same cached RecBole
+dataset the same way; the clock covers the closed form only: RecBole's
+EASE computes it in its constructor, movierec's in the constructor (X) plus
+``fit()``. CPU seconds (all threads) stand next to wall seconds: when
+others load the machine, multi-threaded steps lose the most wall time.
+Memory: resident size before the fit and the peak during it (the peak
+counter is reset after the dataset is loaded), and the peak while loading.
+Part 2, the embedded MovieLens-100K: holdout Recall@10 of the full
+pipeline (run.py) for each model, same reg_weight.
+Goals: >= 3x faster on CPU, no more memory, Recall@10 within 0.002.
+"""
+
+import argparse
+import gc
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.common import BENCH_DATA, competition_scale_raw, measured, table  # noqa: E402
+
+DATA_DIR = BENCH_DATA / "ease"
+ITEM_FIELDS = "load_col={inter: [user_id, item_id, timestamp], item: [item_id, genre, director, writer, year]}"
+SCALE_MODELS = [  # label, model, overrides
+    ("movierec EASE (float32)", "EASE", []),
+    ("movierec EASE + side info (genre, director, writer, year)", "EASE",
+     [ITEM_FIELDS, "side_weights={genre: 5.0, director: 5.0, writer: 5.0, year: 5.0}"]),
+    ("RecBole EASE", "RecBoleEASE", []),
+]
+ML100K_FIELDS = "load_col={inter: [user_id, item_id, timestamp], item: [item_id, genre, year]}"
+ML100K_MODELS = [
+    ("movierec EASE", "EASE", []),
+    ("movierec EASE + genre (w 5)", "EASE", [ML100K_FIELDS, "side_weights={genre: 5.0}"]),
+    ("movierec EASE + genre, year (w 5, 5)", "EASE", [ML100K_FIELDS, "side_weights={genre: 5.0, year: 5.0}"]),
+    ("RecBole EASE", "RecBoleEASE", []),
+]
+
+
+def memory_mb():
+    """(resident, peak resident) of this process, MB."""
+    status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
+    return int(status["VmRSS"].split()[0]) / 1024, int(status["VmHWM"].split()[0]) / 1024
+
+
+def fit_child(model_name, overrides, load_only):
+    """In a fresh process: load the dataset, then time the closed form; prints one JSON line."""
+    import recbole_ext  # noqa: F401
+    from recbole_ext import registry
+    from recbole_ext.config import load_settings, recbole_config
+    from recbole_ext.data import load_dataset
+    from recbole_ext.pipeline import prepare_data
+
+    settings = load_settings(model_name, overrides=[f"data={competition_scale_raw()}", f"data_dir={DATA_DIR}",
+                                                    "state=WARNING", *overrides])
+    prepared = prepare_data(settings)
+    checkpoints = tempfile.mkdtemp(prefix="ease-bench-")
+    config = recbole_config(settings, prepared.data_path, prepared.valid_name, checkpoints)
+    dataset = load_dataset(config)  # cached after the first (load_only) run
+    os.rmdir(checkpoints)
+    if load_only:
+        return
+    gc.collect()
+    before, load_peak = memory_mb()
+    Path("/proc/self/clear_refs").write_text("5")  # peak resident size := current
+    started, cpu_started = time.perf_counter(), time.process_time()
+    model = registry.get_model(model_name)(config, dataset)
+    if model_name == "EASE":  # RecBole's EASE fits in its constructor
+        model.fit()
+    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
+    _, peak = memory_mb()
+    print(json.dumps({
+        "seconds": seconds, "cpu_seconds": cpu_seconds,
+        "before_mb": before, "fit_peak_mb": peak, "load_peak_mb": load_peak,
+        "users": dataset.user_num - 1, "items": dataset.item_num - 1, "interactions": len(dataset.inter_feat),
+    }))
+
+
+def competition_scale(repeats, reg):
+    def child(model, overrides, load_only=False):
+        args = [sys.executable, "bench/ease.py", "--child", model, *(["--load-only"] if load_only else []),
+                f"reg_weight={reg}", *overrides]
+        return measured(args)
+
+    print("building the datasets (cached after the first run) ...", flush=True)
+    for _, model, overrides in SCALE_MODELS:
+        child(model, overrides, load_only=True)
+    runs = {label: [] for label, _, _ in SCALE_MODELS}
+    for _ in range(repeats):  # interleaved, so load from others hits every model alike
+        for label, model, overrides in SCALE_MODELS:
+            load = os.getloadavg()[0]  # 1-minute load average when the run starts
+            runs[label].append({**json.loads(child(model, overrides)[2].strip().splitlines()[-1]), "load": load})
+    return runs
+
+
+def ml100k_recall(reg):
+    from recbole_ext.config import load_settings
+    from recbole_ext.pipeline import run
+
+    recall = {}
+    with tempfile.TemporaryDirectory(prefix="ease-bench-", dir=BENCH_DATA) as out:
+        for i, (label, model, overrides) in enumerate(ML100K_MODELS):
+            common = [f"data_dir={DATA_DIR}", f"output_dir={out}/{i}", "state=WARNING", "show_progress=false",
+                      f"reg_weight={reg}"]
+            recall[label] = run(load_settings(model, overrides=common + overrides))["holdout"]["recall@10"]
+    return recall
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=2, help="timed fits per model (default 2)")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--load-only", action="store_true", help=argparse.SUPPRESS)
+    args, overrides = parser.parse_known_args()
+    if args.child:
+        return fit_child(args.child, overrides, args.load_only)
+
+    print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
+    import recbole_ext  # noqa: F401
+    from recbole_ext.config import load_settings
+
+    reg = load_settings("EASE")["reg_weight"]  # yaml/ease.yaml; RecBole's EASE gets the same
+    runs = competition_scale(args.repeats, reg)
+    recall = ml100k_recall(reg)
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
+
+    shape = next(iter(runs.values()))[0]
+    print(f"\ncompetition-scale synthetic -val dataset: {shape['users']} users x {shape['items']} items, "
+          f"{shape['interactions']} interactions; reg_weight {reg}")
+    rows = []
+    for label, results in runs.items():
+        rows.append((
+            label,
+            " / ".join(f"{r['seconds']:.2f}" for r in results),
+            " / ".join(f"{r['cpu_seconds']:.2f}" for r in results),
+            " / ".join(f"{r['load']:.1f}" for r in results),
+            f"{max(r['before_mb'] for r in results):.0f}",
+            f"{max(r['fit_peak_mb'] for r in results):.0f}",
+            f"{max(r['fit_peak_mb'] - r['before_mb'] for r in results):.0f}",
+            f"{max(r['load_peak_mb'] for r in results):.0f}",
+        ))
+    print(table(rows, ("model", "fit seconds (each run)", "CPU seconds", "load at start", "MB before fit",
+                       "peak MB in fit", "fit adds MB", "peak MB in load")))
+
+    print(f"\nembedded MovieLens-100K, holdout Recall@10 (pipeline, reg_weight {reg}):")
+    print(table([(label, f"{value:.4f}") for label, value in recall.items()], ("model", "recall@10")))
+
+    ours, side, recbole = (runs[label] for label, _, _ in SCALE_MODELS)
+    best = {name: min(r["seconds"] for r in results) for name, results in (("ours", ours), ("recbole", recbole))}
+    peak = {name: max(r["fit_peak_mb"] for r in results) for name, results in (("ours", ours), ("recbole", recbole))}
+    gap = recall["movierec EASE"] - recall["RecBole EASE"]
+    side_gap = recall[ML100K_MODELS[1][0]] - recall["movierec EASE"]
+    print(f"\nspeed: RecBole / movierec fit time (best runs) = {best['recbole'] / best['ours']:.2f}x  (goal >= 3x)")
+    print(f"memory: movierec / RecBole peak in fit = {peak['ours'] / peak['recbole']:.2f}  (goal <= 1.00)")
+    print(f"recall@10: movierec - RecBole = {gap:+.4f}  (goal within 0.002)")
+    print(f"side information: {ML100K_MODELS[1][0]} - movierec EASE = {side_gap:+.4f} recall@10 on MovieLens-100K; "
+          f"fit with 4 side fields at competition scale {min(r['seconds'] for r in side):.2f} s "
+          f"vs {best['ours']:.2f} s without")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""movierec's own models, one file each; recbole_ext/registry.py lists them."""

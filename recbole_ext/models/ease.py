@@ -1,0 +1,189 @@
+r"""EASE: Embarrassingly Shallow Autoencoders (Steck, WWW 2019), with optional item side information.
+
+X is the user-item matrix (users x items, 1 = seen), lambda = reg_weight:
+
+    G = X^T X + lambda I
+    P = G^{-1}                        by Cholesky: G = L L^T, P = L^{-T} L^{-1}
+    B_ij = -P_ij / P_jj,  B_jj = 0    (the constraint diag(B) = 0)
+    score(u, i) = X_u B_:i
+
+Side information (off by default): each value v of an item field f (a genre,
+a director, a year...) becomes a pseudo-user who has seen every item with
+that value. A_f (values x items, 0/1) is stacked under X with weight w_f on
+its rows, so the Gram matrix gets w_f^2 A_f^T A_f:
+
+    G = X^T X + sum_f w_f^2 A_f^T A_f + lambda I
+
+The pseudo-users only shape B; scores use the real users' rows. The model
+keeps B as its only state: the checkpoint holds B, not X, and the closed
+form runs in ``EASETrainer.fit``, not in the constructor, so loading a
+checkpoint is cheap.
+"""
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from recbole.model.abstract_recommender import GeneralRecommender
+from recbole.trainer import Trainer
+from recbole.utils import FeatureType, InputType, ModelType
+
+from recbole_ext.config import ConfigError
+
+PROPERTIES = {
+    "reg_weight": 250.0,  # lambda, the L2 penalty on B
+    "dtype": "float32",  # float32 | float64: precision of G, its Cholesky factor and B
+    # item field -> weight w of its pseudo-user rows (the Gram matrix gets w^2 A^T A);
+    # a field with w > 0 must be loaded: load_col: {item: [item_id, genre, ...]}; {} = off
+    "side_weights": {},
+    "train_neg_sample_args": None,  # the closed form never reads training batches: no sampler to build
+}
+DTYPES = ("float32", "float64")
+CPU_GRAM_BLOCKS = 16  # blocks of rows of G computed in parallel on the CPU
+GPU_GRAM_BLOCK = 4096  # rows of X densified at a time for the GPU
+
+
+class EASE(GeneralRecommender):
+    input_type = InputType.POINTWISE
+    type = ModelType.TRADITIONAL
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        if config["dtype"] not in DTYPES:
+            raise ConfigError(f"dtype: expected one of {', '.join(DTYPES)}, got {config['dtype']!r}")
+        self.dtype = config["dtype"]
+        self.reg_weight = float(config["reg_weight"])
+        # X and the pseudo-users are inputs, not state: rebuilt from the dataset, never saved
+        self.interactions = binary(dataset.inter_matrix(form="csr"))
+        self.pseudo_users = side_rows(dataset, config["side_weights"] or {})
+        self.register_buffer("B", torch.zeros(self.n_items, self.n_items, dtype=getattr(torch, self.dtype)))
+
+    def fit(self):
+        """The closed form, on the model's device, in the storage of B: one items x items matrix."""
+        rows = sp.vstack([self.interactions, *self.pseudo_users], format="csr").astype(self.dtype)
+        G = gram(rows, out=self.B)
+        G.diagonal().add_(self.reg_weight)
+        try:
+            P = torch.cholesky_inverse(torch.linalg.cholesky(G, out=G), out=G)
+        except torch.linalg.LinAlgError:
+            raise ConfigError(
+                f"reg_weight: G = X^T X + {self.reg_weight} I is not positive definite in {self.dtype}; "
+                "raise reg_weight or use dtype: float64"
+            ) from None
+        P /= -P.diagonal().clone()  # column j divided by -P_jj
+        P.fill_diagonal_(0.0)  # P is B now
+
+    def full_sort_predict(self, interaction):
+        users = interaction[self.USER_ID].cpu().numpy()
+        return (dense_rows(self.interactions[users], self.B) @ self.B).view(-1)
+
+    def predict(self, interaction):
+        users = interaction[self.USER_ID].cpu().numpy()
+        items = interaction[self.ITEM_ID].to(self.B.device)
+        return (dense_rows(self.interactions[users], self.B) * self.B[:, items].T).sum(dim=1)
+
+
+class EASETrainer(Trainer):
+    """Fits the closed form once: one 'epoch', no pass over the training batches."""
+
+    def _build_optimizer(self, **kwargs):
+        # nothing to optimise; an empty optimizer keeps RecBole's checkpoint format
+        return torch.optim.SGD([{"params": []}], lr=0.0)
+
+    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+        self.eval_collector.data_collect(train_data)  # item counts, for RecBole's own metrics
+        started = time.perf_counter()
+        self.model.fit()
+        self.train_loss_dict[0] = 0.0  # a closed form has no training loss
+        if verbose:
+            self.logger.info(f"EASE closed form ({self.model.dtype}) in {time.perf_counter() - started:.2f}s")
+        if valid_data is not None:
+            self.best_valid_score, self.best_valid_result = self._valid_epoch(valid_data, show_progress)
+        if saved:
+            self._save_checkpoint(0, verbose=verbose)
+        if valid_data is not None and callback_fn:
+            callback_fn(0, self.best_valid_score)
+        return self.best_valid_score, self.best_valid_result
+
+
+def binary(matrix):
+    """0/1 CSR: a repeated interaction counts once."""
+    matrix = matrix.tocsr()
+    matrix.sum_duplicates()
+    matrix.data[:] = 1
+    return matrix.astype(np.float32)
+
+
+def side_rows(dataset, weights):
+    """w_f * A_f for every field f with w_f > 0: one pseudo-user row per value of the field."""
+    if not isinstance(weights, dict):
+        raise ConfigError(f"side_weights: expected {{field: weight}}, got {weights!r}")
+    rows = []
+    for field, weight in weights.items():
+        if not isinstance(weight, (int, float)) or weight < 0:
+            raise ConfigError(f"side_weights: the weight of {field!r} must be a number >= 0, got {weight!r}")
+        if weight == 0:
+            continue
+        if dataset.item_feat is None or field not in dataset.item_feat:
+            raise ConfigError(
+                f"side_weights: item field {field!r} is not loaded; add it to load_col, "
+                f"e.g. load_col: {{inter: [user_id, item_id, timestamp], item: [item_id, {field}]}}"
+            )
+        if dataset.field2type[field] not in (FeatureType.TOKEN, FeatureType.TOKEN_SEQ):
+            raise ConfigError(f"side_weights: item field {field!r} is not a token or token_seq field")
+        values = dataset.item_feat[field].numpy().reshape(len(dataset.item_feat), -1)  # token_seq: 0-padded
+        items = np.repeat(dataset.item_feat[dataset.iid_field].numpy(), values.shape[1])
+        values = values.ravel()
+        known = values > 0  # id 0: padding, or no value
+        A = binary(sp.csr_matrix(
+            (np.ones(known.sum()), (values[known], items[known])), shape=(dataset.num(field), dataset.item_num)
+        ))
+        rows.append(weight * A.astype(np.float64))  # exact weights for dtype: float64
+    return rows
+
+
+def gram(rows, out):
+    """out = rows^T rows, for a dense tensor out on the CPU or a GPU; returns out."""
+    if out.device.type == "cpu":
+        sparse_gram(rows, out.numpy())
+    else:
+        dense_gram(rows, out)
+    return out
+
+
+def sparse_gram(rows, out):
+    """out = rows^T rows on the CPU, by sparse products: their work is the sum of squared
+    row lengths, far below a dense product. Blocks of rows of the upper triangle run in
+    threads (scipy releases the GIL); the lower triangle is their mirror."""
+    n = rows.shape[1]
+    items = rows.T.tocsr()
+    step = -(-n // CPU_GRAM_BLOCKS)
+
+    def upper(start):
+        out[start:start + step, start:] = (items[start:start + step] @ rows[:, start:]).toarray()
+
+    with ThreadPoolExecutor(torch.get_num_threads()) as pool:
+        list(pool.map(upper, range(0, n, step)))
+    for start in range(step, n, step):
+        out[start:start + step, :start] = out[:start, start:start + step].T
+
+
+def dense_gram(rows, out):
+    """out = rows^T rows by dense products over blocks of rows: the fast way on a GPU."""
+    out.zero_()
+    for start in range(0, rows.shape[0], GPU_GRAM_BLOCK):
+        block = dense_rows(rows[start:start + GPU_GRAM_BLOCK], out)
+        out.addmm_(block.T, block)
+
+
+def dense_rows(rows, like):
+    """CSR rows as a dense tensor with the dtype and device of ``like``; only the nonzeros travel."""
+    device = like.device
+    counts = torch.from_numpy(np.diff(rows.indptr)).to(device)
+    row = torch.repeat_interleave(torch.arange(rows.shape[0], device=device), counts)
+    column = torch.from_numpy(rows.indices).to(device, torch.long)
+    dense = torch.zeros(rows.shape, dtype=like.dtype, device=device)
+    dense[row, column] = torch.from_numpy(rows.data).to(device, like.dtype)
+    return dense

@@ -1,0 +1,180 @@
+"""Pretraining before a run: a model with DOWNSTREAM_MODELS (S3Rec) pretrains, its downstream model finetunes.
+
+``python run.py --model=S3Rec``:
+1. pretrains S3Rec on the validation files (never on the holdout), on every
+   user's whole sequence cut into windows of MAX_ITEM_LIST_LENGTH, and saves
+   only what the downstream model needs; the checkpoint is cached next to
+   the data, keyed by the pretraining settings and the data fingerprint,
+   and reused while they are unchanged;
+2. runs the downstream model (``downstream_model``: SASRec or BERT4Rec) like
+   any model, with ``pretrained_path`` set: after construction it loads every
+   matching tensor (item rows matched by original item id, so the same
+   checkpoint serves the validation and the full fit) and reports what was
+   loaded and what was not.
+"""
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from recbole.data.interaction import Interaction
+from recbole.utils import init_seed
+
+from recbole_ext import registry
+from recbole_ext.config import MOVIEREC_KEYS, Settings, check_settings, known_keys, recbole_config
+from recbole_ext.data import History, load_dataset, original_ids, windows
+from recbole_ext.models.s3rec import attribute_weights
+
+logger = logging.getLogger("movierec")
+ITEM_EMBEDDING = "item_embedding.weight"
+
+
+def downstream_models(model_name):
+    return getattr(registry.get_model(model_name), "DOWNSTREAM_MODELS", ())
+
+
+@dataclass
+class Pretrained:
+    path: Path
+    cached: bool
+    seconds: float  # what pretraining took when it ran
+
+    def summary(self):
+        return {"checkpoint": str(self.path), "cached": self.cached, "seconds": round(self.seconds, 3)}
+
+
+def pretrain(settings, prepared, workdir):
+    """The pretrained checkpoint for these settings and data, trained now or found in the cache."""
+    model_class = registry.get_model(settings.model)
+    keys = sorted(set(registry.model_properties(settings.model)) - {"downstream_model"} | {"MAX_ITEM_LIST_LENGTH", "seed"})
+    identity = {k: settings.values.get(k) for k in keys}
+    identity.update(model=settings.model, data=prepared.fingerprint, dataset=prepared.valid_name)
+    key = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    path = prepared.data_path / "cache" / f"pretrained-{settings.model}-{key}.pth"
+    if path.is_file():
+        logger.info("pretrained %s reused from %s", settings.model, path)
+        return Pretrained(path, cached=True, seconds=torch.load(path, weights_only=True)["seconds"])
+
+    import time
+
+    started = time.perf_counter()
+    attributes = list(attribute_weights(settings["item_attribute"]))
+    config = recbole_config(
+        settings, prepared.data_path, prepared.valid_name, Path(workdir) / "checkpoints",
+        epochs=settings["pretrain_epochs"],
+        learning_rate=settings["pretrain_learning_rate"],
+        load_col={**settings["load_col"], "item": ["item_id", *attributes]},
+    )
+    init_seed(config["seed"], config["reproducibility"])
+    dataset = load_dataset(config)
+    history = History.from_file(dataset, prepared.inter_path(prepared.valid_name))
+    loader = SequenceWindows(history, config, settings["pretrain_batch_size"])
+    model = model_class(config, dataset).to(config["device"])
+    trainer = registry.get_trainer(config["MODEL_TYPE"], settings.model)(config, model)
+    logger.info("pretraining %s on %d windows, attributes %s", settings.model, loader.count, attributes)
+    trainer.fit(loader, show_progress=config["show_progress"])
+
+    state = {name: tensor.cpu() for name, tensor in model.downstream_state().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(f".{os.getpid()}.tmp")
+    item_tokens = torch.from_numpy(original_ids(dataset, dataset.iid_field))
+    seconds = time.perf_counter() - started
+    torch.save({"state_dict": state, "item_tokens": item_tokens, "seconds": seconds}, partial)
+    partial.replace(path)
+    return Pretrained(path, cached=False, seconds=seconds)
+
+
+class SequenceWindows:
+    """Every user's whole sequence cut into windows of MAX_ITEM_LIST_LENGTH (newest first), in shuffled batches.
+
+    One pass covers each interaction once, where RecBole's training data
+    repeats it in every later prefix. Windows shorter than 2 items are left out.
+    """
+
+    def __init__(self, history, config, batch_size):
+        self.max_length = config["MAX_ITEM_LIST_LENGTH"]
+        self.item_list, self.length_field = config["ITEM_ID_FIELD"] + config["LIST_SUFFIX"], config["ITEM_LIST_LENGTH_FIELD"]
+        self.items, self.batch_size = history.items, batch_size
+        starts, ends = history.indptr[:-1].numpy(), history.indptr[1:].numpy()
+        n_windows = np.ceil((ends - starts) / self.max_length).astype(np.int64)
+        user = np.repeat(np.arange(len(ends)), n_windows)
+        k = np.arange(n_windows.sum()) - np.repeat(np.cumsum(n_windows) - n_windows, n_windows)
+        end = ends[user] - k * self.max_length
+        length = np.minimum(self.max_length, end - starts[user])
+        keep = length >= 2
+        self.end, self.length = torch.from_numpy(end[keep]), torch.from_numpy(length[keep])
+        self.count = len(self.end)
+        self.generator = torch.Generator().manual_seed(config["seed"])
+
+    def __len__(self):
+        return (self.count + self.batch_size - 1) // self.batch_size
+
+    def __iter__(self):
+        order = torch.randperm(self.count, generator=self.generator)
+        for batch in torch.split(order, self.batch_size):
+            end, length = self.end[batch], self.length[batch]
+            yield Interaction({
+                self.item_list: windows(self.items, end, length, self.max_length),
+                self.length_field: length,
+            })
+
+
+def downstream_settings(settings, pretrained_path):
+    """The downstream model's settings: the pretraining-only keys dropped, pretrained_path set."""
+    model_class = registry.get_model(settings.model)
+    downstream = settings["downstream_model"]
+    if downstream not in model_class.DOWNSTREAM_MODELS:
+        raise ValueError(f"downstream_model must be one of {model_class.DOWNSTREAM_MODELS}, got {downstream!r}")
+    pretraining_only = set(registry.model_properties(settings.model)) - set(model_class.SHARED_WITH_DOWNSTREAM)
+    allowed = (known_keys(downstream) | MOVIEREC_KEYS) - pretraining_only
+    # quick: and tune: were applied to these settings already and may name pretraining keys
+    values = {k: v for k, v in settings.values.items() if k in allowed - {"quick", "tune"}}
+    values.update(model=downstream, pretrained_path=str(pretrained_path))
+    result = Settings(downstream, values, {k: settings.sources.get(k, "settings") for k in values})
+    check_settings(result)
+    return result
+
+
+def load_pretrained(model, dataset, path):
+    """Copy every matching tensor of a pretrained checkpoint into model; report what was and was not loaded."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)  # tensors only
+    target = model.state_dict()
+    loaded, not_loaded = [], {}
+    for name, tensor in checkpoint["state_dict"].items():
+        if name not in target:
+            not_loaded[name] = f"{type(model).__name__} has no such tensor"
+        elif name == ITEM_EMBEDDING:
+            loaded.append(f"{name} ({_copy_item_rows(target[name], tensor, checkpoint['item_tokens'], dataset)})")
+        elif target[name].shape != tensor.shape:
+            not_loaded[name] = f"shape {tuple(tensor.shape)} in the checkpoint, {tuple(target[name].shape)} here"
+        else:
+            target[name].copy_(tensor)  # state_dict tensors share the parameters' storage
+            loaded.append(name)
+    for name in target:
+        if name not in checkpoint["state_dict"]:
+            not_loaded[name] = "not in the checkpoint (kept its initialisation)"
+    logger.info("pretrained %s: loaded %s", path, ", ".join(loaded))
+    for name, reason in not_loaded.items():
+        logger.info("pretrained: not loaded %s: %s", name, reason)
+    return {"checkpoint": str(path), "loaded": loaded, "not_loaded": not_loaded}
+
+
+def _copy_item_rows(target, source, source_tokens, dataset):
+    """Item rows by original item id; padding row 0; the mask row (last) where both have one."""
+    tokens = torch.from_numpy(original_ids(dataset, dataset.iid_field))
+    source_row = {int(t): row for row, t in enumerate(source_tokens.tolist()) if row > 0}
+    pairs = [(row, source_row[int(t)]) for row, t in enumerate(tokens.tolist()) if row > 0 and int(t) in source_row]
+    rows, from_rows = (torch.tensor(x, dtype=torch.long) for x in zip(*pairs)) if pairs else (torch.empty(0, dtype=torch.long),) * 2
+    source = source.to(target.device)
+    target[rows.to(target.device)] = source[from_rows.to(target.device)]
+    target[0] = source[0]
+    extra = ""
+    if len(target) == len(tokens) + 1 and len(source) == len(source_tokens) + 1:  # both have a mask row
+        target[-1] = source[-1]
+        extra = " + mask row"
+    return f"{len(pairs)} of {len(tokens) - 1} items{extra}"
