@@ -1,0 +1,326 @@
+"""tune.py with a real Ray runtime on tiny data: sampled values reach the model,
+ASHA stops a poor trial, a crashing trial is recorded, --resume repeats
+nothing, best.yaml re-runs with run.py, --address attaches to a cluster.
+
+One local Ray runtime serves the in-process searches of this module; the
+interrupted search and the cluster search run tune.py in a subprocess.
+"""
+
+import json
+import logging
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import ray
+import yaml
+
+from recbole_ext import tune as tuning
+from recbole_ext.config import ConfigError, load_settings
+from run import main as run_cli
+from tune import main as tune_cli
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = {"show_progress": False, "state": "WARNING", "train_batch_size": 256,
+        "holdout": {"min_train": 8, "random": 3}}
+BPR = {"model": "BPR", "embedding_size": 16, **TINY}
+
+
+@pytest.fixture(scope="module")
+def ray_runtime():
+    assert tuning.start_ray()  # a fresh local runtime, shared by this module's in-process searches
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("tune_data")  # prepared files and dataset caches, shared
+
+
+def write_yaml(path, values):
+    path.write_text(yaml.safe_dump(values, sort_keys=False))
+    return path
+
+
+def cli_args(config, tiny_raw, data_dir, output, *extra):
+    return ["--config", str(config), "--data", str(tiny_raw), "--output", str(output), f"data_dir={data_dir}", *extra]
+
+
+def read_trials(output):
+    return pd.read_csv(output / "trials.csv", keep_default_na=False, na_values=[""])
+
+
+# ---------------------------------------------------------------------------
+# the tune: section is checked before anything runs
+
+
+def settings_with(tmp_path, tiny_raw, tune, model="EASE", **values):
+    config = write_yaml(tmp_path / "search.yaml", {"model": model, **values, "tune": tune})
+    return load_settings(config_file=config, overrides=[f"data={tiny_raw}"]), config
+
+
+@pytest.mark.parametrize("tune, expected", [
+    ({"search_space": {"reg_weight": {"lognormal": [1, 2]}}},
+     "tune.search_space.reg_weight: unknown distribution 'lognormal'"),
+    ({"search_space": {"learning_rate": {"loguniform": [1.0e-2, 1.0e-4]}}},
+     "tune.search_space.learning_rate: loguniform: low must be below high"),
+    ({"search_space": {"learning_rate": {"loguniform": [0, 1.0e-2]}}}, "a log scale needs low > 0"),
+    ({"search_space": {"epochs": {"randint": [1.5, 3]}}}, "randint: expected integers"),
+    ({"search_space": {"reg_wieght": {"choice": [1, 2]}}},
+     "unknown setting 'reg_wieght' for EASE; did you mean 'reg_weight'?"),
+    ({"search_space": {"data": {"choice": ["a", "b"]}}}, "'data' cannot be searched"),
+    ({"search_space": {"holdout.seed": {"choice": [1, 2]}}}, "dotted keys cannot be searched"),
+    ({"search_space": {"reg_weight": [1, 2]}}, "tune.search_space.reg_weight: expected {distribution: arguments}"),
+    ({"search_space": {"reg_weight": {"grid": [1, 2]}}, "search": "optuna"}, "grid needs search: random"),
+    ({"search_space": {"valid_metric": {"choice": ["recall@10", "mrr@10"]}}},
+     "valid_metric must be recall@10 or ndcg@10, got 'mrr@10'"),
+    ({"num_sample": 3, "search_space": {"reg_weight": {"choice": [1, 2]}}}, "did you mean 'num_samples'?"),
+    ({"search_space": {"reg_weight": {"choice": [1, 2]}}, "scheduler": {"asha": {"grace_period": 200}}},
+     "grace_period 200 exceeds max_t 100"),
+    ({"search_space": {"reg_weight": {"choice": [1, 2]}}, "scheduler": "hyperband"}, "tune.scheduler: expected one of"),
+    ({"search_space": {"reg_weight": {"choice": [1, 2]}}, "resources_per_trial": {"gpus": 1}},
+     "unknown resource 'gpus'; did you mean 'gpu'?"),
+    ({"search_space": {"reg_weight": {"choice": [1, 2]}}, "metric": "mrr@10"},
+     "tune.metric must be recall@10 or ndcg@10"),
+    ({"search_space": {}}, "tune.search_space must map settings to distributions"),
+])
+def test_bad_tune_entries_stop_with_the_file_and_the_entry(tune, expected, tmp_path, tiny_raw):
+    settings, config = settings_with(tmp_path, tiny_raw, tune)
+    with pytest.raises(ConfigError) as error:
+        tuning.parse_tune(settings)
+    assert expected in str(error.value)
+    assert str(config) in str(error.value)
+
+
+def test_a_message_names_the_file_the_bad_entry_came_from(tmp_path, tiny_raw):
+    # the bad search space is in the file; the command line changes another tune entry after it
+    config = write_yaml(tmp_path / "search.yaml", {"model": "EASE", "tune": {
+        "search_space": {"reg_weight": {"uniform": [9, 1]}}}})
+    settings = load_settings(config_file=config, overrides=[f"data={tiny_raw}", "tune.num_samples=2"])
+    with pytest.raises(ConfigError, match=f"^{config}: tune.search_space.reg_weight: uniform: low must be below"):
+        tuning.parse_tune(settings)
+    shipped = load_settings("MultiVAE", overrides=[f"data={tiny_raw}", "tune.num_samples=0"])
+    with pytest.raises(ConfigError, match="^command line: tune.num_samples must be an integer >= 1"):
+        tuning.parse_tune(shipped)
+
+
+def test_hyperopt_is_refused_only_when_missing(tmp_path, tiny_raw):
+    import importlib.util
+
+    settings, _ = settings_with(tmp_path, tiny_raw, {"search_space": {"reg_weight": {"uniform": [1, 9]}},
+                                                     "search": "hyperopt"})
+    if importlib.util.find_spec("hyperopt") is None:
+        with pytest.raises(ConfigError, match="hyperopt needs the hyperopt package"):
+            tuning.parse_tune(settings)
+    else:
+        assert tuning.parse_tune(settings).search == "hyperopt"
+
+
+def test_the_cli_reports_a_bad_entry_in_one_line(tmp_path, tiny_raw, data_dir, capsys):
+    config = write_yaml(tmp_path / "bad.yaml", {"model": "EASE", "tune": {
+        "search_space": {"reg_weight": {"normal": [1, 2]}}}})
+    code = tune_cli(cli_args(config, tiny_raw, data_dir, tmp_path / "out"))
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("error: ") and len(err.splitlines()) == 1
+    assert "unknown distribution 'normal'" in err and not (tmp_path / "out").exists()
+
+
+def test_every_shipped_tune_section_is_valid(tiny_raw):
+    for model in ("EASE", "MultiVAE", "SASRec"):
+        spec = tuning.parse_tune(load_settings(model, overrides=[f"data={tiny_raw}"]))
+        assert spec.search_space, model
+
+
+# ---------------------------------------------------------------------------
+# searches on a real local Ray runtime
+
+
+def test_each_trial_trains_with_its_sampled_value_and_best_yaml_reruns(ray_runtime, tmp_path, tiny_raw, data_dir):
+    grid = [1.0, 10.0, 100.0, 1000.0]
+    config = write_yaml(tmp_path / "ease.yaml", {"model": "EASE", **TINY, "tune": {
+        "search_space": {"reg_weight": {"grid": grid}}}})
+    output = tmp_path / "search"
+    assert tune_cli(cli_args(config, tiny_raw, data_dir, output, "--retrain-best")) == 0
+
+    trials = read_trials(output)
+    assert sorted(trials["reg_weight"]) == grid and (trials["state"] == "COMPLETED").all()
+    for _, row in trials.iterrows():
+        summary = json.loads((Path(row["output"]) / "summary.json").read_text())
+        assert summary["config"]["recbole"]["reg_weight"] == row["reg_weight"]  # what the model was built with
+        assert summary["holdout"]["recall@10"] == pytest.approx(row["recall@10"])  # the trial's own score
+    assert trials["recall@10"].nunique() == len(grid)  # different values, different models
+    assert list(trials["recall@10"]) == sorted(trials["recall@10"], reverse=True)
+    assert (output / "trials.png").read_bytes()[:4] == b"\x89PNG"
+
+    best_text = (output / "best.yaml").read_text()
+    best = yaml.safe_load(best_text)
+    assert best["reg_weight"] == trials["reg_weight"][0] and best["model"] == "EASE"
+    assert not {"tune", "output_dir", "quick"} & set(best) and "trials" not in best_text
+    assert run_cli(["--config", str(output / "best.yaml"), "--output", str(tmp_path / "rerun")]) == 0
+    rerun = json.loads((tmp_path / "rerun" / "summary.json").read_text())
+    assert rerun["holdout"]["recall@10"] == pytest.approx(trials["recall@10"][0], abs=1e-6)
+    # --retrain-best: the same run, with its submission, inside the search folder
+    retrained = json.loads((output / "best" / "summary.json").read_text())
+    assert retrained["holdout"] == rerun["holdout"] and retrained["refit_epochs"] == 1
+    assert pd.read_csv(output / "best" / "submission.csv").equals(pd.read_csv(tmp_path / "rerun" / "submission.csv"))
+
+
+def test_trial_resources_follow_the_device_and_the_cluster(ray_runtime, tmp_path, tiny_raw, caplog):
+    settings, _ = settings_with(tmp_path, tiny_raw, {"search_space": {"reg_weight": {"choice": [1, 2]}},
+                                                     "resources_per_trial": {"cpu": 64, "gpu": 0.25}})
+    spec = tuning.parse_tune(settings)
+    cpus, gpus = ray.cluster_resources()["CPU"], ray.cluster_resources().get("GPU", 0)
+    driver_log = logging.getLogger("movierec.tune")  # tune.py's main stops its propagation
+    driver_log.addHandler(caplog.handler)
+    try:
+        assert tuning.trial_resources(spec, "cpu") == {"cpu": cpus, "gpu": 0}
+        assert "trials run on CPU (device is cpu): the GPU share of 0.25 per trial is dropped" in caplog.text
+        assert f"each trial gets {cpus:g} CPUs, the most a Ray node has, not the 64 asked for" in caplog.text
+        if gpus:
+            assert tuning.trial_resources(spec, "auto") == {"cpu": cpus, "gpu": 0.25}
+        else:  # a machine without a GPU runs the same yaml on CPU
+            assert tuning.trial_resources(spec, "auto") == {"cpu": cpus, "gpu": 0}
+            assert "(the Ray cluster has no GPU)" in caplog.text
+            with pytest.raises(ConfigError, match="device: cuda, but the Ray cluster has no GPU"):
+                tuning.trial_resources(spec, "cuda")
+    finally:
+        driver_log.removeHandler(caplog.handler)
+
+
+@pytest.fixture(scope="module")
+def asha_search(ray_runtime, tmp_path_factory, tiny_raw, data_dir):
+    """BPR, one trial at a time: two good learning rates, a poor one, one that blows up to NaN."""
+    folder = tmp_path_factory.mktemp("asha")
+    config = write_yaml(folder / "bpr.yaml", {**BPR, "epochs": 4, "tune": {
+        "search_space": {"learning_rate": {"grid": [0.02, 0.01, 1.0e-7, 1.0e+30]}},
+        "scheduler": {"asha": {"grace_period": 1, "reduction_factor": 2}},
+        "max_concurrent_trials": 1}})
+    code = tune_cli(cli_args(config, tiny_raw, data_dir, folder / "search"))
+    return code, folder / "search", read_trials(folder / "search").set_index("learning_rate")
+
+
+def test_asha_stops_a_poor_trial_early(asha_search):
+    code, _, trials = asha_search
+    assert code == 0
+    first, poor = trials.loc[0.02], trials.loc[1.0e-7]
+    # the first trial is the first at every rung: nothing to compare with, it runs all 4 epochs
+    assert first["state"] == "COMPLETED" and first["epochs"] == 4
+    assert poor["state"] == "STOPPED" and poor["epochs"] < 4
+    assert poor["recall@10"] < first["recall@10"]
+    assert (Path(poor["output"]) / "error.txt").read_text().strip().endswith(
+        f"stopped by Ray Tune after epoch {poor['epochs']:.0f}")
+
+
+def test_a_crashing_trial_is_recorded_and_the_others_finish(asha_search):
+    code, output, trials = asha_search
+    crashed = trials.loc[1.0e+30]
+    assert crashed["state"] == "ERROR" and crashed["error"] == "ValueError: Training loss is nan"
+    assert "Training loss is nan" in (Path(crashed["output"]) / "error.txt").read_text()
+    assert trials.drop(index=1.0e+30)["state"].isin(["COMPLETED", "STOPPED"]).all()
+    best = yaml.safe_load((output / "best.yaml").read_text())
+    assert best["learning_rate"] == trials["recall@10"].idxmax()
+
+
+def test_resume_finishes_an_interrupted_search_without_repeating_a_trial(ray_runtime, tmp_path, tiny_raw, data_dir):
+    grid = [0.02, 0.015, 0.01, 0.005]
+    config = write_yaml(tmp_path / "bpr.yaml", {**BPR, "epochs": 6, "tune": {
+        "search_space": {"learning_rate": {"grid": grid}}, "max_concurrent_trials": 1}})
+    output = tmp_path / "search"
+    driver = subprocess.Popen([sys.executable, "tune.py", *cli_args(config, tiny_raw, data_dir, output)], cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: list(output.glob("trials/*/summary.json")), timeout=240)
+        driver.send_signal(signal.SIGINT)  # Ctrl-C: Ray Tune saves its state and stops
+        log = driver.communicate(timeout=120)[0]
+    finally:
+        driver.kill()
+    assert driver.returncode == 130, log[-3000:]
+    finished = {path: (path.read_bytes(), path.stat().st_mtime_ns) for path in output.glob("trials/*/summary.json")}
+    assert finished and len(finished) < len(grid)
+    interrupted = read_trials(output)
+    # a trial cut short, or grid points not started yet
+    assert (interrupted["state"] == "INTERRUPTED").any() or len(interrupted) < len(grid)
+    assert not (output / "best.yaml").exists()
+
+    assert tune_cli(["--resume", "--output", str(output)]) == 0
+    trials = read_trials(output)
+    assert sorted(trials["learning_rate"]) == sorted(grid) and trials["trial"].is_unique
+    assert (trials["state"] == "COMPLETED").all()
+    assert set(interrupted["trial"]) <= set(trials["trial"])
+    for path, (content, mtime) in finished.items():  # trials finished before the interruption did not run again
+        assert path.read_bytes() == content and path.stat().st_mtime_ns == mtime
+    assert (output / "best.yaml").is_file()
+
+
+def test_resume_refuses_changed_settings(ray_runtime, tmp_path, tiny_raw, data_dir, capsys):
+    config = write_yaml(tmp_path / "ease.yaml", {"model": "EASE", **TINY, "tune": {
+        "search_space": {"reg_weight": {"grid": [10.0]}}}})
+    output = tmp_path / "search"
+    assert tune_cli(cli_args(config, tiny_raw, data_dir, output)) == 0
+    assert tune_cli(["--resume", "--output", str(output), "tune.num_samples=3"]) == 2
+    assert "settings differ from the search" in capsys.readouterr().err
+    assert tune_cli(["--resume", "--output", str(tmp_path / "nothing")]) == 2
+
+
+def wait_for(condition, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = condition()
+        if found:
+            return found
+        time.sleep(0.2)
+    raise TimeoutError(f"nothing after {timeout} s")
+
+
+# ---------------------------------------------------------------------------
+# a Ray cluster started with `ray start --head`
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_search_on_a_ray_cluster_with_address(tmp_path, tiny_raw, data_dir):
+    """Run from another folder with relative paths: neither the driver nor the cluster's workers rely
+    on the working directory to find the project or the files."""
+    port = free_port()
+    # a token of this test's own: the cluster authenticates its clients, as Ray's clusters do by default
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths have a length limit
+    head = subprocess.Popen(
+        [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", f"--port={port}",
+         "--node-ip-address=127.0.0.1", "--num-cpus=2", f"--temp-dir={temp_dir}", "--include-dashboard=false"],
+        env=env, cwd=temp_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: Path(temp_dir, "ray_current_cluster").is_file(), timeout=60)
+        config = write_yaml(tmp_path / "ease.yaml", {"model": "EASE", **TINY, "tune": {
+            "search_space": {"reg_weight": {"grid": [10.0, 100.0]}}}})
+        output = tmp_path / "search"
+        done = subprocess.run(
+            [sys.executable, str(ROOT / "tune.py"), *cli_args(config.name, tiny_raw, data_dir, output.name),
+             "--address", f"127.0.0.1:{port}"],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+        )
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        trials = read_trials(output)
+        assert sorted(trials["reg_weight"]) == [10.0, 100.0] and (trials["state"] == "COMPLETED").all()
+        # each trial ran in a worker process of that cluster: its pid names a worker log there
+        worker_logs = " ".join(p.name for p in Path(temp_dir, "session_latest", "logs").glob("worker-*.out"))
+        for result in output.glob("ray/*/result.json"):
+            pid = json.loads(result.read_text().splitlines()[-1])["pid"]
+            assert f"-{pid}.out" in worker_logs
+    finally:
+        head.terminate()  # `ray start --block` stops the processes it started
+        head.wait(timeout=60)
