@@ -1,0 +1,114 @@
+"""The report over constructed run and ensemble folders."""
+
+import json
+
+import matplotlib.image
+import pandas as pd
+import pytest
+
+from recbole_ext.report import main, report_table
+
+
+def write_summary(folder, model, recall, ndcg=0.1, fingerprint="fp-1", timings=None, **extra):
+    folder.mkdir(parents=True)
+    summary = {"model": model, "holdout": {"recall@10": recall, "ndcg@10": ndcg},
+               "timings": timings or {"train": 1.0}, "data": {"fingerprint": fingerprint}, **extra}
+    (folder / "summary.json").write_text(json.dumps(summary))
+    return folder
+
+
+def ease(folder, recall, side_weights=None, **kw):
+    recbole = {"MODEL_TYPE": "ModelType.TRADITIONAL", "reg_weight": 250.0, "side_weights": side_weights or {},
+               "learning_rate": 0.001, "MAX_ITEM_LIST_LENGTH": 50, "epochs": 100}
+    return write_summary(folder, "EASE", recall, config={"recbole": recbole}, epochs_run=1, **kw)
+
+
+def sasrec(folder, recall, **kw):
+    recbole = {"MODEL_TYPE": "ModelType.SEQUENTIAL", "hidden_size": 32, "n_layers": 2, "MAX_ITEM_LIST_LENGTH": 20,
+               "learning_rate": 0.001, "epochs": 5, "inner_size": 64}
+    return write_summary(folder, "SASRec", recall, config={"recbole": recbole}, epochs_run=5, **kw)
+
+
+def ensemble(folder, recall, **kw):
+    members = [{"name": "EASE-1"}, {"name": "SASRec-1"}]
+    return write_summary(folder, "ensemble", recall, method="rank", members=members,
+                         weights={"EASE-1": 0.7, "SASRec-1": 0.3}, **kw)
+
+
+@pytest.fixture
+def outputs(tmp_path):
+    root = tmp_path / "outputs"
+    ease(root / "EASE-1", 0.25, timings={"valid_train": 2.25, "full_train": 0.75, "write": 0.5})
+    sasrec(root / "SASRec-1", 0.14)
+    ensemble(root / "ensemble-rank-1", 0.27)
+    sasrec(root / "tune" / "trial_3", 0.12)  # nested folders count
+    ease(root / "EASE-genres", 0.11, side_weights={"genre": 20.0})
+    ease(root / ".EASE-2.partial-99", 0.9)  # a run still being written does not
+    (root / "EASE-3.failed").mkdir()  # a failed run has no summary
+    return root
+
+
+def test_the_table_lists_finished_runs_best_first_with_their_key_settings(outputs):
+    table, skipped = report_table(outputs)
+    assert skipped == []
+    assert table["run"].tolist() == ["ensemble-rank-1", "EASE-1", "SASRec-1", "tune/trial_3", "EASE-genres"]
+    assert table["model"].tolist() == ["ensemble(rank)", "EASE", "SASRec", "SASRec", "EASE"]
+    assert table["settings"].tolist()[:3] + table["settings"].tolist()[4:] == [
+        "EASE-1+SASRec-1 weights=0.70/0.30",
+        "reg_weight=250.0",  # EASE is not trained by epochs: no learning rate, no epochs; no side information
+        "hidden_size=32 n_layers=2 MAX_ITEM_LIST_LENGTH=20 learning_rate=0.001 epochs=5",
+        "reg_weight=250.0 side_weights={'genre':20.0}",
+    ]
+    assert table["recall@10"].tolist() == [0.27, 0.25, 0.14, 0.12, 0.11]
+    assert table.loc[1, "seconds"] == 3.5
+
+
+def test_cli_writes_csv_markdown_and_a_png(outputs, capsys):
+    assert main([str(outputs)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.index("ensemble-rank-1") < printed.index("EASE-1") < printed.index("SASRec-1")
+    assert "note:" not in printed  # one data version
+    written = pd.read_csv(outputs / "report.csv")
+    assert written["run"].tolist() == ["ensemble-rank-1", "EASE-1", "SASRec-1", "tune/trial_3", "EASE-genres"]
+    assert written["fingerprint"].eq("fp-1").all()
+    markdown = (outputs / "report.md").read_text()
+    assert markdown.count("## data fp-1") == 1 and "| EASE-1 " in markdown and "0.2500" in markdown
+    image = matplotlib.image.imread(outputs / "report.png")
+    assert image.shape[0] > 200 and image.shape[1] > 600
+    assert not [p.name for p in outputs.iterdir() if p.name.startswith(".report")]
+
+
+def test_runs_on_different_data_are_grouped_not_ranked_together(tmp_path, capsys):
+    root = tmp_path / "outputs"
+    ease(root / "EASE-small", 0.30, fingerprint="fp-small")
+    ease(root / "EASE-big", 0.16, fingerprint="fp-big")
+    sasrec(root / "SASRec-big", 0.20, fingerprint="fp-big")
+    assert main([str(root), "--output", str(tmp_path / "report")]) == 0
+    printed = capsys.readouterr().out
+    assert "note: runs on different data versions" in printed
+    big, small = printed.index("data fp-big (2 runs)"), printed.index("data fp-small (1 runs)")
+    assert small < printed.index("EASE-small") < big < printed.index("SASRec-big") < printed.index("EASE-big")
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert markdown.index("## data fp-small") < markdown.index("## data fp-big")
+    assert pd.read_csv(tmp_path / "report" / "report.csv")["fingerprint"].tolist() == ["fp-big", "fp-big", "fp-small"]
+    assert not (root / "report.csv").exists()
+
+
+def test_a_broken_summary_is_skipped_with_a_message(outputs, capsys):
+    (outputs / "broken").mkdir()
+    (outputs / "broken" / "summary.json").write_text('{"model": "EASE"')  # cut off
+    assert main([str(outputs)]) == 0
+    error = capsys.readouterr().err
+    assert error.startswith(f"skipped {outputs / 'broken' / 'summary.json'}: not a run summary (JSONDecodeError")
+    assert len(pd.read_csv(outputs / "report.csv")) == 5
+
+
+def test_nothing_to_report_is_an_error_that_writes_nothing(tmp_path, capsys):
+    assert main([str(tmp_path / "missing")]) == 2
+    (tmp_path / "empty" / "EASE-1.failed").mkdir(parents=True)
+    assert main([str(tmp_path / "empty")]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: {tmp_path / 'missing'}: no such folder",
+        f"error: {tmp_path / 'empty'}: no finished run or ensemble (no summary.json below it)",
+    ]
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["EASE-1.failed", "empty"]
