@@ -27,7 +27,8 @@ import pyarrow.csv as pa_csv
 import torch
 from recbole.data.dataset import SequentialDataset
 from recbole.data.interaction import Interaction
-from recbole.data.utils import create_samplers, get_dataloader
+from recbole.data.utils import get_dataloader
+from recbole.sampler import RepeatableSampler, Sampler
 from recbole.utils import ModelType
 from recbole.utils.argument_list import dataset_arguments
 
@@ -129,8 +130,20 @@ def load_dataset(config):
 
 
 def train_loader(config, dataset):
-    """RecBole's training dataloader over the whole dataset (no split: the holdout is elsewhere)."""
-    sampler, _, _ = create_samplers(config, dataset, [dataset, dataset, dataset])
+    """RecBole's training dataloader over the whole dataset (no split: the holdout is elsewhere).
+
+    Only the training phase samples negatives, so only its sampler is built
+    (RecBole's create_samplers also builds valid and test ones, each a Python
+    pass over every interaction), and none when the model samples nothing.
+    """
+    args = config["train_neg_sample_args"]
+    sampler = None
+    if args["distribution"] != "none":
+        if config["repeatable"]:
+            sampler = RepeatableSampler(["train"], dataset, args["distribution"], args["alpha"])
+        else:
+            sampler = Sampler(["train"], [dataset], args["distribution"], args["alpha"])
+        sampler = sampler.set_phase("train")
     return get_dataloader(config, "train")(config, dataset, sampler, shuffle=config["shuffle"])
 
 

@@ -1,0 +1,68 @@
+"""Holdout recall@10 of many models on the embedded MovieLens-100K, CPU-sized.
+
+    python bench/models.py [--models EASE SASRec ...] [--full]
+
+Each model runs through the same pipeline as run.py (validation fit only,
+unless --full), with its yaml's `quick:` block where it has one, so the
+numbers are the CPU-sized variants: GPU-sized settings score higher on the
+sequential models. Prints recall@10, ndcg@10 and training seconds per model.
+"""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import recbole_ext  # noqa: E402,F401
+from recbole_ext.config import YAML_DIR, load_settings, read_yaml  # noqa: E402
+from recbole_ext.pipeline import run  # noqa: E402
+
+from bench.common import BENCH_DATA, table  # noqa: E402
+
+# RecBole models without a yaml of their own, with small settings
+BASELINES = {
+    "Pop": [],
+    "ItemKNN": [],
+    "BPR": ["epochs=30", "stopping_step=5"],
+    "SLIMElastic": [],
+    "MultiDAE": ["epochs=30", "stopping_step=5"],
+    "NGCF": ["epochs=30", "stopping_step=5"],
+    "GRU4RecF": ["epochs=5", "MAX_ITEM_LIST_LENGTH=20", "selected_features=[genre]",
+                 "load_col={inter: [user_id, item_id, timestamp], item: [item_id, genre]}"],
+    "FM": ["epochs=10", "stopping_step=3"],
+}
+
+
+def yaml_models():
+    return [read_yaml(path)["model"] for path in sorted(YAML_DIR.glob("*.yaml")) if path.name != "base.yaml"]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", nargs="*", help="default: every yaml/ model plus a few RecBole baselines")
+    parser.add_argument("--full", action="store_true", help="also refit and write submissions")
+    args = parser.parse_args()
+    models = args.models or yaml_models() + list(BASELINES)
+    output = BENCH_DATA / "models" / time.strftime("%Y%m%d-%H%M%S")
+    rows = []
+    for model in models:
+        has_quick = bool(load_settings(model).values.get("quick"))
+        overrides = [*BASELINES.get(model, []), "show_progress=false", "state=WARNING", f"output_dir={output / model}"]
+        started = time.perf_counter()
+        try:
+            summary = run(load_settings(model, overrides=overrides, quick=has_quick), validate_only=not args.full)
+        except Exception as error:  # a benchmark reports a failing model and goes on
+            rows.append((model, "failed", "", "", f"{type(error).__name__}: {error}"[:60]))
+            continue
+        seconds = time.perf_counter() - started
+        rows.append((model, f"{summary['holdout']['recall@10']:.4f}", f"{summary['holdout']['ndcg@10']:.4f}",
+                     f"{seconds:.0f}", "quick" if has_quick else "baseline settings"))
+        print(f"{model}: recall@10 {rows[-1][1]}  ({seconds:.0f} s)", flush=True)
+    rows.sort(key=lambda r: r[1] if r[1] != "failed" else "", reverse=True)
+    print("\nholdout on MovieLens-100K (embedded default), CPU")
+    print(table(rows, ("model", "recall@10", "ndcg@10", "seconds", "settings")))
+
+
+if __name__ == "__main__":
+    main()
