@@ -175,7 +175,7 @@ def _run(settings, out, on_result, validate_only):
             "counts": prepared.counts,
         },
         "config": {**settings.values, "recbole": plain(valid.config.final_config_dict)},
-        "created": datetime.datetime.now().isoformat(timespec="seconds"),
+        "created": datetime.datetime.now().isoformat(timespec="milliseconds"),
     }
     if not validate_only:
         summary["refit_epochs"] = _final_fit(run_settings, prepared, valid, out, timer)

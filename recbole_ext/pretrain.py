@@ -48,11 +48,15 @@ class Pretrained:
         return {"checkpoint": str(self.path), "cached": self.cached, "seconds": round(self.seconds, 3)}
 
 
+def pretraining_keys(model_name):
+    """The settings a pretrained checkpoint depends on (its cache key, with the data)."""
+    return set(registry.model_properties(model_name)) - {"downstream_model"} | {"MAX_ITEM_LIST_LENGTH", "seed"}
+
+
 def pretrain(settings, prepared, workdir):
     """The pretrained checkpoint for these settings and data, trained now or found in the cache."""
     model_class = registry.get_model(settings.model)
-    keys = sorted(set(registry.model_properties(settings.model)) - {"downstream_model"} | {"MAX_ITEM_LIST_LENGTH", "seed"})
-    identity = {k: settings.values.get(k) for k in keys}
+    identity = {k: settings.values.get(k) for k in sorted(pretraining_keys(settings.model))}
     identity.update(model=settings.model, data=prepared.fingerprint, dataset=prepared.valid_name)
     key = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
     path = prepared.data_path / "cache" / f"pretrained-{settings.model}-{key}.pth"

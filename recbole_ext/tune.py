@@ -62,6 +62,7 @@ from recbole_ext.config import (
     recbole_config,
 )
 from recbole_ext.data import DATASET_SETTINGS, load_dataset
+from recbole_ext.pretrain import downstream_models, pretrain, pretraining_keys
 
 logger = logging.getLogger("movierec.tune")
 
@@ -415,6 +416,7 @@ def search(settings, address=None, resume=False, retrain_best=False):
         if resume and _saved_fingerprint(output / SEARCH_FILE) != prepared.fingerprint:
             raise ConfigError(f"--resume: the data changed since the search in {output} started")
         _prebuild_datasets(settings, spec, prepared)
+        _pretrain_once(settings, spec, prepared)
         trials_dir = output / TRIALS_DIR
         if not resume:
             trials_dir.mkdir(parents=True)
@@ -496,6 +498,7 @@ def trial_resources(spec, device):
 
 def _tune_config(spec, settings):
     seed = settings["seed"]  # the search's samples are as repeatable as its trials
+    limit = spec.max_concurrent_trials
     if spec.search == "optuna":
         from ray.tune.search.optuna import OptunaSearch
 
@@ -505,7 +508,9 @@ def _tune_config(spec, settings):
 
         algorithm = HyperOptSearch(random_state_seed=seed)
     else:
-        algorithm = tune.search.BasicVariantGenerator(random_state=seed)
+        # the generator takes the limit itself: Ray ignores max_concurrent_trials next to a generator
+        algorithm = tune.search.BasicVariantGenerator(random_state=seed, max_concurrent=limit or 0)
+        limit = None
     if spec.scheduler == "asha":
         # epochs as the time unit; stop_last_trials=False: a trial that reaches max_t ends by itself
         scheduler = tune.schedulers.ASHAScheduler(time_attr="epoch", stop_last_trials=False, **spec.scheduler_options)
@@ -513,7 +518,7 @@ def _tune_config(spec, settings):
         scheduler = tune.schedulers.FIFOScheduler()
     return tune.TuneConfig(
         metric=spec.metric, mode=spec.mode, num_samples=spec.num_samples, search_alg=algorithm, scheduler=scheduler,
-        max_concurrent_trials=spec.max_concurrent_trials, reuse_actors=True,  # a worker imports torch once
+        max_concurrent_trials=limit, reuse_actors=True,  # a worker imports torch once
         trial_name_creator=_trial_dirname, trial_dirname_creator=_trial_dirname,
     )
 
@@ -540,6 +545,19 @@ def _prebuild_datasets(settings, spec, prepared):
         with tempfile.TemporaryDirectory() as scratch:
             load_dataset(recbole_config(variant, prepared.data_path, prepared.valid_name, scratch))
         gc.collect()
+
+
+def _pretrain_once(settings, spec, prepared):
+    """S3Rec: pretrain before the trials when the search leaves pretraining alone, so that
+    trials running side by side share one cached checkpoint instead of each pretraining."""
+    if not downstream_models(settings.model):
+        return
+    searched = sorted(set(spec.search_space) & pretraining_keys(settings.model))
+    if searched:
+        logger.info("trials pretrain for themselves: the search changes %s", ", ".join(searched))
+        return
+    with tempfile.TemporaryDirectory() as scratch:
+        pretrain(settings, prepared, scratch)
 
 
 def _write_search_file(path, settings, fingerprint):

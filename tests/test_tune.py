@@ -6,6 +6,7 @@ One local Ray runtime serves the in-process searches of this module; the
 interrupted search and the cluster search run tune.py in a subprocess.
 """
 
+import datetime
 import json
 import logging
 import os
@@ -135,7 +136,7 @@ def test_the_cli_reports_a_bad_entry_in_one_line(tmp_path, tiny_raw, data_dir, c
 
 
 def test_every_shipped_tune_section_is_valid(tiny_raw):
-    for model in ("EASE", "MultiVAE", "SASRec"):
+    for model in ("EASE", "MultiVAE", "SASRec", "S3Rec"):
         spec = tuning.parse_tune(load_settings(model, overrides=[f"data={tiny_raw}"]))
         assert spec.search_space, model
 
@@ -172,6 +173,46 @@ def test_each_trial_trains_with_its_sampled_value_and_best_yaml_reruns(ray_runti
     retrained = json.loads((output / "best" / "summary.json").read_text())
     assert retrained["holdout"] == rerun["holdout"] and retrained["refit_epochs"] == 1
     assert pd.read_csv(output / "best" / "submission.csv").equals(pd.read_csv(tmp_path / "rerun" / "submission.csv"))
+
+
+def test_an_s3rec_search_pretrains_once_and_every_trial_finetunes_from_it(ray_runtime, tmp_path, tiny_raw, data_dir):
+    rates = [1.0e-4, 3.0e-3]
+    config = write_yaml(tmp_path / "s3rec.yaml", {
+        "model": "S3Rec", **TINY, "item_attribute": {"genre": 1.0}, "pretrain_epochs": 1, "epochs": 1,
+        "MAX_ITEM_LIST_LENGTH": 10, "hidden_size": 16, "inner_size": 32, "n_layers": 1,
+        "tune": {"search_space": {"learning_rate": {"grid": rates}}, "scheduler": "fifo", "num_samples": 1,
+                 "max_concurrent_trials": 2}})
+    output = tmp_path / "search"
+    assert tune_cli(cli_args(config, tiny_raw, data_dir, output)) == 0
+
+    trials = read_trials(output)
+    assert sorted(trials["learning_rate"]) == rates and (trials["state"] == "COMPLETED").all()
+    summaries = [json.loads((Path(row["output"]) / "summary.json").read_text()) for _, row in trials.iterrows()]
+    # the search pretrained before the trials: both found the checkpoint and loaded it
+    assert [s["pretraining"]["cached"] for s in summaries] == [True, True]
+    assert len({s["pretraining"]["checkpoint"] for s in summaries}) == 1
+    assert all(s["pretraining"]["downstream_model"] == "SASRec" for s in summaries)
+    assert all(any(name.startswith("item_embedding") for name in s["pretrained_tensors"]["loaded"]) for s in summaries)
+    assert sorted(s["config"]["recbole"]["learning_rate"] for s in summaries) == rates
+    assert len(list(Path(summaries[0]["pretraining"]["checkpoint"]).parent.glob("pretrained-S3Rec-*.pth"))) == 1
+
+
+def test_max_concurrent_trials_runs_one_trial_at_a_time(ray_runtime, tmp_path, tiny_raw, data_dir):
+    # half a CPU per trial: without the limit Ray would run four side by side on two CPUs
+    config = write_yaml(tmp_path / "ease.yaml", {"model": "EASE", **TINY, "tune": {
+        "search_space": {"reg_weight": {"grid": [1.0, 10.0, 100.0]}},
+        "resources_per_trial": {"cpu": 0.5}, "max_concurrent_trials": 1}})
+    output = tmp_path / "search"
+    assert tune_cli(cli_args(config, tiny_raw, data_dir, output)) == 0
+    spans = []
+    for path in (output / "trials").glob("*/summary.json"):
+        summary = json.loads(path.read_text())
+        end = datetime.datetime.fromisoformat(summary["created"]).timestamp()
+        spans.append((end - sum(summary["timings"].values()), end))
+    assert len(spans) == 3
+    spans.sort()
+    for (_, end), (start, _) in zip(spans, spans[1:]):
+        assert start >= end - 0.002  # "created" has milliseconds
 
 
 def test_trial_resources_follow_the_device_and_the_cluster(ray_runtime, tmp_path, tiny_raw, caplog):
