@@ -108,9 +108,21 @@ def parse_overrides(pairs):
         target = result
         *parents, last = key.split(".")
         for parent in parents:
-            target = target.setdefault(parent, {})
+            target = target.setdefault(parent, _DottedPath())
         target[last] = value
     return result
+
+
+class _DottedPath(dict):
+    """The parents of a dotted key (tune.resources_per_trial.cpu=1): set that entry, keep its siblings."""
+
+
+def _merged(base, value):
+    if isinstance(value, _DottedPath) and isinstance(base, dict):
+        return {**base, **{key: _merged(base.get(key), entry) for key, entry in value.items()}}
+    if isinstance(value, dict):  # plain dicts all the way down (yaml.safe_dump writes no subclass)
+        return {key: _merged(None, entry) for key, entry in value.items()}
+    return copy.deepcopy(value)
 
 
 @dataclass
@@ -187,9 +199,9 @@ def load_settings(model=None, config_file=None, overrides=(), quick=False):
 def _merge(values, sources, layer, source):
     for key, value in layer.items():
         if key in MERGED_SECTIONS and isinstance(value, dict) and isinstance(values.get(key), dict):
-            values[key] = {**values[key], **copy.deepcopy(value)}
+            values[key] = {**values[key], **{entry: _merged(values[key].get(entry), v) for entry, v in value.items()}}
         else:
-            values[key] = copy.deepcopy(value)
+            values[key] = _merged(values.get(key), value)
         sources[key] = source
         if key in MERGED_SECTIONS and isinstance(value, dict):  # where each entry came from, for messages
             sources.update({f"{key}.{entry}": source for entry in value})
@@ -267,6 +279,9 @@ def check_settings(settings):
         raise ConfigError(f"{where('data')}: data folder {values['data']!r} does not exist")
     if values.get("pretrained_path") is not None and not Path(values["pretrained_path"]).is_file():
         raise ConfigError(f"{where('pretrained_path')}: pretrained checkpoint {values['pretrained_path']!r} not found")
+    model_check = registry.settings_check(settings.model)
+    if model_check:
+        model_check(values, where)
 
 
 def resolve_device(setting):

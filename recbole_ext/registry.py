@@ -51,6 +51,13 @@ def get_trainer(model_type, model_name):
     return _recbole_get_trainer(model_type, ALIASES.get(model_name, model_name))
 
 
+def settings_check(model_name):
+    """A custom model's own check_settings(values, where), run before anything else; None for others."""
+    if model_name in CUSTOM_MODELS:
+        return getattr(importlib.import_module(CUSTOM_MODELS[model_name]), "check_settings", None)
+    return None
+
+
 def model_properties(model_name):
     """A model's settings with their defaults (RecBole's yaml or PROPERTIES)."""
     if model_name in CUSTOM_MODELS:

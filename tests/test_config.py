@@ -46,6 +46,15 @@ def test_nested_override_changes_one_holdout_key():
     assert settings["holdout"]["last"] == load_settings("BPR")["holdout"]["last"]
 
 
+def test_a_dotted_override_sets_one_entry_at_any_depth():
+    settings = load_settings("EASE", overrides=["tune.resources_per_trial.cpu=1", "load_col.item=[item_id, genre]"])
+    assert settings["tune"]["resources_per_trial"] == {"cpu": 1, "gpu": 0.25}  # gpu from yaml/ease.yaml kept
+    assert settings["load_col"] == {"inter": ["user_id", "item_id", "timestamp"], "item": ["item_id", "genre"]}
+    # a value given whole replaces what it names: a search entry is one distribution, not two
+    replaced = load_settings("EASE", overrides=["tune.search_space.reg_weight={choice: [1, 2]}"])
+    assert replaced["tune"]["search_space"] == {"reg_weight": {"choice": [1, 2]}}
+
+
 def test_bad_holdout_key_and_value_are_named(tmp_path):
     with pytest.raises(ConfigError, match=r"command line: holdout: unknown keys \['lats'\]"):
         load_settings("BPR", overrides=["holdout.lats=3"])

@@ -15,6 +15,7 @@ from recbole_ext.config import ConfigError, load_settings, recbole_config
 from recbole_ext.data import load_dataset
 from recbole_ext.models import ease
 from recbole_ext.pipeline import predict_only, run
+from run import main as run_cli
 
 # genre and directors are token_seq fields, year a token field
 LOAD_SIDE = "load_col={inter: [user_id, item_id, timestamp], item: [item_id, genre, directors, year]}"
@@ -93,11 +94,17 @@ def test_side_information_equals_ease_on_pseudo_users_stacked_under_X(tiny_prepa
     assert np.abs(model.B.numpy() - reference_B(user_item_matrix(dataset), REG)).max() > 1e-3  # it did change B
 
 
-def test_a_side_field_that_is_not_loaded_fails_with_one_clear_message(tiny_prepared, tmp_path):
-    with pytest.raises(ConfigError, match=r"side_weights: item field 'writer' is not loaded; add it to load_col"):
-        ease_model(tiny_prepared, tmp_path, LOAD_SIDE, "side_weights={genre: 1.0, writer: 2.0}")
-    with pytest.raises(ConfigError, match=r"dtype: expected one of float32, float64, got 'float16'"):
-        ease_model(tiny_prepared, tmp_path, "dtype=float16")
+def test_a_side_field_that_is_not_loaded_stops_the_run_before_anything_is_written(tiny_raw, tmp_path, capsys):
+    output = tmp_path / "run"
+    args = ["--model=EASE", "--data", str(tiny_raw), "--output", str(output), f"data_dir={tmp_path / 'data'}",
+            LOAD_SIDE, "side_weights={genre: 1.0, writer: 2.0}"]
+    assert run_cli(args) == 2
+    assert "command line: side_weights: item field 'writer' is not loaded; add it to load_col" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # no data prepared, no output or .failed folder
+    with pytest.raises(ConfigError, match=r"command line: dtype: expected one of float32, float64, got 'float16'"):
+        load_settings("EASE", overrides=["dtype=float16"])
+    with pytest.raises(ConfigError, match=r"side_weights: the weight of 'genre' must be a number >= 0, got -1"):
+        load_settings("EASE", overrides=[LOAD_SIDE, "side_weights={genre: -1}"])
 
 
 def test_the_gpu_and_cpu_gram_products_agree(tiny_prepared, tmp_path, monkeypatch):

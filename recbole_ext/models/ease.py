@@ -51,8 +51,6 @@ class EASE(GeneralRecommender):
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        if config["dtype"] not in DTYPES:
-            raise ConfigError(f"dtype: expected one of {', '.join(DTYPES)}, got {config['dtype']!r}")
         self.dtype = config["dtype"]
         self.reg_weight = float(config["reg_weight"])
         # X and the pseudo-users are inputs, not state: rebuilt from the dataset, never saved
@@ -116,21 +114,34 @@ def binary(matrix):
     return matrix.astype(np.float32)
 
 
-def side_rows(dataset, weights):
-    """w_f * A_f for every field f with w_f > 0: one pseudo-user row per value of the field."""
+def check_settings(values, where):
+    """EASE's settings, checked before anything runs (from config.check_settings)."""
+    dtype = values.get("dtype", PROPERTIES["dtype"])
+    if dtype not in DTYPES:
+        raise ConfigError(f"{where('dtype')}: dtype: expected one of {', '.join(DTYPES)}, got {dtype!r}")
+    weights = values.get("side_weights") or {}
     if not isinstance(weights, dict):
-        raise ConfigError(f"side_weights: expected {{field: weight}}, got {weights!r}")
-    rows = []
+        raise ConfigError(f"{where('side_weights')}: side_weights: expected {{field: weight}}, got {weights!r}")
+    loaded = (values.get("load_col") or {}).get("item") or []
     for field, weight in weights.items():
         if not isinstance(weight, (int, float)) or weight < 0:
-            raise ConfigError(f"side_weights: the weight of {field!r} must be a number >= 0, got {weight!r}")
+            raise ConfigError(f"{where('side_weights')}: side_weights: the weight of {field!r} must be a number >= 0, "
+                              f"got {weight!r}")
+        if weight and field not in loaded:
+            raise ConfigError(
+                f"{where('side_weights')}: side_weights: item field {field!r} is not loaded; add it to load_col, "
+                f"e.g. load_col: {{inter: [user_id, item_id, timestamp], item: [item_id, {field}]}}"
+            )
+
+
+def side_rows(dataset, weights):
+    """w_f * A_f for every field f with w_f > 0: one pseudo-user row per value of the field."""
+    rows = []
+    for field, weight in weights.items():
         if weight == 0:
             continue
         if dataset.item_feat is None or field not in dataset.item_feat:
-            raise ConfigError(
-                f"side_weights: item field {field!r} is not loaded; add it to load_col, "
-                f"e.g. load_col: {{inter: [user_id, item_id, timestamp], item: [item_id, {field}]}}"
-            )
+            raise ConfigError(f"side_weights: the data has no item field {field!r} (its side file is missing?)")
         if dataset.field2type[field] not in (FeatureType.TOKEN, FeatureType.TOKEN_SEQ):
             raise ConfigError(f"side_weights: item field {field!r} is not a token or token_seq field")
         values = dataset.item_feat[field].numpy().reshape(len(dataset.item_feat), -1)  # token_seq: 0-padded
