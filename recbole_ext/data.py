@@ -17,7 +17,6 @@
 import hashlib
 import json
 import logging
-import os
 import pickle
 from pathlib import Path
 
@@ -31,6 +30,8 @@ from recbole.data.utils import get_dataloader
 from recbole.sampler import RepeatableSampler, Sampler
 from recbole.utils import ModelType
 from recbole.utils.argument_list import dataset_arguments
+
+from recbole_ext.files import write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -121,10 +122,12 @@ def load_dataset(config):
     dataset = cls(config)
     dataset._change_feat_format()  # what RecBole's build() does before splitting
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(f".{os.getpid()}.tmp")
-    with open(partial, "wb") as f:
-        pickle.dump(dataset, f, protocol=pickle.HIGHEST_PROTOCOL)
-    partial.replace(path)
+
+    def dump(tmp):
+        with open(tmp, "wb") as f:
+            pickle.dump(dataset, f, protocol=pickle.HIGHEST_PROTOCOL)
+
+    write_atomic(path, dump)
     logger.info("dataset %s built and cached in %s", config["dataset"], path)
     return dataset
 

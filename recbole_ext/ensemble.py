@@ -31,7 +31,6 @@ import datetime
 import itertools
 import json
 import math
-import os
 import shutil
 import sys
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ import pandas as pd
 
 from atomic_data import Prepared
 from recbole_ext.config import ConfigError
+from recbole_ext.files import staging_path
 from recbole_ext.metrics import K, holdout_metrics
 from recbole_ext.pipeline import FULL_TOP, SUBMISSION, SUMMARY, VALID_TOP, Timer, output_folder, submission_frame
 
@@ -392,7 +392,7 @@ def build(run_dirs, method="rank", weights="auto", seed=0, output=None, depth=No
         "timings": timer,  # the same dict: the write step below still adds to it
         "created": datetime.datetime.now().isoformat(timespec="seconds"),
     }
-    staging = final.with_name(f".{final.name}.partial-{os.getpid()}")
+    staging = staging_path(final)
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:

@@ -14,7 +14,6 @@ import datetime
 import gc
 import json
 import logging
-import os
 import shutil
 import time
 import traceback
@@ -33,7 +32,8 @@ import atomic_data
 from atomic_data.movielens import embedded_default
 from recbole_ext import registry
 from recbole_ext.config import ConfigError, Settings, recbole_config, resolve_device
-from recbole_ext.data import History, load_dataset, train_loader
+from recbole_ext.data import History, load_dataset, read_inter, train_loader
+from recbole_ext.files import default_output, staging_path
 from recbole_ext.holdout import HoldoutScorer, holdout_trainer
 from recbole_ext.metrics import K, holdout_metrics
 from recbole_ext.predict import top_k
@@ -117,19 +117,27 @@ def run(settings: Settings, on_result=None, validate_only=False):
     epoch's scores, no valid_top50.csv, no refit, no submission, no model file.
     """
     final = output_folder(settings.model, settings["output_dir"])
-    staging = final.with_name(f".{final.name}.partial-{os.getpid()}")
+    with staged_run_folder(final, settings["state"]) as staging:
+        summary = _run(settings, staging, on_result, validate_only)
+    summary["output_dir"] = str(final)
+    return summary
+
+
+@contextmanager
+def staged_run_folder(final, state):
+    """A run's folder, written under a staging name (with its run.log) and renamed to final when
+    complete; a failure leaves only <final>.failed/ with run.log and error.txt."""
+    staging = staging_path(final)
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
-        with run_logging(staging / LOG_FILE, settings["state"]):
-            summary = _run(settings, staging, on_result, validate_only)
+        with run_logging(staging / LOG_FILE, state):
+            yield staging
     except BaseException as error:
         _keep_failure(staging, final, error)
         raise
     shutil.rmtree(staging / "checkpoints", ignore_errors=True)
     staging.rename(final)
-    summary["output_dir"] = str(final)
-    return summary
 
 
 def _run(settings, out, on_result, validate_only):
@@ -204,16 +212,21 @@ def _final_fit(settings, prepared, valid, out, timer):
             settings["predict_batch_users"], show_progress=settings["show_progress"],
         )
     with timer.step("write"):
-        submission_frame(full_top, full_inter).to_csv(out / SUBMISSION, index=False)
-        full_top[["user", "item", "score"]].to_csv(out / FULL_TOP, index=False)
+        write_full_lists(out, full_top, full_inter)
         save_model(out / MODEL_FILE, final_fit, settings, prepared)
     return refit_epochs
+
+
+def write_full_lists(out, full_top, full_inter):
+    """submission.csv (checked against the users of full_inter) and full_top50.csv."""
+    submission_frame(full_top, full_inter).to_csv(out / SUBMISSION, index=False)
+    full_top[["user", "item", "score"]].to_csv(out / FULL_TOP, index=False)
 
 
 def submission_frame(top, inter_path):
     """The first 10 of each user's list; checks every user of the data is there."""
     submission = top[top["rank"] < K].sort_values(["user", "rank"])[["user", "item"]]
-    users = pd.unique(pd.read_csv(inter_path, sep="\t", usecols=[0]).iloc[:, 0])
+    users = pd.unique(read_inter(inter_path)[0])
     missing = np.setdiff1d(users, submission["user"].unique())
     if len(missing):
         raise RuntimeError(f"{len(missing)} users have no recommendations, e.g. {missing[:5].tolist()}")
@@ -247,37 +260,25 @@ def predict_only(checkpoint_path, output_dir=None, device=None):
     values = {**meta["settings"], "output_dir": output_dir, "device": device or meta["settings"]["device"]}
     settings = Settings(config["model"], values)
     final = output_folder(settings.model, settings["output_dir"])
-    staging = final.with_name(f".{final.name}.partial-{os.getpid()}")
-    staging.mkdir(parents=True)
-    try:
-        with run_logging(staging / LOG_FILE, settings["state"]):
-            prepared = prepare_data(settings)
-            if prepared.fingerprint != meta["fingerprint"]:
-                raise ConfigError(f"{checkpoint_path}: its data (fingerprint {meta['fingerprint']}) is gone or changed")
-            config["device"] = torch.device(resolve_device(settings["device"]))
-            dataset = load_dataset(config)
-            model = registry.get_model(settings.model)(config, dataset).to(config["device"])
-            model.load_state_dict(checkpoint["state_dict"])
-            model.load_other_parameter(checkpoint.get("other_parameter"))
-            full_inter = prepared.inter_path(prepared.name)
-            history = History.from_file(dataset, full_inter)
-            full_top = top_k(model, dataset, history, settings["top_n"], settings["predict_batch_users"])
-            submission_frame(full_top, full_inter).to_csv(staging / SUBMISSION, index=False)
-            full_top[["user", "item", "score"]].to_csv(staging / FULL_TOP, index=False)
-    except BaseException as error:
-        _keep_failure(staging, final, error)
-        raise
-    staging.rename(final)
+    with staged_run_folder(final, settings["state"]) as staging:
+        prepared = prepare_data(settings)
+        if prepared.fingerprint != meta["fingerprint"]:
+            raise ConfigError(f"{checkpoint_path}: its data (fingerprint {meta['fingerprint']}) is gone or changed")
+        config["device"] = torch.device(resolve_device(settings["device"]))
+        dataset = load_dataset(config)
+        model = registry.get_model(settings.model)(config, dataset).to(config["device"])
+        model.load_state_dict(checkpoint["state_dict"])
+        model.load_other_parameter(checkpoint.get("other_parameter"))
+        full_inter = prepared.inter_path(prepared.name)
+        history = History.from_file(dataset, full_inter)
+        full_top = top_k(model, dataset, history, settings["top_n"], settings["predict_batch_users"])
+        write_full_lists(staging, full_top, full_inter)
     return final
 
 
 def output_folder(name, output_dir=None):
     """Where a run named ``name`` writes: output_dir, or outputs/<name>-<time>; it must not exist yet."""
-    if output_dir:
-        final = Path(output_dir)
-    else:
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        final = Path("outputs").resolve() / f"{name}-{stamp}"
+    final = Path(output_dir) if output_dir else default_output(name)
     if final.exists():
         raise ConfigError(f"output folder {final} already exists; choose another --output")
     return final

@@ -16,7 +16,7 @@
 import hashlib
 import json
 import logging
-import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +28,7 @@ from recbole.utils import init_seed
 from recbole_ext import registry
 from recbole_ext.config import MOVIEREC_KEYS, Settings, check_settings, known_keys, recbole_config
 from recbole_ext.data import History, load_dataset, original_ids, windows
+from recbole_ext.files import write_atomic
 from recbole_ext.models.s3rec import attribute_weights
 
 logger = logging.getLogger("movierec")
@@ -64,8 +65,6 @@ def pretrain(settings, prepared, workdir):
         logger.info("pretrained %s reused from %s", settings.model, path)
         return Pretrained(path, cached=True, seconds=torch.load(path, weights_only=True)["seconds"])
 
-    import time
-
     started = time.perf_counter()
     attributes = list(attribute_weights(settings["item_attribute"]))
     config = recbole_config(
@@ -85,11 +84,9 @@ def pretrain(settings, prepared, workdir):
 
     state = {name: tensor.cpu() for name, tensor in model.downstream_state().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(f".{os.getpid()}.tmp")
     item_tokens = torch.from_numpy(original_ids(dataset, dataset.iid_field))
     seconds = time.perf_counter() - started
-    torch.save({"state_dict": state, "item_tokens": item_tokens, "seconds": seconds}, partial)
-    partial.replace(path)
+    write_atomic(path, lambda tmp: torch.save({"state_dict": state, "item_tokens": item_tokens, "seconds": seconds}, tmp))
     return Pretrained(path, cached=False, seconds=seconds)
 
 

@@ -12,7 +12,6 @@ in separate groups, never ranked against each other.
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from recbole_ext.ensemble import ENSEMBLE_MODEL  # noqa: E402
+from recbole_ext.files import write_atomic  # noqa: E402
 from recbole_ext.pipeline import SUMMARY  # noqa: E402
 
 COLUMNS = ["run", "model", "settings", "recall@10", "ndcg@10", "seconds", "fingerprint"]
@@ -174,12 +174,7 @@ def write_report(root, output=None):
         "report.png": lambda path: bar_chart(table, path),
     }
     for name, write in writers.items():
-        partial = output / f".{name}.partial-{os.getpid()}{Path(name).suffix}"  # keep the suffix: savefig reads it
-        try:
-            write(partial)
-            partial.replace(output / name)
-        finally:
-            partial.unlink(missing_ok=True)
+        write_atomic(output / name, write)
     return table, skipped, output
 
 

@@ -34,7 +34,6 @@ The output folder:
     best/           with --retrain-best: the best settings fitted on all data, submission.csv
 """
 
-import datetime
 import difflib
 import gc
 import importlib.util
@@ -62,6 +61,7 @@ from recbole_ext.config import (
     recbole_config,
 )
 from recbole_ext.data import DATASET_SETTINGS, load_dataset
+from recbole_ext.files import default_output, staging_path, write_atomic
 from recbole_ext.pretrain import downstream_models, pretrain, pretraining_keys
 
 logger = logging.getLogger("movierec.tune")
@@ -360,7 +360,7 @@ def _clear_earlier_attempt(output):
     for path in output.parent.glob(f"{output.name}*"):
         if path.name == output.name or re.fullmatch(rf"{output.name}\.(failed|stopped)", path.name):
             shutil.rmtree(path)
-    for path in output.parent.glob(f".{output.name}.partial-*"):
+    for path in output.parent.glob(staging_path(output, "*").name):
         shutil.rmtree(path)
 
 
@@ -382,11 +382,6 @@ class SearchResult:
     retrained: dict | None = None  # the summary of --retrain-best
 
 
-def default_output(model):
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path("outputs").resolve() / f"tune-{model}-{stamp}"
-
-
 def resume_settings(output, model=None, config_file=None, overrides=(), quick=False):
     """The settings of the search in output; what the command line gives must not change them."""
     output = Path(output).resolve()
@@ -405,7 +400,7 @@ def resume_settings(output, model=None, config_file=None, overrides=(), quick=Fa
 def search(settings, address=None, resume=False, retrain_best=False):
     """Run (or, with resume, continue) the search the settings' tune: section describes."""
     spec = parse_tune(settings)
-    output = Path(settings["output_dir"] or default_output(settings.model))
+    output = Path(settings["output_dir"] or default_output(f"tune-{settings.model}"))
     settings = settings.with_values(output_dir=str(output))
     if not resume and output.exists():
         raise ConfigError(f"output folder {output} already exists; choose another --output, or add --resume")
@@ -442,7 +437,7 @@ def search(settings, address=None, resume=False, retrain_best=False):
     interrupted = bool(unfinished) or len(saved) < spec.trial_count()
     configs = {key: trial.config for key, trial in saved.items()}  # also of trials that never started
     frame = trials_frame(results, configs, spec, trials_dir, unfinished)
-    _write_atomic(output / TRIALS_CSV, lambda path: frame.to_csv(path, index=False))
+    write_atomic(output / TRIALS_CSV, lambda path: frame.to_csv(path, index=False))
     plot_trials(frame, spec, settings.model, output / TRIALS_PLOT)
     best = None
     if not interrupted and frame[spec.metric].notna().any():
@@ -564,18 +559,12 @@ def _write_search_file(path, settings, fingerprint):
     values = {k: v for k, v in settings.values.items() if k != "output_dir"}
     text = (f"# the settings of a tune.py search; data fingerprint {fingerprint}\n"
             + yaml.safe_dump(values, sort_keys=False))
-    _write_atomic(path, lambda tmp: tmp.write_text(text))
+    write_atomic(path, lambda tmp: tmp.write_text(text))
 
 
 def _saved_fingerprint(path):
     found = re.search(r"data fingerprint (\w+)", path.read_text().splitlines()[0])
     return found.group(1) if found else None
-
-
-def _write_atomic(path, write):
-    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
-    write(tmp)
-    tmp.replace(path)
 
 
 # ----------------------------------------------------------------------------
@@ -663,7 +652,7 @@ def write_best(frame, configs, spec, settings, path):
     )
     text = (header + "# searched\n" + yaml.safe_dump(searched, sort_keys=False)
             + "# the other settings of the search\n" + yaml.safe_dump(rest, sort_keys=False))
-    _write_atomic(path, lambda tmp: tmp.write_text(text))
+    write_atomic(path, lambda tmp: tmp.write_text(text))
     return path
 
 
@@ -698,5 +687,5 @@ def plot_trials(frame, spec, model, path):
             ax.set_xticks(range(len(labels)), labels, rotation=30, fontsize=7)
         ax.set(title=f"{spec.metric} against {key}", xlabel=key)
     fig.tight_layout()
-    _write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110))
+    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110))
     plt.close(fig)
