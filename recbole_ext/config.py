@@ -207,6 +207,12 @@ def _merge(values, sources, layer, source):
             sources.update({f"{key}.{entry}": source for entry in value})
 
 
+def did_you_mean(name, valid):
+    """'; did you mean X?' for the closest valid name, or ''."""
+    close = difflib.get_close_matches(str(name), sorted(valid), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
 def check_model(model):
     names = registry.model_names()
     if model not in names:
@@ -246,9 +252,7 @@ def check_settings(settings):
         return sources.get(key, "settings")
 
     def unknown(key, source, valid):
-        close = difflib.get_close_matches(key, sorted(valid), n=1, cutoff=0.6)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        return ConfigError(f"{source}: unknown setting {key!r} for {settings.model}{hint}")
+        return ConfigError(f"{source}: unknown setting {key!r} for {settings.model}{did_you_mean(key, valid)}")
 
     for key in values:
         if key not in keys:

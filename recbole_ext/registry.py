@@ -36,32 +36,31 @@ _recbole_get_trainer = recbole_utils.get_trainer
 RECBOLE_PROPERTIES = Path(recbole_utils.__file__).resolve().parent.parent / "properties" / "model"
 
 
+def _custom(model_name, attribute):
+    """An attribute of a custom model's module (None when absent or not a custom model)."""
+    if model_name not in CUSTOM_MODELS:
+        return None
+    return getattr(importlib.import_module(CUSTOM_MODELS[model_name]), attribute, None)
+
+
 def get_model(model_name):
-    if model_name in CUSTOM_MODELS:
-        return getattr(importlib.import_module(CUSTOM_MODELS[model_name]), model_name)
-    return _recbole_get_model(ALIASES.get(model_name, model_name))
+    return _custom(model_name, model_name) or _recbole_get_model(ALIASES.get(model_name, model_name))
 
 
 def get_trainer(model_type, model_name):
-    if model_name in CUSTOM_MODELS:
-        module = importlib.import_module(CUSTOM_MODELS[model_name])
-        trainer = getattr(module, f"{model_name}Trainer", None)
-        if trainer is not None:
-            return trainer
-    return _recbole_get_trainer(model_type, ALIASES.get(model_name, model_name))
+    trainer = _custom(model_name, f"{model_name}Trainer")
+    return trainer or _recbole_get_trainer(model_type, ALIASES.get(model_name, model_name))
 
 
 def settings_check(model_name):
     """A custom model's own check_settings(values, where), run before anything else; None for others."""
-    if model_name in CUSTOM_MODELS:
-        return getattr(importlib.import_module(CUSTOM_MODELS[model_name]), "check_settings", None)
-    return None
+    return _custom(model_name, "check_settings")
 
 
 def model_properties(model_name):
     """A model's settings with their defaults (RecBole's yaml or PROPERTIES)."""
     if model_name in CUSTOM_MODELS:
-        return dict(importlib.import_module(CUSTOM_MODELS[model_name]).PROPERTIES)
+        return dict(_custom(model_name, "PROPERTIES"))
     path = RECBOLE_PROPERTIES / f"{ALIASES.get(model_name, model_name)}.yaml"
     return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
 

@@ -34,7 +34,6 @@ The output folder:
     best/           with --retrain-best: the best settings fitted on all data, submission.csv
 """
 
-import difflib
 import gc
 import importlib.util
 import itertools
@@ -57,8 +56,8 @@ from ray import tune
 
 from recbole_ext import pipeline
 from recbole_ext.config import (
-    HOLDOUT_METRICS, MANAGED, MOVIEREC_KEYS, ConfigError, Settings, check_settings, known_keys, load_settings,
-    recbole_config,
+    HOLDOUT_METRICS, MANAGED, MOVIEREC_KEYS, ConfigError, Settings, check_settings, did_you_mean, known_keys,
+    load_settings, recbole_config,
 )
 from recbole_ext.data import DATASET_SETTINGS, load_dataset
 from recbole_ext.files import default_output, staging_path, write_atomic
@@ -149,7 +148,7 @@ def parse_tune(settings: Settings) -> TuneSpec:
                           f"got {section!r}")
     for key in section:
         if key not in TUNE_DEFAULTS:
-            raise ConfigError(f"{where()}: unknown entry {key!r}{_suggest(key, TUNE_DEFAULTS)}")
+            raise ConfigError(f"{where()}: unknown entry {key!r}{did_you_mean(key, TUNE_DEFAULTS)}")
     values = {**TUNE_DEFAULTS, **section}
 
     if values["metric"] not in HOLDOUT_METRICS:
@@ -163,7 +162,7 @@ def parse_tune(settings: Settings) -> TuneSpec:
         raise ConfigError(f"{where('max_concurrent_trials')} must be an integer >= 1, got {limit!r}")
     search = values["search"]
     if not isinstance(search, str) or search not in SEARCHES:
-        raise ConfigError(f"{where('search')}: unknown search {search!r}{_suggest(search, SEARCHES)}")
+        raise ConfigError(f"{where('search')}: unknown search {search!r}{did_you_mean(search, SEARCHES)}")
     if SEARCHES[search] and importlib.util.find_spec(SEARCHES[search]) is None:
         raise ConfigError(f"{where('search')}: {search} needs the {SEARCHES[search]} package, which is not "
                           f"installed; use search: random, or install it")
@@ -184,7 +183,7 @@ def _parse_space(space, settings, search, where):
         if "." in str(key):
             raise ConfigError(f"{where}: {key!r}: dotted keys cannot be searched, only top-level settings")
         if key not in valid:
-            raise ConfigError(f"{where}: unknown setting {key!r} for {settings.model}{_suggest(key, valid)}")
+            raise ConfigError(f"{where}: unknown setting {key!r} for {settings.model}{did_you_mean(key, valid)}")
         if key in MOVIEREC_KEYS or key in MANAGED:
             raise ConfigError(f"{where}: {key!r} cannot be searched: every trial runs on the same data, "
                               f"holdout and outputs (movierec settings)")
@@ -193,7 +192,7 @@ def _parse_space(space, settings, search, where):
                               f"got {entry!r}")
         (name, args), = entry.items()
         if name not in DISTRIBUTIONS:
-            raise ConfigError(f"{where}.{key}: unknown distribution {name!r}{_suggest(name, DISTRIBUTIONS)}; "
+            raise ConfigError(f"{where}.{key}: unknown distribution {name!r}{did_you_mean(name, DISTRIBUTIONS)}; "
                               f"known: {', '.join(DISTRIBUTIONS)}")
         problem = _distribution_problem(name, args)
         if problem:
@@ -232,14 +231,14 @@ def _parse_scheduler(value, settings, where):
     name, options = (next(iter(value.items())) if isinstance(value, dict) and len(value) == 1 else (value, {}))
     if not isinstance(name, str) or name not in SCHEDULERS:
         raise ConfigError(f"{where}: expected one of {', '.join(SCHEDULERS)} or {{asha: {{option: value}}}}, "
-                          f"got {value!r}{_suggest(str(name), SCHEDULERS)}")
+                          f"got {value!r}{did_you_mean(str(name), SCHEDULERS)}")
     options = options or {}
     if not isinstance(options, dict):
         raise ConfigError(f"{where}.{name}: expected {{option: value}}, got {options!r}")
     for key in options:
         if key not in SCHEDULERS[name]:
             known = ", ".join(SCHEDULERS[name]) or "none"
-            raise ConfigError(f"{where}.{name}: unknown option {key!r}{_suggest(key, SCHEDULERS[name])}; "
+            raise ConfigError(f"{where}.{name}: unknown option {key!r}{did_you_mean(key, SCHEDULERS[name])}; "
                               f"known: {known}")
     options = {**SCHEDULERS[name], **options}
     if name == "asha":
@@ -261,7 +260,7 @@ def _parse_resources(value, where):
         raise ConfigError(f"{where}: expected {{cpu: n, gpu: share}}, got {value!r}")
     for key in value:
         if key not in RESOURCES:
-            raise ConfigError(f"{where}: unknown resource {key!r}{_suggest(key, RESOURCES)}; known: cpu, gpu")
+            raise ConfigError(f"{where}: unknown resource {key!r}{did_you_mean(key, RESOURCES)}; known: cpu, gpu")
     resources = {**TUNE_DEFAULTS["resources_per_trial"], **value}
     if not _is_number(resources["cpu"]) or resources["cpu"] <= 0:
         raise ConfigError(f"{where}.cpu must be a number > 0, got {resources['cpu']!r}")
@@ -269,11 +268,6 @@ def _parse_resources(value, where):
     if not _is_number(gpu) or gpu < 0 or (gpu > 1 and not float(gpu).is_integer()):
         raise ConfigError(f"{where}.gpu must be a share in [0, 1] or a whole number of GPUs, got {gpu!r}")
     return resources
-
-
-def _suggest(name, valid):
-    close = difflib.get_close_matches(str(name), sorted(valid), n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def _is_number(value):
