@@ -26,6 +26,8 @@ is built with tensor operations on the model's device (``pretraining_batch``);
 RecBole's builds it position by position in Python.
 """
 
+import time
+
 import torch
 import torch.nn.functional as F
 from recbole.model.abstract_recommender import SequentialRecommender
@@ -256,12 +258,10 @@ class S3RecTrainer(Trainer):
     """Pretraining: epochs of the four objectives; there is nothing to evaluate."""
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
-        from time import time
-
         for epoch in range(self.start_epoch, self.epochs):
-            started = time()
+            started = time.time()
             losses = self._train_epoch(train_data, epoch, show_progress=show_progress)
             self.train_loss_dict[epoch] = sum(losses) if isinstance(losses, tuple) else losses
             if verbose:
-                self.logger.info(self._generate_train_loss_output(epoch, started, time(), losses))
+                self.logger.info(self._generate_train_loss_output(epoch, started, time.time(), losses))
         return self.best_valid_score, self.best_valid_result
