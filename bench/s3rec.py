@@ -1,6 +1,6 @@
 """S3Rec pretraining batches: movierec's tensor code against RecBole's per-position Python.
 
-    python bench/s3rec.py [--batches 30] [--transfer]
+    python bench/s3rec.py [--batches 30] [--transfer [--pretrain-epochs 10]]
 
 On the embedded MovieLens-100K, every user's sequence cut into windows of
 MAX_ITEM_LIST_LENGTH=50 (RecBole's default) in batches of 256: the seconds to
@@ -83,7 +83,7 @@ def timed(work, repeats=3):
     return best
 
 
-def transfer():
+def transfer(pretrain_epochs):
     """SASRec from scratch vs after single- and multi-attribute pretraining, CPU-sized, validation only."""
     output = BENCH_DATA / "s3rec-transfer" / time.strftime("%Y%m%d-%H%M%S")
     finetune = ["MAX_ITEM_LIST_LENGTH=20", "hidden_size=32", "inner_size=64", "epochs=8", "stopping_step=3",
@@ -96,8 +96,8 @@ def transfer():
         return summary["holdout"]["recall@10"], summary["epochs_run"], pretraining["seconds"], summary["timings"]["valid_train"]
 
     results = {
-        "S3Rec (genre) -> SASRec": holdout_run("genre", "S3Rec", "pretrain_epochs=10", "item_attribute={genre: 1.0}"),
-        "S3Rec (genre + year) -> SASRec": holdout_run("genre-year", "S3Rec", "pretrain_epochs=10",
+        "S3Rec (genre) -> SASRec": holdout_run("genre", "S3Rec", f"pretrain_epochs={pretrain_epochs}", "item_attribute={genre: 1.0}"),
+        "S3Rec (genre + year) -> SASRec": holdout_run("genre-year", "S3Rec", f"pretrain_epochs={pretrain_epochs}",
                                                       "item_attribute={genre: 1.0, year: 1.0}"),
         "SASRec from scratch": holdout_run("scratch", "SASRec"),
     }
@@ -108,7 +108,8 @@ def transfer():
     results[f"SASRec from scratch, up to {matched} epochs"] = holdout_run("scratch-matched", "SASRec", f"epochs={matched}")
     rows = [(name, f"{recall:.4f}", epochs, f"{pre:.0f}", f"{train:.0f}", f"{pre + train:.0f}")
             for name, (recall, epochs, pre, train) in results.items()]
-    print("\nholdout recall@10 on MovieLens-100K; SASRec L=20, hidden 32, early stopping (3); pretraining 10 epochs")
+    print(f"\nholdout recall@10 on MovieLens-100K; SASRec L=20, hidden 32, early stopping (3); "
+          f"pretraining {pretrain_epochs} epochs")
     print(table(rows, ("model", "recall@10", "epochs run", "pretrain s", "finetune s", "total s")))
 
 
@@ -117,12 +118,13 @@ def main():
     parser.add_argument("--batches", type=int, default=30)
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--transfer", action="store_true", help="also compare SASRec with and without pretraining")
+    parser.add_argument("--pretrain-epochs", type=int, default=10, help="S3Rec pretraining epochs for --transfer")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     batch_building(args.batches)
     if args.transfer:
-        transfer()
+        transfer(args.pretrain_epochs)
 
 
 if __name__ == "__main__":
