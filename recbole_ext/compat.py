@@ -30,6 +30,7 @@ def apply():
     _interaction_sort_on_arrays()
     _config_ignores_argv()
     _tensorboard_beside_log()
+    _anomaly_detection_off()
     quiet_known_warnings()
     _applied = True
 
@@ -183,6 +184,17 @@ def _tensorboard_beside_log():
         return _NullSummaryWriter()
 
     trainer_module.get_tensorboard = get_tensorboard
+
+
+def _anomaly_detection_off():
+    # Importing RecBole's model package imports SINE, whose module calls
+    # torch.autograd.set_detect_anomaly(True) for the whole process: every
+    # backward of every model then records stack traces and checks each
+    # gradient for NaN (SASRec's epochs ran 2-4x slower). Training checks its
+    # loss for NaN itself (Trainer._check_nan).
+    import recbole.model.sequential_recommender.sine  # noqa: F401  (its import switches detection on)
+
+    torch.autograd.set_detect_anomaly(False)
 
 
 def quiet_known_warnings():

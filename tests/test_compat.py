@@ -107,3 +107,11 @@ def test_interaction_sort_is_stable_without_numpy_deprecations():
     assert inter["i"].tolist() == [3, 1, 0, 2]  # ties (u=2, t=5) keep their order
     inter.sort(by="i", ascending=False)
     assert inter["i"].tolist() == [3, 2, 1, 0]
+
+
+def test_importing_recbole_models_leaves_anomaly_detection_off():
+    # SINE's module switches it on for the process when RecBole's models are imported
+    import recbole.model.sequential_recommender.sine  # noqa: F401
+
+    get_model("SASRec")
+    assert not torch.is_anomaly_enabled()
