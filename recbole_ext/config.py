@@ -61,30 +61,12 @@ class ConfigError(ValueError):
     """A setting a user wrote is wrong; the message names where and why."""
 
 
-class _Loader(yaml.SafeLoader):
-    """Safe yaml with RecBole's float rule: 1e-4 is a float, not a string."""
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(
-        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-        |\.[0-9_]+(?:[eE][-+][0-9]+)?
-        |[-+]?\.(?:inf|Inf|INF)
-        |\.(?:nan|NaN|NAN))$""",
-        re.X,
-    ),
-    list("-+0123456789."),
-)
-
-
 def read_yaml(path):
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        values = yaml.load(path.read_text(), Loader=_Loader)
+        values = yaml.load(path.read_text(), Loader=registry.YamlLoader)
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid yaml: {error}") from None
     if values is None:
@@ -102,7 +84,7 @@ def parse_overrides(pairs):
         if not sep or not key:
             raise ConfigError(f"command line: {pair!r} is not key=value")
         try:
-            value = yaml.load(text, Loader=_Loader)
+            value = yaml.load(text, Loader=registry.YamlLoader)
         except yaml.YAMLError:
             value = text
         target = result

@@ -10,6 +10,9 @@
   Python loop, and N x L memory: 5M x 200 item ids is 8 GB); here a batch
   gathers its lists from the flat, time-ordered interactions. The batches
   are identical (tests/test_data.py).
+- ``SequenceWindows`` is the training data of whole-sequence models
+  (movierec's SASRec and BERT4Rec, S3Rec pretraining): every user's sequence
+  cut into windows, one sample per window instead of one per prefix.
 - ``History`` is every user's interactions in time order, in the dataset's
   internal ids: the items to mask and the sequences to score from.
 """
@@ -31,6 +34,7 @@ from recbole.sampler import RepeatableSampler, Sampler
 from recbole.utils import ModelType
 from recbole.utils.argument_list import dataset_arguments
 
+from recbole_ext import registry
 from recbole_ext.files import write_atomic
 
 logger = logging.getLogger(__name__)
@@ -94,14 +98,77 @@ class LazySequentialDataset(SequentialDataset):
         return self._create_sparse_matrix(self.flat_inter, self.uid_field, self.iid_field, form, value_field)
 
 
+def training_window(model_name):
+    """"next_item" or "masked" for models trained on whole-sequence windows, else None."""
+    return getattr(registry.get_model(model_name), "TRAINING_WINDOW", None)
+
+
+class SequenceWindows:
+    """Every user's time-ordered sequence cut into windows, in shuffled batches of ``train_batch_size``.
+
+    With L = MAX_ITEM_LIST_LENGTH, a user's windows step back L items at a
+    time from the newest, and a window holds
+    - ``next_item``: up to L + 1 items, the encoder's L inputs and, one step
+      ahead, their targets; every interaction but a user's first is a target
+      exactly once per epoch (RecBole's prefix samples give the same targets
+      with one encoder pass each);
+    - ``masked``: up to L items; every interaction is in exactly one window.
+    ``train_windows: random`` takes one of each user's windows per epoch
+    instead of all of them. A batch has RecBole's layout: ``item_id_list``
+    (left-aligned, 0-padded), ``item_length`` and ``user_id``.
+    """
+
+    def __init__(self, history, config, window):
+        stride = config["MAX_ITEM_LIST_LENGTH"]
+        self.width = stride + (window == "next_item")
+        self.batch_size = config["train_batch_size"]
+        self.one_per_user = config["train_windows"] == "random"
+        self.user_field, self.length_field = config["USER_ID_FIELD"], config["ITEM_LIST_LENGTH_FIELD"]
+        self.item_list = config["ITEM_ID_FIELD"] + config["LIST_SUFFIX"]
+        self.items = history.items
+        starts, ends = history.indptr[:-1].numpy(), history.indptr[1:].numpy()
+        overlap = self.width - stride  # a next-item window starts with the last target of the one before it
+        per_user = (np.maximum(ends - starts - overlap, 0) + stride - 1) // stride  # windows with a target
+        user = np.repeat(np.arange(len(ends)), per_user)
+        k = np.arange(per_user.sum()) - np.repeat(np.cumsum(per_user) - per_user, per_user)
+        end = ends[user] - k * stride
+        self.user, self.end = torch.from_numpy(user), torch.from_numpy(end)
+        self.length = torch.from_numpy(np.minimum(self.width, end - starts[user]))
+        self.first_window = torch.from_numpy((np.cumsum(per_user) - per_user)[per_user > 0])
+        self.user_windows = torch.from_numpy(per_user[per_user > 0])
+        self.generator = torch.Generator().manual_seed(config["seed"])
+
+    def __len__(self):
+        count = len(self.user_windows) if self.one_per_user else len(self.end)
+        return (count + self.batch_size - 1) // self.batch_size
+
+    def __iter__(self):
+        if self.one_per_user:
+            offset = (torch.rand(len(self.user_windows), generator=self.generator) * self.user_windows).long()
+            order = (self.first_window + offset)[torch.randperm(len(offset), generator=self.generator)]
+        else:
+            order = torch.randperm(len(self.end), generator=self.generator)
+        for batch in torch.split(order, self.batch_size):
+            end, length = self.end[batch], self.length[batch]
+            yield Interaction({
+                self.user_field: self.user[batch],
+                self.item_list: windows(self.items, end, length, self.width),
+                self.length_field: length,
+            })
+
+
 def dataset_class(config):
-    """RecBole's choice of dataset class (as create_dataset), with the lazy sequential dataset."""
+    """RecBole's choice of dataset class (as create_dataset), with the lazy sequential dataset.
+
+    Models trained on whole-sequence windows read no prefix samples: the plain
+    Dataset holds what they need.
+    """
     import recbole.data.dataset as datasets
 
     special = getattr(datasets, config["model"] + "Dataset", None)  # e.g. DIENDataset
     if special is not None:
         return special
-    if config["MODEL_TYPE"] == ModelType.SEQUENTIAL:
+    if config["MODEL_TYPE"] == ModelType.SEQUENTIAL and not training_window(config["model"]):
         return SequentialDataset if config["model"] in EAGER_SEQUENTIAL_MODELS else LazySequentialDataset
     return datasets.Dataset  # general, traditional, context-aware (knowledge-aware ones are refused)
 
@@ -133,12 +200,16 @@ def load_dataset(config):
 
 
 def train_loader(config, dataset):
-    """RecBole's training dataloader over the whole dataset (no split: the holdout is elsewhere).
+    """The training data of one fit: whole-sequence windows for the models trained on them,
+    else RecBole's training dataloader over the whole dataset (no split: the holdout is elsewhere).
 
     Only the training phase samples negatives, so only its sampler is built
     (RecBole's create_samplers also builds valid and test ones, each a Python
     pass over every interaction), and none when the model samples nothing.
     """
+    window = training_window(config["model"])
+    if window:
+        return SequenceWindows(History.of_dataset(dataset), config, window)
     args = config["train_neg_sample_args"]
     sampler = None
     if args["distribution"] != "none":
@@ -179,24 +250,35 @@ def read_inter(path):
 class History:
     """Each user's interactions in time order, in a dataset's internal ids (CSR).
 
-    Built from original ids, so a model can be given the history of another
-    file than its training file (the full history for a submission).
+    Built from original ids (``from_tokens``, ``from_file``), so a model can be
+    given the history of another file than its training file (the full
+    history for a submission), or from the dataset's own interactions
+    (``of_dataset``: the training sequences).
     """
 
-    def __init__(self, dataset, users, items, times):
-        uid = token_ids(dataset, dataset.uid_field, users)
-        iid = token_ids(dataset, dataset.iid_field, items)
-        known = (uid > 0) & (iid > 0)
-        uid, iid, times = uid[known], iid[known], times[known]
+    def __init__(self, n_users, uid, iid, times):
         order = np.lexsort((times, uid))  # stable: ties keep file order, as in training
         self.items = torch.from_numpy(iid[order])
         self.times = torch.from_numpy(times[order].astype(np.float64))
-        counts = np.bincount(uid, minlength=dataset.user_num)
+        counts = np.bincount(uid, minlength=n_users)
         self.indptr = torch.from_numpy(np.concatenate(([0], np.cumsum(counts))))
 
     @classmethod
+    def from_tokens(cls, dataset, users, items, times):
+        uid = token_ids(dataset, dataset.uid_field, users)
+        iid = token_ids(dataset, dataset.iid_field, items)
+        known = (uid > 0) & (iid > 0)
+        return cls(dataset.user_num, uid[known], iid[known], times[known])
+
+    @classmethod
     def from_file(cls, dataset, inter_path):
-        return cls(dataset, *read_inter(inter_path))
+        return cls.from_tokens(dataset, *read_inter(inter_path))
+
+    @classmethod
+    def of_dataset(cls, dataset):
+        inter = dataset.inter_feat
+        fields = (dataset.uid_field, dataset.iid_field, dataset.time_field)
+        return cls(dataset.user_num, *(inter[field].numpy() for field in fields))
 
     def users(self):
         return torch.nonzero(self.indptr[1:] > self.indptr[:-1]).squeeze(1)

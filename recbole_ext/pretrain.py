@@ -2,7 +2,8 @@
 
 ``python run.py --model=S3Rec``:
 1. pretrains S3Rec on the validation files (never on the holdout), on every
-   user's whole sequence cut into windows of MAX_ITEM_LIST_LENGTH, and saves
+   user's whole sequence cut into windows of MAX_ITEM_LIST_LENGTH
+   (``recbole_ext.data.SequenceWindows``), and saves
    only what the downstream model needs; the checkpoint is cached next to
    the data, keyed by the pretraining settings and the data fingerprint,
    and reused while they are unchanged;
@@ -20,14 +21,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
-from recbole.data.interaction import Interaction
 from recbole.utils import init_seed
 
 from recbole_ext import registry
 from recbole_ext.config import MOVIEREC_KEYS, Settings, check_settings, known_keys, recbole_config
-from recbole_ext.data import History, load_dataset, original_ids, windows
+from recbole_ext.data import load_dataset, original_ids, train_loader
 from recbole_ext.files import write_atomic
 from recbole_ext.models.s3rec import attribute_weights
 
@@ -71,15 +70,15 @@ def pretrain(settings, prepared, workdir):
         settings, prepared.data_path, prepared.valid_name, Path(workdir) / "checkpoints",
         epochs=settings["pretrain_epochs"],
         learning_rate=settings["pretrain_learning_rate"],
+        train_batch_size=settings["pretrain_batch_size"],
         load_col={**settings["load_col"], "item": ["item_id", *attributes]},
     )
     init_seed(config["seed"], config["reproducibility"])
     dataset = load_dataset(config)
-    history = History.from_file(dataset, prepared.inter_path(prepared.valid_name))
-    loader = SequenceWindows(history, config, settings["pretrain_batch_size"])
+    loader = train_loader(config, dataset)
     model = model_class(config, dataset).to(config["device"])
     trainer = registry.get_trainer(config["MODEL_TYPE"], settings.model)(config, model)
-    logger.info("pretraining %s on %d windows, attributes %s", settings.model, loader.count, attributes)
+    logger.info("pretraining %s on %d batches of windows, attributes %s", settings.model, len(loader), attributes)
     trainer.fit(loader, show_progress=config["show_progress"])
 
     state = {name: tensor.cpu() for name, tensor in model.downstream_state().items()}
@@ -88,41 +87,6 @@ def pretrain(settings, prepared, workdir):
     seconds = time.perf_counter() - started
     write_atomic(path, lambda tmp: torch.save({"state_dict": state, "item_tokens": item_tokens, "seconds": seconds}, tmp))
     return Pretrained(path, cached=False, seconds=seconds)
-
-
-class SequenceWindows:
-    """Every user's whole sequence cut into windows of MAX_ITEM_LIST_LENGTH (newest first), in shuffled batches.
-
-    One pass covers each interaction once, where RecBole's training data
-    repeats it in every later prefix. Windows shorter than 2 items are left out.
-    """
-
-    def __init__(self, history, config, batch_size):
-        self.max_length = config["MAX_ITEM_LIST_LENGTH"]
-        self.item_list, self.length_field = config["ITEM_ID_FIELD"] + config["LIST_SUFFIX"], config["ITEM_LIST_LENGTH_FIELD"]
-        self.items, self.batch_size = history.items, batch_size
-        starts, ends = history.indptr[:-1].numpy(), history.indptr[1:].numpy()
-        n_windows = np.ceil((ends - starts) / self.max_length).astype(np.int64)
-        user = np.repeat(np.arange(len(ends)), n_windows)
-        k = np.arange(n_windows.sum()) - np.repeat(np.cumsum(n_windows) - n_windows, n_windows)
-        end = ends[user] - k * self.max_length
-        length = np.minimum(self.max_length, end - starts[user])
-        keep = length >= 2
-        self.end, self.length = torch.from_numpy(end[keep]), torch.from_numpy(length[keep])
-        self.count = len(self.end)
-        self.generator = torch.Generator().manual_seed(config["seed"])
-
-    def __len__(self):
-        return (self.count + self.batch_size - 1) // self.batch_size
-
-    def __iter__(self):
-        order = torch.randperm(self.count, generator=self.generator)
-        for batch in torch.split(order, self.batch_size):
-            end, length = self.end[batch], self.length[batch]
-            yield Interaction({
-                self.item_list: windows(self.items, end, length, self.max_length),
-                self.length_field: length,
-            })
 
 
 def downstream_settings(settings, pretrained_path):

@@ -13,6 +13,7 @@ Adding a model: write ``recbole_ext/models/<name>.py`` with the class, a
 """
 
 import importlib
+import re
 from pathlib import Path
 
 import yaml
@@ -22,6 +23,8 @@ CUSTOM_MODELS = {
     # model name: module that defines it
     "EASE": "recbole_ext.models.ease",
     "S3Rec": "recbole_ext.models.s3rec",
+    "SASRec": "recbole_ext.models.sasrec",
+    "BERT4Rec": "recbole_ext.models.bert4rec",
 }
 
 # RecBole's own class under another name, where a custom model took the name
@@ -29,7 +32,27 @@ ALIASES = {
     # alias: RecBole's model name
     "RecBoleEASE": "EASE",  # for comparison with movierec's EASE
     "RecBoleS3Rec": "S3Rec",  # one attribute, pretraining and finetuning as two runs
+    "RecBoleSASRec": "SASRec",  # trained on every prefix as its own sample
+    "RecBoleBERT4Rec": "BERT4Rec",  # trained on every prefix as its own sample
 }
+
+
+class YamlLoader(yaml.SafeLoader):
+    """Safe yaml with RecBole's float rule: 1e-4 is a float, not a string."""
+
+
+YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+][0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
 
 _recbole_get_model = recbole_utils.get_model
 _recbole_get_trainer = recbole_utils.get_trainer
@@ -61,8 +84,13 @@ def model_properties(model_name):
     """A model's settings with their defaults (RecBole's yaml or PROPERTIES)."""
     if model_name in CUSTOM_MODELS:
         return dict(_custom(model_name, "PROPERTIES"))
-    path = RECBOLE_PROPERTIES / f"{ALIASES.get(model_name, model_name)}.yaml"
-    return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+    return recbole_properties(ALIASES.get(model_name, model_name))
+
+
+def recbole_properties(recbole_name):
+    """The settings and defaults of RecBole's own model of that name ({} if it has no property file)."""
+    path = RECBOLE_PROPERTIES / f"{recbole_name}.yaml"
+    return (yaml.load(path.read_text(), Loader=YamlLoader) or {}) if path.is_file() else {}
 
 
 def model_names():

@@ -18,6 +18,9 @@ TINY_MODELS = {
     "GRU4Rec": ["epochs=2", "MAX_ITEM_LIST_LENGTH=10", "embedding_size=16", "hidden_size=16"],
     "BERT4Rec": ["epochs=2", "MAX_ITEM_LIST_LENGTH=10", "hidden_size=16", "inner_size=32", "n_layers=1"],
     "SRGNN": ["epochs=1", "MAX_ITEM_LIST_LENGTH=10", "embedding_size=16"],
+    # RecBole's prefix-trained originals
+    "RecBoleSASRec": ["epochs=1", "MAX_ITEM_LIST_LENGTH=10", "hidden_size=16", "inner_size=32", "n_layers=1"],
+    "RecBoleBERT4Rec": ["epochs=1", "MAX_ITEM_LIST_LENGTH=10", "hidden_size=16", "inner_size=32", "n_layers=1"],
 }
 
 

@@ -9,9 +9,9 @@ from recbole.utils import init_seed
 
 from recbole_ext import registry
 from recbole_ext.config import load_settings, recbole_config
-from recbole_ext.data import History, load_dataset
+from recbole_ext.data import History, SequenceWindows, load_dataset
 from recbole_ext.pipeline import prepare_data, run
-from recbole_ext.pretrain import SequenceWindows, downstream_settings, load_pretrained, pretrain
+from recbole_ext.pretrain import downstream_settings, load_pretrained, pretrain
 
 TINY_ENCODER = ["MAX_ITEM_LIST_LENGTH=12", "hidden_size=16", "inner_size=32", "n_layers=1", "n_heads=1"]
 
@@ -28,11 +28,11 @@ def s3rec_settings(tiny_raw, data_dir, *extra):
     return load_settings("S3Rec", overrides=common + TINY_ENCODER + list(extra))
 
 
-def built_model(settings, tmp_path, dataset_name=None):
+def built_model(settings, tmp_path, dataset_name=None, **changes):
     prepared = prepare_data(settings)
     name = dataset_name or prepared.valid_name
     config = recbole_config(settings, prepared.data_path, name, tmp_path,
-                            load_col={**settings["load_col"], "item": ["item_id", "genre", "year"]})
+                            load_col={**settings["load_col"], "item": ["item_id", "genre", "year"]}, **changes)
     init_seed(config["seed"], True)
     dataset = load_dataset(config)
     history = History.from_file(dataset, prepared.data_path / name / f"{name}.inter")
@@ -40,8 +40,8 @@ def built_model(settings, tmp_path, dataset_name=None):
 
 
 def test_pretraining_batch_invariants(tiny_raw, data_dir, tmp_path):
-    model, dataset, history, config, _ = built_model(s3rec_settings(tiny_raw, data_dir), tmp_path)
-    batch = next(iter(SequenceWindows(history, config, batch_size=10_000)))
+    model, dataset, history, config, _ = built_model(s3rec_settings(tiny_raw, data_dir), tmp_path, train_batch_size=10_000)
+    batch = next(iter(SequenceWindows(history, config, "masked")))
     seq, length = batch["item_id_list"], batch["item_length"]
     valid = torch.arange(seq.shape[1]).unsqueeze(0) < length.unsqueeze(1)
     mask = model.mask_token
@@ -100,8 +100,8 @@ def test_attribute_targets_are_the_items_attributes(tiny_raw, data_dir, tmp_path
 
 def test_pretraining_loss_falls_on_learnable_attributes(tiny_raw, data_dir, tmp_path):
     settings = s3rec_settings(tiny_raw, data_dir, "hidden_dropout_prob=0.0", "attn_dropout_prob=0.0")
-    model, dataset, history, config, _ = built_model(settings, tmp_path)
-    loader = SequenceWindows(history, config, batch_size=64)
+    model, dataset, history, config, _ = built_model(settings, tmp_path, train_batch_size=64)
+    loader = SequenceWindows(history, config, "masked")
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
     torch.manual_seed(0)
     per_epoch = []
@@ -128,6 +128,7 @@ def test_downstream_tensors_equal_the_checkpoint(tiny_raw, data_dir, tmp_path):
         down = downstream_settings(settings.with_values(downstream_model=downstream), pretrained.path)
         # the full data: another id space than the validation data the checkpoint was trained on
         model, dataset, *_ = built_model(down, tmp_path, prepared.name)
+        assert type(model) is registry.get_model(downstream) and type(model).__module__.startswith("recbole_ext.")
         report = load_pretrained(model, dataset, pretrained.path)
         state = model.state_dict()
         for name, tensor in checkpoint["state_dict"].items():

@@ -111,6 +111,7 @@ def item_value_table(dataset, field):
 class S3Rec(SequentialRecommender):
     input_type = InputType.POINTWISE
     DOWNSTREAM_MODELS = ("SASRec", "BERT4Rec")  # run.py pretrains, then finetunes one of these
+    TRAINING_WINDOW = "masked"  # pretraining reads every user's whole sequence in windows of L items
     SHARED_WITH_DOWNSTREAM = ENCODER_KEYS
 
     def __init__(self, config, dataset):

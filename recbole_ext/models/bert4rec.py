@@ -1,0 +1,98 @@
+"""BERT4Rec (Sun et al., CIKM 2019) trained the original way: masked items over whole user windows.
+
+RecBole's BERT4Rec (its encoder, output layer, tensor names, settings and
+checkpoints are kept) masks items inside every prefix of every user: one
+sample per interaction. Here a sample is a window of up to
+L = MAX_ITEM_LIST_LENGTH items of a user (``recbole_ext.data.SequenceWindows``):
+each real item is replaced by the mask token with probability ``mask_ratio``
+and the bidirectional encoder's output at each masked position is scored
+against the item that was there (``loss_type``, ``recbole_ext.models.losses``;
+with the output bias). With probability ``ft_ratio`` a window masks only its
+last item (RecBole's fine-tuning samples: the prediction task), as does a
+window in which no item was drawn.
+
+Prediction appends the mask token after the user's latest items (the last
+L - 1 when the history fills the window) and scores from its output.
+RecBole's version drops the first item of every sequence to make room, also
+when the sequence is shorter than the window. RecBole's original stays
+reachable as ``RecBoleBERT4Rec``.
+"""
+
+import torch
+from recbole.model.sequential_recommender.bert4rec import BERT4Rec as RecBoleBERT4Rec
+from recbole.utils import InputType
+
+from recbole_ext.config import ConfigError
+from recbole_ext.models.losses import sequence_loss
+from recbole_ext.models.sasrec import WINDOW_SETTINGS
+from recbole_ext.models.sasrec import check_settings as check_window_settings
+from recbole_ext.registry import recbole_properties
+
+PROPERTIES = {**recbole_properties("BERT4Rec"), **WINDOW_SETTINGS}
+del PROPERTIES["transform"]  # RecBole's dataloader masks with it; here the model masks on its device
+
+
+def check_settings(values, where):
+    check_window_settings(values, where)
+    for key, zero_allowed in (("mask_ratio", False), ("ft_ratio", True)):
+        value = values.get(key, PROPERTIES[key])
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not (number and (0 <= value if zero_allowed else 0 < value) and value <= 1):
+            interval = "[0, 1]" if zero_allowed else "(0, 1]"
+            raise ConfigError(f"{where(key)}: {key} must be a number in {interval}, got {value!r}")
+
+
+class BERT4Rec(RecBoleBERT4Rec):
+    input_type = InputType.POINTWISE  # negatives are drawn in the loss: RecBole's dataloader samples none
+    TRAINING_WINDOW = "masked"  # windows of L items, some replaced by the mask token
+
+    def __init__(self, config, dataset):
+        loss_type = config["loss_type"]
+        config["loss_type"] = "CE"  # RecBole's constructor knows only BPR and CE; the loss is computed here
+        try:
+            super().__init__(config, dataset)
+        finally:
+            config["loss_type"] = loss_type
+        self.loss_type = loss_type
+        self.ft_ratio = config["ft_ratio"]
+        self.neg_samples, self.gbce_t = config["neg_samples"], config["gbce_t"]
+
+    def training_mask(self, item_seq, item_seq_len):
+        """The positions to mask in a batch of windows (B, L) bool."""
+        positions = torch.arange(item_seq.size(1), device=item_seq.device).unsqueeze(0)
+        real = positions < item_seq_len.unsqueeze(1)
+        last = positions == (item_seq_len - 1).unsqueeze(1)
+        drawn = real & (torch.rand(item_seq.shape, device=item_seq.device) < self.mask_ratio)
+        only_last = (torch.rand(len(item_seq), device=item_seq.device) < self.ft_ratio) | ~drawn.any(1)
+        return torch.where(only_last.unsqueeze(1), last, drawn)
+
+    def calculate_loss(self, interaction):
+        item_seq, item_seq_len = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
+        masked = self.training_mask(item_seq, item_seq_len)
+        hidden = self.forward(item_seq.masked_fill(masked, self.mask_token))[masked]
+        return sequence_loss(self.loss_type, hidden, item_seq[masked], self.item_embedding.weight[: self.n_items],
+                             self.output_bias, neg_samples=self.neg_samples, gbce_t=self.gbce_t)
+
+    def reconstruct_test_data(self, item_seq, item_seq_len):
+        """The latest items with the mask token after them, and the mask's position.
+
+        A sequence that fills the L positions drops its oldest item to make room.
+        """
+        full = item_seq_len == item_seq.size(1)
+        shifted = torch.where(full.unsqueeze(1), item_seq.roll(-1, dims=1), item_seq)
+        mask_position = item_seq_len - full.long()
+        shifted[torch.arange(len(shifted), device=shifted.device), mask_position] = self.mask_token
+        return shifted, mask_position
+
+    def mask_output(self, interaction):
+        """The encoder's output at the appended mask token (B, H)."""
+        item_seq, mask_position = self.reconstruct_test_data(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        return self.gather_indexes(self.forward(item_seq), mask_position)
+
+    def predict(self, interaction):
+        items = interaction[self.ITEM_ID]
+        return (self.mask_output(interaction) * self.item_embedding(items)).sum(-1) + self.output_bias[items]
+
+    def full_sort_predict(self, interaction):
+        return self.mask_output(interaction) @ self.item_embedding.weight[: self.n_items].T + self.output_bias
+

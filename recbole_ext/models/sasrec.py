@@ -1,0 +1,82 @@
+"""SASRec (Kang & McAuley, ICDM 2018) trained on whole sequences.
+
+RecBole's SASRec (its encoder, tensor names, settings and checkpoints are
+kept) trains on every prefix of every user as its own sample: one encoder
+pass per interaction. Here a sample is a window of a user's sequence
+(``recbole_ext.data.SequenceWindows``, L = MAX_ITEM_LIST_LENGTH inputs): the
+causal encoder runs once, and its output h_t at every real position t is
+scored against the next item s_{t+1} (``recbole_ext.models.losses``):
+
+    loss_type: CE     softmax over all items at every position
+    loss_type: gBCE   neg_samples uniform negatives, calibrated by gbce_t (gSASRec)
+    loss_type: BPR    one uniform negative per position
+
+Every interaction but a user's first is a target once per epoch, as with
+RecBole's prefixes, for about (interactions / users) times fewer encoder
+passes. Prediction is RecBole's: the output at the user's latest position.
+RecBole's original stays reachable as ``RecBoleSASRec``.
+"""
+
+import torch
+from recbole.model.sequential_recommender.sasrec import SASRec as RecBoleSASRec
+from recbole.utils import InputType
+
+from recbole_ext.config import ConfigError
+from recbole_ext.models.losses import LOSS_TYPES, sequence_loss
+from recbole_ext.registry import recbole_properties
+
+WINDOW_SETTINGS = {
+    "loss_type": "CE",  # CE | gBCE | BPR, over every position of a window
+    # gBCE (Petrov & Macdonald 2023): the paper's and the competition's best blend's values
+    "neg_samples": 256,  # negatives per target (shared by the targets of a batch)
+    "gbce_t": 0.75,  # calibration: 0 = plain BCE, 1 = fully calibrated
+    "train_windows": "all",  # all: every window of every user per epoch | random: one window per user
+    "train_neg_sample_args": None,  # negatives are drawn in the loss, not by RecBole's dataloader
+}
+PROPERTIES = {**recbole_properties("SASRec"), **WINDOW_SETTINGS}
+
+
+def check_settings(values, where):
+    """Settings of whole-sequence training, before anything runs (shared with BERT4Rec)."""
+    checks = {
+        "loss_type": (lambda v: v in LOSS_TYPES, " or ".join(LOSS_TYPES)),
+        "neg_samples": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "an integer >= 1"),
+        "gbce_t": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1, "a number in [0, 1]"),
+        "train_windows": (lambda v: v in ("all", "random"), "all or random"),
+    }
+    for key, (ok, expected) in checks.items():
+        if key in values and not ok(values[key]):
+            raise ConfigError(f"{where(key)}: {key} must be {expected}, got {values[key]!r}")
+
+
+class SASRec(RecBoleSASRec):
+    input_type = InputType.POINTWISE  # negatives are drawn in the loss: RecBole's dataloader samples none
+    TRAINING_WINDOW = "next_item"  # windows of L + 1 items: L inputs, each with the next item as target
+
+    def __init__(self, config, dataset):
+        loss_type = config["loss_type"]
+        config["loss_type"] = "CE"  # RecBole's constructor knows only BPR and CE; the loss is computed here
+        try:
+            super().__init__(config, dataset)
+        finally:
+            config["loss_type"] = loss_type
+        self.loss_type = loss_type
+        self.neg_samples, self.gbce_t = config["neg_samples"], config["gbce_t"]
+
+    def encode(self, item_seq):
+        """The encoder output at every position (B, L, H); position t sees the items up to t only."""
+        positions = torch.arange(item_seq.size(1), device=item_seq.device)
+        embedded = self.dropout(self.LayerNorm(self.item_embedding(item_seq) + self.position_embedding(positions)))
+        mask = self.get_attention_mask(item_seq)  # causal, and blind to padding
+        return self.trm_encoder(embedded, mask, output_all_encoded_layers=True)[-1]
+
+    def forward(self, item_seq, item_seq_len):
+        return self.gather_indexes(self.encode(item_seq), item_seq_len - 1)
+
+    def calculate_loss(self, interaction):
+        window = interaction[self.ITEM_SEQ]  # (B, L + 1)
+        inputs, targets = window[:, :-1], window[:, 1:]
+        real = targets > 0
+        hidden = self.encode(inputs)[real]
+        return sequence_loss(self.loss_type, hidden, targets[real], self.item_embedding.weight,
+                             neg_samples=self.neg_samples, gbce_t=self.gbce_t)
