@@ -199,8 +199,8 @@ def load_dataset(config):
     return dataset
 
 
-def train_loader(config, dataset):
-    """The training data of one fit: whole-sequence windows for the models trained on them,
+def train_loader(config, dataset, history):
+    """The training data of one fit: windows of the history's sequences for the models trained on them,
     else RecBole's training dataloader over the whole dataset (no split: the holdout is elsewhere).
 
     Only the training phase samples negatives, so only its sampler is built
@@ -209,7 +209,7 @@ def train_loader(config, dataset):
     """
     window = training_window(config["model"])
     if window:
-        return SequenceWindows(History.of_dataset(dataset), config, window)
+        return SequenceWindows(history, config, window)
     args = config["train_neg_sample_args"]
     sampler = None
     if args["distribution"] != "none":
@@ -250,35 +250,25 @@ def read_inter(path):
 class History:
     """Each user's interactions in time order, in a dataset's internal ids (CSR).
 
-    Built from original ids (``from_tokens``, ``from_file``), so a model can be
-    given the history of another file than its training file (the full
-    history for a submission), or from the dataset's own interactions
-    (``of_dataset``: the training sequences).
+    Built from original ids, so a model can be given the history of another
+    file than its training file (the full history for a submission); the
+    times are the file's, exact (RecBole holds them as float32).
     """
 
-    def __init__(self, n_users, uid, iid, times):
-        order = np.lexsort((times, uid))  # stable: ties keep file order, as in training
-        self.items = torch.from_numpy(iid[order])
-        self.times = torch.from_numpy(times[order].astype(np.float64))
-        counts = np.bincount(uid, minlength=n_users)
-        self.indptr = torch.from_numpy(np.concatenate(([0], np.cumsum(counts))))
-
-    @classmethod
-    def from_tokens(cls, dataset, users, items, times):
+    def __init__(self, dataset, users, items, times):
         uid = token_ids(dataset, dataset.uid_field, users)
         iid = token_ids(dataset, dataset.iid_field, items)
         known = (uid > 0) & (iid > 0)
-        return cls(dataset.user_num, uid[known], iid[known], times[known])
+        uid, iid, times = uid[known], iid[known], times[known]
+        order = np.lexsort((times, uid))  # stable: ties keep file order, as in training
+        self.items = torch.from_numpy(iid[order])
+        self.times = torch.from_numpy(times[order].astype(np.float64))
+        counts = np.bincount(uid, minlength=dataset.user_num)
+        self.indptr = torch.from_numpy(np.concatenate(([0], np.cumsum(counts))))
 
     @classmethod
     def from_file(cls, dataset, inter_path):
-        return cls.from_tokens(dataset, *read_inter(inter_path))
-
-    @classmethod
-    def of_dataset(cls, dataset):
-        inter = dataset.inter_feat
-        fields = (dataset.uid_field, dataset.iid_field, dataset.time_field)
-        return cls(dataset.user_num, *(inter[field].numpy() for field in fields))
+        return cls(dataset, *read_inter(inter_path))
 
     def users(self):
         return torch.nonzero(self.indptr[1:] > self.indptr[:-1]).squeeze(1)

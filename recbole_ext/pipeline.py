@@ -84,7 +84,7 @@ def fit(settings, prepared, dataset_name, workdir, timer, stage, holdout=None, e
         init_seed(config["seed"], config["reproducibility"])
         dataset = load_dataset(config)
         history = History.from_file(dataset, prepared.inter_path(dataset_name))
-        train_data = train_loader(config, dataset)
+        train_data = train_loader(config, dataset, history)
     with timer.step(f"{stage}_train"):
         init_seed(config["seed"], config["reproducibility"])
         model = registry.get_model(settings.model)(config, dataset).to(config["device"])

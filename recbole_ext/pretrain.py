@@ -26,7 +26,7 @@ from recbole.utils import init_seed
 
 from recbole_ext import registry
 from recbole_ext.config import MOVIEREC_KEYS, Settings, check_settings, known_keys, recbole_config
-from recbole_ext.data import load_dataset, original_ids, train_loader
+from recbole_ext.data import History, load_dataset, original_ids, train_loader
 from recbole_ext.files import write_atomic
 from recbole_ext.models.s3rec import attribute_weights
 
@@ -75,7 +75,8 @@ def pretrain(settings, prepared, workdir):
     )
     init_seed(config["seed"], config["reproducibility"])
     dataset = load_dataset(config)
-    loader = train_loader(config, dataset)
+    history = History.from_file(dataset, prepared.inter_path(prepared.valid_name))
+    loader = train_loader(config, dataset, history)
     model = model_class(config, dataset).to(config["device"])
     trainer = registry.get_trainer(config["MODEL_TYPE"], settings.model)(config, model)
     logger.info("pretraining %s on %d batches of windows, attributes %s", settings.model, len(loader), attributes)

@@ -59,7 +59,7 @@ def test_history_in_internal_ids_and_time_order(tiny_prepared, tmp_path):
     dataset = load_dataset(config)
     inter = pd.read_csv(tiny_prepared.data_path / "tiny-val" / "tiny-val.inter", sep="\t")
     inter.columns = ["user", "item", "time"]
-    history = History.from_tokens(dataset, inter.user.to_numpy(), inter.item.to_numpy(), inter.time.to_numpy())
+    history = History(dataset, inter.user.to_numpy(), inter.item.to_numpy(), inter.time.to_numpy())
     user = inter.user.iloc[0]
     own = inter[inter.user == user].sort_values("time", kind="stable")
     uid = torch.tensor(token_ids(dataset, "user_id", np.array([user])))

@@ -12,7 +12,7 @@ from recbole.data.interaction import Interaction
 from conftest import write_raw
 from recbole_ext import registry
 from recbole_ext.config import load_settings, recbole_config
-from recbole_ext.data import SequenceWindows, load_dataset, train_loader
+from recbole_ext.data import History, SequenceWindows, load_dataset, train_loader
 from recbole_ext.models.losses import gbce, softmax_cross_entropy
 from recbole_ext.pipeline import run
 
@@ -24,7 +24,8 @@ def built(prepared, tmp_path, model, *overrides):
                                                "n_layers=1", "state=ERROR", *overrides])
     config = recbole_config(settings, prepared.data_path, prepared.valid_name, tmp_path)
     dataset = load_dataset(config)
-    return config, dataset, train_loader(config, dataset)
+    history = History.from_file(dataset, prepared.inter_path(prepared.valid_name))
+    return config, dataset, train_loader(config, dataset, history)
 
 
 def training_sequences(prepared):
