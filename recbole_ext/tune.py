@@ -325,10 +325,12 @@ def run_trial(config, settings, trials_dir):
     torch.set_num_threads(max(1, int(cpus)))
     trial.values["show_progress"] = False  # progress bars of parallel trials garble the console
     evaluations, started = 0, time.perf_counter()
+    best_users = None  # the per-user scores of the best evaluation so far
 
-    def report(scores):
-        nonlocal evaluations
+    def report(scores, users):
+        nonlocal evaluations, best_users
         evaluations += 1
+        best_users = users
         epoch = evaluations * trial["eval_step"]  # RecBole evaluates after every eval_step-th epoch
         try:
             tune.report({**scores, "epoch": epoch, "trial_seconds": time.perf_counter() - started})
@@ -338,7 +340,10 @@ def run_trial(config, settings, trials_dir):
     try:
         pipeline.run(trial, on_result=report, validate_only=True)
     except TrialStopped:
-        output.with_name(output.name + ".failed").rename(output.with_name(output.name + ".stopped"))
+        stopped = output.with_name(output.name + ".stopped")
+        output.with_name(output.name + ".failed").rename(stopped)
+        if best_users is not None:  # a stopped trial takes part in the honest estimate too
+            pipeline.write_holdout_users(stopped, best_users)
         raise SystemExit(0) from None  # what Ray expects of a stopped trial
 
 
