@@ -187,8 +187,8 @@ def as_text(log, outputs):
                              for lo, hi in zip(rows["ci low"], rows["ci high"])],
             **{name: rows[name].map(lambda v: "" if pd.isna(v) else f"{v:.4f}") for name in SCORES},
         })
-        blocks.append(f"data {fingerprint} ({len(rows)} submissions)\n"
-                      + shown.to_markdown(index=False, tablefmt="simple", disable_numparse=True) + "\n" + "\n".join(lines))
+        table = shown.to_markdown(index=False, tablefmt="simple", disable_numparse=True)
+        blocks.append(f"data {fingerprint} ({len(rows)} submissions)\n{table}\n" + "\n".join(lines))
     return "\n\n".join(blocks)
 
 

@@ -154,7 +154,7 @@ def describe_difference(difference, low, high):
         verdict = "beyond the noise of this holdout"
     else:
         verdict = "within the noise of this holdout"
-    return f"{difference:+.4f} (95% interval {low:+.4f} to {high:+.4f}: {verdict})"
+    return f"{difference:+.4f} ({LEVEL:.0%} interval {low:+.4f} to {high:+.4f}: {verdict})"
 
 
 def holdout_detail(scores, seed=BOOTSTRAP_SEED):
@@ -185,7 +185,7 @@ def holdout_detail(scores, seed=BOOTSTRAP_SEED):
 def describe_holdout(holdout, detail):
     """The lines a run logs about its holdout scores."""
     low, high = detail["interval"][RECALL]
-    lines = [f"holdout {RECALL} {holdout[RECALL]:.4f} (95% interval {low:.4f} to {high:.4f})  "
+    lines = [f"holdout {RECALL} {holdout[RECALL]:.4f} ({LEVEL:.0%} interval {low:.4f} to {high:.4f})  "
              f"{NDCG} {holdout[NDCG]:.4f}  over {detail['users']} users"]
     parts = [f"{part} {s[RECALL]:.4f} / {s[NDCG]:.4f}" for part, s in detail["parts"].items()]
     groups = [f"{group} ({s['train_interactions'][0]}-{s['train_interactions'][1]}) {s[RECALL]:.4f} / {s[NDCG]:.4f}"

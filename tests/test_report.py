@@ -123,7 +123,8 @@ def with_users(folder, recall_by_user):
 
 def breakdown(recall, low, high):
     """A holdout_detail whose parts and groups score recall, recall / 2, ...; ndcg one tenth of each."""
-    scores = {"last": recall / 2, "random": recall * 1.5, "light": recall * 1.2, "medium": recall, "heavy": recall * 0.8}
+    scores = {"last": recall / 2, "random": recall * 1.5, "light": recall * 1.2, "medium": recall,
+              "heavy": recall * 0.8}
     groups = {name: {"users": 1, "recall@10": value, "ndcg@10": value / 10} for name, value in scores.items()}
     return {"users": 4, "interval": {"recall@10": [low, high]},
             "parts": {name: groups[name] for name in ("last", "random")},
