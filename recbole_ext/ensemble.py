@@ -357,10 +357,11 @@ def compare_with_members(member_users, blend_users):
     (paired over the same users); member_users {name: per-user scores}."""
     recall = pd.DataFrame({name: users[RECALL] for name, users in member_users.items()})
     best = recall.mean().idxmax()
-    recall["blend"] = blend_users[RECALL]
+    blend = "cross-fitted blend"  # a column name no run folder is likely to have
+    recall[blend] = blend_users[RECALL]
     low, high = bootstrap_interval(recall.to_numpy())
     intervals = {name: [float(lo), float(hi)] for name, lo, hi in zip(recall.columns, low, high)}
-    difference, lo, hi = paired_differences(recall[[best, "blend"]], best)["blend"]
+    difference, lo, hi = paired_differences(recall[[best, blend]], best)[blend]
     return intervals, {"member": best, "difference": difference, "interval": [lo, hi]}
 
 
