@@ -42,7 +42,9 @@ def main(argv=None):
     except (ConfigError, RawDataError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(f"holdout recall@10: {summary['holdout']['recall@10']:.4f}  ndcg@10: {summary['holdout']['ndcg@10']:.4f}")
+    low, high = summary["holdout_detail"]["interval"]["recall@10"]
+    print(f"holdout recall@10: {summary['holdout']['recall@10']:.4f} (95% interval {low:.4f} to {high:.4f})  "
+          f"ndcg@10: {summary['holdout']['ndcg@10']:.4f}")
     print(f"submission: {summary['output_dir']}/{SUBMISSION}")
     return 0
 

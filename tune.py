@@ -16,7 +16,7 @@ import recbole_ext  # noqa: F401  (compat shims and registrations first)
 from atomic_data import RawDataError
 from recbole_ext.config import ConfigError, load_settings
 from recbole_ext.pipeline import SUBMISSION
-from recbole_ext.tune import TRIALS_CSV, TRIALS_PLOT, format_table, resume_settings, search
+from recbole_ext.tune import TRIALS_CSV, TRIALS_PLOT, describe_honest, format_table, resume_settings, search
 
 
 def main(argv=None):
@@ -63,6 +63,8 @@ def main(argv=None):
         print(f"error: no trial produced a {result.spec.metric}; see the errors in {result.output / TRIALS_CSV}",
               file=sys.stderr)
         return 1
+    if result.honest:
+        print(f"best trial {result.honest['trial']}: {describe_honest(result.honest)}")
     print(f"best config: {result.best}  (python run.py --config {result.best})")
     if result.retrained:
         print(f"best config on all data: holdout {result.spec.metric} "

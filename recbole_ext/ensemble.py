@@ -24,6 +24,10 @@ the holdout users are split in two halves (seeded); weights fitted on one half
 blend the lists of the other; recall@10 over all users of both halves pooled is
 the cross-fitted estimate. The submission uses the weights fitted on all users.
 With given weights nothing is fitted: both numbers are the same.
+
+The blend is compared with its best member over the same users: the mean of the
+per-user differences (cross-fitted blend minus member) with a paired bootstrap
+interval. Its per-user scores go to holdout_users.csv, as a run's do.
 """
 
 import argparse
@@ -42,8 +46,14 @@ import pandas as pd
 from atomic_data import Prepared
 from recbole_ext.config import ConfigError
 from recbole_ext.files import staging_path
-from recbole_ext.metrics import K, holdout_metrics
-from recbole_ext.pipeline import FULL_TOP, SUBMISSION, SUMMARY, VALID_TOP, Timer, output_folder, submission_frame
+from recbole_ext.metrics import (
+    RECALL, K, bootstrap_interval, describe_difference, describe_holdout, holdout_detail, holdout_metrics,
+    mean_scores, paired_differences, part_scores, split_users,
+)
+from recbole_ext.pipeline import (
+    FULL_TOP, SUBMISSION, SUMMARY, VALID_TOP, Timer, holdout_activity, output_folder, submission_frame,
+    write_holdout_users,
+)
 
 METHODS = ("priority", "rank", "score")
 RRF_OFFSET = 60  # reciprocal-rank fusion's usual constant (Cormack et al. 2009)
@@ -215,15 +225,9 @@ def fit_weights(blend, grid, hidden, user_groups):
     return [weights for _, weights in best]
 
 
-def split_users(users, seed):
-    """Two halves of the users, the same for the same seed."""
-    users = np.sort(np.unique(users))
-    shuffled = np.random.default_rng(seed).permutation(users)
-    return np.sort(shuffled[: len(users) // 2]), np.sort(shuffled[len(users) // 2:])
-
-
 def evaluate(method, lists, hidden, weights="auto", seed=0, depth=None):
-    """Fitted and cross-fitted holdout scores of a blend of validation lists, and the weights behind them."""
+    """Fitted and cross-fitted holdout scores of a blend of validation lists, the weights behind them,
+    and the cross-fitted lists (each half blended with the weights fitted on the other)."""
     blend = blender(method, lists, depth)
     half_a, half_b = split_users(hidden["user"], seed)
     grid = weight_grid(method, len(lists)) if weights == "auto" else None
@@ -236,6 +240,7 @@ def evaluate(method, lists, hidden, weights="auto", seed=0, depth=None):
     return {
         "fitted": holdout_metrics(blend(fitted), hidden),
         "cross_fitted": holdout_metrics(cross, hidden),
+        "cross_fitted_lists": cross,
         "weights": fitted,
         "halves": [(half_a, fit_a), (half_b, fit_b)],
         "grid_points": len(grid) if grid else None,
@@ -338,6 +343,28 @@ def full_inter_path(data_path):
     return path
 
 
+def training_activity(data_path, hidden):
+    """The holdout users' training interactions and activity groups, as the runs' own (pipeline)."""
+    try:
+        return holdout_activity(Prepared.load(data_path), hidden)
+    except OSError:
+        raise EnsembleError(f"{data_path}: the runs' prepared data is gone or incomplete (needed for the "
+                            f"users' training interactions)") from None
+
+
+def compare_with_members(member_users, blend_users):
+    """Each member's and the blend's recall@10 interval, and the blend minus its best member
+    (paired over the same users); member_users {name: per-user scores}."""
+    recall = pd.DataFrame({name: users[RECALL] for name, users in member_users.items()})
+    best = recall.mean().idxmax()
+    blend = "cross-fitted blend"  # a column name no run folder is likely to have
+    recall[blend] = blend_users[RECALL]
+    low, high = bootstrap_interval(recall.to_numpy())
+    intervals = {name: [float(lo), float(hi)] for name, lo, hi in zip(recall.columns, low, high)}
+    difference, lo, hi = paired_differences(recall[[best, blend]], best)[blend]
+    return intervals, {"member": best, "difference": difference, "interval": [lo, hi]}
+
+
 def build(run_dirs, method="rank", weights="auto", seed=0, output=None, depth=None):
     """Blend the runs, write the ensemble folder; returns its summary (with output_dir)."""
     if method not in METHODS:
@@ -357,9 +384,13 @@ def build(run_dirs, method="rank", weights="auto", seed=0, output=None, depth=No
             raise EnsembleError(f"{holdout_path}: the runs' holdout file is gone")
         hidden = pd.read_csv(holdout_path)
         inter_path = full_inter_path(data["data_path"])
+        activity = training_activity(data["data_path"], hidden)
     names = [member.name for member in members]
     with timer.step("fit"):
         result = evaluate(method, [member.valid for member in members], hidden, weights, seed, depth)
+    member_users = {m.name: part_scores(m.valid, hidden) for m in members}
+    blend_users = activity.join(part_scores(result["cross_fitted_lists"], hidden))
+    intervals, versus_best = compare_with_members(member_users, blend_users)
     with timer.step("blend_full"):
         full_top = blender(method, [member.full for member in members], depth)(result["weights"])
         try:
@@ -371,12 +402,14 @@ def build(run_dirs, method="rank", weights="auto", seed=0, output=None, depth=No
         "method": method,
         "members": [
             {"name": m.name, "path": str(m.path.resolve()), "model": m.summary.get("model"),
-             "holdout": holdout_metrics(m.valid, hidden)}
+             "holdout": mean_scores(member_users[m.name]), "interval": {RECALL: intervals[m.name]}}
             for m in members
         ],
         **describe(method, names, result["weights"]),
         "weights_fitted": weights == "auto",
         "holdout": result["cross_fitted"],  # the estimate not fitted to itself: what report.py shows
+        "holdout_detail": holdout_detail(blend_users),
+        "vs_best_member": versus_best,  # cross-fitted blend minus the member, per user; paired bootstrap
         "holdout_fitted": result["fitted"],
         "cross_fit": {
             "seed": seed,
@@ -398,6 +431,7 @@ def build(run_dirs, method="rank", weights="auto", seed=0, output=None, depth=No
     try:
         with timer.step("write"):
             submission.to_csv(staging / SUBMISSION, index=False)
+            write_holdout_users(staging, blend_users)
         (staging / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
         staging.rename(final)
     except BaseException:
@@ -406,17 +440,23 @@ def build(run_dirs, method="rank", weights="auto", seed=0, output=None, depth=No
     return {**summary, "output_dir": str(final)}
 
 
-def print_table(summary, file=sys.stdout):
-    rows = [(m["name"], m["holdout"]) for m in summary["members"]]
-    rows += [("blend, fitted", summary["holdout_fitted"]), ("blend, cross-fitted", summary["holdout"])]
-    width = max(len(name) for name, _ in rows) + 2
+def print_table(summary, file=None):
+    file = file or sys.stdout  # looked up when called: tests and callers may replace it
+    rows = [(m["name"], m["holdout"], m["interval"][RECALL]) for m in summary["members"]]
+    rows += [("blend, fitted", summary["holdout_fitted"], None),
+             ("blend, cross-fitted", summary["holdout"], summary["holdout_detail"]["interval"][RECALL])]
+    width = max(len(name) for name, _, _ in rows) + 2
     fitted = "auto (fitted on the holdout)" if summary["weights_fitted"] else "given (nothing fitted)"
     print(f"ensemble of {len(summary['members'])} runs, method {summary['method']}, weights {fitted}", file=file)
-    print(f"{'':{width}}recall@10   ndcg@10", file=file)
-    for name, scores in rows:
-        print(f"{name:{width}}{scores['recall@10']:9.4f} {scores['ndcg@10']:9.4f}", file=file)
-    best = max(m["holdout"]["recall@10"] for m in summary["members"])
-    print(f"cross-fitted blend minus best member: {summary['holdout']['recall@10'] - best:+.4f}", file=file)
+    print(f"{'':{width}}recall@10   95% interval      ndcg@10", file=file)
+    for name, scores, interval in rows:
+        shown = f"{interval[0]:.4f} to {interval[1]:.4f}" if interval else ""
+        print(f"{name:{width}}{scores['recall@10']:9.4f}   {shown:16} {scores['ndcg@10']:8.4f}", file=file)
+    versus = summary["vs_best_member"]
+    print(f"cross-fitted blend minus best member ({versus['member']}): "
+          f"{describe_difference(versus['difference'], *versus['interval'])}", file=file)
+    for line in describe_holdout(summary["holdout"], summary["holdout_detail"])[1:]:
+        print(f"cross-fitted blend, {line}", file=file)
     label = "priority order" if summary["method"] == "priority" else "weights"
     print(f"{label}: {as_text(summary)}", file=file)
     for name, half in zip("AB", summary["cross_fit"]["halves"]):

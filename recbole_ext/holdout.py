@@ -6,34 +6,46 @@ its own metrics. ``HoldoutScorer`` stands where that dataloader would be:
 ``scorer(model)``, which ranks with the same top-k function as the
 submission and scores with the competition's definition. Any trainer class
 (RecBole's or a custom model's) gets this through ``holdout_trainer``.
+The scorer also keeps the per-user scores of the best evaluation, which a
+tuning trial needs for its honest estimate (it may be stopped at any epoch).
 """
 
 import torch
 from recbole.trainer import Trainer
 
 from recbole_ext.data import token_ids
-from recbole_ext.metrics import K, holdout_metrics
+from recbole_ext.metrics import K, mean_scores, part_scores
 from recbole_ext.predict import top_k
 
 
 class HoldoutScorer:
-    """Scores a model on the holdout; remembers every result by epoch."""
+    """Scores a model on the holdout; remembers every result, and the best evaluation's per-user scores.
 
-    def __init__(self, dataset, history, holdout, batch_users, on_result=None):
+    on_result(result, best_users) is called after every evaluation: its mean
+    scores, and the per-user scores (part_scores) of the best evaluation so far.
+    """
+
+    def __init__(self, dataset, history, holdout, batch_users, on_result=None, metric="recall@10"):
         self.dataset, self.history, self.holdout = dataset, history, holdout
         self.batch_users = batch_users
         self.users = torch.from_numpy(token_ids(dataset, dataset.uid_field, holdout["user"].unique()))
         if (self.users == 0).any():
             raise ValueError("holdout users missing from the training data: prepared data is inconsistent")
-        self.on_result = on_result
+        self.on_result, self.metric = on_result, metric
         self.results = []  # one dict per evaluation, in order
+        self.best = None  # the index of the best evaluation in results
+        self.best_users = None  # its per-user scores
 
     def __call__(self, model):
         recommended = top_k(model, self.dataset, self.history, K, self.batch_users, users=self.users)
-        result = holdout_metrics(recommended, self.holdout)
+        users = part_scores(recommended, self.holdout)
+        result = mean_scores(users)
+        # RecBole's rule (the checkpoint it keeps): ties move the best to the later evaluation
+        if self.best is None or result[self.metric] >= self.results[self.best][self.metric]:
+            self.best, self.best_users = len(self.results), users
         self.results.append(result)
         if self.on_result:
-            self.on_result(result)
+            self.on_result(result, self.best_users)
         return result
 
 

@@ -6,8 +6,9 @@
 
 A run writes into a staging folder renamed into place when complete:
 submission.csv, valid_top50.csv, full_top50.csv, summary.json, model.pth,
-run.log. A failed run leaves only ``<output>.failed/`` with run.log and
-error.txt.
+run.log, holdout_users.csv (each holdout user's scores, from which intervals,
+paired comparisons and tune.py's honest estimate are computed). A failed run
+leaves only ``<output>.failed/`` with run.log and error.txt.
 """
 
 import datetime
@@ -35,7 +36,7 @@ from recbole_ext.config import ConfigError, Settings, recbole_config, resolve_de
 from recbole_ext.data import History, load_dataset, read_inter, train_loader
 from recbole_ext.files import default_output, staging_path
 from recbole_ext.holdout import HoldoutScorer, holdout_trainer
-from recbole_ext.metrics import K, holdout_metrics
+from recbole_ext.metrics import K, activity_groups, describe_holdout, holdout_detail, mean_scores, part_scores
 from recbole_ext.predict import top_k
 from recbole_ext.pretrain import downstream_models, downstream_settings, load_pretrained, pretrain
 
@@ -47,6 +48,7 @@ FULL_TOP = "full_top50.csv"
 SUMMARY = "summary.json"
 MODEL_FILE = "model.pth"
 LOG_FILE = "run.log"
+HOLDOUT_USERS = "holdout_users.csv"
 
 
 @dataclass
@@ -59,6 +61,7 @@ class Fit:
     pretrained: dict | None = None  # what load_pretrained reported
     best_epoch: int | None = None
     valid_results: list = field(default_factory=list)  # [{"epoch": e, "recall@10": ...}]
+    best_users: pd.DataFrame | None = None  # the best epoch's per-user holdout scores
 
 
 class Timer(dict):
@@ -92,7 +95,8 @@ def fit(settings, prepared, dataset_name, workdir, timer, stage, holdout=None, e
         trainer = holdout_trainer(registry.get_trainer(config["MODEL_TYPE"], settings.model))(config, model)
         scorer = None
         if holdout is not None:
-            scorer = HoldoutScorer(dataset, history, holdout, settings["predict_batch_users"], on_result)
+            scorer = HoldoutScorer(dataset, history, holdout, settings["predict_batch_users"], on_result,
+                                   config["valid_metric"])
         eval_epochs = []
         trainer.fit(
             train_data, scorer, verbose=True, saved=scorer is not None,
@@ -100,12 +104,8 @@ def fit(settings, prepared, dataset_name, workdir, timer, stage, holdout=None, e
         )
     result = Fit(config, dataset, history, model, epochs_run=len(trainer.train_loss_dict) or 1, pretrained=pretrained)
     if scorer is not None and scorer.results:
-        metric = config["valid_metric"]
-        best = -np.inf
-        for epoch, scores in zip(eval_epochs, scorer.results):
-            result.valid_results.append({"epoch": epoch, **scores})
-            if scores[metric] >= best:  # RecBole's rule: ties move the best to the later epoch
-                best, result.best_epoch = scores[metric], epoch
+        result.valid_results = [{"epoch": epoch, **scores} for epoch, scores in zip(eval_epochs, scorer.results)]
+        result.best_epoch, result.best_users = eval_epochs[scorer.best], scorer.best_users
         trainer.load_best()
     return result
 
@@ -157,18 +157,22 @@ def _run(settings, out, on_result, validate_only):
         pretraining = {**pretrained.summary(), "downstream_model": run_settings.model}
 
     valid = fit(run_settings, prepared, prepared.valid_name, out, timer, "valid", holdout=holdout, on_result=on_result)
-    if validate_only and valid.best_epoch is not None:  # a trial: the scorer ranked the holdout users already
-        best = next(r for r in valid.valid_results if r["epoch"] == valid.best_epoch)
-        scores = {metric: best[metric] for metric in ("recall@10", "ndcg@10")}
+    if validate_only and valid.best_users is not None:  # a trial: the scorer ranked the holdout users already
+        users = valid.best_users
     else:
         with timer.step("valid_predict"):
             valid_top = top_k(valid.model, valid.dataset, valid.history, top_n, batch, show_progress=show)
             valid_top[["user", "item", "score"]].to_csv(out / VALID_TOP, index=False)
-        scores = holdout_metrics(valid_top, holdout)
-    logger.info("holdout recall@10 %.4f  ndcg@10 %.4f", scores["recall@10"], scores["ndcg@10"])
+        users = part_scores(valid_top, holdout)
+    users = holdout_activity(prepared, holdout).join(users)
+    scores, detail = mean_scores(users), holdout_detail(users)
+    for line in describe_holdout(scores, detail):
+        logger.info(line)
+    write_holdout_users(out, users)
     summary = {
         "model": settings.model,
         "holdout": scores,
+        "holdout_detail": detail,
         "best_epoch": valid.best_epoch,
         "epochs_run": valid.epochs_run,
         "refit_epochs": None,
@@ -190,6 +194,26 @@ def _run(settings, out, on_result, validate_only):
     summary["timings"] = dict(timer)
     (out / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def holdout_activity(prepared, holdout):
+    """Each holdout user's training interactions (in the validation fit) and activity group: the
+    same for every run on one data version, since both come from its files alone."""
+    train_users = read_inter(prepared.inter_path(prepared.valid_name))[0]
+    counts = pd.Series(train_users).value_counts().reindex(np.unique(holdout["user"]), fill_value=0)
+    counts = counts.rename("train_interactions").rename_axis("user")
+    return pd.concat([counts, activity_groups(counts)], axis=1)
+
+
+def write_holdout_users(folder, users):
+    """holdout_users.csv: user, its scores on the holdout and its parts, activity when known."""
+    users.to_csv(Path(folder) / HOLDOUT_USERS, float_format="%.6g")
+
+
+def read_holdout_users(folder):
+    """A run's holdout_users.csv indexed by user, or None when it has none (older runs)."""
+    path = Path(folder) / HOLDOUT_USERS
+    return pd.read_csv(path, index_col="user") if path.is_file() else None
 
 
 def _final_fit(settings, prepared, valid, out, timer):

@@ -4,10 +4,16 @@
 
 Reads each summary.json under OUTPUTS_DIR (default outputs/), prints the table
 sorted by holdout recall@10 and writes report.csv, report.md and report.png (a
-bar chart of recall@10 by run) into --output (default OUTPUTS_DIR). An
-ensemble's recall@10 is its cross-fitted estimate. Runs made on different
-prepared data (fingerprint) were scored on different holdouts: they are shown
-in separate groups, never ranked against each other.
+bar chart of recall@10 by run, with its 95% interval) into --output (default
+OUTPUTS_DIR). An ensemble's recall@10 is its cross-fitted estimate. Runs made on
+different prepared data (fingerprint) were scored on different holdouts: they
+are shown in separate groups, never ranked against each other.
+
+Per run: recall@10 with its 95% bootstrap interval over users; the difference
+to the best run of its group, paired over the same users (from each run's
+holdout_users.csv), with its interval; recall@10 and ndcg@10 by holdout part and
+by the users' activity; the leaderboard scores recorded with
+``python -m recbole_ext.leaderboard add`` (OUTPUTS_DIR/leaderboard.csv).
 """
 
 import argparse
@@ -19,13 +25,22 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from atomic_data.holdout import PART_NAMES  # noqa: E402
+from recbole_ext import leaderboard  # noqa: E402
 from recbole_ext.ensemble import ENSEMBLE_MODEL  # noqa: E402
 from recbole_ext.files import write_atomic  # noqa: E402
-from recbole_ext.pipeline import SUMMARY  # noqa: E402
+from recbole_ext.metrics import ACTIVITY, METRICS, NDCG, RECALL, paired_differences  # noqa: E402
+from recbole_ext.pipeline import SUMMARY, read_holdout_users  # noqa: E402
 
-COLUMNS = ["run", "model", "settings", "recall@10", "ndcg@10", "seconds", "fingerprint"]
+BREAKDOWN = (*PART_NAMES.values(), *ACTIVITY)  # holdout parts, then activity groups
+INTERVAL = ["ci low", "ci high"]  # the 95% bootstrap interval of recall@10
+VERSUS_BEST = ["vs best", "vs best low", "vs best high"]  # recall@10 minus the group's best run's, paired
+COLUMNS = ["run", "model", "settings", RECALL, *INTERVAL, *VERSUS_BEST, NDCG,
+           *[f"{metric} {name}" for name in BREAKDOWN for metric in METRICS],
+           *leaderboard.SCORES, "seconds", "fingerprint"]
 # the settings worth a column, when the model has them (RecBole's final config holds a model's own keys only)
 MODEL_KEYS = ("reg_weight", "side_weights", "latent_dimension", "mlp_hidden_size", "embedding_size", "hidden_size",
               "n_layers")
@@ -73,27 +88,56 @@ def _compact(value):
 
 
 def report_table(root):
-    rows, skipped = [], []
+    """One row per run or ensemble (COLUMNS), grouped by data version, best first; and skip messages."""
+    rows, skipped, folders = [], [], {}
+    try:
+        submitted = leaderboard.scores_by_run(Path(root) / leaderboard.LOG_FILE)
+    except leaderboard.LeaderboardError as error:
+        submitted = {}
+        skipped.append(f"the leaderboard scores: {error}")
     for path in find_summaries(root):
         try:
             summary = json.loads(path.read_text())
-            holdout = summary["holdout"]
-            model = summary["model"]
+            holdout, model = summary["holdout"], leaderboard.model_label(summary)
         except (json.JSONDecodeError, KeyError, TypeError) as error:
             skipped.append(f"{path}: not a run summary ({type(error).__name__}: {error})")
             continue
+        run = str(path.parent.relative_to(root)) if path.parent != Path(root) else path.parent.name
+        folders[run] = path.parent
+        detail = summary.get("holdout_detail", {})
         rows.append({
-            "run": str(path.parent.relative_to(root)) if path.parent != Path(root) else path.parent.name,
-            "model": f"{ENSEMBLE_MODEL}({summary['method']})" if model == ENSEMBLE_MODEL else model,
+            "run": run,
+            "model": model,
             "settings": key_settings(summary),
-            "recall@10": holdout["recall@10"],
-            "ndcg@10": holdout["ndcg@10"],
+            RECALL: holdout[RECALL],
+            **dict(zip(INTERVAL, detail.get("interval", {}).get(RECALL, []))),
+            NDCG: holdout[NDCG],
+            **{f"{metric} {name}": scores[metric] for name, scores in
+               {**detail.get("parts", {}), **detail.get("activity", {})}.items() for metric in METRICS},
+            **submitted.get(path.parent.resolve(), {}),
             "seconds": round(sum(summary.get("timings", {}).values()), 1),
             "fingerprint": summary.get("data", {}).get("fingerprint"),
         })
     table = pd.DataFrame(rows, columns=COLUMNS)
-    table = table.sort_values(["fingerprint", "recall@10"], ascending=[True, False], kind="stable")
-    return table.reset_index(drop=True), skipped
+    table = table.sort_values(["fingerprint", RECALL], ascending=[True, False], kind="stable")
+    table = table.reset_index(drop=True)
+    for _, group in table.groupby("fingerprint", dropna=False):
+        table.loc[group.index, VERSUS_BEST] = versus_best(group["run"], folders).to_numpy()
+    return table, skipped
+
+
+def versus_best(runs, folders):
+    """Each run's recall@10 minus the first (best) run's, with the paired bootstrap interval over
+    their common users; NaN where a run has no holdout_users.csv (older runs), 0 for the best."""
+    per_user = {run: read_holdout_users(folders[run]) for run in runs}
+    recall = pd.DataFrame({run: users[RECALL] for run, users in per_user.items() if users is not None})
+    result = pd.DataFrame(index=runs, columns=VERSUS_BEST, dtype=float)
+    best = runs.iloc[0]
+    if best in recall:
+        result.loc[best] = 0.0
+        for run, values in paired_differences(recall.dropna(), best).items():
+            result.loc[run] = values
+    return result
 
 
 def groups(table):
@@ -102,22 +146,69 @@ def groups(table):
     return [(fingerprint, table[table["fingerprint"] == fingerprint]) for fingerprint in order]
 
 
-FLOAT_FORMATS = ("", "", "", ".4f", ".4f", ".1f")  # per column of COLUMNS without fingerprint
+BREAKDOWN_NOTE = (f"{RECALL} / {NDCG} on each holdout part (last items, random earlier ones) and for the third "
+                  f"of the holdout users with the fewest ({ACTIVITY[0]}), middling ({ACTIVITY[1]}) and most "
+                  f"({ACTIVITY[2]}) training interactions")
+
+
+def shown_tables(rows, table):
+    """The printed forms of a group's rows: the scores, and the scores by part and activity group
+    (None when no run has them). Leaderboard columns appear when any run of the table has one."""
+    def number(value, form="{:.4f}"):
+        return "" if pd.isna(value) else form.format(value)
+
+    def versus(row):
+        if pd.isna(row["vs best"]):
+            return ""
+        if row["run"] == rows["run"].iloc[0]:
+            return "best"
+        return f"{row['vs best']:+.4f} ({row['vs best low']:+.4f} to {row['vs best high']:+.4f})"
+
+    scores = pd.DataFrame({
+        "run": rows["run"], "model": rows["model"], "settings": rows["settings"],
+        RECALL: rows[RECALL].map(number),
+        "95% interval": [f"{low:.4f} to {high:.4f}" if pd.notna(low) else ""
+                         for low, high in zip(rows["ci low"], rows["ci high"])],
+        "vs best (95% interval)": [versus(row) for _, row in rows.iterrows()],
+        NDCG: rows[NDCG].map(number),
+        **{name: rows[name].map(number) for name in leaderboard.SCORES if table[name].notna().any()},
+        "seconds": rows["seconds"].map(lambda value: number(value, "{:.1f}")),
+    })
+    present = [name for name in BREAKDOWN if rows[f"{RECALL} {name}"].notna().any()]
+    if not present:
+        return scores, None
+    breakdown = pd.DataFrame({"run": rows["run"], **{
+        name: [f"{recall:.4f} / {ndcg:.4f}" if pd.notna(recall) else ""
+               for recall, ndcg in zip(rows[f"{RECALL} {name}"], rows[f"{NDCG} {name}"])]
+        for name in present}})
+    return scores, breakdown
+
+
+def _grid(frame, style):
+    """A frame of already formatted cells as a text (simple) or markdown (pipe) table."""
+    return frame.to_markdown(index=False, tablefmt=style, disable_numparse=True)
 
 
 def as_text(table):
     blocks = []
     for fingerprint, rows in groups(table):
-        shown = rows.drop(columns="fingerprint").to_markdown(index=False, tablefmt="simple", floatfmt=FLOAT_FORMATS)
-        blocks.append(f"data {fingerprint} ({len(rows)} runs)\n{shown}")
+        scores, breakdown = shown_tables(rows, table)
+        block = f"data {fingerprint} ({len(rows)} runs)\n" + _grid(scores, "simple")
+        if breakdown is not None:
+            block += f"\n\n{BREAKDOWN_NOTE}:\n" + _grid(breakdown, "simple")
+        blocks.append(block)
     return "\n\n".join(blocks)
 
 
 def as_markdown(table):
-    blocks = ["# Runs\n", "Holdout recall@10 and ndcg@10 (an ensemble's: cross-fitted); one table per data version."]
+    blocks = ["# Runs\n", f"Holdout {RECALL} and {NDCG} (an ensemble's: cross-fitted) with the 95% bootstrap "
+              f"interval of {RECALL}, and each run minus the best run of its table, paired over the same users; "
+              "one table per data version."]
     for fingerprint, rows in groups(table):
-        shown = rows.drop(columns="fingerprint").to_markdown(index=False, floatfmt=FLOAT_FORMATS)
-        blocks.append(f"\n## data {fingerprint}\n\n{shown}")
+        scores, breakdown = shown_tables(rows, table)
+        blocks.append(f"\n## data {fingerprint}\n\n{_grid(scores, 'pipe')}")
+        if breakdown is not None:
+            blocks.append(f"\n{BREAKDOWN_NOTE}:\n\n{_grid(breakdown, 'pipe')}")
     return "\n".join(blocks) + "\n"
 
 
@@ -134,14 +225,16 @@ def bar_chart(table, path):
     for axis, (fingerprint, rows) in zip(axes[:, 0], parts):
         rows = rows.iloc[::-1]  # barh draws from the bottom
         colours = ["tab:orange" if model.startswith(ENSEMBLE_MODEL) else "tab:blue" for model in rows["model"]]
+        errors = np.nan_to_num([rows[RECALL] - rows["ci low"], rows["ci high"] - rows[RECALL]])  # none: 0
         bars = axis.barh([_label(run, model) for run, model in zip(rows["run"], rows["model"])],
-                         rows["recall@10"], color=colours)
-        axis.bar_label(bars, fmt="%.4f", padding=3, fontsize=9)
-        axis.set_xlim(0, top * 1.18)
+                         rows[RECALL], color=colours, xerr=errors, error_kw={"elinewidth": 1, "capsize": 2})
+        for bar, value, end in zip(bars, rows[RECALL], rows[RECALL] + errors[1]):  # the label after the interval
+            axis.text(end + 0.01 * top, bar.get_y() + bar.get_height() / 2, f"{value:.4f}", va="center", fontsize=9)
+        axis.set_xlim(0, max(top, table["ci high"].max()) * 1.2)
         axis.set_title(f"data {fingerprint}", fontsize=10, loc="left")
         axis.tick_params(axis="y", labelsize=9)
         axis.grid(axis="x", alpha=0.3)
-    axes[-1, 0].set_xlabel("holdout Recall@10 (ensembles: cross-fitted)")
+    axes[-1, 0].set_xlabel("holdout Recall@10 (ensembles: cross-fitted), with its 95% interval")
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in ("tab:blue", "tab:orange")]
     axes[0, 0].legend(handles, ["run", "ensemble"], loc="lower right", bbox_to_anchor=(1, 1), ncol=2,
                       frameon=False, fontsize=9)

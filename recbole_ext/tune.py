@@ -32,6 +32,12 @@ The output folder:
     trials.csv      one row per trial; trials.png: the metric per trial and per searched value
     best.yaml       the best trial's settings: ``python run.py --config best.yaml``
     best/           with --retrain-best: the best settings fitted on all data, submission.csv
+
+The best trial's score is fitted: it was chosen on the users it is measured
+on. The honest estimate chooses the best trial on one half of the holdout users
+and scores it on the other half, both ways, from each trial's per-user scores
+(holdout_users.csv in its folder; a stopped trial's are those of its best
+evaluation before the stop). trials.csv, the printed table and best.yaml carry both.
 """
 
 import gc
@@ -61,6 +67,7 @@ from recbole_ext.config import (
 )
 from recbole_ext.data import DATASET_SETTINGS, load_dataset
 from recbole_ext.files import default_output, staging_path, write_atomic
+from recbole_ext.metrics import cross_fitted_choice
 from recbole_ext.pretrain import downstream_models, pretrain, pretraining_keys
 
 logger = logging.getLogger("movierec.tune")
@@ -325,10 +332,12 @@ def run_trial(config, settings, trials_dir):
     torch.set_num_threads(max(1, int(cpus)))
     trial.values["show_progress"] = False  # progress bars of parallel trials garble the console
     evaluations, started = 0, time.perf_counter()
+    best_users = None  # the per-user scores of the best evaluation so far
 
-    def report(scores):
-        nonlocal evaluations
+    def report(scores, users):
+        nonlocal evaluations, best_users
         evaluations += 1
+        best_users = users
         epoch = evaluations * trial["eval_step"]  # RecBole evaluates after every eval_step-th epoch
         try:
             tune.report({**scores, "epoch": epoch, "trial_seconds": time.perf_counter() - started})
@@ -338,7 +347,10 @@ def run_trial(config, settings, trials_dir):
     try:
         pipeline.run(trial, on_result=report, validate_only=True)
     except TrialStopped:
-        output.with_name(output.name + ".failed").rename(output.with_name(output.name + ".stopped"))
+        stopped = output.with_name(output.name + ".stopped")
+        output.with_name(output.name + ".failed").rename(stopped)
+        if best_users is not None:  # a stopped trial takes part in the honest estimate too
+            pipeline.write_holdout_users(stopped, best_users)
         raise SystemExit(0) from None  # what Ray expects of a stopped trial
 
 
@@ -373,6 +385,7 @@ class SearchResult:
     spec: TuneSpec
     best: Path | None  # best.yaml
     interrupted: bool
+    honest: dict | None = None  # honest_estimate's result
     retrained: dict | None = None  # the summary of --retrain-best
 
 
@@ -431,12 +444,13 @@ def search(settings, address=None, resume=False, retrain_best=False):
     interrupted = bool(unfinished) or len(saved) < spec.trial_count()
     configs = {key: trial.config for key, trial in saved.items()}  # also of trials that never started
     frame = trials_frame(results, configs, spec, trials_dir, unfinished)
+    honest = honest_estimate(frame, spec, settings["seed"])
     write_atomic(output / TRIALS_CSV, lambda path: frame.to_csv(path, index=False))
     plot_trials(frame, spec, settings.model, output / TRIALS_PLOT)
     best = None
     if not interrupted and frame[spec.metric].notna().any():
-        best = write_best(frame, configs, spec, settings, output / BEST_FILE)
-    result = SearchResult(output, frame, spec, best, interrupted)
+        best = write_best(frame, configs, spec, settings, output / BEST_FILE, honest)
+    result = SearchResult(output, frame, spec, best, interrupted, honest)
     if retrain_best and best is not None:
         best_settings = load_settings(config_file=best, overrides=[f"output_dir={output / BEST_RUN}"])
         result.retrained = pipeline.run(best_settings)
@@ -591,6 +605,38 @@ def trials_frame(results, configs, spec, trials_dir, unfinished=()):
     return frame.sort_values(spec.metric, ascending=spec.mode == "min", na_position="last", kind="stable")
 
 
+def honest_estimate(frame, spec, seed):
+    """The best trial chosen on one half of the holdout users and scored on the other, both ways,
+    from the trials' per-user scores. Adds to frame (in place) each trial's metric on either half,
+    the halves that chose it, and the honest number on the best trial's row. None without scores."""
+    per_user = {}
+    for trial, folder in zip(frame["trial"], frame["output"]):
+        users = pipeline.read_holdout_users(folder) if folder else None
+        if users is not None and spec.metric in users:
+            per_user[trial] = users[spec.metric]
+    if not per_user:
+        return None
+    scores = pd.DataFrame(dict(sorted(per_user.items()))).dropna()  # trials in id order: ties go to the first
+    choice = cross_fitted_choice(scores, seed, spec.mode)
+    half_a, half_b, honest = f"{spec.metric} half A", f"{spec.metric} half B", f"{spec.metric} honest"
+    frame[half_a] = frame["trial"].map(choice["means"]["A"])
+    frame[half_b] = frame["trial"].map(choice["means"]["B"])
+    frame["chosen on"] = ["+".join(h for h in "AB" if choice["chosen"][h] == trial) for trial in frame["trial"]]
+    best = frame.dropna(subset=[spec.metric]).index[0]
+    frame[honest] = float("nan")
+    frame.loc[best, honest] = choice["honest"]
+    return {"metric": spec.metric, "fitted": float(frame.loc[best, spec.metric]), "honest": choice["honest"],
+            "trial": frame.loc[best, "trial"], "trials": len(per_user), "users": choice["users"], "seed": seed}
+
+
+def describe_honest(honest):
+    """The fitted and the honest number of a search, in words."""
+    return (f"{honest['metric']} {honest['fitted']:.4f} fitted (the best, chosen on the users it is scored "
+            f"on); {honest['honest']:.4f} honest (the best on one half of the holdout users, scored on the other "
+            f"half, both ways; {honest['trials']} settings compared, halves of {honest['users'][0]} and "
+            f"{honest['users'][1]} users)")
+
+
 def _trial_folders(folder):
     return [folder, folder.with_name(folder.name + ".stopped"), folder.with_name(folder.name + ".failed")]
 
@@ -620,7 +666,8 @@ def _error_line(error):
 
 def format_table(frame, spec):
     """The trials as printed at the end of a search, best first."""
-    forms = {spec.metric: "{:.4f}", "seconds": "{:.1f}", **{key: "{:g}" for key in spec.search_space}}
+    forms = {"seconds": "{:.1f}", **{key: "{:g}" for key in spec.search_space},
+             **{column: "{:.4f}" for column in frame.columns if str(column).startswith(spec.metric)}}
 
     def cell(value, form):
         if not isinstance(value, (list, dict)) and pd.isna(value):
@@ -633,7 +680,7 @@ def format_table(frame, spec):
     return shown.to_string(index=False)
 
 
-def write_best(frame, configs, spec, settings, path):
+def write_best(frame, configs, spec, settings, path, honest=None):
     """best.yaml: the search's settings with the best trial's values; run.py reproduces the trial."""
     best = frame.dropna(subset=[spec.metric]).iloc[0]
     searched = {key: _plain(configs[best["trial"]][key]) for key in spec.search_space}
@@ -642,7 +689,8 @@ def write_best(frame, configs, spec, settings, path):
     header = (
         f"# the best trial of the search in {path.parent}\n"
         f"# trial {best['trial']}: holdout {spec.metric} {best[spec.metric]:.4f} at epoch {best['best_epoch']}\n"
-        f"# reproduce it: python run.py --config {path}\n"
+        + (f"# {describe_honest(honest)}\n" if honest else "")
+        + f"# reproduce it: python run.py --config {path}\n"
     )
     text = (header + "# searched\n" + yaml.safe_dump(searched, sort_keys=False)
             + "# the other settings of the search\n" + yaml.safe_dump(rest, sort_keys=False))

@@ -33,12 +33,15 @@ def recall_by_hand(lists, hidden):
 
 
 def write_data(folder, interactions, hidden, fingerprint="fp-1"):
-    """The parts of a prepared data folder an ensemble reads: manifest, the full .inter, holdout.csv."""
-    (folder / "movies").mkdir(parents=True)
+    """The parts of a prepared data folder an ensemble reads: manifest, both .inter files, holdout.csv."""
+    folder.mkdir(parents=True)
     (folder / "manifest.json").write_text(json.dumps({"name": "movies", "fingerprint": fingerprint, "counts": {}}))
-    lines = ["user_id:token\titem_id:token\ttimestamp:float"]
-    lines += [f"{u}\t{i}\t{t}" for t, (u, i) in enumerate(interactions)]
-    (folder / "movies" / "movies.inter").write_text("\n".join(lines) + "\n")
+    held = {(u, i) for u, items in hidden.items() for i in items}
+    for name, rows in (("movies", interactions), ("movies-val", [r for r in interactions if r not in held])):
+        (folder / name).mkdir(parents=True)
+        lines = ["user_id:token\titem_id:token\ttimestamp:float"]
+        lines += [f"{u}\t{i}\t{t}" for t, (u, i) in enumerate(rows)]
+        (folder / name / f"{name}.inter").write_text("\n".join(lines) + "\n")
     rows = [(u, i, 0, "last") for u, items in hidden.items() for i in sorted(items)]
     pd.DataFrame(rows, columns=["user", "item", "time", "part"]).to_csv(folder / "holdout.csv", index=False)
     return folder
@@ -238,7 +241,7 @@ def test_the_submission_obeys_the_rules_and_follows_the_weights(method, two_runs
     hidden = {u: {6 + u % 3, 20 + u} for u in range(1, 13)}
     b_lists = {u: list(range(40, 5, -1)) for u in range(1, 13)}
     assert written["holdout"]["recall@10"] == pytest.approx(recall_by_hand(b_lists, hidden))
-    assert sorted(p.name for p in output.iterdir()) == ["submission.csv", "summary.json"]
+    assert sorted(p.name for p in output.iterdir()) == ["holdout_users.csv", "submission.csv", "summary.json"]
 
 
 def test_auto_weights_are_fitted_and_reported_for_both_halves(two_runs):
@@ -315,3 +318,26 @@ def test_the_report_shows_an_ensemble_with_its_cross_fitted_score(two_runs):
     assert table.loc["blend", "recall@10"] == summary["holdout"]["recall@10"]
     assert table.loc["blend", "settings"].startswith("a+b weights=")
     assert set(table.index) == {"a", "b", "blend"}
+
+
+def test_the_blend_is_compared_with_its_best_member_over_the_same_users(two_runs, capsys):
+    root, _, a, b = two_runs
+    assert main([str(a), str(b), "--method", "rank", "--weights", "0,1", "--output", str(root / "out")]) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((root / "out" / "summary.json").read_text())
+    # per user: a's top 10 (6..15) holds 6 + u % 3, one of two hidden items: 0.5 for every user; the
+    # blend is b alone, whose top 10 (40..31) holds 20 + u for users 11 and 12 only: 0.5 for them, else 0
+    versus = summary["vs_best_member"]
+    assert versus["member"] == "a"
+    assert versus["difference"] == pytest.approx((10 * -0.5 + 2 * 0.0) / 12)
+    low, high = versus["interval"]
+    assert -0.5 <= low < versus["difference"] < high <= 0.0
+    assert "cross-fitted blend minus best member (a): -0.4167 (95% interval" in printed
+    assert "beyond the noise of this holdout" in printed
+    users = pd.read_csv(root / "out" / "holdout_users.csv", index_col="user")
+    assert users["recall@10"].to_dict() == {u: 0.5 if u >= 11 else 0.0 for u in range(1, 13)}
+    # each member's interval, and the blend's, from the same resampled users
+    assert summary["members"][0]["interval"]["recall@10"] == [0.5, 0.5]  # every user 0.5: no spread
+    assert summary["holdout_detail"]["interval"]["recall@10"][0] < 2 / 12 * 0.5 < \
+        summary["holdout_detail"]["interval"]["recall@10"][1]
+    assert summary["holdout_detail"]["parts"]["last"]["recall@10"] == pytest.approx(2 / 12 * 0.5)

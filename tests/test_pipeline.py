@@ -1,6 +1,7 @@
 """run.py end to end on small generated data, with tiny models."""
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -131,10 +132,51 @@ def test_cli_reports_user_errors_in_one_line(capsys, tmp_path):
 def test_validate_only_stops_after_the_holdout_score(tiny_raw, data_dir, tmp_path):
     output = tmp_path / "trial"
     summary = run(tiny_settings("BPR", tiny_raw, data_dir, output), validate_only=True)
-    assert sorted(p.name for p in output.iterdir() if p.is_file()) == ["run.log", "summary.json"]
+    # holdout_users.csv: the per-user scores tune.py's honest estimate reads
+    assert sorted(p.name for p in output.iterdir() if p.is_file()) == ["holdout_users.csv", "run.log", "summary.json"]
     assert summary["refit_epochs"] is None and "full_train" not in summary["timings"]
     # the best epoch's holdout scores, as a full run of the same settings reports them
     best = next(r for r in summary["valid_history"] if r["epoch"] == summary["best_epoch"])
     assert summary["holdout"] == {"recall@10": best["recall@10"], "ndcg@10": best["ndcg@10"]}
     full = run(tiny_settings("BPR", tiny_raw, data_dir, tmp_path / "full"))
     assert full["holdout"]["recall@10"] == pytest.approx(summary["holdout"]["recall@10"], abs=1e-12)
+    # the scorer kept the best epoch's per-user scores: those of the full run's lists
+    trial_users = pd.read_csv(output / "holdout_users.csv", index_col="user")
+    assert trial_users.equals(pd.read_csv(tmp_path / "full" / "holdout_users.csv", index_col="user"))
+
+
+def test_the_holdout_breakdown_agrees_with_a_count_by_hand(tiny_raw, data_dir, tmp_path):
+    output = tmp_path / "ease"
+    run(tiny_settings("EASE", tiny_raw, data_dir, output, ["state=INFO"]))  # INFO: the scores in run.log
+    _, valid_top, written = read_outputs(output)
+    holdout = pd.read_csv(written["data"]["holdout_path"])
+    detail = written["holdout_detail"]
+    for part in ("last", "random"):
+        hidden = holdout[holdout["part"] == part]
+        assert detail["parts"][part]["users"] == hidden["user"].nunique()
+        assert detail["parts"][part]["recall@10"] == pytest.approx(recall_at_10_by_hand(valid_top, hidden), abs=1e-12)
+
+    # activity: each holdout user's interactions in the validation fit's file, counted here
+    valid_inter = pd.read_csv(Path(written["data"]["data_path"]) / "movies-val" / "movies-val.inter", sep="\t")
+    counted = valid_inter.groupby("user_id:token").size()
+    users = pd.read_csv(output / "holdout_users.csv", index_col="user")
+    assert sorted(users.index) == sorted(holdout["user"].unique())
+    assert (users["train_interactions"] == counted.reindex(users.index)).all()
+    groups = detail["activity"]
+    assert list(groups) == ["light", "medium", "heavy"] and sum(g["users"] for g in groups.values()) == len(users)
+    assert groups["light"]["train_interactions"][1] < groups["medium"]["train_interactions"][0]
+    assert groups["medium"]["train_interactions"][1] < groups["heavy"]["train_interactions"][0]
+    for name, group in groups.items():
+        low, high = group["train_interactions"]
+        members = users.index[(users["train_interactions"] >= low) & (users["train_interactions"] <= high)]
+        assert group["users"] == len(members) and (users.loc[members, "activity"] == name).all()
+        in_group = holdout[holdout["user"].isin(members)]
+        assert group["recall@10"] == pytest.approx(recall_at_10_by_hand(valid_top, in_group), abs=1e-12)
+
+    recall = written["holdout"]["recall@10"]
+    assert users["recall@10"].mean() == pytest.approx(recall, abs=1e-6)
+    low, high = detail["interval"]["recall@10"]
+    assert low < recall < high and detail["interval"]["level"] == 0.95
+    log = (output / "run.log").read_text()
+    assert f"holdout recall@10 {recall:.4f} (95% interval {low:.4f} to {high:.4f})" in log
+    assert "by part: last " in log and "by training interactions: light (" in log

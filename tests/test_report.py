@@ -112,3 +112,55 @@ def test_nothing_to_report_is_an_error_that_writes_nothing(tmp_path, capsys):
         f"error: {tmp_path / 'empty'}: no finished run or ensemble (no summary.json below it)",
     ]
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["EASE-1.failed", "empty"]
+
+
+def with_users(folder, recall_by_user):
+    """A run's holdout_users.csv: {user: recall@10}."""
+    users = pd.DataFrame({"user": list(recall_by_user), "recall@10": list(recall_by_user.values())})
+    users.assign(**{"ndcg@10": 0.0}).to_csv(folder / "holdout_users.csv", index=False)
+    return folder
+
+
+def breakdown(recall, low, high):
+    """A holdout_detail whose parts and groups score recall, recall / 2, ...; ndcg one tenth of each."""
+    scores = {"last": recall / 2, "random": recall * 1.5, "light": recall * 1.2, "medium": recall,
+              "heavy": recall * 0.8}
+    groups = {name: {"users": 1, "recall@10": value, "ndcg@10": value / 10} for name, value in scores.items()}
+    return {"users": 4, "interval": {"recall@10": [low, high]},
+            "parts": {name: groups[name] for name in ("last", "random")},
+            "activity": {name: groups[name] for name in ("light", "medium", "heavy")}}
+
+
+def test_each_run_is_compared_with_the_best_over_the_same_users(tmp_path, capsys):
+    from recbole_ext import leaderboard
+
+    root = tmp_path / "outputs"
+    # per user: best 1, .5, 0, .5; other .5, .5, 0, 0: differences -.5, 0, 0, -.5, mean -.25
+    best = with_users(ease(root / "EASE-1", 0.5, holdout_detail=breakdown(0.5, 0.2, 0.8)),
+                      {1: 1.0, 2: 0.5, 3: 0.0, 4: 0.5})
+    other = with_users(sasrec(root / "SASRec-1", 0.25, holdout_detail=breakdown(0.25, 0.0, 0.5)),
+                       {1: 0.5, 2: 0.5, 3: 0.0, 4: 0.0})
+    ease(root / "EASE-old", 0.1)  # written before per-user scores existed: no comparison, no interval
+    assert leaderboard.main(["add", str(other), "--public", "0.1234", "--outputs", str(root)]) == 0
+    capsys.readouterr()
+
+    table = report_table(root)[0].set_index("run")
+    assert table.loc["EASE-1", ["vs best", "vs best low", "vs best high"]].tolist() == [0.0, 0.0, 0.0]
+    difference, low, high = table.loc["SASRec-1", ["vs best", "vs best low", "vs best high"]]
+    assert difference == pytest.approx(-0.25) and -0.5 <= low < difference < high <= 0.0
+    assert table.loc["EASE-old", ["vs best", "ci low", "recall@10 last"]].isna().all()
+    assert table.loc["SASRec-1", ["ci low", "ci high"]].tolist() == [0.0, 0.5]
+    assert table.loc["SASRec-1", ["recall@10 last", "ndcg@10 last", "recall@10 heavy"]].tolist() == \
+        pytest.approx([0.125, 0.0125, 0.2])
+    assert table.loc["SASRec-1", "public"] == 0.1234 and table[["public", "private"]].notna().sum().tolist() == [1, 0]
+
+    assert main([str(root)]) == 0
+    printed = capsys.readouterr().out
+    first_table = printed.split("\n\n")[0]
+    ease_line = next(line for line in first_table.splitlines() if line.startswith("EASE-1 "))
+    assert "0.2000 to 0.8000" in ease_line and " best " in ease_line
+    assert f"{difference:+.4f} ({low:+.4f} to {high:+.4f})" in printed and "0.1234" in printed
+    assert "private" not in first_table  # no private score recorded: no column
+    assert "0.1250 / 0.0125" in printed  # SASRec-1 on the last items: recall@10 / ndcg@10
+    markdown = (root / "report.md").read_text()
+    assert "| 0.2500 / 0.0250 |" in markdown  # SASRec-1's medium users

@@ -26,6 +26,7 @@ import yaml
 
 from recbole_ext import tune as tuning
 from recbole_ext.config import ConfigError, load_settings
+from recbole_ext.metrics import split_users
 from run import main as run_cli
 from tune import main as tune_cli
 
@@ -164,6 +165,7 @@ def test_each_trial_trains_with_its_sampled_value_and_best_yaml_reruns(ray_runti
 
     best_text = (output / "best.yaml").read_text()
     best = yaml.safe_load(best_text)
+    check_honest_estimate(trials, best_text, seed=best["seed"])
     assert best["reg_weight"] == trials["reg_weight"][0] and best["model"] == "EASE"
     assert not {"tune", "output_dir", "quick"} & set(best) and "trials" not in best_text
     assert run_cli(["--config", str(output / "best.yaml"), "--output", str(tmp_path / "rerun")]) == 0
@@ -173,6 +175,29 @@ def test_each_trial_trains_with_its_sampled_value_and_best_yaml_reruns(ray_runti
     retrained = json.loads((output / "best" / "summary.json").read_text())
     assert retrained["holdout"] == rerun["holdout"] and retrained["refit_epochs"] == 1
     assert pd.read_csv(output / "best" / "submission.csv").equals(pd.read_csv(tmp_path / "rerun" / "submission.csv"))
+
+
+def check_honest_estimate(trials, best_text, seed):
+    """trials.csv's halves and honest number, recomputed here from the trials' holdout_users.csv."""
+    per_user = {row["trial"]: pd.read_csv(Path(row["output"]) / "holdout_users.csv", index_col="user")["recall@10"]
+                for _, row in trials.iterrows() if row["state"] in ("COMPLETED", "STOPPED")}
+    users = next(iter(per_user.values())).index
+    half_a, half_b = split_users(users, seed)
+    chosen = {}
+    for name, half in (("A", half_a), ("B", half_b)):
+        means = {trial: values.loc[half].mean() for trial, values in sorted(per_user.items())}
+        chosen[name] = max(means, key=lambda trial: means[trial])  # the first of equal ones: trial id order
+        by_trial = trials.set_index("trial")[f"recall@10 half {name}"]
+        assert [by_trial[trial] for trial in means] == pytest.approx(list(means.values()), abs=1e-12)
+    honest = (per_user[chosen["B"]].loc[half_a].sum() + per_user[chosen["A"]].loc[half_b].sum()) / len(users)
+    best = trials.iloc[0]
+    assert best["recall@10 honest"] == pytest.approx(honest, abs=1e-12)
+    assert trials["recall@10 honest"].iloc[1:].isna().all()  # the search's number, on its best trial's row
+    assert set(trials["chosen on"].dropna()) <= {"A", "B", "A+B"}
+    assert trials.set_index("trial").loc[chosen["A"], "chosen on"] in ("A", "A+B")
+    for trial, values in per_user.items():  # each trial's file holds its reported score
+        assert values.mean() == pytest.approx(trials.set_index("trial").loc[trial, "recall@10"], abs=1e-6)
+    assert f"recall@10 {best['recall@10']:.4f} fitted" in best_text and f"{honest:.4f} honest" in best_text
 
 
 def test_an_s3rec_search_pretrains_once_and_every_trial_finetunes_from_it(ray_runtime, tmp_path, tiny_raw, data_dir):
@@ -259,16 +284,21 @@ def test_asha_stops_a_poor_trial_early(asha_search):
     assert poor["recall@10"] < first["recall@10"]
     assert (Path(poor["output"]) / "error.txt").read_text().strip().endswith(
         f"stopped by Ray Tune after epoch {poor['epochs']:.0f}")
+    # a stopped trial keeps the per-user scores of its best evaluation: it takes part in the honest estimate
+    assert pd.notna(poor["recall@10 half A"]) and pd.notna(poor["recall@10 half B"])
 
 
 def test_a_crashing_trial_is_recorded_and_the_others_finish(asha_search):
     code, output, trials = asha_search
     crashed = trials.loc[1.0e+30]
     assert crashed["state"] == "ERROR" and crashed["error"] == "ValueError: Training loss is nan"
+    assert pd.isna(crashed["recall@10 half A"])
     assert "Training loss is nan" in (Path(crashed["output"]) / "error.txt").read_text()
     assert trials.drop(index=1.0e+30)["state"].isin(["COMPLETED", "STOPPED"]).all()
-    best = yaml.safe_load((output / "best.yaml").read_text())
+    best_text = (output / "best.yaml").read_text()
+    best = yaml.safe_load(best_text)
     assert best["learning_rate"] == trials["recall@10"].idxmax()
+    check_honest_estimate(read_trials(output), best_text, seed=best["seed"])
 
 
 def test_resume_finishes_an_interrupted_search_without_repeating_a_trial(ray_runtime, tmp_path, tiny_raw, data_dir):

@@ -1,0 +1,267 @@
+"""A log of submitted runs: their leaderboard scores next to their holdout scores.
+
+    python -m recbole_ext.leaderboard add RUN_DIR --public SCORE [--private SCORE] [--outputs DIR] [--replace]
+    python -m recbole_ext.leaderboard [--outputs DIR]
+
+`add` records a submitted run (a run.py run, an ensemble, tune.py's best/)
+with its holdout scores in DIR/leaderboard.csv (DIR: outputs/ by default); a
+run is recorded once (--replace changes its scores, e.g. when the private
+score comes out). Without a command, it prints every recorded submission,
+holdout recall@10 against the leaderboard's, the Spearman rank correlation of
+the two and a verdict in words, and writes DIR/leaderboard.png (the scatter
+plot). Submissions on different data versions were scored on different
+holdouts: each version is judged on its own.
+"""
+
+import argparse
+import datetime
+import itertools
+import json
+import math
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from recbole_ext.ensemble import ENSEMBLE_MODEL  # noqa: E402
+from recbole_ext.files import write_atomic  # noqa: E402
+from recbole_ext.metrics import NDCG, RECALL  # noqa: E402
+from recbole_ext.pipeline import SUMMARY  # noqa: E402
+
+LOG_FILE = "leaderboard.csv"
+PLOT_FILE = "leaderboard.png"
+SCORES = ("public", "private")
+LOG_COLUMNS = ["run", "model", "fingerprint", RECALL, "ci low", "ci high", NDCG, *SCORES, "recorded"]
+MIN_SUBMISSIONS = 3  # fewer cannot show an order
+# Spearman correlations: from AGREES up the local split ranks like the leaderboard, below ROUGHLY it does not
+AGREES, ROUGHLY = 0.8, 0.4
+
+
+class LeaderboardError(ValueError):
+    """Bad input or a log that cannot be read; the message says which."""
+
+
+# --- the log ---
+
+def read_log(path):
+    """The recorded submissions (LOG_COLUMNS), empty when nothing is recorded yet."""
+    path = Path(path)
+    if not path.is_file():
+        return pd.DataFrame(columns=LOG_COLUMNS)
+    try:
+        log = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise LeaderboardError(f"{path}: not a leaderboard log ({type(error).__name__})") from None
+    missing = [column for column in LOG_COLUMNS if column not in log]
+    if missing:
+        raise LeaderboardError(f"{path}: not a leaderboard log (no column {', '.join(missing)})")
+    return log[LOG_COLUMNS]
+
+
+def scores_by_run(path):
+    """{run folder: {"public": x, "private": y}} of the log (the scores recorded), for the report."""
+    log = read_log(path)
+    return {Path(row["run"]): {name: row[name] for name in SCORES if pd.notna(row[name])}
+            for _, row in log.iterrows()}
+
+
+def parse_score(text, name):
+    """A leaderboard score: a number in [0, 1] (the competition's Recall@10)."""
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not 0 <= value <= 1:  # also NaN
+        raise LeaderboardError(f"--{name} {text}: a leaderboard score is a Recall@10, a number from 0 to 1")
+    return value
+
+
+def model_label(summary):
+    """The model of a run, `ensemble(<method>)` for a blend (whose holdout score is cross-fitted)."""
+    model = summary["model"]
+    return f"{ENSEMBLE_MODEL}({summary.get('method')})" if model == ENSEMBLE_MODEL else model
+
+
+def submission_row(run_dir):
+    """The log's row of a finished run folder, without its leaderboard scores."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise LeaderboardError(f"{run_dir}: no such run folder")
+    try:
+        summary = json.loads((run_dir / SUMMARY).read_text())
+        holdout, model = summary["holdout"], model_label(summary)
+    except FileNotFoundError:
+        raise LeaderboardError(f"{run_dir}: not a finished run (no {SUMMARY})") from None
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise LeaderboardError(f"{run_dir / SUMMARY}: not a run summary (no holdout scores)") from None
+    low, high = summary.get("holdout_detail", {}).get("interval", {}).get(RECALL, [math.nan, math.nan])
+    return {"run": str(run_dir.resolve()), "model": model, "fingerprint": summary.get("data", {}).get("fingerprint"),
+            RECALL: holdout[RECALL], "ci low": low, "ci high": high, NDCG: holdout[NDCG]}
+
+
+def add(run_dir, public, private=None, outputs="outputs", replace=False):
+    """Record a submitted run with its leaderboard scores; returns its row."""
+    scores = {"public": parse_score(public, "public"),
+              "private": math.nan if private is None else parse_score(private, "private")}
+    row = {**submission_row(run_dir), **scores,
+           "recorded": datetime.datetime.now().isoformat(timespec="seconds")}
+    path = Path(outputs) / LOG_FILE
+    log = read_log(path)
+    earlier = log["run"] == row["run"]
+    if earlier.any() and not replace:
+        before = log[earlier].iloc[0]
+        shown = ", ".join(f"{name} {before[name]:.4f}" for name in SCORES if pd.notna(before[name]))
+        raise LeaderboardError(f"{run_dir} is recorded already ({shown}) in {path}; "
+                               f"add --replace to change its scores")
+    log = pd.DataFrame([*log[~earlier].to_dict("records"), row], columns=LOG_COLUMNS)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, lambda tmp: log.to_csv(tmp, index=False))
+    return row
+
+
+# --- how well the holdout ranks the submissions ---
+
+def agreement(local, board):
+    """(Spearman rank correlation, pairs in the same order, pairs compared) of two scores of the
+    same submissions; pairs tied in either are not compared."""
+    rho = local.rank().corr(board.rank())  # Spearman: the correlation of the ranks
+    same = compared = 0
+    for i, j in itertools.combinations(range(len(local)), 2):
+        order = (local.iloc[i] - local.iloc[j]) * (board.iloc[i] - board.iloc[j])
+        if order != 0:
+            compared += 1
+            same += order > 0
+    return rho, same, compared
+
+
+def verdict(local, board, board_name):
+    """What the holdout's ranking says about the leaderboard's, in words."""
+    n = len(local)
+    if n < MIN_SUBMISSIONS:
+        return (f"{board_name}: {n} submission{'s' * (n != 1)} with a score; too few to tell "
+                f"(record at least {MIN_SUBMISSIONS})")
+    rho, same, compared = agreement(local, board)
+    if pd.isna(rho):
+        return f"{board_name}: all scores tied on one side; nothing to compare"
+    facts = f"Spearman {rho:+.2f}, {same} of {compared} pairs in the same order"
+    rho = round(rho, 6)  # computed 0.8 can be 0.79999...
+    if rho >= AGREES:
+        words = ("the holdout ranks submissions the way the leaderboard does: "
+                 "trust local comparisons of differences this size")
+    elif rho >= ROUGHLY:
+        words = ("the holdout roughly agrees with the leaderboard but swaps some submissions: "
+                 "treat small local differences as noise")
+    else:
+        words = ("the holdout does not rank submissions the way the leaderboard does: local gains "
+                 "do not carry over; check the holdout settings before tuning further on it")
+    return f"{board_name} ({facts}): {words}"
+
+
+def listing(log):
+    """[(fingerprint, rows as printed, verdict lines)] per data version, most submissions first."""
+    result = []
+    for fingerprint, rows in sorted(log.groupby("fingerprint", dropna=False), key=lambda item: -len(item[1])):
+        rows = rows.sort_values(RECALL, ascending=False)
+        lines = []
+        for name in SCORES:
+            scored = rows[rows[name].notna()]
+            if name == "public" or len(scored):
+                lines.append(verdict(scored[RECALL], scored[name], name))
+        result.append((fingerprint, rows, lines))
+    return result
+
+
+def as_text(log, outputs):
+    blocks = []
+    for fingerprint, rows, lines in listing(log):
+        shown = pd.DataFrame({
+            "run": [_short(run, outputs) for run in rows["run"]],
+            "model": rows["model"],
+            f"holdout {RECALL}": rows[RECALL].map("{:.4f}".format),
+            "95% interval": [f"{lo:.4f} to {hi:.4f}" if pd.notna(lo) else ""
+                             for lo, hi in zip(rows["ci low"], rows["ci high"])],
+            **{name: rows[name].map(lambda v: "" if pd.isna(v) else f"{v:.4f}") for name in SCORES},
+        })
+        table = shown.to_markdown(index=False, tablefmt="simple", disable_numparse=True)
+        blocks.append(f"data {fingerprint} ({len(rows)} submissions)\n{table}\n" + "\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+def _short(run, outputs):
+    """A run's path relative to the outputs folder when inside it."""
+    try:
+        return str(Path(run).relative_to(Path(outputs).resolve()))
+    except ValueError:
+        return run
+
+
+def scatter(log, outputs, path):
+    """Holdout recall@10 (with its interval) against the leaderboard scores, one colour per data version."""
+    figure, axis = plt.subplots(figsize=(7, 5.5))
+    markers = {"public": "o", "private": "^"}
+    for (fingerprint, rows, _), colour in zip(listing(log), itertools.cycle(plt.cm.tab10.colors)):
+        for name in SCORES:
+            scored = rows[rows[name].notna()]
+            if len(scored):
+                errors = np.nan_to_num([scored[RECALL] - scored["ci low"], scored["ci high"] - scored[RECALL]])
+                label = f"{name}, data {fingerprint}"
+                if len(scored) >= MIN_SUBMISSIONS:
+                    label += f" (Spearman {agreement(scored[RECALL], scored[name])[0]:+.2f})"
+                axis.errorbar(scored[RECALL].to_numpy(), scored[name].to_numpy(), xerr=errors, fmt=markers[name],
+                              color=colour, elinewidth=0.8, capsize=2, label=label)
+        for _, row in rows.iterrows():
+            axis.annotate(Path(_short(row["run"], outputs)).name[:28], (row[RECALL], row["public"]),
+                          fontsize=7, xytext=(4, 3), textcoords="offset points")
+    axis.set(xlabel=f"holdout {RECALL} (95% interval)", ylabel="leaderboard Recall@10",
+             title="Does the local holdout rank submissions like the leaderboard?")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    write_atomic(path, lambda tmp: figure.savefig(tmp, dpi=110))
+    plt.close(figure)
+
+
+# --- the command ---
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    prog = "python -m recbole_ext.leaderboard"
+    try:
+        if argv[:1] == ["add"]:
+            parser = argparse.ArgumentParser(prog=f"{prog} add", description="record a submitted run")
+            parser.add_argument("run", metavar="RUN_DIR", help="the run, ensemble or best/ folder submitted")
+            parser.add_argument("--public", required=True, help="its public leaderboard Recall@10")
+            parser.add_argument("--private", help="its private leaderboard Recall@10, when known")
+            parser.add_argument("--outputs", default="outputs", help="the folder of the log (default: outputs)")
+            parser.add_argument("--replace", action="store_true", help="change the scores of a recorded run")
+            args = parser.parse_args(argv[1:])
+            row = add(args.run, args.public, args.private, args.outputs, args.replace)
+            print(f"recorded {args.run}: holdout {RECALL} {row[RECALL]:.4f}, public {row['public']:.4f}"
+                  + (f", private {row['private']:.4f}" if pd.notna(row["private"]) else "")
+                  + f" in {Path(args.outputs) / LOG_FILE}")
+            return 0
+        parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0],
+                                         usage=__doc__.split("\n\n")[1])
+        parser.add_argument("--outputs", default="outputs", help="the folder of the log (default: outputs)")
+        args = parser.parse_args(argv)
+        path = Path(args.outputs) / LOG_FILE
+        log = read_log(path)
+        if log.empty:
+            raise LeaderboardError(f"{path}: no submission recorded yet; record one with "
+                                   f"`{prog} add RUN_DIR --public SCORE`")
+        print(as_text(log, args.outputs))
+        scatter(log, args.outputs, Path(args.outputs) / PLOT_FILE)
+        print(f"\nplot: {Path(args.outputs) / PLOT_FILE}")
+        return 0
+    except LeaderboardError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
