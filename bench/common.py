@@ -41,6 +41,12 @@ def measured(args, **kwargs):
     return seconds, usage.ru_maxrss / 1024, stdout
 
 
+def memory_mb():
+    """(resident, peak resident) of this process, MB; writing 5 to /proc/self/clear_refs resets the peak."""
+    status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
+    return int(status["VmRSS"].split()[0]) / 1024, int(status["VmHWM"].split()[0]) / 1024
+
+
 def table(rows, header):
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(header, widths))]

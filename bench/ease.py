@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import BENCH_DATA, competition_scale_raw, measured, table  # noqa: E402
+from bench.common import BENCH_DATA, competition_scale_raw, measured, memory_mb, table  # noqa: E402
 
 DATA_DIR = BENCH_DATA / "ease"
 ITEM_FIELDS = "load_col={inter: [user_id, item_id, timestamp], item: [item_id, genre, director, writer, year]}"
@@ -43,12 +43,6 @@ ML100K_MODELS = [
     ("movierec EASE + genre, year (w 5, 5)", "EASE", [ML100K_FIELDS, "side_weights={genre: 5.0, year: 5.0}"]),
     ("RecBole EASE", "RecBoleEASE", []),
 ]
-
-
-def memory_mb():
-    """(resident, peak resident) of this process, MB."""
-    status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
-    return int(status["VmRSS"].split()[0]) / 1024, int(status["VmHWM"].split()[0]) / 1024
 
 
 def fit_child(model_name, overrides, load_only):

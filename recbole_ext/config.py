@@ -241,8 +241,8 @@ def check_settings(settings):
             raise unknown(key, where(key), keys)
         if key in MANAGED:
             raise ConfigError(f"{where(key)}: {key!r} is managed by movierec: {MANAGED[key]}")
-    for key in values.get("quick") or {}:
-        if key not in keys or key in ("quick", "tune", "model"):
+    for key in values.get("quick") or {}:  # a quick: block may hold a smaller tune: search too
+        if key not in keys or key in ("quick", "model"):
             raise unknown(key, f"{where('quick')} (quick:)", keys)
 
     try:

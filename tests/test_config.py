@@ -1,6 +1,6 @@
 import pytest
 
-from recbole_ext.config import ConfigError, load_settings
+from recbole_ext.config import YAML_DIR, ConfigError, load_settings, read_yaml
 
 
 def write(path, text):
@@ -31,13 +31,23 @@ def test_a_setting_of_another_model_is_refused():
 
 
 def test_layers_apply_in_order(tmp_path):
-    # base: epochs 100; yaml/sasrec.yaml: epochs 200 and a quick block with 5
-    assert load_settings("SASRec")["epochs"] == 200
+    # base.yaml: epochs 100 < yaml/sasrec.yaml < --config < sasrec.yaml's quick: block < key=value
+    model_yaml = read_yaml(YAML_DIR / "sasrec.yaml")
+    assert model_yaml["epochs"] != 100 and load_settings("SASRec")["epochs"] == model_yaml["epochs"]
     config = write(tmp_path / "c.yaml", "model: SASRec\nepochs: 7\nhidden_size: 48\n")
     assert load_settings(config_file=config)["epochs"] == 7
     quick = load_settings(config_file=config, quick=True)
-    assert quick["epochs"] == 5 and quick["hidden_size"] == 32  # quick: sits above --config
+    assert quick["epochs"] == model_yaml["quick"]["epochs"] != 7  # quick: sits above --config
+    assert quick["hidden_size"] == model_yaml["quick"]["hidden_size"] != 48
     assert load_settings(config_file=config, quick=True, overrides=["epochs=3"])["epochs"] == 3
+
+
+def test_a_quick_block_may_shrink_the_search(tmp_path):
+    config = write(tmp_path / "c.yaml", "model: BPR\ntune:\n  num_samples: 16\n  metric: recall@10\n"
+                                        "quick:\n  epochs: 2\n  tune: {num_samples: 2}\n")
+    assert load_settings(config_file=config)["tune"] == {"num_samples": 16, "metric": "recall@10"}
+    quick = load_settings(config_file=config, quick=True)
+    assert quick["tune"] == {"num_samples": 2, "metric": "recall@10"} and quick["epochs"] == 2
 
 
 def test_nested_override_changes_one_holdout_key():

@@ -1,0 +1,208 @@
+"""Whole-sequence training against RecBole's prefix training: SASRec and BERT4Rec.
+
+    python bench/sequential.py [--parts 1 2 3] [--budget 1200] [--batches 20]
+
+Every model gets the same encoder (MAX_ITEM_LIST_LENGTH 50, hidden 64, inner
+256, 2 layers, 2 heads; the dropouts of RecBole's defaults) and learning
+rate; movierec's models keep their yaml's batch size (windows), RecBole's
+theirs (base.yaml, prefixes). Each measurement runs in its own process.
+
+1. Embedded MovieLens-100K: seconds of one training epoch and the memory
+   it takes (peak resident size during the epoch, and above the size before
+   it), movierec's SASRec vs RecBoleSASRec, BERT4Rec vs RecBoleBERT4Rec.
+2. Embedded MovieLens-100K: training with holdout Recall@10 after each epoch,
+   early stopping (10 epochs without gain) within the same wall-clock budget
+   (--budget seconds per model): the best Recall@10, and the seconds each
+   needed to reach the best of RecBole's model (training + evaluation time).
+   Also movierec's SASRec with gBCE (yaml/gsasrec.yaml's loss) and with one
+   random window per user and epoch (train_windows: random).
+3. Competition scale (synthetic, 31,360 users, about 5.15M interactions;
+   hidden 32, L 50): seconds per epoch, timed on --batches batches and
+   extrapolated to the epoch's batches (a full RecBole epoch takes hours on
+   this CPU), and the peak memory.
+
+Goals: >= 10x less time per epoch, >= 5x less time to reach RecBole's best
+Recall@10, best Recall@10 no lower than RecBole's (within 0.002), peak
+memory no higher.
+"""
+
+import argparse
+import gc
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.common import BENCH_DATA, competition_scale_raw, measured, memory_mb, table  # noqa: E402
+
+DATA_DIR = BENCH_DATA / "sequential"
+ENCODER = ["MAX_ITEM_LIST_LENGTH=50", "hidden_size=64", "inner_size=256", "n_layers=2", "n_heads=2",
+           "learning_rate=0.001"]
+SCALE_ENCODER = ["MAX_ITEM_LIST_LENGTH=50", "hidden_size=32", "inner_size=128", "n_layers=2", "n_heads=2"]
+SASREC_DROPOUT = ["hidden_dropout_prob=0.5", "attn_dropout_prob=0.5"]  # RecBole's SASRec defaults
+BERT4REC_DROPOUT = ["hidden_dropout_prob=0.2", "attn_dropout_prob=0.2", "mask_ratio=0.2"]  # RecBole's BERT4Rec
+PAIRS = [  # (movierec label, model, overrides), (RecBole label, model, overrides)
+    (("SASRec (movierec, CE)", "SASRec", SASREC_DROPOUT), ("RecBoleSASRec", "RecBoleSASRec", SASREC_DROPOUT)),
+    (("BERT4Rec (movierec)", "BERT4Rec", BERT4REC_DROPOUT), ("RecBoleBERT4Rec", "RecBoleBERT4Rec", BERT4REC_DROPOUT)),
+]
+EXTRA = {  # part 2 only: movierec variants compared with RecBoleSASRec
+    "SASRec (movierec, gBCE)": ("SASRec", [*SASREC_DROPOUT, "loss_type=gBCE"]),
+    "SASRec (movierec, CE, random windows)": ("SASRec", [*SASREC_DROPOUT, "train_windows=random"]),
+}
+
+
+def child(model_name, task, overrides, budget, batches):
+    """In a fresh process: build the data, then measure; prints one JSON line."""
+    import torch
+    from recbole.utils import init_seed
+
+    import recbole_ext  # noqa: F401
+    from recbole_ext import registry
+    from recbole_ext.config import load_settings, recbole_config
+    from recbole_ext.data import History, load_dataset, train_loader
+    from recbole_ext.holdout import HoldoutScorer, holdout_trainer
+    from recbole_ext.pipeline import prepare_data
+
+    scale = task == "scale"
+    data = [f"data={competition_scale_raw()}"] if scale else []
+    settings = load_settings(model_name, overrides=[*data, f"data_dir={DATA_DIR}", "state=WARNING",
+                                                    "show_progress=false", *overrides])
+    prepared = prepare_data(settings)
+    checkpoints = tempfile.mkdtemp(prefix="sequential-bench-")
+    config = recbole_config(settings, prepared.data_path, prepared.valid_name, checkpoints)
+    init_seed(config["seed"], config["reproducibility"])
+    dataset = load_dataset(config)
+    history = History.from_file(dataset, prepared.inter_path(prepared.valid_name))
+    loader = train_loader(config, dataset, history)
+    model = registry.get_model(settings.model)(config, dataset).to(config["device"])
+    trainer = holdout_trainer(registry.get_trainer(config["MODEL_TYPE"], settings.model))(config, model)
+    gc.collect()
+    before, _ = memory_mb()
+    Path("/proc/self/clear_refs").write_text("5")  # peak resident size := current
+    result = {"batches": len(loader), "batch_size": config["train_batch_size"], "before_mb": before}
+
+    if task in ("epoch", "scale"):
+        limit = batches if scale else None
+        started = time.perf_counter()
+        trainer._train_epoch(_first(loader, limit), 0)
+        seconds = time.perf_counter() - started
+        timed = min(limit, len(loader)) if limit else len(loader)
+        result.update(seconds=seconds * len(loader) / timed, timed_batches=timed)
+    else:  # "budget": epochs with holdout evaluation until early stopping or the budget
+        import pandas as pd
+
+        scorer = HoldoutScorer(dataset, history, pd.read_csv(prepared.holdout_path), settings["predict_batch_users"])
+        started, best, since_best, curve = time.perf_counter(), -1.0, 0, []
+        for epoch in range(10_000):
+            trainer._train_epoch(loader, epoch)
+            recall = scorer(model)["recall@10"]
+            curve.append((round(time.perf_counter() - started, 2), recall))
+            best, since_best = (recall, 0) if recall > best else (best, since_best + 1)
+            if since_best >= 10 or curve[-1][0] > budget:
+                break
+        result.update(curve=curve)
+    result["peak_mb"] = memory_mb()[1]
+    torch.cuda.empty_cache()
+    print(json.dumps(result))
+
+
+def _first(loader, limit):
+    for i, batch in enumerate(loader):
+        if limit is not None and i >= limit:
+            return
+        yield batch
+
+
+def measure(model, task, overrides, budget=None, batches=None):
+    limits = [f"--budget={budget}"] * (budget is not None) + [f"--batches={batches}"] * (batches is not None)
+    args = [sys.executable, __file__, "--child", model, task, *limits, *overrides]
+    _, _, stdout = measured(args)
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def part1():
+    print("\n1. one training epoch, embedded MovieLens-100K, L 50, hidden 64, 2 layers, 2 heads")
+    rows, ratios = [], []
+    for ours, recboles in PAIRS:
+        results = {label: measure(model, "epoch", [*ENCODER, *extra]) for label, model, extra in (ours, recboles)}
+        for label, r in results.items():
+            rows.append((label, r["batch_size"], r["batches"], f"{r['seconds']:.1f}", f"{r['peak_mb']:.0f}",
+                         f"{r['peak_mb'] - r['before_mb']:.0f}"))
+        a, b = results[ours[0]], results[recboles[0]]
+        ratios.append((f"{recboles[0]} / {ours[0]}", f"{b['seconds'] / a['seconds']:.1f}x",
+                       f"{a['peak_mb'] / b['peak_mb']:.2f}", f"{(a['peak_mb'] - a['before_mb']) / (b['peak_mb'] - b['before_mb']):.2f}"))
+    print(table(rows, ("model", "batch size", "batches", "epoch s", "peak MB", "epoch adds MB")))
+    print(table(ratios, ("", "time per epoch (goal >= 10x)", "peak ours/RecBole (goal <= 1)", "added ours/RecBole")))
+
+
+def part2(budget):
+    print(f"\n2. early-stopped training, embedded MovieLens-100K, same encoder, budget {budget} s per model")
+    runs = {}
+    for ours, recboles in PAIRS:
+        for label, model, extra in (recboles, ours):
+            runs[label] = measure(model, "budget", [*ENCODER, *extra], budget=budget)
+    for label, (model, extra) in EXTRA.items():
+        runs[label] = measure(model, "budget", [*ENCODER, *extra], budget=budget)
+    reference = {ours[0]: recboles[0] for ours, recboles in PAIRS}
+    reference.update({label: "RecBoleSASRec" for label in EXTRA})
+    rows, goals = [], []
+    for label, r in runs.items():
+        curve = r["curve"]
+        best_time, best = max(curve, key=lambda point: (point[1], -point[0]))
+        row = [label, len(curve), f"{best:.4f}", f"{best_time:.0f}", f"{curve[-1][0]:.0f}", "", ""]
+        if label in reference:
+            target_label = reference[label]
+            target_time, target = max(runs[target_label]["curve"], key=lambda point: (point[1], -point[0]))
+            reached = next((t for t, recall in curve if recall >= target), None)
+            row[5] = f"{reached:.0f}" if reached is not None else "never"
+            row[6] = f"{target_time / reached:.1f}x" if reached else "-"
+            goals.append((label, target_label, f"{best - target:+.4f}", row[6]))
+        rows.append(row)
+    print(table(rows, ("model", "epochs", "best recall@10", "s to best", "s run", "s to RecBole's best",
+                       "speed-up to it")))
+    print(table(goals, ("movierec", "against", "best recall@10 difference (goal >= -0.002)",
+                        "time to RecBole's best (goal >= 5x)")))
+    for label, r in runs.items():
+        print(f"  {label}: " + ", ".join(f"{t:.0f}s {recall:.4f}" for t, recall in r["curve"]))
+
+
+def part3(batches):
+    print(f"\n3. competition scale (synthetic), hidden 32, L 50: one epoch extrapolated from {batches} batches")
+    rows, ratios = [], []
+    for ours, recboles in PAIRS:
+        results = {label: measure(model, "scale", [*SCALE_ENCODER, *extra], batches=batches)
+                   for label, model, extra in (ours, recboles)}
+        for label, r in results.items():
+            rows.append((label, r["batch_size"], r["batches"], r["timed_batches"], f"{r['seconds']:.0f}",
+                         f"{r['peak_mb']:.0f}", f"{r['peak_mb'] - r['before_mb']:.0f}"))
+        a, b = results[ours[0]], results[recboles[0]]
+        ratios.append((f"{recboles[0]} / {ours[0]}", f"{b['seconds'] / a['seconds']:.1f}x",
+                       f"{a['peak_mb'] / b['peak_mb']:.2f}"))
+    print(table(rows, ("model", "batch size", "batches / epoch", "timed", "epoch s (extrapolated)", "peak MB",
+                       "epoch adds MB")))
+    print(table(ratios, ("", "time per epoch (goal >= 10x)", "peak ours/RecBole (goal <= 1)")))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--parts", nargs="*", type=int, default=[1, 2, 3])
+    parser.add_argument("--budget", type=float, default=1200, help="part 2: seconds per model (default 1200)")
+    parser.add_argument("--batches", type=int, default=20, help="part 3: batches timed per model (default 20)")
+    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    args, overrides = parser.parse_known_args()
+    if args.child:
+        return child(*args.child, overrides, args.budget, args.batches)
+    import torch
+
+    print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs, torch threads "
+          f"{torch.get_num_threads()}")
+    for part in args.parts:
+        {1: part1, 2: lambda: part2(args.budget), 3: lambda: part3(args.batches)}[part]()
+    print(f"\nload average after: {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
