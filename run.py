@@ -29,7 +29,7 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="apply the model yaml's `quick:` block (CPU-sized)")
     parser.add_argument("--predict-only", metavar="CHECKPOINT", help="write a submission from a saved model.pth")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # key=value anywhere on the line
     flags = {"data": args.data, "output_dir": args.output, "device": args.device}
     overrides = [f"{key}={value}" for key, value in flags.items() if value is not None] + args.overrides
     try:

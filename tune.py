@@ -33,7 +33,7 @@ def main(argv=None):
     parser.add_argument("--retrain-best", action="store_true",
                         help="fit the best config on all data and write the submission")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # key=value anywhere on the line
     flags = {"data": args.data, "output_dir": args.output, "device": args.device, "tune.num_samples": args.num_samples}
     overrides = [f"{key}={value}" for key, value in flags.items() if value is not None] + args.overrides
     driver_log = logging.getLogger("movierec.tune")  # the driver's messages; a run logs on its own

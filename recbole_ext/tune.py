@@ -56,8 +56,8 @@ from ray import tune
 
 from recbole_ext import pipeline
 from recbole_ext.config import (
-    HOLDOUT_METRICS, MANAGED, MOVIEREC_KEYS, ConfigError, Settings, check_settings, did_you_mean, known_keys,
-    load_settings, recbole_config,
+    HOLDOUT_METRICS, MANAGED, MOVIEREC_KEYS, ConfigError, Settings, check_settings, did_you_mean, is_int, is_number,
+    known_keys, load_settings, recbole_config, resolve_device,
 )
 from recbole_ext.data import DATASET_SETTINGS, load_dataset
 from recbole_ext.files import default_output, staging_path, write_atomic
@@ -155,10 +155,10 @@ def parse_tune(settings: Settings) -> TuneSpec:
         raise ConfigError(f"{where('metric')} must be {' or '.join(HOLDOUT_METRICS)}, got {values['metric']!r}")
     if values["mode"] not in ("max", "min"):
         raise ConfigError(f"{where('mode')} must be max or min, got {values['mode']!r}")
-    if not _is_int(values["num_samples"]) or values["num_samples"] < 1:
+    if not is_int(values["num_samples"]) or values["num_samples"] < 1:
         raise ConfigError(f"{where('num_samples')} must be an integer >= 1, got {values['num_samples']!r}")
     limit = values["max_concurrent_trials"]
-    if limit is not None and (not _is_int(limit) or limit < 1):
+    if limit is not None and (not is_int(limit) or limit < 1):
         raise ConfigError(f"{where('max_concurrent_trials')} must be an integer >= 1, got {limit!r}")
     search = values["search"]
     if not isinstance(search, str) or search not in SEARCHES:
@@ -203,8 +203,13 @@ def _parse_space(space, settings, search, where):
             raise ConfigError(f"{where}.{key}: {search} chooses among numbers, strings and booleans only; "
                               f"use search: random for list values")
         # the values a trial can get must make a valid run: check every listed value, or both bounds
-        for value in args if name in LISTED else args[:2]:
-            sampled_settings(settings, {key: value}, None)
+        # as the distribution samples them (floats but for the integer distributions)
+        for value in args if name in LISTED else args[:2] if name in INTEGER else map(float, args[:2]):
+            try:
+                sampled_settings(settings, {key: value}, None)
+            except ConfigError as error:
+                floats = "" if name in LISTED | INTEGER else f" ({name} samples floats)"
+                raise ConfigError(f"{error}{floats}") from None
         parsed[key] = (name, args)
     return parsed
 
@@ -213,9 +218,9 @@ def _distribution_problem(name, args):
     usage = DISTRIBUTIONS[name][0]
     if name in LISTED:
         return None if isinstance(args, list) and args else f"expected a non-empty list {usage}, got {args!r}"
-    if not (isinstance(args, list) and len(args) == usage.count(",") + 1 and all(map(_is_number, args))):
+    if not (isinstance(args, list) and len(args) == usage.count(",") + 1 and all(map(is_number, args))):
         return f"expected {usage} (numbers), got {args!r}"
-    if name in INTEGER and not all(map(_is_int, args)):
+    if name in INTEGER and not all(map(is_int, args)):
         return f"expected integers {usage}, got {args!r}"
     low, high = args[:2]
     if low >= high:
@@ -244,9 +249,9 @@ def _parse_scheduler(value, settings, where):
     if name == "asha":
         options["max_t"] = options["max_t"] or settings["epochs"]
         for key in ("grace_period", "max_t", "brackets"):
-            if not _is_int(options[key]) or options[key] < 1:
+            if not is_int(options[key]) or options[key] < 1:
                 raise ConfigError(f"{where}.asha.{key} must be an integer >= 1, got {options[key]!r}")
-        if not _is_number(options["reduction_factor"]) or options["reduction_factor"] <= 1:
+        if not is_number(options["reduction_factor"]) or options["reduction_factor"] <= 1:
             raise ConfigError(f"{where}.asha.reduction_factor must be a number > 1, "
                               f"got {options['reduction_factor']!r}")
         if options["grace_period"] > options["max_t"]:
@@ -262,20 +267,12 @@ def _parse_resources(value, where):
         if key not in RESOURCES:
             raise ConfigError(f"{where}: unknown resource {key!r}{did_you_mean(key, RESOURCES)}; known: cpu, gpu")
     resources = {**TUNE_DEFAULTS["resources_per_trial"], **value}
-    if not _is_number(resources["cpu"]) or resources["cpu"] <= 0:
+    if not is_number(resources["cpu"]) or resources["cpu"] <= 0:
         raise ConfigError(f"{where}.cpu must be a number > 0, got {resources['cpu']!r}")
     gpu = resources["gpu"]
-    if not _is_number(gpu) or gpu < 0 or (gpu > 1 and not float(gpu).is_integer()):
-        raise ConfigError(f"{where}.gpu must be a share in [0, 1] or a whole number of GPUs, got {gpu!r}")
+    if not is_number(gpu) or not 0 <= gpu <= 1:
+        raise ConfigError(f"{where}.gpu must be a share of one GPU in [0, 1] (a run uses one device), got {gpu!r}")
     return resources
-
-
-def _is_number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _is_int(value):
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _is_scalar(value):
@@ -398,12 +395,14 @@ def search(settings, address=None, resume=False, retrain_best=False):
     settings = settings.with_values(output_dir=str(output))
     if not resume and output.exists():
         raise ConfigError(f"output folder {output} already exists; choose another --output, or add --resume")
+    if not address:  # a local Ray has this machine's devices: refuse a missing GPU before Ray starts
+        resolve_device(settings["device"])
+    prepared = pipeline.prepare_data(settings)
+    if resume and _saved_fingerprint(output / SEARCH_FILE) != prepared.fingerprint:
+        raise ConfigError(f"--resume: the data changed since the search in {output} started")
     started_ray = start_ray(address)
     try:
         resources = trial_resources(spec, settings["device"])
-        prepared = pipeline.prepare_data(settings)
-        if resume and _saved_fingerprint(output / SEARCH_FILE) != prepared.fingerprint:
-            raise ConfigError(f"--resume: the data changed since the search in {output} started")
         _prebuild_datasets(settings, spec, prepared)
         _pretrain_once(settings, spec, prepared)
         trials_dir = output / TRIALS_DIR
@@ -462,9 +461,11 @@ def start_ray(address=None):
     return True
 
 
-def trial_resources(spec, device):
-    """The CPU and GPU share of each trial, fitted to the device setting and the cluster's nodes."""
-    nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
+def trial_resources(spec, device, nodes=None):
+    """The CPU and GPU share of each trial, fitted to the device setting and the cluster's nodes
+    (their Ray resources; default: the running cluster's)."""
+    if nodes is None:
+        nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
     most_cpus = max(node.get("CPU", 0) for node in nodes)
     most_gpus = max(node.get("GPU", 0) for node in nodes)
     cpu, gpu = spec.resources["cpu"], spec.resources["gpu"]
@@ -477,11 +478,11 @@ def trial_resources(spec, device):
         reason = "device is cpu" if device == "cpu" else "the Ray cluster has no GPU"
         logger.warning("trials run on CPU (%s): the GPU share of %g per trial is dropped", reason, gpu)
         gpu = 0
-    if gpu > most_gpus:
-        logger.warning("each trial gets %g GPUs, the most a Ray node has, not the %g asked for", most_gpus, gpu)
-        gpu = most_gpus
     if device == "cuda" and not gpu:
         raise ConfigError("device: cuda needs a GPU share per trial: set tune.resources_per_trial.gpu (e.g. 0.25)")
+    if device == "auto" and not gpu and most_gpus:  # Ray hides the GPUs from a trial without a share
+        logger.warning("trials run on CPU though the Ray cluster has GPUs: tune.resources_per_trial.gpu is 0; "
+                       "set it (e.g. 0.25) to use them")
     return {"cpu": cpu, "gpu": gpu}
 
 
@@ -625,7 +626,7 @@ def format_table(frame, spec):
     def cell(value, form):
         if not isinstance(value, (list, dict)) and pd.isna(value):
             return ""
-        return form.format(value) if _is_number(value) else str(value)
+        return form.format(value) if is_number(value) else str(value)
 
     shown = pd.DataFrame({column: [cell(v, forms.get(column, "{}")) for v in frame[column]]
                           for column in frame.columns if column != "output"})
@@ -671,7 +672,7 @@ def plot_trials(frame, spec, model, path):
     scored = frame.dropna(subset=[spec.metric])
     for ax, key in zip(axes[1:], keys):
         values = scored[key]
-        if all(_is_number(v) for v in values):
+        if all(is_number(v) for v in values):
             ax.scatter(values, scored[spec.metric], color="tab:blue")
             if spec.search_space[key][0] in LOG_SCALE or (values.min() > 0 and values.max() >= 100 * values.min()):
                 ax.set_xscale("log")

@@ -116,11 +116,11 @@ def test_a_failed_run_leaves_no_output_but_its_log(tiny_raw, data_dir, tmp_path)
 
 
 def test_cli_reports_user_errors_in_one_line(capsys, tmp_path):
-    assert run_cli(["--model=SASrec"]) == 2
+    assert run_cli(["--model=SASRek"]) == 2
     assert run_cli(["--model=BPR", f"--output={tmp_path}"]) == 2  # exists already
     lines = capsys.readouterr().err.strip().splitlines()
     assert lines == [
-        "error: unknown model 'SASrec'; did you mean 'SASRec'?",
+        "error: unknown model 'SASRek'; did you mean 'SASRec'?",
         f"error: output folder {tmp_path} already exists; choose another --output",
     ]
 
@@ -135,3 +135,13 @@ def test_validate_only_stops_after_the_holdout_score(tiny_raw, data_dir, tmp_pat
     assert summary["holdout"] == {"recall@10": best["recall@10"], "ndcg@10": best["ndcg@10"]}
     full = run(tiny_settings("BPR", tiny_raw, data_dir, tmp_path / "full"))
     assert full["holdout"]["recall@10"] == pytest.approx(summary["holdout"]["recall@10"], abs=1e-12)
+
+
+def test_cli_takes_key_value_anywhere_and_model_names_in_any_case(tiny_raw, data_dir, tmp_path):
+    output = tmp_path / "ease"
+    argv = ["--model=ease", "reg_weight=100", "--output", str(output), f"data_dir={data_dir}", "--data", str(tiny_raw),
+            "state=WARNING", "show_progress=false", "holdout.min_train=8", "holdout.random=3"]
+    assert run_cli(argv) == 0
+    summary = json.loads((output / "summary.json").read_text())
+    assert summary["model"] == "EASE" and summary["config"]["recbole"]["reg_weight"] == 100
+    assert summary["data"]["data_path"].startswith(str(data_dir))
