@@ -286,6 +286,11 @@ def check_settings(settings):
             raise ConfigError(f"{where(key)}: {key} must be {expected}, got {values[key]!r}")
     if values.get("data") is not None and not Path(values["data"]).expanduser().is_dir():
         raise ConfigError(f"{where('data')}: data folder {values['data']!r} does not exist")
+    for key in ("data_dir", "output_dir"):  # folders made later: nothing in their way may be a file
+        path = Path(values[key] or ".").expanduser().absolute()
+        blocking = next(p for p in (path, *path.parents) if p.exists())
+        if not blocking.is_dir():
+            raise ConfigError(f"{where(key)}: {key} {values[key]!r}: {blocking} is a file, expected a folder")
     if values.get("pretrained_path") is not None and not Path(values["pretrained_path"]).is_file():
         raise ConfigError(f"{where('pretrained_path')}: pretrained checkpoint {values['pretrained_path']!r} not found")
     check_values(settings.model, {k: v for k, v in values.items() if k not in MOVIEREC_KEYS}, where)

@@ -165,3 +165,11 @@ def test_model_names_are_case_insensitive(tmp_path):
 def test_distributed_settings_and_recboles_filters_are_refused_with_the_reason(key, reason):
     with pytest.raises(ConfigError, match=f"^command line: '{key.split('=')[0]}' is managed by movierec: .*{reason}"):
         load_settings("BPR", overrides=[key])
+
+
+def test_a_file_where_a_folder_is_expected_is_named(tmp_path):
+    (tmp_path / "notes").write_text("a file")
+    with pytest.raises(ConfigError, match=f"^command line: data_dir '.*': {tmp_path / 'notes'} is a file, expected a folder$"):
+        load_settings("BPR", overrides=[f"data_dir={tmp_path / 'notes' / 'data'}"])
+    with pytest.raises(ConfigError, match=f"^command line: output_dir '.*': {tmp_path / 'notes'} is a file, expected a"):
+        load_settings("BPR", overrides=[f"output_dir={tmp_path / 'notes'}"])
