@@ -54,6 +54,9 @@ def main(argv=None):
     except (ConfigError, RawDataError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # outside Ray Tune's own handling: before the trials start, or after
+        print("interrupted", file=sys.stderr)
+        return 130
     print(format_table(result.trials, result.spec))
     print(f"trials: {result.output / TRIALS_CSV}  plot: {result.output / TRIALS_PLOT}")
     if result.interrupted:

@@ -27,7 +27,8 @@ The output folder:
     search.yaml     the settings of the search; ``--resume`` reads them
     ray/            Ray Tune's experiment (results, the state ``--resume`` restores)
     trials/<id>/    a trial's pipeline output (run.log, summary.json);
-                    <id>.failed/ when it failed, <id>.stopped/ when Ray Tune stopped it
+                    <id>.failed/ when it failed, <id>.stopped/ when Ray Tune stopped it,
+                    <id>.interrupted/ when the worker was interrupted
                     (the scheduler, or an interrupted search)
     trials.csv      one row per trial; trials.png: the metric per trial and per searched value
     best.yaml       the best trial's settings: ``python run.py --config best.yaml``
@@ -43,6 +44,7 @@ import math
 import os
 import re
 import shutil
+import signal
 import tempfile
 import time
 from dataclasses import dataclass
@@ -73,6 +75,7 @@ TRIALS_CSV = "trials.csv"
 TRIALS_PLOT = "trials.png"
 BEST_FILE = "best.yaml"
 BEST_RUN = "best"
+STOPPED = ".stopped"  # the suffix of a trial Ray Tune stopped (the pipeline's are FAILED and INTERRUPTED)
 
 # ----------------------------------------------------------------------------
 # The tune: section
@@ -335,7 +338,7 @@ def run_trial(config, settings, trials_dir):
     try:
         pipeline.run(trial, on_result=report, validate_only=True)
     except TrialStopped:
-        output.with_name(output.name + ".failed").rename(output.with_name(output.name + ".stopped"))
+        output.with_name(output.name + pipeline.FAILED).rename(output.with_name(output.name + STOPPED))
         raise SystemExit(0) from None  # what Ray expects of a stopped trial
 
 
@@ -348,11 +351,8 @@ def _report_again(summary, eval_step):
 
 
 def _clear_earlier_attempt(output):
-    for path in output.parent.glob(f"{output.name}*"):
-        if path.name == output.name or re.fullmatch(rf"{output.name}\.(failed|stopped)", path.name):
-            shutil.rmtree(path)
-    for path in output.parent.glob(staging_path(output, "*").name):
-        shutil.rmtree(path)
+    for path in [*_trial_folders(output), *output.parent.glob(staging_path(output, "*").name)]:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _trial_dirname(trial):
@@ -401,6 +401,7 @@ def search(settings, address=None, resume=False, retrain_best=False):
     if resume and _saved_fingerprint(output / SEARCH_FILE) != prepared.fingerprint:
         raise ConfigError(f"--resume: the data changed since the search in {output} started")
     started_ray = start_ray(address)
+    on_sigterm = signal.signal(signal.SIGTERM, _as_ctrl_c)  # after Ray's start, which sets one that aborts
     try:
         resources = trial_resources(spec, settings["device"])
         _prebuild_datasets(settings, spec, prepared)
@@ -421,6 +422,7 @@ def search(settings, address=None, resume=False, retrain_best=False):
                                run_config=_run_config(output))
         results = tuner.fit()
     finally:
+        signal.signal(signal.SIGTERM, on_sigterm)
         if started_ray:
             ray.shutdown()
 
@@ -440,6 +442,11 @@ def search(settings, address=None, resume=False, retrain_best=False):
         best_settings = load_settings(config_file=best, overrides=[f"output_dir={output / BEST_RUN}"])
         result.retrained = pipeline.run(best_settings)
     return result
+
+
+def _as_ctrl_c(signum, frame):
+    """SIGTERM (`timeout`, job schedulers) does what Ctrl-C does: Ray Tune's handler saves a resumable search."""
+    signal.getsignal(signal.SIGINT)(signal.SIGINT, frame)
 
 
 def start_ray(address=None):
@@ -593,7 +600,8 @@ def trials_frame(results, configs, spec, trials_dir, unfinished=()):
 
 
 def _trial_folders(folder):
-    return [folder, folder.with_name(folder.name + ".stopped"), folder.with_name(folder.name + ".failed")]
+    suffixes = (STOPPED, pipeline.FAILED, pipeline.INTERRUPTED)
+    return [folder, *(folder.with_name(folder.name + suffix) for suffix in suffixes)]
 
 
 def _state(result, folder):
@@ -601,7 +609,7 @@ def _state(result, folder):
         return "ERROR"
     if (folder / pipeline.SUMMARY).is_file():
         return "COMPLETED"
-    if folder.with_name(folder.name + ".stopped").is_dir():
+    if folder.with_name(folder.name + STOPPED).is_dir():
         return "STOPPED"  # by the scheduler (ASHA), before its last epoch
     return "UNFINISHED"
 
@@ -613,10 +621,7 @@ def _cell(value):
 def _error_line(error):
     """The original exception of a failed trial, on one line."""
     cause = getattr(error, "cause", None)  # Ray wraps the trial's exception
-    error = cause if isinstance(cause, BaseException) else error
-    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
-    text = lines[-1] if lines else ""
-    return text if text.startswith(type(error).__name__) else f"{type(error).__name__}: {text}"
+    return pipeline.error_line(cause if isinstance(cause, BaseException) else error)
 
 
 def format_table(frame, spec):

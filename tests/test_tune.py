@@ -315,7 +315,7 @@ def test_a_crashing_trial_is_recorded_and_the_others_finish(asha_search):
     assert best["learning_rate"] == trials["recall@10"].idxmax()
 
 
-def test_resume_finishes_an_interrupted_search_without_repeating_a_trial(ray_runtime, tmp_path, tiny_raw, data_dir):
+def test_resume_finishes_a_search_stopped_by_sigterm_without_repeating_a_trial(ray_runtime, tmp_path, tiny_raw, data_dir):
     grid = [0.02, 0.015, 0.01, 0.005]
     config = write_yaml(tmp_path / "bpr.yaml", {**BPR, "epochs": 6, "tune": {
         "search_space": {"learning_rate": {"grid": grid}}, "max_concurrent_trials": 1}})
@@ -324,7 +324,7 @@ def test_resume_finishes_an_interrupted_search_without_repeating_a_trial(ray_run
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         wait_for(lambda: list(output.glob("trials/*/summary.json")), timeout=240)
-        driver.send_signal(signal.SIGINT)  # Ctrl-C: Ray Tune saves its state and stops
+        driver.send_signal(signal.SIGTERM)  # as Ctrl-C: Ray Tune saves its state and stops
         log = driver.communicate(timeout=120)[0]
     finally:
         driver.kill()
