@@ -61,9 +61,10 @@ from recbole_ext.config import (
     HOLDOUT_METRICS, MANAGED, MOVIEREC_KEYS, ConfigError, Settings, check_settings, did_you_mean, is_int, is_number,
     known_keys, load_settings, recbole_config, resolve_device,
 )
-from recbole_ext.data import DATASET_SETTINGS, load_dataset
+from recbole_ext.cache import ReadRecorder
+from recbole_ext.data import load_dataset
 from recbole_ext.files import default_output, staging_path, write_atomic
-from recbole_ext.pretrain import downstream_models, pretrain, pretraining_keys
+from recbole_ext.pretrain import downstream_models, find_pretrained, pretrain
 
 logger = logging.getLogger("movierec.tune")
 
@@ -529,32 +530,40 @@ def _run_config(output):
 
 
 def _prebuild_datasets(settings, spec, prepared):
-    """Build the validation dataset caches before trials start: one, or one per listed value of
-    a searched setting the dataset depends on (MAX_ITEM_LIST_LENGTH, ...)."""
-    changing = {key: entry for key, entry in spec.search_space.items() if key in DATASET_SETTINGS}
+    """Build the validation dataset caches before trials start: the search's own, and one per listed value
+    of a searched setting that building the dataset reads (MAX_ITEM_LIST_LENGTH, ...)."""
+
+    def build(**values):
+        variant = settings.with_values(device="cpu", **values)  # the driver may have no GPU; datasets do not care
+        with tempfile.TemporaryDirectory() as scratch:
+            config = ReadRecorder(recbole_config(variant, prepared.data_path, prepared.valid_name, scratch))
+            load_dataset(config)
+        gc.collect()
+        return config.reads
+
+    logger.info("dataset cache for the trials ...")
+    reads = build()
+    changing = {key: entry for key, entry in spec.search_space.items() if key in reads}
     if any(name not in LISTED for name, _ in changing.values()):
         logger.info("trials build their own dataset caches: %s sampled from a range", ", ".join(changing))
         return
-    for values in itertools.product(*(args for _, args in changing.values())):
-        # the dataset does not depend on the device; the driver may have no GPU
-        variant = settings.with_values(device="cpu", **dict(zip(changing, values)))
+    for values in itertools.product(*(args for _, args in changing.values())) if changing else ():
         logger.info("dataset cache for the trials%s ...", "".join(f", {k}={v}" for k, v in zip(changing, values)))
-        with tempfile.TemporaryDirectory() as scratch:
-            load_dataset(recbole_config(variant, prepared.data_path, prepared.valid_name, scratch))
-        gc.collect()
+        build(**dict(zip(changing, values)))
 
 
 def _pretrain_once(settings, spec, prepared):
-    """S3Rec: pretrain before the trials when the search leaves pretraining alone, so that
-    trials running side by side share one cached checkpoint instead of each pretraining."""
+    """S3Rec: pretrain before the trials, so that trials running side by side share one cached checkpoint
+    instead of each pretraining; a trial whose values change what pretraining reads pretrains its own."""
     if not downstream_models(settings.model):
-        return
-    searched = sorted(set(spec.search_space) & pretraining_keys(settings.model))
-    if searched:
-        logger.info("trials pretrain for themselves: the search changes %s", ", ".join(searched))
         return
     with tempfile.TemporaryDirectory() as scratch:
         pretrain(settings, prepared, scratch)
+    own = [key for key, (name, args) in spec.search_space.items()
+           if any(find_pretrained(sampled_settings(settings, {key: value}, None), prepared) is None
+                  for value in (args if name in LISTED else args[:2]))]
+    if own:
+        logger.info("trials pretrain for themselves (cached per value): pretraining reads %s", ", ".join(own))
 
 
 def _write_search_file(path, settings, fingerprint):
