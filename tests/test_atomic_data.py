@@ -225,6 +225,21 @@ def test_holdout_last_items_are_the_latest_and_random_ones_earlier():
         assert (own == RANDOM).sum() == 3
 
 
+def test_holdout_random_picks_spread_over_each_users_earlier_history():
+    # like the hidden set's sample "removed from the middle": anywhere before the last items, evenly
+    rule = HoldoutRule(last=2, random=8, max_fraction=0.5, min_train=10, seed=3)
+    users = np.repeat(np.arange(600), 82)  # 80 earlier interactions each
+    parts = holdout_parts(users, rule)
+    position = np.tile(np.arange(82), 600)
+    picked = position[parts == RANDOM]
+    assert len(picked) == 600 * 8
+    quarters = np.bincount(picked // 20, minlength=4) / len(picked)
+    assert quarters == pytest.approx([0.25] * 4, abs=0.03), quarters
+    # and per user: not one block of neighbours
+    first_user = np.flatnonzero(parts[:82] == RANDOM)
+    assert first_user.max() - first_user.min() > 20
+
+
 def test_holdout_is_deterministic_for_a_seed_and_varies_with_it():
     users = np.repeat(np.arange(50), 30)
     rule = HoldoutRule(last=1, random=4, max_fraction=0.5, min_train=5, seed=11)
