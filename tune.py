@@ -6,6 +6,8 @@
 
 The search is the `tune:` section of the settings (see the README);
 settings layer as in run.py. --resume continues the search in --output.
+Exit codes: 0 done, 1 no trial produced a score, 2 bad settings (one `error:`
+line, before Ray starts), 130 interrupted by Ctrl-C or SIGTERM (--resume).
 """
 
 import argparse
