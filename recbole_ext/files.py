@@ -38,6 +38,7 @@ def staging_path(final, pid=None):
 def write_atomic(path, write):
     """Call write(tmp) for a file beside path, then rename it to path; on failure nothing is left."""
     path = Path(path)
+    remove_dead_partials(path.parent)  # e.g. a dataset cache a killed run was writing
     partial = path.with_name(staging_path(path).name + path.suffix)  # the suffix: savefig reads it
     try:
         write(partial)

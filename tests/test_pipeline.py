@@ -15,7 +15,7 @@ import torch
 from conftest import write_raw
 
 from recbole_ext.config import ConfigError, load_settings
-from recbole_ext.files import json_text, staging_path
+from recbole_ext.files import json_text, staging_path, write_atomic
 from recbole_ext.pipeline import predict_only, run
 from run import main as run_cli
 
@@ -241,6 +241,15 @@ def test_the_next_run_removes_what_dead_processes_left_half_written(tiny_raw, da
     finally:
         alive.kill()
         alive.wait()
+
+
+def test_an_atomic_write_removes_what_dead_processes_left_beside_it(tmp_path):
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    leftover = tmp_path / (staging_path(tmp_path / "movies-val.pth", dead.pid).name + ".pth")
+    leftover.write_bytes(b"half a dataset")
+    write_atomic(tmp_path / "notes.txt", lambda path: path.write_text("complete"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
 
 
 @pytest.mark.parametrize("sent, name", [(signal.SIGINT, "Ctrl-C"), (signal.SIGTERM, "SIGTERM")])
