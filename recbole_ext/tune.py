@@ -188,9 +188,11 @@ def _parse_space(space, settings, search, where):
             raise ConfigError(f"{where}: {key!r}: dotted keys cannot be searched, only top-level settings")
         if key not in valid:
             raise ConfigError(f"{where}: unknown setting {key!r} for {settings.model}{did_you_mean(key, valid)}")
-        if key in MOVIEREC_KEYS or key in MANAGED:
+        if key in MOVIEREC_KEYS:
             raise ConfigError(f"{where}: {key!r} cannot be searched: every trial runs on the same data, "
                               f"holdout and outputs (movierec settings)")
+        if key in MANAGED:
+            raise ConfigError(f"{where}: {key!r} cannot be searched: it is managed by movierec: {MANAGED[key]}")
         if not isinstance(entry, dict) or len(entry) != 1:
             raise ConfigError(f"{where}.{key}: expected {{distribution: arguments}}, e.g. {{choice: [64, 128]}}, "
                               f"got {entry!r}")

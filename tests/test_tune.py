@@ -79,6 +79,8 @@ def settings_with(tmp_path, tiny_raw, tune, model="EASE", **values):
     ({"search_space": {"reg_wieght": {"choice": [1, 2]}}},
      "unknown setting 'reg_wieght' for EASE; did you mean 'reg_weight'?"),
     ({"search_space": {"data": {"choice": ["a", "b"]}}}, "'data' cannot be searched"),
+    ({"search_space": {"user_inter_num_interval": {"choice": ["[5,inf)"]}}},
+     "'user_inter_num_interval' cannot be searched: it is managed by movierec: RecBole's filters would drop"),
     ({"search_space": {"holdout.seed": {"choice": [1, 2]}}}, "dotted keys cannot be searched"),
     ({"search_space": {"reg_weight": [1, 2]}}, "tune.search_space.reg_weight: expected {distribution: arguments}"),
     ({"search_space": {"reg_weight": {"grid": [1, 2]}}, "search": "optuna"}, "grid needs search: random"),
