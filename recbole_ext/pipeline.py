@@ -269,8 +269,10 @@ def save_model(path, fit_result, settings, prepared):
 def predict_only(checkpoint_path, output_dir=None, device=None):
     """submission.csv and full_top50.csv from a saved model.pth, without training."""
     checkpoint_path = Path(checkpoint_path)
+    if checkpoint_path.is_dir():
+        raise ConfigError(f"{checkpoint_path}: is a folder, expected a model.pth written by run.py")
     if not checkpoint_path.is_file():
-        raise ConfigError(f"{checkpoint_path}: checkpoint not found" + (" (a folder)" * checkpoint_path.is_dir()))
+        raise ConfigError(f"{checkpoint_path}: checkpoint not found")
     try:  # a file a movierec run wrote: it holds RecBole's Config, not only tensors
         checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
     except Exception as error:  # pickle, zip and torch errors alike: the file is not a checkpoint

@@ -27,9 +27,9 @@ The output folder:
     search.yaml     the settings of the search; ``--resume`` reads them
     ray/            Ray Tune's experiment (results, the state ``--resume`` restores)
     trials/<id>/    a trial's pipeline output (run.log, summary.json);
-                    <id>.failed/ when it failed, <id>.stopped/ when Ray Tune stopped it,
-                    <id>.interrupted/ when the worker was interrupted
-                    (the scheduler, or an interrupted search)
+                    <id>.failed/ when it failed, <id>.stopped/ when Ray Tune stopped it
+                    (the scheduler, or an interrupted search), <id>.interrupted/ when
+                    its worker was interrupted
     trials.csv      one row per trial; trials.png: the metric per trial and per searched value
     best.yaml       the best trial's settings: ``python run.py --config best.yaml``
     best/           with --retrain-best: the best settings fitted on all data, submission.csv

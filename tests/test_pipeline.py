@@ -222,7 +222,7 @@ def test_predict_only_on_a_file_that_is_not_a_checkpoint_is_one_line(tmp_path, c
     assert capsys.readouterr().err.splitlines() == [
         f"error: {tmp_path / 'notes.pth'}: not a model.pth written by run.py (cannot be read: UnpicklingError)",
         f"error: {tmp_path / 'tensor.pth'}: not a model.pth written by run.py (no run settings inside)",
-        f"error: {tmp_path}: checkpoint not found (a folder)",
+        f"error: {tmp_path}: is a folder, expected a model.pth written by run.py",
     ]
 
 
