@@ -6,16 +6,28 @@
 
 Settings: yaml/base.yaml < yaml/<model>.yaml < --config < --quick < key=value.
 Without --data it runs on the embedded MovieLens-100K.
+Exit codes: 0 done, 1 the run failed (its log and traceback kept in
+<output>.failed/), 2 bad input (one `error:` line, nothing written),
+130 interrupted by Ctrl-C or SIGTERM (what was finished kept in <output>.interrupted/).
 """
 
 import argparse
+import signal
 import sys
 import textwrap
 
 import recbole_ext  # noqa: F401  (compat shims and registrations first)
 from atomic_data import RawDataError
 from recbole_ext.config import ConfigError, load_settings
-from recbole_ext.pipeline import SUBMISSION, predict_only, run
+from recbole_ext.pipeline import SUBMISSION, error_line, predict_only, run
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, what `timeout` and job schedulers send: stops a run the way Ctrl-C does."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
 
 
 def main(argv=None):
@@ -29,9 +41,10 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="apply the model yaml's `quick:` block (CPU-sized)")
     parser.add_argument("--predict-only", metavar="CHECKPOINT", help="write a submission from a saved model.pth")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # key=value anywhere on the line
     flags = {"data": args.data, "output_dir": args.output, "device": args.device}
     overrides = [f"{key}={value}" for key, value in flags.items() if value is not None] + args.overrides
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         if args.predict_only:
             output = predict_only(args.predict_only, args.output, args.device)
@@ -39,9 +52,21 @@ def main(argv=None):
             return 0
         settings = load_settings(args.model, args.config, overrides, quick=args.quick)
         summary = run(settings)
-    except (ConfigError, RawDataError, FileNotFoundError) as error:
+    except (ConfigError, RawDataError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as interrupt:
+        kept = getattr(interrupt, "kept_in", None)
+        name = "SIGTERM" if isinstance(interrupt, Terminated) else "Ctrl-C"
+        print(f"interrupted ({name}): " + (f"what was finished is in {kept}" if kept else "nothing was written"),
+              file=sys.stderr)
+        return 130
+    except Exception as error:
+        kept = getattr(error, "kept_in", None)
+        if kept is None:  # not a run that failed: a bug, shown with its traceback
+            raise
+        print(f"error: the run failed: {error_line(error)} (its log and traceback: {kept})", file=sys.stderr)
+        return 1
     low, high = summary["holdout_detail"]["interval"]["recall@10"]
     print(f"holdout recall@10: {summary['holdout']['recall@10']:.4f} (95% interval {low:.4f} to {high:.4f})  "
           f"ndcg@10: {summary['holdout']['ndcg@10']:.4f}")

@@ -6,6 +6,8 @@
 
 The search is the `tune:` section of the settings (see the README);
 settings layer as in run.py. --resume continues the search in --output.
+Exit codes: 0 done, 1 no trial produced a score, 2 bad settings (one `error:`
+line, before Ray starts), 130 interrupted by Ctrl-C or SIGTERM (--resume).
 """
 
 import argparse
@@ -33,7 +35,7 @@ def main(argv=None):
     parser.add_argument("--retrain-best", action="store_true",
                         help="fit the best config on all data and write the submission")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # key=value anywhere on the line
     flags = {"data": args.data, "output_dir": args.output, "device": args.device, "tune.num_samples": args.num_samples}
     overrides = [f"{key}={value}" for key, value in flags.items() if value is not None] + args.overrides
     driver_log = logging.getLogger("movierec.tune")  # the driver's messages; a run logs on its own
@@ -54,6 +56,9 @@ def main(argv=None):
     except (ConfigError, RawDataError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # outside Ray Tune's own handling: before the trials start, or after
+        print("interrupted", file=sys.stderr)
+        return 130
     print(format_table(result.trials, result.spec))
     print(f"trials: {result.output / TRIALS_CSV}  plot: {result.output / TRIALS_PLOT}")
     if result.interrupted:

@@ -4,6 +4,7 @@ Without RAW_DIR it prepares the embedded MovieLens-100K default.
 """
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
@@ -28,6 +29,7 @@ def main(argv=None):
         parser.add_argument(f"--holdout-{key.replace('_', '-')}", dest=key, type=type(value), default=value,
                             help=f"holdout.{key} (default: %(default)s)")
     args = parser.parse_args(argv)
+    logging.basicConfig(format="warning: %(message)s", level=logging.WARNING)  # e.g. a side file read as cp1252
     try:
         rule = HoldoutRule.from_dict({key: getattr(args, key) for key in rule_defaults})
         raw_dir = args.raw_dir or embedded_default(defaults["data_dir"])

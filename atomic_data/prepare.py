@@ -31,7 +31,7 @@ import pandas as pd
 from atomic_data.holdout import NOT_HELD_OUT, PART_NAMES, HoldoutRule, holdout_parts
 from atomic_data.items import build_item_table
 from atomic_data.tables import write_table
-from atomic_data.raw import RATINGS_FILE, SIDE_FILES, RawDataError, read_ratings, read_side_file
+from atomic_data.raw import RATINGS_FILE, SIDE_FILES, RawDataError, read_ratings, read_side_file, require_file
 
 FORMAT_VERSION = 1  # bump when the written files change for the same input
 INTER_HEADER = ("user_id:token", "item_id:token", "timestamp:float")
@@ -86,8 +86,10 @@ def prepare(raw_dir, out_dir, name, rule):
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     if not raw_dir.is_dir():
         raise RawDataError(f"{raw_dir}: raw data folder does not exist")
-    if not (raw_dir / RATINGS_FILE).is_file():
-        raise RawDataError(f"{raw_dir / RATINGS_FILE}: required file is missing")
+    require_file(raw_dir / RATINGS_FILE)
+    blocking = next(path for path in (out_dir, *out_dir.parents) if path.exists())
+    if not blocking.is_dir():
+        raise RawDataError(f"{blocking}: is a file, expected a folder")
     rule.check()
     key = fingerprint(raw_dir, name, rule)
     target = out_dir / key

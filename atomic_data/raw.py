@@ -3,16 +3,21 @@
 Every problem a user can cause ends in one ``RawDataError`` naming the file,
 the line (1-based, the header is line 1) and what was expected. The fast
 path parses with pandas' C reader; only when it refuses a file do we scan the
-file line by line to say where and why.
+file line by line to say where and why. Text is UTF-8; a side file that is
+not (real exports are often Windows' cp1252 or Latin-1) is read as cp1252,
+with one warning.
 """
 
 import csv
+import logging
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pa_csv
+
+logger = logging.getLogger(__name__)
 
 RATINGS_FILE = "train_ratings.csv"
 RATINGS_COLUMNS = ("user", "item", "time")
@@ -25,6 +30,8 @@ SIDE_FILES = {
     "genres.tsv": "genre",
 }
 INTEGER_SIDE_COLUMNS = {"year"}
+UNITS = {"time": " (Unix seconds)"}  # what an integer column counts, for messages
+FALLBACK_ENCODING = "cp1252"  # Windows Western European: Latin-1's letters plus quotes, dashes, the euro
 
 
 class RawDataError(ValueError):
@@ -34,8 +41,7 @@ class RawDataError(ValueError):
 def read_ratings(raw_dir):
     """``train_ratings.csv`` as int64 arrays {user, item, time}, in file order."""
     path = Path(raw_dir) / RATINGS_FILE
-    if not path.is_file():
-        raise RawDataError(f"{path}: required file is missing")
+    require_file(path)
     _check_header(path, ",", RATINGS_COLUMNS)
     try:  # pyarrow: multi-threaded, the largest file by far
         table = pa_csv.read_csv(
@@ -43,22 +49,27 @@ def read_ratings(raw_dir):
         )
         if table.column_names != list(RATINGS_COLUMNS) or any(c.null_count for c in table.columns):
             raise ValueError("missing values")
+        columns = {name: table.column(name).to_numpy() for name in RATINGS_COLUMNS}
+        if any(values.min(initial=0) < 0 for values in columns.values()):
+            raise ValueError("negative values")
     except (ValueError, pa.ArrowInvalid) as error:
-        _raise_first_bad_line(path, ",", RATINGS_COLUMNS, RATINGS_COLUMNS)
+        _raise_first_bad_line(path, ",", RATINGS_COLUMNS, RATINGS_COLUMNS, "utf-8-sig")
         raise RawDataError(f"{path}: cannot be parsed: {error}") from error
     if table.num_rows == 0:
         raise RawDataError(f"{path}: no interactions after the header")
-    return {name: table.column(name).to_numpy() for name in RATINGS_COLUMNS}
+    return columns
 
 
 def read_side_file(raw_dir, filename):
     """One side file as (item int64, value str), or None when it is absent."""
     path = Path(raw_dir) / filename
-    if not path.is_file():
+    if not path.exists():
         return None
+    require_file(path)
+    encoding = _text_encoding(path)
     column = SIDE_FILES[filename]
     columns = ("item", column)
-    _check_header(path, "\t", columns)
+    _check_header(path, "\t", columns, encoding)
     integer_columns = ("item", column) if column in INTEGER_SIDE_COLUMNS else ("item",)
     try:
         frame = pd.read_csv(
@@ -68,34 +79,67 @@ def read_side_file(raw_dir, filename):
             engine="c",
             quoting=csv.QUOTE_NONE,
             keep_default_na=False,
+            encoding=encoding,
         )
         if (frame[column].astype(str).str.strip() == "").any():
             raise ValueError("empty value")
-    except (ValueError, pd.errors.ParserError) as error:
-        _raise_first_bad_line(path, "\t", columns, integer_columns)
+        if any((frame[name] < 0).any() for name in integer_columns):
+            raise ValueError("negative values")
+    except (ValueError, OverflowError, pd.errors.ParserError) as error:
+        _raise_first_bad_line(path, "\t", columns, integer_columns, encoding)
         raise RawDataError(f"{path}: cannot be parsed: {error}") from error
     if frame.empty:
         raise RawDataError(f"{path}: no rows after the header")
     return frame
 
 
-def _check_header(path, sep, columns):
+def require_file(path):
+    if path.is_dir():
+        raise RawDataError(f"{path}: is a folder, expected a file")
+    if not path.is_file():
+        raise RawDataError(f"{path}: required file is missing")
+
+
+def _text_encoding(path):
+    """UTF-8 (with or without a byte-order mark), else cp1252 with a warning; a byte neither explains is an error."""
+    data = path.read_bytes()  # side files are small
+    try:
+        data.decode("utf-8")
+        return "utf-8-sig"
+    except UnicodeDecodeError as error:
+        first = error.start
+    try:
+        data.decode(FALLBACK_ENCODING)
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise RawDataError(f"{path}:{line}: byte 0x{data[error.start]:02x} is neither UTF-8 nor "
+                           f"{FALLBACK_ENCODING} text") from None
+    logger.warning("%s: not UTF-8 (line %d, byte 0x%02x); read as %s (Windows Western European, which includes "
+                   "Latin-1's letters)", path, data.count(b"\n", 0, first) + 1, data[first], FALLBACK_ENCODING)
+    return FALLBACK_ENCODING
+
+
+def _check_header(path, sep, columns, encoding="utf-8-sig"):
     expected = sep.join(columns)
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        header = f.readline()
-    if header == "":
+    with open(path, "rb") as f:
+        header = f.readline()  # the first line only: the rest may be in another encoding
+    if header == b"":
         raise RawDataError(f"{path}: file is empty, expected the header {expected!r}")
-    header = header.rstrip("\r\n")
+    header = header.decode(encoding, errors="replace").rstrip("\r\n")
     if header != expected:
         raise RawDataError(f"{path}:1: header is {header!r}, expected {expected!r}")
 
 
-def _raise_first_bad_line(path, sep, columns, integer_columns):
+def _raise_first_bad_line(path, sep, columns, integer_columns, encoding):
     shown_sep = "<TAB>" if sep == "\t" else sep
     expected = shown_sep.join(columns)
-    with open(path, encoding="utf-8-sig", newline="") as f:
+    with open(path, "rb") as f:
         next(f)
-        for number, line in enumerate(f, start=2):
+        for number, raw_line in enumerate(f, start=2):
+            try:
+                line = raw_line.decode(encoding)
+            except UnicodeDecodeError as error:
+                raise RawDataError(f"{path}:{number}: byte 0x{raw_line[error.start]:02x} is not UTF-8 text") from None
             if line.strip() == "":
                 continue  # pandas skips blank lines too
             fields = line.rstrip("\r\n").split(sep)
@@ -107,12 +151,19 @@ def _raise_first_bad_line(path, sep, columns, integer_columns):
             for name, value in zip(columns, fields):
                 if value.strip() == "":
                     raise RawDataError(f"{path}:{number}: empty {name!r} in {line.rstrip()!r}")
-                if name in integer_columns and not _is_integer(value):
-                    raise RawDataError(
-                        f"{path}:{number}: {name!r} must be an integer, got {value!r}"
-                    )
+                problem = _integer_problem(value) if name in integer_columns else None
+                if problem:
+                    raise RawDataError(f"{path}:{number}: {name!r} must be {problem}{UNITS.get(name, '')}, "
+                                       f"got {value!r}")
 
 
-def _is_integer(text):
+def _integer_problem(text):
+    """What an int64 column's text lacks ("a non-negative integer", ...), or None."""
     text = text.strip()
-    return text.lstrip("+-").isdigit()
+    if not text.lstrip("+-").isdigit():
+        return "an integer"
+    if int(text) < 0:
+        return "a non-negative integer"
+    if int(text) >= 2**63:
+        return "an integer below 2^63"
+    return None

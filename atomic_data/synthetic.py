@@ -1,8 +1,9 @@
 """Synthetic competition data with structure a model can learn.
 
-    python -m atomic_data.synthetic OUT_DIR [--users N] [--items N] [--seed S] [--catalogue DIR]
+    python -m atomic_data.synthetic OUT_DIR [--users N] [--items N] [--seed S] [--catalogue DIR] [--force]
 
-Writes all six competition files. The defaults are the competition's scale
+Writes all six competition files (a folder that holds any of them already is
+refused unless --force). The defaults are the competition's scale
 (31,360 users, 6,807 items, about 5.15M interactions, 16 to about 2,900 per
 user, median 114). Structure:
 - taste: each user prefers a few genres (Dirichlet), items belong to genres;
@@ -16,13 +17,16 @@ competition folder (its five .tsv files); otherwise they are generated.
 """
 
 import argparse
+import os
+import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from atomic_data.raw import RATINGS_FILE, read_side_file
+from atomic_data.raw import RATINGS_FILE, SIDE_FILES, RawDataError, read_side_file
 from atomic_data.tables import write_table
 
 GENRES = (
@@ -46,20 +50,28 @@ class Scale:
 
 
 def generate(out_dir, scale=Scale(), seed=0, catalogue=None):
-    """Write the six files into out_dir; returns the number of interactions."""
+    """Write the six files into out_dir (replacing them); returns the number of interactions."""
     rng = np.random.default_rng(seed)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if catalogue is not None:
-        side = _catalogue_side_files(Path(catalogue), scale.items, rng)
-    else:
-        side = _generated_side_files(scale.items, rng)
-    for filename, frame in side.items():
-        write_table(out_dir / filename, list(frame.columns), [frame[c] for c in frame.columns])
+    staging = out_dir / f".synthetic.partial-{os.getpid()}"  # the files appear together, when complete
+    staging.mkdir()
+    try:
+        if catalogue is not None:
+            side = _catalogue_side_files(Path(catalogue), scale.items, rng)
+        else:
+            side = _generated_side_files(scale.items, rng)
+        for filename, frame in side.items():
+            write_table(staging / filename, list(frame.columns), [frame[c] for c in frame.columns])
 
-    item_ids, genre_matrix, era = _item_structure(side)
-    ratings = _interactions(item_ids, genre_matrix, era, scale, rng)
-    write_table(out_dir / RATINGS_FILE, ["user", "item", "time"], [ratings[c] for c in ("user", "item", "time")], sep=",")
+        item_ids, genre_matrix, era = _item_structure(side)
+        ratings = _interactions(item_ids, genre_matrix, era, scale, rng)
+        columns = [ratings[c] for c in ("user", "item", "time")]
+        write_table(staging / RATINGS_FILE, ["user", "item", "time"], columns, sep=",")
+        for path in staging.iterdir():
+            path.replace(out_dir / path.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return len(ratings)
 
 
@@ -180,11 +192,27 @@ def main(argv=None):
     parser.add_argument("--max-count", type=int, default=defaults.max_count)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--catalogue", type=Path, help="a folder with the five real side files")
+    parser.add_argument("--force", action="store_true", help="replace competition files already in OUT_DIR")
     args = parser.parse_args(argv)
+    present = [name for name in (RATINGS_FILE, *SIDE_FILES) if (args.out_dir / name).exists()]
+    if args.out_dir.exists() and not args.out_dir.is_dir():
+        return _refuse(f"{args.out_dir}: is a file, expected a folder")
+    if present and not args.force:
+        its = "it" if len(present) == 1 else "them"
+        return _refuse(f"{args.out_dir} already holds {', '.join(present)}; add --force to replace {its}")
     scale = Scale(args.users, args.items, args.median, Scale.spread, args.min_count, args.max_count)
-    rows = generate(args.out_dir, scale, args.seed, args.catalogue)
+    try:
+        rows = generate(args.out_dir, scale, args.seed, args.catalogue)
+    except (RawDataError, FileNotFoundError) as error:  # a bad --catalogue
+        return _refuse(str(error))
     print(f"{args.out_dir}: {rows:,} interactions, {args.users:,} users, {args.items:,} items")
+    return 0
+
+
+def _refuse(message):
+    print(f"error: {message}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -51,9 +51,17 @@ MANAGED = {
     "dataset_save_path": "movierec caches datasets itself",
     "save_dataloaders": "movierec caches datasets itself",
     "dataloaders_save_path": "movierec caches datasets itself",
+    **dict.fromkeys(  # read by RecBole (some absent from its property files)
+        ("nproc", "world_size", "local_rank", "offset", "ip", "port"),
+        "a run is one process on one device (RecBole's distributed training is not supported)",
+    ),
+    **dict.fromkeys(
+        ("user_inter_num_interval", "item_inter_num_interval", "val_interval", "filter_inter_by_user_or_item"),
+        "RecBole's filters would drop users or items that the holdout and the submission need; "
+        "filter the raw files instead",
+    ),
+    "rm_dup_inter": "preparing the data drops duplicate interactions already (keeping the earliest)",
 }
-# read by RecBole but absent from its property files
-EXTRA_RECBOLE_KEYS = {"nproc", "world_size", "offset", "ip", "port", "local_rank"}
 SUPPORTED_TYPES = {ModelType.GENERAL, ModelType.TRADITIONAL, ModelType.SEQUENTIAL, ModelType.CONTEXT}
 
 
@@ -145,13 +153,12 @@ def load_settings(model=None, config_file=None, overrides=(), quick=False):
         "command line": override_layer.pop("model", None),
         str(config_file): file_layer.get("model"),
     }
-    named = {source: name for source, name in named.items() if name}
+    named = {source: check_model(name) for source, name in named.items() if name}
     if not named:
         raise ConfigError("no model: pass --model NAME or set `model:` in the --config file")
     if len(set(named.values())) > 1:
         raise ConfigError(f"conflicting models: {', '.join(f'{n} ({s})' for s, n in named.items())}")
     model = next(iter(named.values()))
-    check_model(model)
 
     layers = [(str(BASE_YAML), read_yaml(BASE_YAML))]
     model_yaml = YAML_DIR / f"{model.lower()}.yaml"
@@ -167,7 +174,7 @@ def load_settings(model=None, config_file=None, overrides=(), quick=False):
             raise ConfigError(f"--quick: no `quick:` block for {model} in {', '.join(s for s, _ in layers)}")
         _merge(values, sources, values["quick"], f"{sources['quick']} (quick:)")
     _merge(values, sources, override_layer, "command line")
-    if values.get("model", model) != model:
+    if check_model(values.get("model", model)) != model:
         raise ConfigError(f"{sources['model']}: model {values['model']!r} conflicts with {model!r}")
     values["model"] = model
     settings = Settings(model, values, sources)
@@ -195,14 +202,14 @@ def did_you_mean(name, valid):
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
-def check_model(model):
+def check_model(name):
+    """The model's registered name (case does not matter); ConfigError when unknown or unable to run here."""
     names = registry.model_names()
-    if model not in names:
-        close = difflib.get_close_matches(model, names, n=1, cutoff=0.5) or [
-            n for n in names if n.lower() == model.lower()
-        ]
+    model = {n.lower(): n for n in names}.get(str(name).lower())
+    if model is None:
+        close = difflib.get_close_matches(str(name), names, n=1, cutoff=0.5)
         hint = f"; did you mean {close[0]!r}?" if close else f"; known models: {', '.join(names)}"
-        raise ConfigError(f"unknown model {model!r}{hint}")
+        raise ConfigError(f"unknown model {name!r}{hint}")
     model_type = registry.get_model(model).type
     if model_type not in SUPPORTED_TYPES:
         reason = {
@@ -210,11 +217,12 @@ def check_model(model):
             ModelType.DECISIONTREE: "decision-tree models need xgboost/lightgbm and label data",
         }.get(model_type, f"models of type {model_type} are not supported")
         raise ConfigError(f"model {model!r} cannot run here: {reason}")
+    return model
 
 
 def known_keys(model):
     """Every setting RecBole reads for this model, plus movierec's."""
-    keys = set(MOVIEREC_KEYS) | EXTRA_RECBOLE_KEYS
+    keys = set(MOVIEREC_KEYS) | set(MANAGED)
     keys |= set(general_arguments + training_arguments + evaluation_arguments + dataset_arguments)
     for path in [RECBOLE_PROPERTIES / "overall.yaml", RECBOLE_PROPERTIES / "dataset" / "sample.yaml"]:
         keys |= set(read_yaml(path))
@@ -263,11 +271,80 @@ def check_settings(settings):
             raise ConfigError(f"{where(key)}: {key} must be {expected}, got {values[key]!r}")
     if values.get("data") is not None and not Path(values["data"]).expanduser().is_dir():
         raise ConfigError(f"{where('data')}: data folder {values['data']!r} does not exist")
+    for key in ("data_dir", "output_dir"):  # folders made later: nothing in their way may be a file
+        path = Path(values[key] or ".").expanduser().absolute()
+        blocking = next(p for p in (path, *path.parents) if p.exists())
+        if not blocking.is_dir():
+            raise ConfigError(f"{where(key)}: {key} {values[key]!r}: {blocking} is a file, expected a folder")
     if values.get("pretrained_path") is not None and not Path(values["pretrained_path"]).is_file():
         raise ConfigError(f"{where('pretrained_path')}: pretrained checkpoint {values['pretrained_path']!r} not found")
+    check_values(settings.model, {k: v for k, v in values.items() if k not in MOVIEREC_KEYS}, where)
     model_check = registry.settings_check(settings.model)
     if model_check:
         model_check(values, where)
+
+
+# The kind of number a setting takes: its type from RecBole's default for the model (an integer,
+# a number, true/false, a list of numbers), its range from its name (a name rule whose range
+# excludes the model's own default does not apply to that model).
+COUNT_NAME = re.compile(
+    r"^(n|num)_|(^|_)(k|epochs?|size|num|steps?|layers?|heads|dim|dimension|hops|len|length|samples)$", re.I)
+INTEGER_SETTINGS = {"seed"}  # integers that count nothing
+RANGES = [  # (name pattern, integers only?, test, text)
+    (COUNT_NAME, True, lambda v: v >= 1, ">= 1"),
+    (re.compile(r"dropout|_probs?$|_ratio$"), False, lambda v: 0 <= v <= 1, "in [0, 1]"),
+    (re.compile(r"learning_rate$"), False, lambda v: v > 0, "> 0"),
+    (re.compile(r"weights?$|weight_decay$"), False, lambda v: v >= 0, ">= 0"),
+]
+
+
+def setting_defaults(model):
+    """RecBole's default of every setting of the model (read with RecBole's float rule: 1e-3 is a float)."""
+    defaults = {}
+    for path in (RECBOLE_PROPERTIES / "overall.yaml", RECBOLE_PROPERTIES / "dataset" / "sample.yaml"):
+        defaults.update(read_yaml(path))
+    for name in (*getattr(registry.get_model(model), "DOWNSTREAM_MODELS", ()), model):
+        defaults.update(registry.model_properties(name))
+    return defaults
+
+
+def value_rule(key, default):
+    """(test, what it expects) for values of a setting with this default; None when its default says nothing."""
+    if isinstance(default, bool):
+        return (lambda v: isinstance(v, bool)), "true or false"
+    if is_number(default):
+        return _number_rule(key, default)
+    if isinstance(default, list) and default and all(map(is_number, default)):
+        ok, what = _number_rule(key, default[0])
+        plural = what.replace("an integer", "integers").replace("a number", "numbers")
+        return (lambda v: isinstance(v, list) and all(map(ok, v))), f"a list of {plural}"
+    return None
+
+
+def _number_rule(key, default):
+    integer = isinstance(default, int) and (COUNT_NAME.search(key) or key in INTEGER_SETTINGS)
+    kind, is_kind = ("an integer", is_int) if integer else ("a number", is_number)
+    for pattern, integers_only, in_range, text in RANGES:
+        if pattern.search(key) and (integer or not integers_only) and in_range(default):
+            return (lambda v: is_kind(v) and in_range(v)), f"{kind} {text}"
+    return is_kind, kind
+
+
+def check_values(model, values, where):
+    """Each value of the kind RecBole's default for the model says; where(key) names its source."""
+    defaults = setting_defaults(model)
+    for key, value in values.items():
+        rule = value_rule(key, defaults.get(key))
+        if rule and not rule[0](value):
+            raise ConfigError(f"{where(key)}: {key} must be {rule[1]}, got {value!r}")
+
+
+def is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def resolve_device(setting):

@@ -2,8 +2,9 @@
 
 - ``load_dataset`` returns RecBole's dataset ready for training (features
   as Interactions, sequences for sequential models), from a pickle under
-  ``<data_path>/cache/`` when the same data and dataset settings were built
-  before: a second run does not re-read and re-index millions of rows.
+  ``<data_path>/cache/`` when the same data and the same values of the
+  settings its construction read were built before (recbole_ext.cache): a
+  second run does not re-read and re-index millions of rows.
 - ``LazySequentialDataset`` is RecBole's SequentialDataset with its data
   augmentation done per batch. RecBole materialises, for every interaction,
   the list of up to MAX_ITEM_LIST_LENGTH previous items of every field (a
@@ -17,8 +18,6 @@
   internal ids: the items to mask and the sequences to score from.
 """
 
-import hashlib
-import json
 import logging
 import pickle
 from pathlib import Path
@@ -32,15 +31,14 @@ from recbole.data.interaction import Interaction
 from recbole.data.utils import get_dataloader
 from recbole.sampler import RepeatableSampler, Sampler
 from recbole.utils import ModelType
-from recbole.utils.argument_list import dataset_arguments
 
 from recbole_ext import registry
+from recbole_ext.cache import ReadKeyedCache, ReadRecorder, unwrapped
 from recbole_ext.files import write_atomic
 
 logger = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1  # bump when what is pickled changes
-DATASET_SETTINGS = (*dataset_arguments, "seed", "repeatable")  # the settings a cached dataset depends on
+CACHE_FORMAT = 2  # bump when what is pickled changes
 # models that read the materialised lists from dataset.inter_feat
 EAGER_SEQUENTIAL_MODELS = {"FEARec"}
 
@@ -174,29 +172,41 @@ def dataset_class(config):
 
 
 def load_dataset(config):
-    """The dataset for config, formatted for training; cached next to the atomic files."""
+    """The dataset for config (a Config, or a ReadRecorder that notes what the dataset read), formatted for
+    training; cached next to the atomic files."""
     cls = dataset_class(config)
-    settings = {arg: config[arg] for arg in DATASET_SETTINGS}
-    settings.update(cache_format=CACHE_FORMAT, dataset=config["dataset"], cls=cls.__name__)
-    key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    path = Path(config["data_path"]).parent / "cache" / f"{config['dataset']}-{cls.__name__}-{key}.pth"
-    if path.is_file():
+    cache = _dataset_cache(config, cls)
+    path = cache.find(config)
+    if path is not None:
         with open(path, "rb") as f:
             dataset = pickle.load(f)
         dataset.config = config
         logger.info("dataset %s from cache %s", config["dataset"], path)
         return dataset
-    dataset = cls(config)
+    recorder = ReadRecorder(config)
+    dataset = cls(recorder)
     dataset._change_feat_format()  # what RecBole's build() does before splitting
-    path.parent.mkdir(parents=True, exist_ok=True)
+    dataset.config = unwrapped(config)  # pickled with the plain Config
 
     def dump(tmp):
         with open(tmp, "wb") as f:
             pickle.dump(dataset, f, protocol=pickle.HIGHEST_PROTOCOL)
 
+    path = cache.path_for(config, recorder.reads)
     write_atomic(path, dump)
+    dataset.config = config
     logger.info("dataset %s built and cached in %s", config["dataset"], path)
     return dataset
+
+
+def cached_dataset(config):
+    """The cache file load_dataset would read for config, or None."""
+    return _dataset_cache(config, dataset_class(config)).find(config)
+
+
+def _dataset_cache(config, cls):
+    folder = Path(config["data_path"]).parent / "cache"  # RecBole's data_path is <prepared version>/<dataset>
+    return ReadKeyedCache(folder, f"{config['dataset']}-{cls.__name__}", CACHE_FORMAT)
 
 
 def train_loader(config, dataset, history):

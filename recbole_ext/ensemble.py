@@ -32,6 +32,7 @@ interval. Its per-user scores go to holdout_users.csv, as a run's do.
 
 import argparse
 import datetime
+import hashlib
 import itertools
 import json
 import math
@@ -45,7 +46,7 @@ import pandas as pd
 
 from atomic_data import Prepared
 from recbole_ext.config import ConfigError
-from recbole_ext.files import staging_path
+from recbole_ext.files import json_text, remove_dead_partials, staging_path
 from recbole_ext.metrics import (
     RECALL, K, bootstrap_interval, describe_difference, describe_holdout, holdout_detail, holdout_metrics,
     mean_scores, paired_differences, part_scores, split_users,
@@ -262,8 +263,14 @@ def load_members(run_dirs):
     if len(set(names)) < len(names):
         names = [str(path) for path in paths]
     summaries = [_read_summary(path) for path in paths]
-    for key, what in (("fingerprint", "data fingerprint"), ("holdout_path", "holdout")):
-        _check_same(names, [summary.get("data", {}).get(key) for summary in summaries], what)
+    _check_same(names, [summary.get("data", {}).get("fingerprint") for summary in summaries], "data fingerprint")
+    # by content: the same prepared data may sit under several data_dir folders
+    holdouts = [Path(summary.get("data", {}).get("holdout_path", "")) for summary in summaries]
+    for path, holdout in zip(paths, holdouts):
+        if not holdout.is_file():
+            raise EnsembleError(f"{path}: its holdout file {holdout} is gone")
+    digests = [hashlib.sha256(holdout.read_bytes()).hexdigest() for holdout in holdouts]
+    _check_same(names, digests, "holdout", shown=dict(zip(digests, holdouts)))
     return [
         Member(name, path, summary, _read_list(path / VALID_TOP), _read_list(path / FULL_TOP))
         for name, path, summary in zip(names, paths, summaries)
@@ -281,18 +288,23 @@ def _read_summary(path):
         raise EnsembleError(f"{path / SUMMARY}: not valid JSON ({error})") from None
     if summary.get("model") == ENSEMBLE_MODEL:
         raise EnsembleError(f"{path}: an ensemble, not a run; blend its member runs instead")
+    if summary.get("error"):
+        raise EnsembleError(f"{path}: a run that stopped early ({summary['error']}): it has its validation but no "
+                            f"final fit to blend")
     missing = [name for name in (VALID_TOP, FULL_TOP) if not (path / name).is_file()]
     if missing:
         raise EnsembleError(f"{path}: not a finished run (no {', '.join(missing)}; a validate-only trial?)")
     return summary
 
 
-def _check_same(names, values, what):
+def _check_same(names, values, what, shown=None):
+    """All values equal, or an EnsembleError listing the runs per value (shown[value] in its place)."""
     runs_by_value = {}
     for name, value in zip(names, values):
         runs_by_value.setdefault(value, []).append(name)
     if len(runs_by_value) > 1:
-        detail = "; ".join(f"{value} ({', '.join(runs)})" for value, runs in runs_by_value.items())
+        detail = "; ".join(f"{(shown or {}).get(value, value)} ({', '.join(runs)})"
+                           for value, runs in runs_by_value.items())
         raise EnsembleError(f"the runs differ in {what}: {detail}. Blend runs made on the same prepared data.")
 
 
@@ -425,14 +437,16 @@ def build(run_dirs, method="rank", weights="auto", seed=0, output=None, depth=No
         "timings": timer,  # the same dict: the write step below still adds to it
         "created": datetime.datetime.now().isoformat(timespec="seconds"),
     }
+    final.parent.mkdir(parents=True, exist_ok=True)
+    remove_dead_partials(final.parent)
     staging = staging_path(final)
     shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    staging.mkdir()
     try:
         with timer.step("write"):
             submission.to_csv(staging / SUBMISSION, index=False)
             write_holdout_users(staging, blend_users)
-        (staging / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
+        (staging / SUMMARY).write_text(json_text(summary))
         staging.rename(final)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -1,10 +1,26 @@
 """Outputs appear only when complete: written under a hidden temporary name beside
 their final one, then renamed into place (one rename: readers never see half a file).
+
+A temporary name holds the machine and the process writing it, so that the next
+run in a folder removes what a killed process (SIGKILL, a crash of the machine)
+left behind, and leaves alone what a live one, or one on another machine of a
+shared filesystem, is still writing.
 """
 
 import datetime
+import json
+import logging
+import math
 import os
+import re
+import shutil
+import socket
 from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+HOST = socket.gethostname()
+PARTIAL = re.compile(r"^\..+\.partial-(?P<host>.+)-(?P<pid>\d+)(\.[^.]*)?$")  # (the suffix of a file)
 
 
 def default_output(name):
@@ -14,16 +30,52 @@ def default_output(name):
 
 
 def staging_path(final, pid=None):
-    """The name an output folder is written under ("*" as pid: a glob for every process's)."""
-    return final.with_name(f".{final.name}.partial-{os.getpid() if pid is None else pid}")
+    """The name an output folder is written under ("*" as pid: a glob for every process's, on any machine)."""
+    writer = "*" if pid == "*" else f"{HOST}-{os.getpid() if pid is None else pid}"
+    return final.with_name(f".{final.name}.partial-{writer}")
 
 
 def write_atomic(path, write):
     """Call write(tmp) for a file beside path, then rename it to path; on failure nothing is left."""
     path = Path(path)
-    partial = path.with_name(f".{path.name}.partial-{os.getpid()}{path.suffix}")  # the suffix: savefig reads it
+    remove_dead_partials(path.parent)  # e.g. a dataset cache a killed run was writing
+    partial = path.with_name(staging_path(path).name + path.suffix)  # the suffix: savefig reads it
     try:
         write(partial)
         partial.replace(path)
     finally:
         partial.unlink(missing_ok=True)
+
+
+def remove_dead_partials(folder):
+    """Remove the temporary files and folders in folder of processes of this machine that no longer run."""
+    for path in Path(folder).glob(".*.partial-*"):
+        found = PARTIAL.match(path.name)
+        if found and found["host"] == HOST and not _running(int(found["pid"])):
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+            logger.info("removed %s, left by process %s, which ended before finishing it", path, found["pid"])
+
+
+def _running(pid):
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's
+    return True
+
+
+def json_text(value):
+    """Strict JSON, indented: NaN and infinities (which other JSON readers refuse) become null."""
+    return json.dumps(_finite(value), indent=2, allow_nan=False) + "\n"
+
+
+def _finite(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(entry) for key, entry in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(entry) for entry in value]
+    return value

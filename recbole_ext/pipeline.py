@@ -7,8 +7,13 @@
 A run writes into a staging folder renamed into place when complete:
 submission.csv, valid_top50.csv, full_top50.csv, summary.json, model.pth,
 run.log, holdout_users.csv (each holdout user's scores, from which intervals,
-paired comparisons and tune.py's honest estimate are computed). A failed run
-leaves only ``<output>.failed/`` with run.log and error.txt.
+paired comparisons and tune.py's honest estimate are computed). A run that
+stops early keeps what it finished: ``<output>.failed/``
+(an error: run.log, error.txt) or ``<output>.interrupted/`` (Ctrl-C, SIGTERM:
+run.log), each with the validation (summary.json with the holdout scores and
+the error, valid_top50.csv) when it was complete. Bad input (a ConfigError or
+RawDataError before the validation is complete) keeps nothing: its one-line
+message says it all.
 """
 
 import datetime
@@ -34,7 +39,7 @@ from atomic_data.movielens import embedded_default
 from recbole_ext import registry
 from recbole_ext.config import ConfigError, Settings, recbole_config, resolve_device
 from recbole_ext.data import History, load_dataset, read_inter, train_loader
-from recbole_ext.files import default_output, staging_path
+from recbole_ext.files import default_output, json_text, remove_dead_partials, staging_path
 from recbole_ext.holdout import HoldoutScorer, holdout_trainer
 from recbole_ext.metrics import K, activity_groups, describe_holdout, holdout_detail, mean_scores, part_scores
 from recbole_ext.predict import top_k
@@ -49,6 +54,7 @@ SUMMARY = "summary.json"
 MODEL_FILE = "model.pth"
 LOG_FILE = "run.log"
 HOLDOUT_USERS = "holdout_users.csv"
+FAILED, INTERRUPTED = ".failed", ".interrupted"  # suffixes of the folders of runs that stopped early
 
 
 @dataclass
@@ -76,7 +82,12 @@ class Timer(dict):
 def prepare_data(settings):
     raw = settings["data"] or embedded_default(settings["data_dir"])
     out = Path(settings["data_dir"]) / "prepared"
-    return atomic_data.prepare(raw, out, settings["dataset"], settings.holdout)
+    prepared = atomic_data.prepare(raw, out, settings["dataset"], settings.holdout)
+    if not prepared.counts["holdout_users"]:
+        rule = ", ".join(f"{key} {value}" for key, value in settings.holdout.as_dict().items() if key != "seed")
+        raise ConfigError(f"{settings.sources.get('holdout', 'settings')}: holdout: no user can be scored: with {rule} "
+                          f"every user keeps all interactions for training; lower holdout.min_train")
+    return prepared
 
 
 def fit(settings, prepared, dataset_name, workdir, timer, stage, holdout=None, epochs=None, on_result=None):
@@ -116,6 +127,7 @@ def run(settings: Settings, on_result=None, validate_only=False):
     validate_only: stop after the holdout score (tuning trials): the best
     epoch's scores, no valid_top50.csv, no refit, no submission, no model file.
     """
+    resolve_device(settings["device"])  # a missing GPU is refused before anything is written
     final = output_folder(settings.model, settings["output_dir"])
     with staged_run_folder(final, settings["state"]) as staging:
         summary = _run(settings, staging, on_result, validate_only)
@@ -126,15 +138,17 @@ def run(settings: Settings, on_result=None, validate_only=False):
 @contextmanager
 def staged_run_folder(final, state):
     """A run's folder, written under a staging name (with its run.log) and renamed to final when
-    complete; a failure leaves only <final>.failed/ with run.log and error.txt."""
+    complete; a run that stops early keeps what _keep_finished_work says (the exception's kept_in)."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    remove_dead_partials(final.parent)
     staging = staging_path(final)
     shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    staging.mkdir()
     try:
         with run_logging(staging / LOG_FILE, state):
             yield staging
     except BaseException as error:
-        _keep_failure(staging, final, error)
+        error.kept_in = _keep_finished_work(staging, final, error)
         raise
     shutil.rmtree(staging / "checkpoints", ignore_errors=True)
     staging.rename(final)
@@ -190,9 +204,11 @@ def _run(settings, out, on_result, validate_only):
         "created": datetime.datetime.now().isoformat(timespec="milliseconds"),
     }
     if not validate_only:
+        summary["timings"] = dict(timer)
+        (out / SUMMARY).write_text(json_text(summary))  # the validation, kept should the final fit fail
         summary["refit_epochs"] = _final_fit(run_settings, prepared, valid, out, timer)
     summary["timings"] = dict(timer)
-    (out / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
+    (out / SUMMARY).write_text(json_text(summary))
     return summary
 
 
@@ -228,6 +244,10 @@ def _final_fit(settings, prepared, valid, out, timer):
         torch.cuda.empty_cache()
         final_fit = fit(settings, prepared, prepared.name, out, timer, "full", epochs=refit_epochs)
     else:
+        logger.warning("refit: false: the submission comes from the validation fit, which never saw the %d "
+                       "holdout interactions (%.1f%% of the data, each user's latest among them)",
+                       prepared.counts["holdout_interactions"],
+                       100 * prepared.counts["holdout_interactions"] / prepared.counts["interactions"])
         final_fit = valid
         final_fit.history = History.from_file(valid.dataset, full_inter)
     with timer.step("full_predict"):
@@ -274,12 +294,17 @@ def save_model(path, fit_result, settings, prepared):
 def predict_only(checkpoint_path, output_dir=None, device=None):
     """submission.csv and full_top50.csv from a saved model.pth, without training."""
     checkpoint_path = Path(checkpoint_path)
+    if checkpoint_path.is_dir():
+        raise ConfigError(f"{checkpoint_path}: is a folder, expected a model.pth written by run.py")
     if not checkpoint_path.is_file():
-        raise FileNotFoundError(f"{checkpoint_path}: checkpoint not found")
-    # a file a movierec run wrote: it holds RecBole's Config, not only tensors
-    checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
-    if "movierec" not in checkpoint:
-        raise ConfigError(f"{checkpoint_path}: not a movierec model.pth (no run settings inside)")
+        raise ConfigError(f"{checkpoint_path}: checkpoint not found")
+    try:  # a file a movierec run wrote: it holds RecBole's Config, not only tensors
+        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+    except Exception as error:  # pickle, zip and torch errors alike: the file is not a checkpoint
+        raise ConfigError(f"{checkpoint_path}: not a model.pth written by run.py (cannot be read: "
+                          f"{type(error).__name__})") from None
+    if not isinstance(checkpoint, dict) or "movierec" not in checkpoint:
+        raise ConfigError(f"{checkpoint_path}: not a model.pth written by run.py (no run settings inside)")
     meta, config = checkpoint["movierec"], checkpoint["config"]
     values = {**meta["settings"], "output_dir": output_dir, "device": device or meta["settings"]["device"]}
     settings = Settings(config["model"], values)
@@ -308,15 +333,34 @@ def output_folder(name, output_dir=None):
     return final
 
 
-def _keep_failure(staging, final, error):
-    """Leave only the log and the error of a failed run, under <final>.failed."""
+def _keep_finished_work(staging, final, error):
+    """What a run that stopped early leaves, and where: the log, the validation when it was complete (the
+    summary with the error), the traceback of an error; bad input before that leaves nothing (returns None)."""
+    validated = (staging / SUMMARY).is_file()
+    if isinstance(error, (ConfigError, atomic_data.RawDataError)) and not validated:
+        shutil.rmtree(staging)
+        return None
+    interrupted = isinstance(error, KeyboardInterrupt)
     for path in staging.iterdir():
-        if path.name != LOG_FILE:
+        if path.name not in (LOG_FILE, SUMMARY, VALID_TOP):
             shutil.rmtree(path) if path.is_dir() else path.unlink()
-    (staging / "error.txt").write_text("".join(traceback.format_exception(error)))
-    failed = final.with_name(final.name + ".failed")
-    shutil.rmtree(failed, ignore_errors=True)
-    staging.rename(failed)
+    if validated:
+        summary = json.loads((staging / SUMMARY).read_text())
+        summary["error"] = "interrupted" if interrupted else error_line(error)
+        (staging / SUMMARY).write_text(json_text(summary))
+    if not interrupted:
+        (staging / "error.txt").write_text("".join(traceback.format_exception(error)))
+    kept = final.with_name(final.name + (INTERRUPTED if interrupted else FAILED))
+    shutil.rmtree(kept, ignore_errors=True)
+    staging.rename(kept)
+    return kept
+
+
+def error_line(error):
+    """An exception as one line: its type and the last line of its message."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    text = lines[-1] if lines else ""
+    return text if text.startswith(type(error).__name__) else f"{type(error).__name__}: {text}".rstrip(": ")
 
 
 @contextmanager

@@ -5,8 +5,8 @@
    user's whole sequence cut into windows of MAX_ITEM_LIST_LENGTH
    (``recbole_ext.data.SequenceWindows``), and saves
    only what the downstream model needs; the checkpoint is cached next to
-   the data, keyed by the pretraining settings and the data fingerprint,
-   and reused while they are unchanged;
+   the data, keyed by the values of every setting pretraining read
+   (recbole_ext.cache), and reused while they are unchanged;
 2. runs the downstream model (``downstream_model``: SASRec or BERT4Rec) like
    any model, with ``pretrained_path`` set: after construction it loads every
    matching tensor (item rows matched by original item id, so the same
@@ -14,8 +14,6 @@
    loaded and what was not.
 """
 
-import hashlib
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -25,6 +23,7 @@ import torch
 from recbole.utils import init_seed
 
 from recbole_ext import registry
+from recbole_ext.cache import ReadKeyedCache, ReadRecorder
 from recbole_ext.config import MOVIEREC_KEYS, Settings, check_settings, known_keys, recbole_config
 from recbole_ext.data import History, load_dataset, original_ids, train_loader
 from recbole_ext.files import write_atomic
@@ -48,46 +47,56 @@ class Pretrained:
         return {"checkpoint": str(self.path), "cached": self.cached, "seconds": round(self.seconds, 3)}
 
 
-def pretraining_keys(model_name):
-    """The settings a pretrained checkpoint depends on (its cache key, with the data)."""
-    return set(registry.model_properties(model_name)) - {"downstream_model"} | {"MAX_ITEM_LIST_LENGTH", "seed"}
+PRETRAINED_FORMAT = 1  # bump when what a pretrained checkpoint holds changes
 
 
 def pretrain(settings, prepared, workdir):
     """The pretrained checkpoint for these settings and data, trained now or found in the cache."""
-    model_class = registry.get_model(settings.model)
-    identity = {k: settings.values.get(k) for k in sorted(pretraining_keys(settings.model))}
-    identity.update(model=settings.model, data=prepared.fingerprint, dataset=prepared.valid_name)
-    key = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    path = prepared.data_path / "cache" / f"pretrained-{settings.model}-{key}.pth"
-    if path.is_file():
+    config = _pretraining_config(settings, prepared, Path(workdir) / "checkpoints")
+    cache = _pretraining_cache(settings, prepared)
+    path = cache.find(config)
+    if path is not None:
         logger.info("pretrained %s reused from %s", settings.model, path)
         return Pretrained(path, cached=True, seconds=torch.load(path, weights_only=True)["seconds"])
 
     started = time.perf_counter()
+    recorder = ReadRecorder(config)  # what pretraining reads keys the checkpoint in the cache
+    init_seed(recorder["seed"], recorder["reproducibility"])
+    dataset = load_dataset(recorder)
+    history = History.from_file(dataset, prepared.inter_path(prepared.valid_name))
+    loader = train_loader(recorder, dataset, history)
+    model = registry.get_model(settings.model)(recorder, dataset).to(recorder["device"])
+    trainer = registry.get_trainer(recorder["MODEL_TYPE"], settings.model)(recorder, model)
+    logger.info("pretraining %s on %d batches of windows, attributes %s", settings.model, len(loader),
+                list(attribute_weights(recorder["item_attribute"])))
+    trainer.fit(loader, show_progress=recorder["show_progress"])
+
+    state = {name: tensor.cpu() for name, tensor in model.downstream_state().items()}
+    item_tokens = torch.from_numpy(original_ids(dataset, dataset.iid_field))
+    seconds = time.perf_counter() - started
+    path = cache.path_for(config, recorder.reads)
+    write_atomic(path, lambda tmp: torch.save({"state_dict": state, "item_tokens": item_tokens, "seconds": seconds}, tmp))
+    return Pretrained(path, cached=False, seconds=seconds)
+
+
+def find_pretrained(settings, prepared):
+    """The cached checkpoint that pretraining with these settings would reuse, or None."""
+    return _pretraining_cache(settings, prepared).find(_pretraining_config(settings, prepared, "checkpoints"))
+
+
+def _pretraining_config(settings, prepared, checkpoint_dir):
     attributes = list(attribute_weights(settings["item_attribute"]))
-    config = recbole_config(
-        settings, prepared.data_path, prepared.valid_name, Path(workdir) / "checkpoints",
+    return recbole_config(
+        settings, prepared.data_path, prepared.valid_name, checkpoint_dir,
         epochs=settings["pretrain_epochs"],
         learning_rate=settings["pretrain_learning_rate"],
         train_batch_size=settings["pretrain_batch_size"],
         load_col={**settings["load_col"], "item": ["item_id", *attributes]},
     )
-    init_seed(config["seed"], config["reproducibility"])
-    dataset = load_dataset(config)
-    history = History.from_file(dataset, prepared.inter_path(prepared.valid_name))
-    loader = train_loader(config, dataset, history)
-    model = model_class(config, dataset).to(config["device"])
-    trainer = registry.get_trainer(config["MODEL_TYPE"], settings.model)(config, model)
-    logger.info("pretraining %s on %d batches of windows, attributes %s", settings.model, len(loader), attributes)
-    trainer.fit(loader, show_progress=config["show_progress"])
 
-    state = {name: tensor.cpu() for name, tensor in model.downstream_state().items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    item_tokens = torch.from_numpy(original_ids(dataset, dataset.iid_field))
-    seconds = time.perf_counter() - started
-    write_atomic(path, lambda tmp: torch.save({"state_dict": state, "item_tokens": item_tokens, "seconds": seconds}, tmp))
-    return Pretrained(path, cached=False, seconds=seconds)
+
+def _pretraining_cache(settings, prepared):
+    return ReadKeyedCache(prepared.data_path / "cache", f"pretrained-{settings.model}", PRETRAINED_FORMAT)
 
 
 def downstream_settings(settings, pretrained_path):

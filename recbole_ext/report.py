@@ -2,7 +2,9 @@
 
     python -m recbole_ext.report [OUTPUTS_DIR] [--output DIR]
 
-Reads each summary.json under OUTPUTS_DIR (default outputs/), prints the table
+Reads the summary.json of each finished run and ensemble under OUTPUTS_DIR
+(default outputs/; validate-only tune trials and runs that stopped early are
+left out: they have no submission.csv), prints the table
 sorted by holdout recall@10 and writes report.csv, report.md and report.png (a
 bar chart of recall@10 by run, with its 95% interval) into --output (default
 OUTPUTS_DIR). An ensemble's recall@10 is its cross-fitted estimate. Runs made on
@@ -33,7 +35,7 @@ from recbole_ext import leaderboard  # noqa: E402
 from recbole_ext.ensemble import ENSEMBLE_MODEL  # noqa: E402
 from recbole_ext.files import write_atomic  # noqa: E402
 from recbole_ext.metrics import ACTIVITY, METRICS, NDCG, RECALL, paired_differences  # noqa: E402
-from recbole_ext.pipeline import SUMMARY, read_holdout_users  # noqa: E402
+from recbole_ext.pipeline import SUBMISSION, SUMMARY, read_holdout_users  # noqa: E402
 
 BREAKDOWN = (*PART_NAMES.values(), *ACTIVITY)  # holdout parts, then activity groups
 INTERVAL = ["ci low", "ci high"]  # the 95% bootstrap interval of recall@10
@@ -53,10 +55,12 @@ class ReportError(ValueError):
 
 
 def find_summaries(root):
-    """summary.json files under root, skipping staging folders (names starting with a dot)."""
+    """summary.json files under root of finished runs and ensembles: beside a submission.csv (validate-only tune
+    trials and runs that stopped early have none), outside staging folders (names starting with a dot)."""
     found = []
     for path in sorted(Path(root).rglob(SUMMARY)):
-        if not any(part.startswith(".") for part in path.relative_to(root).parts):
+        staged = any(part.startswith(".") for part in path.relative_to(root).parts)
+        if not staged and (path.parent / SUBMISSION).is_file():
             found.append(path)
     return found
 
@@ -213,34 +217,40 @@ def as_markdown(table):
 
 
 def bar_chart(table, path):
-    """Recall@10 by run, best at the top; one panel per data version."""
+    figure = bar_figure(table)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def bar_figure(table):
+    """Recall@10 by run, best at the top; one panel per data version, each on its own x-axis (the scores of
+    different holdouts are not on one scale)."""
     parts = groups(table)
     label_width = max(len(_label(run, model)) for run, model in zip(table["run"], table["model"]))
     heights = [max(len(rows), 1) for _, rows in parts]
     figure, axes = plt.subplots(
         len(parts), 1, squeeze=False, gridspec_kw={"height_ratios": heights},
-        figsize=(6 + 0.09 * label_width, 1.2 + 0.4 * sum(heights) + 0.6 * len(parts)),
+        figsize=(6 + 0.09 * label_width, 1.2 + 0.4 * sum(heights) + 1.0 * len(parts)),
     )
-    top = table["recall@10"].max()
     for axis, (fingerprint, rows) in zip(axes[:, 0], parts):
         rows = rows.iloc[::-1]  # barh draws from the bottom
         colours = ["tab:orange" if model.startswith(ENSEMBLE_MODEL) else "tab:blue" for model in rows["model"]]
         errors = np.nan_to_num([rows[RECALL] - rows["ci low"], rows["ci high"] - rows[RECALL]])  # none: 0
         bars = axis.barh([_label(run, model) for run, model in zip(rows["run"], rows["model"])],
                          rows[RECALL], color=colours, xerr=errors, error_kw={"elinewidth": 1, "capsize": 2})
+        top = np.nanmax([rows[RECALL].max(), rows["ci high"].max()])
         for bar, value, end in zip(bars, rows[RECALL], rows[RECALL] + errors[1]):  # the label after the interval
             axis.text(end + 0.01 * top, bar.get_y() + bar.get_height() / 2, f"{value:.4f}", va="center", fontsize=9)
-        axis.set_xlim(0, max(top, table["ci high"].max()) * 1.2)
+        axis.set_xlim(0, top * 1.2)
         axis.set_title(f"data {fingerprint}", fontsize=10, loc="left")
+        axis.set_xlabel("holdout Recall@10 (ensembles: cross-fitted), with its 95% interval", fontsize=9)
         axis.tick_params(axis="y", labelsize=9)
         axis.grid(axis="x", alpha=0.3)
-    axes[-1, 0].set_xlabel("holdout Recall@10 (ensembles: cross-fitted), with its 95% interval")
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in ("tab:blue", "tab:orange")]
     axes[0, 0].legend(handles, ["run", "ensemble"], loc="lower right", bbox_to_anchor=(1, 1), ncol=2,
                       frameon=False, fontsize=9)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    return figure
 
 
 def _label(run, model, width=56):
@@ -258,7 +268,7 @@ def write_report(root, output=None):
         raise ReportError(f"{root}: no such folder")
     table, skipped = report_table(root)
     if table.empty:
-        raise ReportError(f"{root}: no finished run or ensemble (no {SUMMARY} below it)")
+        raise ReportError(f"{root}: no finished run or ensemble (no {SUMMARY} beside a {SUBMISSION} below it)")
     output = Path(output) if output else root
     output.mkdir(parents=True, exist_ok=True)
     writers = {

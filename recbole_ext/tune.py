@@ -28,7 +28,8 @@ The output folder:
     ray/            Ray Tune's experiment (results, the state ``--resume`` restores)
     trials/<id>/    a trial's pipeline output (run.log, summary.json);
                     <id>.failed/ when it failed, <id>.stopped/ when Ray Tune stopped it
-                    (the scheduler, or an interrupted search)
+                    (the scheduler, or an interrupted search), <id>.interrupted/ when
+                    its worker was interrupted
     trials.csv      one row per trial; trials.png: the metric per trial and per searched value
     best.yaml       the best trial's settings: ``python run.py --config best.yaml``
     best/           with --retrain-best: the best settings fitted on all data, submission.csv
@@ -49,6 +50,7 @@ import math
 import os
 import re
 import shutil
+import signal
 import tempfile
 import time
 from dataclasses import dataclass
@@ -62,13 +64,14 @@ from ray import tune
 
 from recbole_ext import pipeline
 from recbole_ext.config import (
-    HOLDOUT_METRICS, MANAGED, MOVIEREC_KEYS, ConfigError, Settings, check_settings, did_you_mean, known_keys,
-    load_settings, recbole_config,
+    HOLDOUT_METRICS, MANAGED, MOVIEREC_KEYS, ConfigError, Settings, check_settings, did_you_mean, is_int, is_number,
+    known_keys, load_settings, recbole_config, resolve_device,
 )
-from recbole_ext.data import DATASET_SETTINGS, load_dataset
+from recbole_ext.cache import ReadRecorder
+from recbole_ext.data import load_dataset
 from recbole_ext.files import default_output, staging_path, write_atomic
 from recbole_ext.metrics import cross_fitted_choice
-from recbole_ext.pretrain import downstream_models, pretrain, pretraining_keys
+from recbole_ext.pretrain import downstream_models, find_pretrained, pretrain
 
 logger = logging.getLogger("movierec.tune")
 
@@ -80,6 +83,7 @@ TRIALS_CSV = "trials.csv"
 TRIALS_PLOT = "trials.png"
 BEST_FILE = "best.yaml"
 BEST_RUN = "best"
+STOPPED = ".stopped"  # the suffix of a trial Ray Tune stopped (the pipeline's are FAILED and INTERRUPTED)
 
 # ----------------------------------------------------------------------------
 # The tune: section
@@ -162,10 +166,10 @@ def parse_tune(settings: Settings) -> TuneSpec:
         raise ConfigError(f"{where('metric')} must be {' or '.join(HOLDOUT_METRICS)}, got {values['metric']!r}")
     if values["mode"] not in ("max", "min"):
         raise ConfigError(f"{where('mode')} must be max or min, got {values['mode']!r}")
-    if not _is_int(values["num_samples"]) or values["num_samples"] < 1:
+    if not is_int(values["num_samples"]) or values["num_samples"] < 1:
         raise ConfigError(f"{where('num_samples')} must be an integer >= 1, got {values['num_samples']!r}")
     limit = values["max_concurrent_trials"]
-    if limit is not None and (not _is_int(limit) or limit < 1):
+    if limit is not None and (not is_int(limit) or limit < 1):
         raise ConfigError(f"{where('max_concurrent_trials')} must be an integer >= 1, got {limit!r}")
     search = values["search"]
     if not isinstance(search, str) or search not in SEARCHES:
@@ -191,9 +195,11 @@ def _parse_space(space, settings, search, where):
             raise ConfigError(f"{where}: {key!r}: dotted keys cannot be searched, only top-level settings")
         if key not in valid:
             raise ConfigError(f"{where}: unknown setting {key!r} for {settings.model}{did_you_mean(key, valid)}")
-        if key in MOVIEREC_KEYS or key in MANAGED:
+        if key in MOVIEREC_KEYS:
             raise ConfigError(f"{where}: {key!r} cannot be searched: every trial runs on the same data, "
                               f"holdout and outputs (movierec settings)")
+        if key in MANAGED:
+            raise ConfigError(f"{where}: {key!r} cannot be searched: it is managed by movierec: {MANAGED[key]}")
         if not isinstance(entry, dict) or len(entry) != 1:
             raise ConfigError(f"{where}.{key}: expected {{distribution: arguments}}, e.g. {{choice: [64, 128]}}, "
                               f"got {entry!r}")
@@ -210,8 +216,13 @@ def _parse_space(space, settings, search, where):
             raise ConfigError(f"{where}.{key}: {search} chooses among numbers, strings and booleans only; "
                               f"use search: random for list values")
         # the values a trial can get must make a valid run: check every listed value, or both bounds
-        for value in args if name in LISTED else args[:2]:
-            sampled_settings(settings, {key: value}, None)
+        # as the distribution samples them (floats but for the integer distributions)
+        for value in args if name in LISTED else args[:2] if name in INTEGER else map(float, args[:2]):
+            try:
+                sampled_settings(settings, {key: value}, None)
+            except ConfigError as error:
+                floats = "" if name in LISTED | INTEGER else f" ({name} samples floats)"
+                raise ConfigError(f"{error}{floats}") from None
         parsed[key] = (name, args)
     return parsed
 
@@ -220,9 +231,9 @@ def _distribution_problem(name, args):
     usage = DISTRIBUTIONS[name][0]
     if name in LISTED:
         return None if isinstance(args, list) and args else f"expected a non-empty list {usage}, got {args!r}"
-    if not (isinstance(args, list) and len(args) == usage.count(",") + 1 and all(map(_is_number, args))):
+    if not (isinstance(args, list) and len(args) == usage.count(",") + 1 and all(map(is_number, args))):
         return f"expected {usage} (numbers), got {args!r}"
-    if name in INTEGER and not all(map(_is_int, args)):
+    if name in INTEGER and not all(map(is_int, args)):
         return f"expected integers {usage}, got {args!r}"
     low, high = args[:2]
     if low >= high:
@@ -251,9 +262,9 @@ def _parse_scheduler(value, settings, where):
     if name == "asha":
         options["max_t"] = options["max_t"] or settings["epochs"]
         for key in ("grace_period", "max_t", "brackets"):
-            if not _is_int(options[key]) or options[key] < 1:
+            if not is_int(options[key]) or options[key] < 1:
                 raise ConfigError(f"{where}.asha.{key} must be an integer >= 1, got {options[key]!r}")
-        if not _is_number(options["reduction_factor"]) or options["reduction_factor"] <= 1:
+        if not is_number(options["reduction_factor"]) or options["reduction_factor"] <= 1:
             raise ConfigError(f"{where}.asha.reduction_factor must be a number > 1, "
                               f"got {options['reduction_factor']!r}")
         if options["grace_period"] > options["max_t"]:
@@ -269,20 +280,12 @@ def _parse_resources(value, where):
         if key not in RESOURCES:
             raise ConfigError(f"{where}: unknown resource {key!r}{did_you_mean(key, RESOURCES)}; known: cpu, gpu")
     resources = {**TUNE_DEFAULTS["resources_per_trial"], **value}
-    if not _is_number(resources["cpu"]) or resources["cpu"] <= 0:
+    if not is_number(resources["cpu"]) or resources["cpu"] <= 0:
         raise ConfigError(f"{where}.cpu must be a number > 0, got {resources['cpu']!r}")
     gpu = resources["gpu"]
-    if not _is_number(gpu) or gpu < 0 or (gpu > 1 and not float(gpu).is_integer()):
-        raise ConfigError(f"{where}.gpu must be a share in [0, 1] or a whole number of GPUs, got {gpu!r}")
+    if not is_number(gpu) or not 0 <= gpu <= 1:
+        raise ConfigError(f"{where}.gpu must be a share of one GPU in [0, 1] (a run uses one device), got {gpu!r}")
     return resources
-
-
-def _is_number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _is_int(value):
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _is_scalar(value):
@@ -347,8 +350,8 @@ def run_trial(config, settings, trials_dir):
     try:
         pipeline.run(trial, on_result=report, validate_only=True)
     except TrialStopped:
-        stopped = output.with_name(output.name + ".stopped")
-        output.with_name(output.name + ".failed").rename(stopped)
+        stopped = output.with_name(output.name + STOPPED)
+        output.with_name(output.name + pipeline.FAILED).rename(stopped)
         if best_users is not None:  # a stopped trial takes part in the honest estimate too
             pipeline.write_holdout_users(stopped, best_users)
         raise SystemExit(0) from None  # what Ray expects of a stopped trial
@@ -363,11 +366,8 @@ def _report_again(summary, eval_step):
 
 
 def _clear_earlier_attempt(output):
-    for path in output.parent.glob(f"{output.name}*"):
-        if path.name == output.name or re.fullmatch(rf"{output.name}\.(failed|stopped)", path.name):
-            shutil.rmtree(path)
-    for path in output.parent.glob(staging_path(output, "*").name):
-        shutil.rmtree(path)
+    for path in [*_trial_folders(output), *output.parent.glob(staging_path(output, "*").name)]:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _trial_dirname(trial):
@@ -411,12 +411,15 @@ def search(settings, address=None, resume=False, retrain_best=False):
     settings = settings.with_values(output_dir=str(output))
     if not resume and output.exists():
         raise ConfigError(f"output folder {output} already exists; choose another --output, or add --resume")
+    if not address:  # a local Ray has this machine's devices: refuse a missing GPU before Ray starts
+        resolve_device(settings["device"])
+    prepared = pipeline.prepare_data(settings)
+    if resume and _saved_fingerprint(output / SEARCH_FILE) != prepared.fingerprint:
+        raise ConfigError(f"--resume: the data changed since the search in {output} started")
     started_ray = start_ray(address)
+    on_sigterm = signal.signal(signal.SIGTERM, _as_ctrl_c)  # after Ray's start, which sets one that aborts
     try:
         resources = trial_resources(spec, settings["device"])
-        prepared = pipeline.prepare_data(settings)
-        if resume and _saved_fingerprint(output / SEARCH_FILE) != prepared.fingerprint:
-            raise ConfigError(f"--resume: the data changed since the search in {output} started")
         _prebuild_datasets(settings, spec, prepared)
         _pretrain_once(settings, spec, prepared)
         trials_dir = output / TRIALS_DIR
@@ -435,6 +438,7 @@ def search(settings, address=None, resume=False, retrain_best=False):
                                run_config=_run_config(output))
         results = tuner.fit()
     finally:
+        signal.signal(signal.SIGTERM, on_sigterm)
         if started_ray:
             ray.shutdown()
 
@@ -457,6 +461,11 @@ def search(settings, address=None, resume=False, retrain_best=False):
     return result
 
 
+def _as_ctrl_c(signum, frame):
+    """SIGTERM (`timeout`, job schedulers) does what Ctrl-C does: Ray Tune's handler saves a resumable search."""
+    signal.getsignal(signal.SIGINT)(signal.SIGINT, frame)
+
+
 def start_ray(address=None):
     """Attach to the cluster at address, or start a local Ray; False when Ray was already up."""
     if ray.is_initialized():
@@ -476,9 +485,11 @@ def start_ray(address=None):
     return True
 
 
-def trial_resources(spec, device):
-    """The CPU and GPU share of each trial, fitted to the device setting and the cluster's nodes."""
-    nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
+def trial_resources(spec, device, nodes=None):
+    """The CPU and GPU share of each trial, fitted to the device setting and the cluster's nodes
+    (their Ray resources; default: the running cluster's)."""
+    if nodes is None:
+        nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
     most_cpus = max(node.get("CPU", 0) for node in nodes)
     most_gpus = max(node.get("GPU", 0) for node in nodes)
     cpu, gpu = spec.resources["cpu"], spec.resources["gpu"]
@@ -491,11 +502,11 @@ def trial_resources(spec, device):
         reason = "device is cpu" if device == "cpu" else "the Ray cluster has no GPU"
         logger.warning("trials run on CPU (%s): the GPU share of %g per trial is dropped", reason, gpu)
         gpu = 0
-    if gpu > most_gpus:
-        logger.warning("each trial gets %g GPUs, the most a Ray node has, not the %g asked for", most_gpus, gpu)
-        gpu = most_gpus
     if device == "cuda" and not gpu:
         raise ConfigError("device: cuda needs a GPU share per trial: set tune.resources_per_trial.gpu (e.g. 0.25)")
+    if device == "auto" and not gpu and most_gpus:  # Ray hides the GPUs from a trial without a share
+        logger.warning("trials run on CPU though the Ray cluster has GPUs: tune.resources_per_trial.gpu is 0; "
+                       "set it (e.g. 0.25) to use them")
     return {"cpu": cpu, "gpu": gpu}
 
 
@@ -535,32 +546,40 @@ def _run_config(output):
 
 
 def _prebuild_datasets(settings, spec, prepared):
-    """Build the validation dataset caches before trials start: one, or one per listed value of
-    a searched setting the dataset depends on (MAX_ITEM_LIST_LENGTH, ...)."""
-    changing = {key: entry for key, entry in spec.search_space.items() if key in DATASET_SETTINGS}
+    """Build the validation dataset caches before trials start: the search's own, and one per listed value
+    of a searched setting that building the dataset reads (MAX_ITEM_LIST_LENGTH, ...)."""
+
+    def build(**values):
+        variant = settings.with_values(device="cpu", **values)  # the driver may have no GPU; datasets do not care
+        with tempfile.TemporaryDirectory() as scratch:
+            config = ReadRecorder(recbole_config(variant, prepared.data_path, prepared.valid_name, scratch))
+            load_dataset(config)
+        gc.collect()
+        return config.reads
+
+    logger.info("dataset cache for the trials ...")
+    reads = build()
+    changing = {key: entry for key, entry in spec.search_space.items() if key in reads}
     if any(name not in LISTED for name, _ in changing.values()):
         logger.info("trials build their own dataset caches: %s sampled from a range", ", ".join(changing))
         return
-    for values in itertools.product(*(args for _, args in changing.values())):
-        # the dataset does not depend on the device; the driver may have no GPU
-        variant = settings.with_values(device="cpu", **dict(zip(changing, values)))
+    for values in itertools.product(*(args for _, args in changing.values())) if changing else ():
         logger.info("dataset cache for the trials%s ...", "".join(f", {k}={v}" for k, v in zip(changing, values)))
-        with tempfile.TemporaryDirectory() as scratch:
-            load_dataset(recbole_config(variant, prepared.data_path, prepared.valid_name, scratch))
-        gc.collect()
+        build(**dict(zip(changing, values)))
 
 
 def _pretrain_once(settings, spec, prepared):
-    """S3Rec: pretrain before the trials when the search leaves pretraining alone, so that
-    trials running side by side share one cached checkpoint instead of each pretraining."""
+    """S3Rec: pretrain before the trials, so that trials running side by side share one cached checkpoint
+    instead of each pretraining; a trial whose values change what pretraining reads pretrains its own."""
     if not downstream_models(settings.model):
-        return
-    searched = sorted(set(spec.search_space) & pretraining_keys(settings.model))
-    if searched:
-        logger.info("trials pretrain for themselves: the search changes %s", ", ".join(searched))
         return
     with tempfile.TemporaryDirectory() as scratch:
         pretrain(settings, prepared, scratch)
+    own = [key for key, (name, args) in spec.search_space.items()
+           if any(find_pretrained(sampled_settings(settings, {key: value}, None), prepared) is None
+                  for value in (args if name in LISTED else args[:2]))]
+    if own:
+        logger.info("trials pretrain for themselves (cached per value): pretraining reads %s", ", ".join(own))
 
 
 def _write_search_file(path, settings, fingerprint):
@@ -638,7 +657,8 @@ def describe_honest(honest):
 
 
 def _trial_folders(folder):
-    return [folder, folder.with_name(folder.name + ".stopped"), folder.with_name(folder.name + ".failed")]
+    suffixes = (STOPPED, pipeline.FAILED, pipeline.INTERRUPTED)
+    return [folder, *(folder.with_name(folder.name + suffix) for suffix in suffixes)]
 
 
 def _state(result, folder):
@@ -646,7 +666,7 @@ def _state(result, folder):
         return "ERROR"
     if (folder / pipeline.SUMMARY).is_file():
         return "COMPLETED"
-    if folder.with_name(folder.name + ".stopped").is_dir():
+    if folder.with_name(folder.name + STOPPED).is_dir():
         return "STOPPED"  # by the scheduler (ASHA), before its last epoch
     return "UNFINISHED"
 
@@ -658,10 +678,7 @@ def _cell(value):
 def _error_line(error):
     """The original exception of a failed trial, on one line."""
     cause = getattr(error, "cause", None)  # Ray wraps the trial's exception
-    error = cause if isinstance(cause, BaseException) else error
-    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
-    text = lines[-1] if lines else ""
-    return text if text.startswith(type(error).__name__) else f"{type(error).__name__}: {text}"
+    return pipeline.error_line(cause if isinstance(cause, BaseException) else error)
 
 
 def format_table(frame, spec):
@@ -672,7 +689,7 @@ def format_table(frame, spec):
     def cell(value, form):
         if not isinstance(value, (list, dict)) and pd.isna(value):
             return ""
-        return form.format(value) if _is_number(value) else str(value)
+        return form.format(value) if is_number(value) else str(value)
 
     shown = pd.DataFrame({column: [cell(v, forms.get(column, "{}")) for v in frame[column]]
                           for column in frame.columns if column != "output"})
@@ -719,7 +736,7 @@ def plot_trials(frame, spec, model, path):
     scored = frame.dropna(subset=[spec.metric])
     for ax, key in zip(axes[1:], keys):
         values = scored[key]
-        if all(_is_number(v) for v in values):
+        if all(is_number(v) for v in values):
             ax.scatter(values, scored[spec.metric], color="tab:blue")
             if spec.search_space[key][0] in LOG_SCALE or (values.min() > 0 and values.max() >= 100 * values.min()):
                 ax.set_xscale("log")

@@ -8,6 +8,7 @@ from conftest import TEST_RULE, write_raw
 
 from atomic_data import HoldoutRule, RawDataError, prepare
 from atomic_data.__main__ import main as atomic_data_cli
+from atomic_data.synthetic import main as synthetic_cli
 from atomic_data.holdout import LAST, NOT_HELD_OUT, RANDOM, holdout_parts
 from atomic_data.items import Watched, representative_credit, title_words, year_from_title
 
@@ -48,7 +49,7 @@ def test_non_integer_item_names_the_line(tmp_path):
 
 def test_non_integer_time_names_the_line(tmp_path):
     raw = write_raw(tmp_path / "raw", [(1, 10, 100), (1, 11, "2015-01-01")])
-    prepare_fails(raw, tmp_path, "train_ratings.csv:3: 'time' must be an integer, got '2015-01-01'")
+    prepare_fails(raw, tmp_path, "train_ratings.csv:3: 'time' must be an integer (Unix seconds), got '2015-01-01'")
 
 
 def test_missing_field_names_the_line(tmp_path):
@@ -224,6 +225,21 @@ def test_holdout_last_items_are_the_latest_and_random_ones_earlier():
         assert (own == RANDOM).sum() == 3
 
 
+def test_holdout_random_picks_spread_over_each_users_earlier_history():
+    # like the hidden set's sample "removed from the middle": anywhere before the last items, evenly
+    rule = HoldoutRule(last=2, random=8, max_fraction=0.5, min_train=10, seed=3)
+    users = np.repeat(np.arange(600), 82)  # 80 earlier interactions each
+    parts = holdout_parts(users, rule)
+    position = np.tile(np.arange(82), 600)
+    picked = position[parts == RANDOM]
+    assert len(picked) == 600 * 8
+    quarters = np.bincount(picked // 20, minlength=4) / len(picked)
+    assert quarters == pytest.approx([0.25] * 4, abs=0.03), quarters
+    # and per user: not one block of neighbours
+    first_user = np.flatnonzero(parts[:82] == RANDOM)
+    assert first_user.max() - first_user.min() > 20
+
+
 def test_holdout_is_deterministic_for_a_seed_and_varies_with_it():
     users = np.repeat(np.arange(50), 30)
     rule = HoldoutRule(last=1, random=4, max_fraction=0.5, min_train=5, seed=11)
@@ -321,3 +337,81 @@ def test_recbole_create_dataset_loads_the_written_files(tiny_prepared):
     genre_ids = np.asarray(dataset.item_feat["genre"][internal])
     names = dataset.id2token("genre", genre_ids[genre_ids > 0])
     assert sorted(names) == sorted(items.loc[item, "genre:token_seq"].split())
+
+
+# ---------------------------------------------------------------- encodings, folders, id ranges
+
+
+def test_a_cp1252_side_file_is_read_with_one_warning(tmp_path, caplog):
+    raw = write_raw(tmp_path / "raw", [(1, 10, 100), (1, 11, 101)])
+    (raw / "titles.tsv").write_bytes("item\ttitle\n10\tAmélie (2001)\n11\tCafé “Noir” (1999)\n".encode("cp1252"))
+    (raw / "directors.tsv").write_bytes("item\tdirector\n10\tJean-Pierre Jeunet\n11\tJosé\n".encode("latin-1"))
+    with caplog.at_level("WARNING"):
+        prepared = prepare(raw, tmp_path / "out", "m", HoldoutRule(0, 0, 1.0, 1, 0))
+    table = read_item_file(prepared.data_path / "m" / "m.item")
+    assert table.loc[10, "title:token_seq"] == "amélie" and table.loc[11, "title:token_seq"] == "café noir"
+    assert table.loc[11, "director:token"] == "José"
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [
+        f"{raw / 'titles.tsv'}: not UTF-8 (line 2, byte 0xe9); read as cp1252 (Windows Western European, "
+        "which includes Latin-1's letters)",
+        f"{raw / 'directors.tsv'}: not UTF-8 (line 3, byte 0xe9); read as cp1252 (Windows Western European, "
+        "which includes Latin-1's letters)",
+    ]
+
+
+def test_a_byte_neither_utf8_nor_cp1252_names_the_file_line_and_byte(tmp_path):
+    raw = write_raw(tmp_path / "raw", [(1, 10, 100)])
+    (raw / "genres.tsv").write_bytes(b"item\tgenre\n10\tDrama\n10\tCom\x81dy\n")
+    prepare_fails(raw, tmp_path, f"{raw / 'genres.tsv'}:3: byte 0x81 is neither UTF-8 nor cp1252 text")
+    (raw / "genres.tsv").unlink()
+    (raw / "train_ratings.csv").write_bytes(b"user,item,time\n1,10,100\n1,1\xe91,100\n")
+    prepare_fails(raw, tmp_path, f"{raw / 'train_ratings.csv'}:3: byte 0xe9 is not UTF-8 text")
+
+
+def test_a_folder_where_a_file_is_expected_is_named(tmp_path):
+    raw = write_raw(tmp_path / "raw", [(1, 10, 100)])
+    (raw / "genres.tsv").mkdir()
+    prepare_fails(raw, tmp_path, f"{raw / 'genres.tsv'}: is a folder, expected a file")
+    (raw / "genres.tsv").rmdir()
+    (raw / "train_ratings.csv").unlink()
+    (raw / "train_ratings.csv").mkdir()
+    prepare_fails(raw, tmp_path, f"{raw / 'train_ratings.csv'}: is a folder, expected a file")
+
+
+def test_an_output_path_that_is_a_file_is_refused_in_one_line(tmp_path, capsys):
+    raw = write_raw(tmp_path / "raw", [(1, 10, 100)])
+    (tmp_path / "out").write_text("not a folder")
+    assert atomic_data_cli([str(raw), "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"error: {tmp_path / 'out'}: is a file, expected a folder"]
+
+
+@pytest.mark.parametrize("row, message", [
+    ((2 ** 63, 10, 100), "'user' must be an integer below 2^63, got '9223372036854775808'"),
+    ((1, 10 ** 20, 100), "'item' must be an integer below 2^63, got '100000000000000000000'"),
+    ((-1, 10, 100), "'user' must be a non-negative integer, got '-1'"),
+    ((1, -10, 100), "'item' must be a non-negative integer, got '-10'"),
+    ((1, 10, -100), "'time' must be a non-negative integer (Unix seconds), got '-100'"),
+])
+def test_ids_and_times_out_of_range_name_the_line(row, message, tmp_path):
+    raw = write_raw(tmp_path / "raw", [(1, 11, 100), (1, 12, 101), row])
+    prepare_fails(raw, tmp_path, f"train_ratings.csv:4: {message}")
+
+
+def test_a_negative_item_in_a_side_file_names_the_line(tmp_path):
+    raw = write_raw(tmp_path / "raw", [(1, 10, 100)], genres=[(10, "Drama"), (-3, "Comedy")])
+    prepare_fails(raw, tmp_path, "genres.tsv:3: 'item' must be a non-negative integer, got '-3'")
+
+
+def test_synthetic_data_never_replaces_data_without_force(tmp_path, capsys):
+    folder = write_raw(tmp_path / "raw", [(1, 10, 100)])
+    before = (folder / "train_ratings.csv").read_bytes()
+    small = [str(folder), "--users", "20", "--items", "30", "--median", "8", "--min-count", "5", "--max-count", "12"]
+    assert synthetic_cli(small) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: {folder} already holds train_ratings.csv; add --force to replace it"]
+    assert (folder / "train_ratings.csv").read_bytes() == before
+    assert synthetic_cli([*small, "--force"]) == 0
+    ratings = pd.read_csv(folder / "train_ratings.csv")
+    assert ratings["user"].nunique() == 20 and sorted(p.name for p in folder.iterdir()) == [
+        "directors.tsv", "genres.tsv", "titles.tsv", "train_ratings.csv", "writers.tsv", "years.tsv"]

@@ -3,8 +3,9 @@ import pandas as pd
 import torch
 from recbole.data.dataset import SequentialDataset
 
+from recbole_ext.cache import ReadRecorder
 from recbole_ext.config import load_settings, recbole_config
-from recbole_ext.data import History, LazySequentialDataset, load_dataset, token_ids
+from recbole_ext.data import History, LazySequentialDataset, cached_dataset, load_dataset, token_ids
 
 
 def sequential_config(prepared, tmp_path, **extra):
@@ -37,12 +38,12 @@ def test_lazy_dataset_interaction_matrix_equals_recboles(tiny_prepared, tmp_path
 
 
 def test_second_load_comes_from_the_cache(tiny_prepared, tmp_path):
-    config = sequential_config(tiny_prepared, tmp_path)
+    config = sequential_config(tiny_prepared, tmp_path, MAX_ITEM_LIST_LENGTH=6)  # a length no other test builds
     cache = tiny_prepared.data_path / "cache"
     before = set(cache.glob("*.pth")) if cache.exists() else set()
     first = load_dataset(config)
     written = set(cache.glob("*.pth")) - before
-    assert len(written) <= 1  # another test may have built the same one
+    assert len(written) == 1 and cached_dataset(config) in written
     mtimes = {p: p.stat().st_mtime_ns for p in cache.glob("*.pth")}
     second = load_dataset(config)
     assert {p: p.stat().st_mtime_ns for p in cache.glob("*.pth")} == mtimes
@@ -50,8 +51,34 @@ def test_second_load_comes_from_the_cache(tiny_prepared, tmp_path):
     assert torch.equal(second.inter_feat["item_id"], first.inter_feat["item_id"])
     # another sequence length is another dataset
     other = sequential_config(tiny_prepared, tmp_path, MAX_ITEM_LIST_LENGTH=5)
+    assert cached_dataset(other) is None
     load_dataset(other)
     assert len(set(cache.glob("*.pth"))) == len(mtimes) + 1
+
+
+# settings RecBole's dataset reads (checked: each is in what building the dataset read), with other values
+DATASET_CHANGES = {
+    "numerical_features": ["year"],
+    "discretization": {"year": {"method": "bucket", "bucket": 5}},
+    "encoding": {"item": "latin-1"},
+    "normalize_field": ["year"],
+    "load_col": {"inter": ["user_id", "item_id", "timestamp"], "item": ["item_id", "genre"]},
+    "MAX_ITEM_LIST_LENGTH": 9,
+    "alias_of_item_id": ["item_id"],
+    "threshold": {"timestamp": 1},
+}
+
+
+def test_the_dataset_cache_key_follows_every_setting_the_dataset_reads(tiny_prepared, tmp_path):
+    config = ReadRecorder(sequential_config(tiny_prepared, tmp_path))
+    load_dataset(config)
+    found = cached_dataset(config)
+    assert found is not None and set(DATASET_CHANGES) <= config.reads
+    for key, value in DATASET_CHANGES.items():
+        assert cached_dataset(sequential_config(tiny_prepared, tmp_path, **{key: value})) is None, key
+    # settings it does not read share the dataset: trials of a search over them need one
+    for key, value in {"learning_rate": 0.5, "epochs": 3, "train_batch_size": 7, "seed": 1, "device": "cpu"}.items():
+        assert cached_dataset(sequential_config(tiny_prepared, tmp_path, **{key: value})) == found, key
 
 
 def test_history_in_internal_ids_and_time_order(tiny_prepared, tmp_path):

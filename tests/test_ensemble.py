@@ -52,6 +52,8 @@ def write_run(folder, data, valid, full, model="EASE", fingerprint="fp-1", holdo
     folder.mkdir(parents=True)
     lists_frame(valid)[["user", "item", "score"]].to_csv(folder / "valid_top50.csv", index=False)
     lists_frame(full)[["user", "item", "score"]].to_csv(folder / "full_top50.csv", index=False)
+    submission = lists_frame(full).query("rank < 10")[["user", "item"]]
+    submission.to_csv(folder / "submission.csv", index=False)
     summary = {
         "model": model,
         "holdout": {"recall@10": 0.0, "ndcg@10": 0.0},
@@ -276,6 +278,20 @@ def test_runs_with_different_holdouts_are_refused(two_runs, capsys):
                      "Blend runs made on the same prepared data.")
 
 
+def test_runs_on_the_same_data_under_two_data_folders_blend(two_runs):
+    root, data, a, _ = two_runs
+    users = range(1, 13)
+    hidden = {u: {6 + u % 3, 20 + u} for u in users}
+    copy = write_data(root / "data_dir2", [(u, i) for u in users for i in range(1, 6)], hidden)  # the same files
+    lists = {u: list(range(40, 5, -1)) for u in users}
+    c = write_run(root / "c", copy, lists, lists)
+    summary = build([a, c], "rank", "1,1", output=root / "out")
+    assert [m["name"] for m in summary["members"]] == ["a", "c"]
+    (copy / "holdout.csv").write_text((copy / "holdout.csv").read_text().replace("last", "random"))
+    with pytest.raises(EnsembleError, match="the runs differ in holdout"):
+        build([a, c], "rank", "1,1", output=root / "out2")
+
+
 def test_runs_with_different_data_are_refused(two_runs, capsys):
     root, data, a, b = two_runs
     c = write_run(root / "c", data, {1: [6]}, {1: [6]}, fingerprint="fp-2")
@@ -341,3 +357,12 @@ def test_the_blend_is_compared_with_its_best_member_over_the_same_users(two_runs
     assert summary["holdout_detail"]["interval"]["recall@10"][0] < 2 / 12 * 0.5 < \
         summary["holdout_detail"]["interval"]["recall@10"][1]
     assert summary["holdout_detail"]["parts"]["last"]["recall@10"] == pytest.approx(2 / 12 * 0.5)
+
+
+def test_a_run_whose_final_fit_failed_is_refused_with_its_error(two_runs, capsys):
+    root, _, a, b = two_runs
+    summary = json.loads((b / "summary.json").read_text())
+    (b / "summary.json").write_text(json.dumps({**summary, "error": "RuntimeError: CUDA out of memory"}))
+    assert refused(capsys, [str(a), str(b)], root) == (
+        2, f"error: {b}: a run that stopped early (RuntimeError: CUDA out of memory): it has its validation but "
+           "no final fit to blend")

@@ -1,12 +1,21 @@
 """run.py end to end on small generated data, with tiny models."""
 
 import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
+from conftest import write_raw
 
-from recbole_ext.config import load_settings
+from recbole_ext.config import ConfigError, load_settings
+from recbole_ext.files import json_text, staging_path, write_atomic
 from recbole_ext.pipeline import predict_only, run
 from run import main as run_cli
 
@@ -80,7 +89,9 @@ def test_run_writes_a_valid_submission_and_an_honest_score(model, tiny_raw, data
     assert valid_top.groupby("user").size().eq(50).all()
     full_top = pd.read_csv(output / "full_top50.csv")
     assert full_top.groupby("user").size().eq(50).all()
-    assert written["best_epoch"] is not None and 1 <= written["refit_epochs"] <= written["epochs_run"]
+    assert written["best_epoch"] is not None and written["refit_epochs"] == written["best_epoch"] + 1
+    best = max(written["valid_history"], key=lambda r: (r["recall@10"], r["epoch"]))  # ties: the later epoch
+    assert written["best_epoch"] == best["epoch"] and written["holdout"]["recall@10"] == best["recall@10"]
     assert set(written["timings"]) >= {"prepare", "valid_train", "valid_predict", "full_train", "full_predict"}
     assert (output / "model.pth").is_file() and not (output / "checkpoints").exists()
 
@@ -100,10 +111,13 @@ def test_predict_only_reproduces_the_submission(tiny_raw, data_dir, tmp_path):
     assert pd.read_csv(again / "full_top50.csv")[["user", "item"]].equals(full[["user", "item"]])
 
 
-def test_without_refit_the_submission_masks_the_whole_history(tiny_raw, data_dir, tmp_path):
+def test_without_refit_the_submission_masks_the_whole_history(tiny_raw, data_dir, tmp_path, caplog):
     output = tmp_path / "norefit"
     summary = run(tiny_settings("BPR", tiny_raw, data_dir, output, ["refit=false"]))
     assert summary["refit_epochs"] is None
+    counts = summary["data"]["counts"]
+    assert (f"refit: false: the submission comes from the validation fit, which never saw the "
+            f"{counts['holdout_interactions']} holdout interactions") in caplog.text
     check_submission(pd.read_csv(output / "submission.csv"), tiny_raw)  # holdout items count as seen
 
 
@@ -120,11 +134,11 @@ def test_a_failed_run_leaves_no_output_but_its_log(tiny_raw, data_dir, tmp_path)
 
 
 def test_cli_reports_user_errors_in_one_line(capsys, tmp_path):
-    assert run_cli(["--model=SASrec"]) == 2
+    assert run_cli(["--model=SASRek"]) == 2
     assert run_cli(["--model=BPR", f"--output={tmp_path}"]) == 2  # exists already
     lines = capsys.readouterr().err.strip().splitlines()
     assert lines == [
-        "error: unknown model 'SASrec'; did you mean 'SASRec'?",
+        "error: unknown model 'SASRek'; did you mean 'SASRec'?",
         f"error: output folder {tmp_path} already exists; choose another --output",
     ]
 
@@ -180,3 +194,132 @@ def test_the_holdout_breakdown_agrees_with_a_count_by_hand(tiny_raw, data_dir, t
     log = (output / "run.log").read_text()
     assert f"holdout recall@10 {recall:.4f} (95% interval {low:.4f} to {high:.4f})" in log
     assert "by part: last " in log and "by training interactions: light (" in log
+
+
+def test_cli_takes_key_value_anywhere_and_model_names_in_any_case(tiny_raw, data_dir, tmp_path):
+    output = tmp_path / "ease"
+    argv = ["--model=ease", "reg_weight=100", "--output", str(output), f"data_dir={data_dir}", "--data", str(tiny_raw),
+            "state=WARNING", "show_progress=false", "holdout.min_train=8", "holdout.random=3"]
+    assert run_cli(argv) == 0
+    summary = json.loads((output / "summary.json").read_text())
+    assert summary["model"] == "EASE" and summary["config"]["recbole"]["reg_weight"] == 100
+    assert summary["data"]["data_path"].startswith(str(data_dir))
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_a_holdout_that_scores_no_user_is_refused_and_writes_nothing(tiny_raw, data_dir, tmp_path, capsys):
+    settings = tiny_settings("EASE", tiny_raw, data_dir, tmp_path / "run", ["holdout.min_train=1000"])
+    with pytest.raises(ConfigError, match="^command line: holdout: no user can be scored: with last 2, random 3, "
+                                          "max_fraction 0.25, min_train 1000 every user keeps all interactions"):
+        run(settings)
+    assert list(tmp_path.iterdir()) == []
+    argv = ["--model=EASE", f"--data={tiny_raw}", f"data_dir={data_dir}", "holdout.min_train=1000",
+            f"--output={tmp_path / 'run'}", "state=WARNING"]
+    assert run_cli(argv) == 2 and len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_summary_json_is_strict_json():
+    text = json_text({"recall@10": math.nan, "history": [math.inf, 0.5]})
+    assert json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in JSON")) == {
+        "recall@10": None, "history": [None, 0.5]}
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_a_missing_gpu_is_refused_before_anything_is_written(tiny_raw, data_dir, tmp_path):
+    with pytest.raises(ConfigError, match="device: cuda was asked for but torch sees no GPU"):
+        run(tiny_settings("EASE", tiny_raw, data_dir, tmp_path / "run", ["device=cuda"]))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_error_in_the_final_fit_keeps_the_finished_validation(tmp_path, capsys):
+    # user 1 has seen 55 of the 60 items: 10 unseen without the holdout's 5, too few for top_n 10 with them
+    others = [(user, item, (item * 37 + user) % 61) for user in range(2, 32) for item in range(1, 61) if (item + user) % 3]
+    heavy = [(1, item, item) for item in range(1, 56)]
+    raw = write_raw(tmp_path / "raw", heavy + others)
+    output = tmp_path / "ease"
+    argv = ["--model=EASE", f"--data={raw}", f"--output={output}", f"data_dir={tmp_path / 'data'}", "top_n=10",
+            "state=WARNING", "show_progress=false", "holdout.random=3", "holdout.min_train=8"]
+    assert run_cli(argv) == 1
+    error = capsys.readouterr().err.strip().splitlines()
+    failed = tmp_path / "ease.failed"
+    assert error == [f"error: the run failed: ValueError: fewer than 10 unseen items for some users: lower top_n "
+                     f"(its log and traceback: {failed})"]
+    assert not output.exists()
+    assert sorted(p.name for p in failed.iterdir()) == ["error.txt", "run.log", "summary.json", "valid_top50.csv"]
+    summary = json.loads((failed / "summary.json").read_text())
+    assert summary["error"] == "ValueError: fewer than 10 unseen items for some users: lower top_n"
+    holdout = pd.read_csv(summary["data"]["holdout_path"])
+    valid_top = pd.read_csv(failed / "valid_top50.csv")
+    assert summary["holdout"]["recall@10"] == pytest.approx(recall_at_10_by_hand(valid_top, holdout), abs=1e-12)
+    assert summary["refit_epochs"] is None and "full_train" not in summary["timings"]
+
+
+def test_predict_only_on_a_file_that_is_not_a_checkpoint_is_one_line(tmp_path, capsys):
+    (tmp_path / "notes.pth").write_text("not a checkpoint")
+    torch.save(torch.zeros(3), tmp_path / "tensor.pth")
+    assert run_cli(["--predict-only", str(tmp_path / "notes.pth")]) == 2
+    assert run_cli(["--predict-only", str(tmp_path / "tensor.pth")]) == 2
+    assert run_cli(["--predict-only", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: {tmp_path / 'notes.pth'}: not a model.pth written by run.py (cannot be read: UnpicklingError)",
+        f"error: {tmp_path / 'tensor.pth'}: not a model.pth written by run.py (no run settings inside)",
+        f"error: {tmp_path}: is a folder, expected a model.pth written by run.py",
+    ]
+
+
+def test_the_next_run_removes_what_dead_processes_left_half_written(tiny_raw, data_dir, tmp_path):
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    alive = subprocess.Popen(["sleep", "60"])
+    try:
+        leftovers = [staging_path(tmp_path / "EASE-old", dead.pid), staging_path(tmp_path / "trials.csv", dead.pid)]
+        in_progress = staging_path(tmp_path / "EASE-other", alive.pid)
+        for path in [*leftovers, in_progress]:
+            (path / "checkpoints").mkdir(parents=True)
+        run(tiny_settings("EASE", tiny_raw, data_dir, tmp_path / "EASE-new"))
+        assert not any(path.exists() for path in leftovers)
+        assert in_progress.is_dir()
+    finally:
+        alive.kill()
+        alive.wait()
+
+
+def test_an_atomic_write_removes_what_dead_processes_left_beside_it(tmp_path):
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    leftover = tmp_path / (staging_path(tmp_path / "movies-val.pth", dead.pid).name + ".pth")
+    leftover.write_bytes(b"half a dataset")
+    write_atomic(tmp_path / "notes.txt", lambda path: path.write_text("complete"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+@pytest.mark.parametrize("sent, name", [(signal.SIGINT, "Ctrl-C"), (signal.SIGTERM, "SIGTERM")])
+def test_an_interrupted_run_says_so_in_one_line_and_keeps_its_log(sent, name, tiny_raw, data_dir, tmp_path):
+    output = tmp_path / "bpr"
+    argv = [sys.executable, "run.py", "--model=BPR", f"--data={tiny_raw}", f"--output={output}",
+            f"data_dir={data_dir}", "epochs=100000", "stopping_step=100000", "embedding_size=16", "state=INFO",
+            "show_progress=false", "holdout.min_train=8", "holdout.random=3", "train_batch_size=256"]
+    process = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while "epoch 1 training" not in read_log(tmp_path):  # training has started
+            assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+            time.sleep(0.2)
+        process.send_signal(sent)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    interrupted = tmp_path / "bpr.interrupted"
+    assert process.returncode == 130
+    assert "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1] == f"interrupted ({name}): what was finished is in {interrupted}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bpr.interrupted"]  # no staging folder left
+    assert [p.name for p in interrupted.iterdir()] == ["run.log"]
+
+
+def read_log(folder):
+    logs = list(folder.glob(".*.partial-*/run.log"))
+    return logs[0].read_text() if logs else ""

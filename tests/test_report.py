@@ -9,11 +9,13 @@ import pytest
 from recbole_ext.report import main, report_table
 
 
-def write_summary(folder, model, recall, ndcg=0.1, fingerprint="fp-1", timings=None, **extra):
+def write_summary(folder, model, recall, ndcg=0.1, fingerprint="fp-1", timings=None, submission=True, **extra):
     folder.mkdir(parents=True)
     summary = {"model": model, "holdout": {"recall@10": recall, "ndcg@10": ndcg},
                "timings": timings or {"train": 1.0}, "data": {"fingerprint": fingerprint}, **extra}
     (folder / "summary.json").write_text(json.dumps(summary))
+    if submission:  # a finished run or ensemble; a validate-only tune trial writes none
+        (folder / "submission.csv").write_text("user,item\n")
     return folder
 
 
@@ -44,7 +46,8 @@ def outputs(tmp_path):
     sasrec(root / "tune" / "trial_3", 0.12)  # nested folders count
     ease(root / "EASE-genres", 0.11, side_weights={"genre": 20.0})
     ease(root / ".EASE-2.partial-99", 0.9)  # a run still being written does not
-    (root / "EASE-3.failed").mkdir()  # a failed run has no summary
+    ease(root / "EASE-3.failed", 0.8, submission=False)  # a run whose final fit failed keeps its validation
+    sasrec(root / "tune" / "trials" / "a1b2c_00001", 0.5, submission=False)  # a validate-only tune trial
     return root
 
 
@@ -94,9 +97,25 @@ def test_runs_on_different_data_are_grouped_not_ranked_together(tmp_path, capsys
     assert not (root / "report.csv").exists()
 
 
+def test_each_data_version_gets_its_own_x_axis(tmp_path):
+    from recbole_ext.report import bar_figure
+
+    root = tmp_path / "outputs"
+    ease(root / "EASE-small", 0.30, fingerprint="fp-small")
+    ease(root / "EASE-big", 0.06, fingerprint="fp-big")
+    sasrec(root / "SASRec-big", 0.04, fingerprint="fp-big")
+    figure = bar_figure(report_table(root)[0])
+    small, big = figure.axes
+    assert small.get_title(loc="left") == "data fp-small" and big.get_title(loc="left") == "data fp-big"
+    assert small.get_xlim()[1] == pytest.approx(0.30 * 1.18) and big.get_xlim()[1] == pytest.approx(0.06 * 1.18)
+    assert not small.get_shared_x_axes().joined(small, big)
+    assert small.get_xlabel() == big.get_xlabel() != ""  # every panel says what it measures
+
+
 def test_a_broken_summary_is_skipped_with_a_message(outputs, capsys):
     (outputs / "broken").mkdir()
     (outputs / "broken" / "summary.json").write_text('{"model": "EASE"')  # cut off
+    (outputs / "broken" / "submission.csv").write_text("user,item\n")
     assert main([str(outputs)]) == 0
     error = capsys.readouterr().err
     assert error.startswith(f"skipped {outputs / 'broken' / 'summary.json'}: not a run summary (JSONDecodeError")
@@ -109,7 +128,8 @@ def test_nothing_to_report_is_an_error_that_writes_nothing(tmp_path, capsys):
     assert main([str(tmp_path / "empty")]) == 2
     assert capsys.readouterr().err.splitlines() == [
         f"error: {tmp_path / 'missing'}: no such folder",
-        f"error: {tmp_path / 'empty'}: no finished run or ensemble (no summary.json below it)",
+        f"error: {tmp_path / 'empty'}: no finished run or ensemble (no summary.json beside a submission.csv "
+        "below it)",
     ]
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["EASE-1.failed", "empty"]
 

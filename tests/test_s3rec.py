@@ -11,7 +11,7 @@ from recbole_ext import registry
 from recbole_ext.config import load_settings, recbole_config
 from recbole_ext.data import History, SequenceWindows, load_dataset
 from recbole_ext.pipeline import prepare_data, run
-from recbole_ext.pretrain import downstream_settings, load_pretrained, pretrain
+from recbole_ext.pretrain import downstream_settings, find_pretrained, load_pretrained, pretrain
 
 TINY_ENCODER = ["MAX_ITEM_LIST_LENGTH=12", "hidden_size=16", "inner_size=32", "n_layers=1", "n_heads=1"]
 
@@ -175,3 +175,19 @@ def test_run_pretrains_once_then_finetunes_sasrec(tiny_raw, data_dir, tmp_path):
     changed = s3rec_settings(tiny_raw, data_dir, "holdout.seed=5", "pretrain_mask_ratio=0.3")
     again = pretrain(changed, prepare_data(changed), tmp_path)
     assert again.cached is False and str(again.path) != checkpoint
+
+
+def test_the_pretraining_cache_key_follows_every_setting_pretraining_reads(tiny_raw, data_dir, tmp_path):
+    settings = s3rec_settings(tiny_raw, data_dir)  # the checkpoint of the tests above, when they ran
+    prepared = prepare_data(settings)
+    checkpoint = pretrain(settings, prepared, tmp_path).path
+    assert find_pretrained(settings, prepared) == checkpoint
+    for change in ["weight_decay=0.001", "learner=sgd", "clip_grad_norm={max_norm: 5.0, norm_type: 2}",
+                   "load_col.inter=[user_id, item_id, timestamp, rating]", "pretrain_epochs=2",
+                   "pretrain_learning_rate=0.01", "pretrain_batch_size=64", "pretrain_mask_ratio=0.3",
+                   "item_attribute={genre: 1.0}", "hidden_dropout_prob=0.3", "MAX_ITEM_LIST_LENGTH=10", "seed=7"]:
+        assert find_pretrained(s3rec_settings(tiny_raw, data_dir, change), prepared) is None, change
+    # finetuning settings: pretraining reads other values in their place, or none
+    for change in ["learning_rate=0.01", "epochs=7", "train_batch_size=64", "downstream_model=BERT4Rec",
+                   "device=cpu", "show_progress=true"]:
+        assert find_pretrained(s3rec_settings(tiny_raw, data_dir, change), prepared) == checkpoint, change

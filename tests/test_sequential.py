@@ -1,6 +1,7 @@
 """Whole-sequence training of movierec's SASRec and BERT4Rec: the windows, the losses, the encoders, prediction."""
 
 import math
+import re
 from collections import Counter
 
 import numpy as np
@@ -11,7 +12,7 @@ from recbole.data.interaction import Interaction
 
 from conftest import write_raw
 from recbole_ext import registry
-from recbole_ext.config import load_settings, recbole_config
+from recbole_ext.config import ConfigError, load_settings, recbole_config
 from recbole_ext.data import History, SequenceWindows, load_dataset, train_loader
 from recbole_ext.models.losses import gbce, softmax_cross_entropy
 from recbole_ext.pipeline import run
@@ -228,3 +229,16 @@ def test_whole_sequence_models_learn_the_next_item(model, settings, cycle_raw, t
         "show_progress=false", "state=WARNING", *settings]), validate_only=True)
     # the hidden item is the next one on the cycle; popularity would find it 10 times in 60
     assert summary["holdout"]["recall@10"] >= 0.9
+
+
+@pytest.mark.parametrize("model, setting, message", [
+    ("SASRec", "loss_type=softmax", "loss_type must be one of CE, gBCE, BPR, got 'softmax'"),
+    ("SASRec", "gbce_t=1.5", "gbce_t must be a number in [0, 1], got 1.5"),
+    ("SASRec", "neg_samples=0", "neg_samples must be an integer >= 1, got 0"),
+    ("SASRec", "train_windows=last", "train_windows must be one of all, random, got 'last'"),
+    ("BERT4Rec", "ft_ratio=1.5", "ft_ratio must be a number in [0, 1], got 1.5"),
+    ("BERT4Rec", "loss_type=BCE", "loss_type must be one of CE, gBCE, BPR, got 'BCE'"),
+])
+def test_bad_whole_sequence_settings_are_refused_in_one_line(model, setting, message):
+    with pytest.raises(ConfigError, match=f"^command line: {re.escape(message)}$"):
+        load_settings(model, overrides=[setting])

@@ -80,6 +80,8 @@ def settings_with(tmp_path, tiny_raw, tune, model="EASE", **values):
     ({"search_space": {"reg_wieght": {"choice": [1, 2]}}},
      "unknown setting 'reg_wieght' for EASE; did you mean 'reg_weight'?"),
     ({"search_space": {"data": {"choice": ["a", "b"]}}}, "'data' cannot be searched"),
+    ({"search_space": {"user_inter_num_interval": {"choice": ["[5,inf)"]}}},
+     "'user_inter_num_interval' cannot be searched: it is managed by movierec: RecBole's filters would drop"),
     ({"search_space": {"holdout.seed": {"choice": [1, 2]}}}, "dotted keys cannot be searched"),
     ({"search_space": {"reg_weight": [1, 2]}}, "tune.search_space.reg_weight: expected {distribution: arguments}"),
     ({"search_space": {"reg_weight": {"grid": [1, 2]}}, "search": "optuna"}, "grid needs search: random"),
@@ -94,6 +96,14 @@ def settings_with(tmp_path, tiny_raw, tune, model="EASE", **values):
     ({"search_space": {"reg_weight": {"choice": [1, 2]}}, "metric": "mrr@10"},
      "tune.metric must be recall@10 or ndcg@10"),
     ({"search_space": {}}, "tune.search_space must map settings to distributions"),
+    ({"search_space": {"reg_weight": {"choice": [100, "abc"]}}},
+     "tune.search_space.reg_weight: reg_weight must be a number >= 0, got 'abc'"),
+    ({"search_space": {"epochs": {"uniform": [1, 10]}}},
+     "tune.search_space.epochs: epochs must be an integer >= 1, got 1.0 (uniform samples floats)"),
+    ({"search_space": {"learning_rate": {"uniform": [0, 0.1]}}},
+     "tune.search_space.learning_rate: learning_rate must be a number > 0, got 0.0"),
+    ({"search_space": {"reg_weight": {"choice": [1, 2]}}, "resources_per_trial": {"gpu": 2}},
+     "tune.resources_per_trial.gpu must be a share of one GPU in [0, 1] (a run uses one device), got 2"),
 ])
 def test_bad_tune_entries_stop_with_the_file_and_the_entry(tune, expected, tmp_path, tiny_raw):
     settings, config = settings_with(tmp_path, tiny_raw, tune)
@@ -127,13 +137,33 @@ def test_hyperopt_is_refused_only_when_missing(tmp_path, tiny_raw):
         assert tuning.parse_tune(settings).search == "hyperopt"
 
 
-def test_the_cli_reports_a_bad_entry_in_one_line(tmp_path, tiny_raw, data_dir, capsys):
-    config = write_yaml(tmp_path / "bad.yaml", {"model": "EASE", "tune": {
-        "search_space": {"reg_weight": {"normal": [1, 2]}}}})
-    code = tune_cli(cli_args(config, tiny_raw, data_dir, tmp_path / "out"))
+@pytest.mark.parametrize("override, expected", [
+    ("tune.search_space.reg_weight={normal: [1, 2]}", "unknown distribution 'normal'"),
+    ("tune.search_space.reg_weight={choice: [abc]}",
+     "command line: tune.search_space.reg_weight: reg_weight must be a number >= 0, got 'abc'"),
+    ("epochs=abc", "command line: epochs must be an integer >= 1, got 'abc'"),
+])
+def test_the_cli_reports_a_bad_entry_in_one_line_before_ray_starts(override, expected, tmp_path, tiny_raw, data_dir,
+                                                                    capsys):
+    assert not ray.is_initialized()
+    config = write_yaml(tmp_path / "ease.yaml", {"model": "EASE", "tune": {
+        "search_space": {"reg_weight": {"grid": [1, 2]}}}})
+    code = tune_cli(cli_args(config, tiny_raw, data_dir, tmp_path / "out", override))
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("error: ") and len(err.splitlines()) == 1
-    assert "unknown distribution 'normal'" in err and not (tmp_path / "out").exists()
+    assert expected in err and not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without a GPU")
+def test_device_cuda_without_a_gpu_is_refused_before_ray_starts(tmp_path, tiny_raw, data_dir):
+    config = write_yaml(tmp_path / "ease.yaml", {"model": "EASE", "tune": {
+        "search_space": {"reg_weight": {"grid": [1, 2]}}}})
+    done = subprocess.run([sys.executable, "tune.py", *cli_args(config, tiny_raw, data_dir, tmp_path / "out"),
+                           "--device", "cuda"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [  # no line of Ray's start-up
+        "error: device: cuda was asked for but torch sees no GPU (is the CUDA build of torch installed?)"]
+    assert not (tmp_path / "out").exists()
 
 
 def test_every_shipped_tune_section_is_valid(tiny_raw):
@@ -262,6 +292,22 @@ def test_trial_resources_follow_the_device_and_the_cluster(ray_runtime, tmp_path
         driver_log.removeHandler(caplog.handler)
 
 
+def test_trials_on_cpu_though_the_cluster_has_a_gpu_are_logged(tmp_path, tiny_raw, caplog):
+    settings, _ = settings_with(tmp_path, tiny_raw, {"search_space": {"reg_weight": {"choice": [1, 2]}},
+                                                     "resources_per_trial": {"cpu": 1, "gpu": 0}})
+    spec = tuning.parse_tune(settings)
+    driver_log = logging.getLogger("movierec.tune")
+    driver_log.addHandler(caplog.handler)
+    try:
+        gpu_node = {"CPU": 8, "GPU": 2}
+        assert tuning.trial_resources(spec, "cpu", [gpu_node]) == {"cpu": 1, "gpu": 0}
+        assert caplog.text == ""  # asked for
+        assert tuning.trial_resources(spec, "auto", [gpu_node]) == {"cpu": 1, "gpu": 0}
+        assert "trials run on CPU though the Ray cluster has GPUs: tune.resources_per_trial.gpu is 0" in caplog.text
+    finally:
+        driver_log.removeHandler(caplog.handler)
+
+
 @pytest.fixture(scope="module")
 def asha_search(ray_runtime, tmp_path_factory, tiny_raw, data_dir):
     """BPR, one trial at a time: two good learning rates, a poor one, one that blows up to NaN."""
@@ -301,7 +347,7 @@ def test_a_crashing_trial_is_recorded_and_the_others_finish(asha_search):
     check_honest_estimate(read_trials(output), best_text, seed=best["seed"])
 
 
-def test_resume_finishes_an_interrupted_search_without_repeating_a_trial(ray_runtime, tmp_path, tiny_raw, data_dir):
+def test_resume_finishes_a_search_stopped_by_sigterm_without_repeating_a_trial(ray_runtime, tmp_path, tiny_raw, data_dir):
     grid = [0.02, 0.015, 0.01, 0.005]
     config = write_yaml(tmp_path / "bpr.yaml", {**BPR, "epochs": 6, "tune": {
         "search_space": {"learning_rate": {"grid": grid}}, "max_concurrent_trials": 1}})
@@ -310,7 +356,7 @@ def test_resume_finishes_an_interrupted_search_without_repeating_a_trial(ray_run
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         wait_for(lambda: list(output.glob("trials/*/summary.json")), timeout=240)
-        driver.send_signal(signal.SIGINT)  # Ctrl-C: Ray Tune saves its state and stops
+        driver.send_signal(signal.SIGTERM)  # as Ctrl-C: Ray Tune saves its state and stops
         log = driver.communicate(timeout=120)[0]
     finally:
         driver.kill()

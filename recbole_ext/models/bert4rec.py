@@ -22,24 +22,12 @@ import torch
 from recbole.model.sequential_recommender.bert4rec import BERT4Rec as RecBoleBERT4Rec
 from recbole.utils import InputType
 
-from recbole_ext.config import ConfigError
 from recbole_ext.models.losses import sequence_loss
-from recbole_ext.models.sasrec import WINDOW_SETTINGS
-from recbole_ext.models.sasrec import check_settings as check_window_settings
+from recbole_ext.models.sasrec import WINDOW_SETTINGS, check_settings  # noqa: F401  (the registry finds it here)
 from recbole_ext.registry import recbole_properties
 
 PROPERTIES = {**recbole_properties("BERT4Rec"), **WINDOW_SETTINGS}
 del PROPERTIES["transform"]  # RecBole's dataloader masks with it; here the model masks on its device
-
-
-def check_settings(values, where):
-    check_window_settings(values, where)
-    for key, zero_allowed in (("mask_ratio", False), ("ft_ratio", True)):
-        value = values.get(key, PROPERTIES[key])
-        number = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if not (number and (0 <= value if zero_allowed else 0 < value) and value <= 1):
-            interval = "[0, 1]" if zero_allowed else "(0, 1]"
-            raise ConfigError(f"{where(key)}: {key} must be a number in {interval}, got {value!r}")
 
 
 class BERT4Rec(RecBoleBERT4Rec):

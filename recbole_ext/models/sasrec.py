@@ -21,7 +21,7 @@ import torch
 from recbole.model.sequential_recommender.sasrec import SASRec as RecBoleSASRec
 from recbole.utils import InputType
 
-from recbole_ext.config import ConfigError
+from recbole_ext.config import ConfigError, is_number
 from recbole_ext.models.losses import LOSS_TYPES, sequence_loss
 from recbole_ext.registry import recbole_properties
 
@@ -37,16 +37,13 @@ PROPERTIES = {**recbole_properties("SASRec"), **WINDOW_SETTINGS}
 
 
 def check_settings(values, where):
-    """Settings of whole-sequence training, before anything runs (shared with BERT4Rec)."""
-    checks = {
-        "loss_type": (lambda v: v in LOSS_TYPES, " or ".join(LOSS_TYPES)),
-        "neg_samples": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "an integer >= 1"),
-        "gbce_t": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1, "a number in [0, 1]"),
-        "train_windows": (lambda v: v in ("all", "random"), "all or random"),
-    }
-    for key, (ok, expected) in checks.items():
-        if key in values and not ok(values[key]):
-            raise ConfigError(f"{where(key)}: {key} must be {expected}, got {values[key]!r}")
+    """The choices of whole-sequence training (config.py checks kinds and ranges), shared with BERT4Rec."""
+    choices = {"loss_type": LOSS_TYPES, "train_windows": ("all", "random")}
+    for key, valid in choices.items():
+        if key in values and values[key] not in valid:
+            raise ConfigError(f"{where(key)}: {key} must be one of {', '.join(valid)}, got {values[key]!r}")
+    if "gbce_t" in values and not (is_number(values["gbce_t"]) and 0 <= values["gbce_t"] <= 1):
+        raise ConfigError(f"{where('gbce_t')}: gbce_t must be a number in [0, 1], got {values['gbce_t']!r}")
 
 
 class SASRec(RecBoleSASRec):
