@@ -107,7 +107,7 @@ def test_each_data_version_gets_its_own_x_axis(tmp_path):
     figure = bar_figure(report_table(root)[0])
     small, big = figure.axes
     assert small.get_title(loc="left") == "data fp-small" and big.get_title(loc="left") == "data fp-big"
-    assert small.get_xlim()[1] == pytest.approx(0.30 * 1.18) and big.get_xlim()[1] == pytest.approx(0.06 * 1.18)
+    assert small.get_xlim()[1] == pytest.approx(0.30 * 1.2) and big.get_xlim()[1] == pytest.approx(0.06 * 1.2)
     assert not small.get_shared_x_axes().joined(small, big)
     assert small.get_xlabel() == big.get_xlabel() != ""  # every panel says what it measures
 

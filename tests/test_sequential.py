@@ -162,24 +162,27 @@ def test_bert4rec_masks_real_positions_and_at_least_one_per_window(tiny_prepared
 
 def test_gbce_equals_the_formula_written_out():
     embedding = torch.tensor([[0.0, 0.0], [1.0, 0.5], [-0.5, 1.0], [0.3, -0.2], [2.0, 0.1]])  # row 0: padding
-    hidden = torch.tensor([[0.4, -1.0], [1.5, 0.2]])
-    targets = torch.tensor([2, 4])
+    hidden = torch.tensor([[[0.4, -1.0], [1.5, 0.2], [9.0, 9.0]], [[-0.3, 0.8], [0.0, 0.0], [0.0, 0.0]]])
+    targets = torch.tensor([[2, 4, 0], [1, 0, 0]])  # 0: no target at that position
     k = 2
     torch.manual_seed(3)
-    negatives = torch.randint(1, 5, (k,)).tolist()  # the loss draws its negatives the same way
+    negatives = torch.randint(1, 5, (2, k)).tolist()  # the loss draws its negatives the same way, per window
 
     def log_sigmoid(x):
         return -math.log1p(math.exp(-x))
 
     def by_hand(beta):
-        total = 0.0
-        for h, y in zip(hidden.tolist(), targets.tolist()):
-            score = sum(a * b for a, b in zip(h, embedding[y].tolist()))
-            total -= beta * log_sigmoid(score)
-            for n in negatives:
-                score = sum(a * b for a, b in zip(h, embedding[n].tolist()))
-                total -= math.log(1 - math.exp(log_sigmoid(score)))
-        return total / len(targets)
+        losses = []
+        for window in range(2):
+            for h, y in zip(hidden[window].tolist(), targets[window].tolist()):
+                if y == 0:
+                    continue
+                loss = -beta * log_sigmoid(sum(a * b for a, b in zip(h, embedding[y].tolist())))
+                for n in negatives[window]:
+                    score = sum(a * b for a, b in zip(h, embedding[n].tolist()))
+                    loss -= math.log(1 - math.exp(log_sigmoid(score)))
+                losses.append(loss)
+        return sum(losses) / len(losses)
 
     # |I| = 4 items, alpha = k / (|I| - 1) = 2/3; beta = alpha (t (1 - 1/alpha) + 1/alpha)
     for t, beta in ((0.5, 5 / 6), (0.0, 1.0), (1.0, 2 / 3)):

@@ -57,8 +57,9 @@ class BERT4Rec(RecBoleBERT4Rec):
     def calculate_loss(self, interaction):
         item_seq, item_seq_len = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
         masked = self.training_mask(item_seq, item_seq_len)
-        hidden = self.forward(item_seq.masked_fill(masked, self.mask_token))[masked]
-        return sequence_loss(self.loss_type, hidden, item_seq[masked], self.item_embedding.weight[: self.n_items],
+        hidden = self.forward(item_seq.masked_fill(masked, self.mask_token))
+        targets = item_seq.masked_fill(~masked, 0)  # the masked items, 0 elsewhere
+        return sequence_loss(self.loss_type, hidden, targets, self.item_embedding.weight[: self.n_items],
                              self.output_bias, neg_samples=self.neg_samples, gbce_t=self.gbce_t)
 
     def reconstruct_test_data(self, item_seq, item_seq_len):

@@ -1,20 +1,23 @@
-r"""Losses of whole-sequence training: every real position t of a window is one target.
+r"""Losses of whole-sequence training: every target position t of a batch of windows counts once.
 
-h is the encoder output at the positions with a target (N x H), y their target
-items, E the item embedding table (row 0 is the padding item, never a target
-nor a candidate), b an optional per-item output bias:
+h_t is the encoder output at a target position, y_t its target item, E the
+item embedding table (row 0 is the padding item, never a target nor a
+candidate), b an optional per-item output bias, s_t,i = h_t . e_i + b_i:
 
-    CE    mean_t  -log softmax(h_t E^T + b)[y_t]                  over all items
+    CE    mean_t  -log softmax(s_t,:)[y_t]                     over all items
     gBCE  mean_t  -beta log sigmoid(s_t,y) - sum_j log(1 - sigmoid(s_t,n_j))
-          k = neg_samples items n_j drawn uniformly for the batch, alpha = k / (|I| - 1),
+          k = neg_samples items n_j drawn uniformly, alpha = k / (|I| - 1),
           beta = alpha (t (1 - 1/alpha) + 1/alpha), t = gbce_t in [0, 1]
-    BPR   mean_t  -log sigmoid(s_t,y - s_t,n_t)                   one uniform negative per target
+    BPR   mean_t  -log sigmoid(s_t,y - s_t,n_t)                one uniform negative per target
 
 CE is Klenitskiy & Vasilev (RecSys 2023), gBCE Petrov & Macdonald (RecSys 2023):
 t = 0 is plain BCE with k negatives, t = 1 calibrates the positive's
-probability to the full softmax. The gBCE negatives are shared by the
-targets of a batch: each target still sees k uniform negatives (what beta
-corrects for), and the scores take N x k memory instead of N x k x H.
+probability to the full softmax. The gBCE negatives of a window are shared
+by its positions: each target still sees k uniform negatives (what beta
+corrects for), the scores take B x L x k memory instead of B x L x k x H,
+and every item is a negative in about as many windows at every step (one
+draw for the whole batch would hit a few items with all its positions at
+once, a spiky gradient that Adam follows badly).
 """
 
 import torch
@@ -29,16 +32,19 @@ MAX_LOGITS = 1 << 25
 
 
 def sequence_loss(loss_type, hidden, targets, embedding, bias=None, neg_samples=1, gbce_t=0.0):
+    """The loss of a batch: hidden (B, L, H) encoder outputs, targets (B, L) items, 0 where no target."""
+    real = targets > 0
     if loss_type == "CE":
-        return softmax_cross_entropy(hidden, targets, embedding, bias)
+        return softmax_cross_entropy(hidden[real], targets[real], embedding, bias)
     if loss_type == "gBCE":
         return gbce(hidden, targets, embedding, neg_samples, gbce_t, bias)
     if loss_type == "BPR":
-        return bpr(hidden, targets, embedding, bias)
+        return bpr(hidden[real], targets[real], embedding, bias)
     raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
 
 
 def softmax_cross_entropy(hidden, targets, embedding, bias=None, max_logits=MAX_LOGITS):
+    """CE over all items of hidden (N, H) against targets (N,)."""
     candidates, candidate_bias = embedding[1:], None if bias is None else bias[1:]  # no padding item
     rows = max(1, max_logits // len(candidates))
     if len(hidden) <= rows:
@@ -63,17 +69,20 @@ def gbce_beta(neg_samples, n_items, t):
 
 
 def gbce(hidden, targets, embedding, neg_samples, t, bias=None):
+    """gBCE of hidden (B, L, H) against targets (B, L), 0 where no target; k negatives per window."""
+    real = targets > 0
     n_items = len(embedding) - 1  # real items: ids 1 .. len - 1
-    negatives = torch.randint(1, len(embedding), (neg_samples,), device=hidden.device)
-    positive = _scores(hidden, targets, embedding, bias)
-    negative = hidden @ embedding[negatives].T
+    negatives = torch.randint(1, len(embedding), (len(hidden), neg_samples), device=hidden.device)
+    negative = torch.bmm(hidden, embedding[negatives].transpose(1, 2))  # (B, L, k)
     if bias is not None:
-        negative = negative + bias[negatives]
+        negative = negative + bias[negatives].unsqueeze(1)
+    positive = _scores(hidden[real], targets[real], embedding, bias)
     beta = gbce_beta(neg_samples, n_items, t)
-    return (beta * F.softplus(-positive) + F.softplus(negative).sum(-1)).mean()
+    return (beta * F.softplus(-positive) + F.softplus(negative[real]).sum(-1)).mean()
 
 
 def bpr(hidden, targets, embedding, bias=None):
+    """BPR of hidden (N, H) against targets (N,), one uniform negative each."""
     negatives = torch.randint(1, len(embedding), targets.shape, device=hidden.device)
     return F.softplus(_scores(hidden, negatives, embedding, bias) - _scores(hidden, targets, embedding, bias)).mean()
 

@@ -71,9 +71,6 @@ class SASRec(RecBoleSASRec):
         return self.gather_indexes(self.encode(item_seq), item_seq_len - 1)
 
     def calculate_loss(self, interaction):
-        window = interaction[self.ITEM_SEQ]  # (B, L + 1)
-        inputs, targets = window[:, :-1], window[:, 1:]
-        real = targets > 0
-        hidden = self.encode(inputs)[real]
-        return sequence_loss(self.loss_type, hidden, targets[real], self.item_embedding.weight,
+        window = interaction[self.ITEM_SEQ]  # (B, L + 1): position t's target is the item at t + 1
+        return sequence_loss(self.loss_type, self.encode(window[:, :-1]), window[:, 1:], self.item_embedding.weight,
                              neg_samples=self.neg_samples, gbce_t=self.gbce_t)
