@@ -172,14 +172,15 @@ def test_gbce_equals_the_formula_written_out():
         return -math.log1p(math.exp(-x))
 
     def by_hand(beta):
+        offset = -math.log(k)  # where BCE's positive pull and its k negatives' push balance
         losses = []
         for window in range(2):
             for h, y in zip(hidden[window].tolist(), targets[window].tolist()):
                 if y == 0:
                     continue
-                loss = -beta * log_sigmoid(sum(a * b for a, b in zip(h, embedding[y].tolist())))
+                loss = -beta * log_sigmoid(sum(a * b for a, b in zip(h, embedding[y].tolist())) + offset)
                 for n in negatives[window]:
-                    score = sum(a * b for a, b in zip(h, embedding[n].tolist()))
+                    score = sum(a * b for a, b in zip(h, embedding[n].tolist())) + offset
                     loss -= math.log(1 - math.exp(log_sigmoid(score)))
                 losses.append(loss)
         return sum(losses) / len(losses)
