@@ -30,6 +30,7 @@ def apply():
     _interaction_sort_on_arrays()
     _config_ignores_argv()
     _tensorboard_beside_log()
+    _cpr_scores_without_a_target()
     quiet_known_warnings()
     _applied = True
 
@@ -183,6 +184,24 @@ def _tensorboard_beside_log():
         return _NullSummaryWriter()
 
     trainer_module.get_tensorboard = get_tensorboard
+
+
+def _cpr_scores_without_a_target():
+    # GRU4RecCPR's and SASRecCPR's full_sort_predict also computes the
+    # training loss, which reads the target item: RecBole's evaluation batches
+    # carry one, a request for recommendations does not (KeyError: 'item_id').
+    # The same scores, without the loss (as their own predict() does).
+    from recbole.model.sequential_recommender.gru4reccpr import GRU4RecCPR
+    from recbole.model.sequential_recommender.sasreccpr import SASRecCPR
+
+    def full_sort_predict(self, interaction):
+        _, prediction_prob = self.calculate_loss_prob(interaction, only_compute_prob=True)
+        if self.post_remove_context:
+            prediction_prob.scatter_(1, interaction[self.ITEM_SEQ], 0)
+        return prediction_prob
+
+    GRU4RecCPR.full_sort_predict = full_sort_predict
+    SASRecCPR.full_sort_predict = full_sort_predict
 
 
 def quiet_known_warnings():

@@ -107,3 +107,24 @@ def test_interaction_sort_is_stable_without_numpy_deprecations():
     assert inter["i"].tolist() == [3, 1, 0, 2]  # ties (u=2, t=5) keep their order
     inter.sort(by="i", ascending=False)
     assert inter["i"].tolist() == [3, 2, 1, 0]
+
+
+@pytest.mark.parametrize("model_name", ["GRU4RecCPR", "SASRecCPR"])
+def test_cpr_models_score_a_sequence_without_a_target_item(tiny_prepared, tmp_path, model_name):
+    from recbole.data.interaction import Interaction
+
+    from recbole_ext.data import LazySequentialDataset
+
+    config = recbole_config(tiny_prepared, tmp_path, model=model_name, MAX_ITEM_LIST_LENGTH=10,
+                            train_neg_sample_args=None, embedding_size=16, hidden_size=16, inner_size=32,
+                            load_col={"inter": ["user_id", "item_id", "timestamp"]})
+    dataset = LazySequentialDataset(config)
+    dataset._change_feat_format()
+    model = get_model(model_name)(config, dataset).eval()
+    batch = dataset[torch.arange(8)]  # sequences with their target items, as RecBole evaluates them
+    request = Interaction({key: batch[key] for key in (model.ITEM_SEQ, model.ITEM_SEQ_LEN)})  # no target
+    with torch.no_grad():
+        scores = model.full_sort_predict(request)
+        _, expected = model.calculate_loss_prob(batch)  # RecBole's own call, which needs the targets
+    assert scores.shape == (8, dataset.item_num)
+    assert torch.allclose(scores, expected)
