@@ -221,13 +221,20 @@ def check_model(model):
         ]
         hint = f"; did you mean {close[0]!r}?" if close else f"; known models: {', '.join(names)}"
         raise ConfigError(f"unknown model {model!r}{hint}")
-    model_type = registry.get_model(model).type
+    if registry.is_decision_tree(model):  # its module imports xgboost and lightgbm: known by name
+        model_type = ModelType.DECISIONTREE
+    else:
+        model_type = registry.get_model(model).type
     if model_type not in SUPPORTED_TYPES:
         reason = {
             ModelType.KNOWLEDGE: "it needs a knowledge graph (.kg, .link files), which the competition data lacks",
             ModelType.DECISIONTREE: "decision-tree models need xgboost/lightgbm and label data",
         }.get(model_type, f"models of type {model_type} are not supported")
         raise ConfigError(f"model {model!r} cannot run here: {reason}")
+    missing = registry.missing_package(model)
+    if missing:
+        module, pip_name = missing
+        raise ConfigError(f"model {model!r} needs the package {module!r}, which is not installed: pip install {pip_name}")
 
 
 def known_keys(model):
@@ -283,9 +290,27 @@ def check_settings(settings):
         raise ConfigError(f"{where('data')}: data folder {values['data']!r} does not exist")
     if values.get("pretrained_path") is not None and not Path(values["pretrained_path"]).is_file():
         raise ConfigError(f"{where('pretrained_path')}: pretrained checkpoint {values['pretrained_path']!r} not found")
+    _check_selected_features(settings.model, values, where)
     model_check = registry.settings_check(settings.model)
     if model_check:
         model_check(values, where)
+
+
+def _check_selected_features(model, values, where):
+    """FDSA, GRU4RecF, SASRecF read the item features they name: each must be loaded (RecBole's default
+    is MovieLens-100K's raw field `class`, which prepared data does not have)."""
+    features = values.get("selected_features", registry.model_properties(model).get("selected_features"))
+    if features is None:
+        return
+    loaded = (values.get("load_col") or {}).get("item") or []
+    for feature in features if isinstance(features, list) else [features]:
+        if feature not in loaded:
+            raise ConfigError(
+                f"{where('selected_features')}: selected_features: item field {feature!r} is not in load_col "
+                f"({where('load_col')}); select fields of the .item file (genre, year, title...) and load them, "
+                f"e.g. selected_features: [genre] and load_col: {{inter: [user_id, item_id, timestamp], "
+                f"item: [item_id, genre]}}"
+            )
 
 
 def resolve_device(setting):

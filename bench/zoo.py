@@ -1,0 +1,125 @@
+"""One epoch of every model run.py accepts: does it run, how long, what it scores.
+
+    python bench/zoo.py [--models NAME ...] [--timeout 600] [--memory-gb 8] [--markdown]
+
+Every general, sequential and context-aware model of the registry (RecBole's,
+movierec's and the aliases) runs ``run.py --model=X epochs=1 refit=false`` on
+the embedded MovieLens-100K, each in its own subprocess with a time limit and
+an address-space limit, so a model that asks for too much memory fails alone
+instead of taking the machine. Prints model, kind, status, seconds, holdout
+Recall@10 and, for a model that did not run, its error line:
+
+    ok        trained one epoch, scored the holdout, wrote the submission
+    refused   run.py refused it before any work (exit 2, one `error:` line)
+    failed    anything else (the last line of its output; `traceback` when it printed one)
+    timeout   still running after --timeout seconds
+"""
+
+import argparse
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import recbole_ext  # noqa: E402,F401
+from recbole.utils import ModelType  # noqa: E402
+from recbole_ext import registry  # noqa: E402
+
+from bench.common import ROOT, table  # noqa: E402
+
+KINDS = {
+    ModelType.GENERAL: "general",
+    ModelType.TRADITIONAL: "general",
+    ModelType.SEQUENTIAL: "sequential",
+    ModelType.CONTEXT: "context-aware",
+}
+ONE_EPOCH = ["epochs=1", "refit=false", "show_progress=false", "state=WARNING"]
+
+
+def zoo_models():
+    """{model: kind} for every model name run.py accepts of the three kinds, from the registry."""
+    models = {}
+    for name in registry.model_names():
+        if registry.is_decision_tree(name):  # needs xgboost/lightgbm and labels; run.py refuses it
+            continue
+        kind = KINDS.get(registry.get_model(name).type)
+        if kind:
+            models[name] = kind
+    return models
+
+
+def run_one(model, output, timeout, memory_bytes):
+    """(status, seconds, recall@10 or None, message) of one run.py subprocess."""
+
+    def limits():
+        resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+        os.setpgrp()  # its own process group: a timeout ends the run and anything it started
+
+    args = [sys.executable, "run.py", f"--model={model}", f"--output={output}", *ONE_EPOCH]
+    started = time.perf_counter()
+    # torch's OpenMP threads spin while they wait: on a shared machine that makes runs several times slower
+    env = {"OMP_WAIT_POLICY": "PASSIVE", **os.environ}
+    process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               preexec_fn=limits)
+    try:
+        log, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return "timeout", time.perf_counter() - started, None, f"no result after {timeout:.0f} s"
+    finally:
+        if process.poll() is None:  # timed out, or the zoo itself was stopped
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+    seconds = time.perf_counter() - started
+    lines = [line for line in log.splitlines() if line.strip()]
+    if process.returncode == 0:
+        summary = json.loads((Path(output) / "summary.json").read_text())
+        return "ok", seconds, summary["holdout"]["recall@10"], ""
+    errors = [line for line in lines if line.startswith("error:")]
+    if process.returncode == 2 and errors:
+        return "refused", seconds, None, errors[-1][len("error:"):].strip()
+    traceback = any(line.startswith("Traceback") for line in lines)
+    last = lines[-1] if lines else f"exit code {process.returncode}"
+    return "failed", seconds, None, ("traceback: " if traceback else "") + last
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", nargs="*", help="default: the whole zoo")
+    parser.add_argument("--timeout", type=float, default=600, help="seconds per model (default 600)")
+    parser.add_argument("--memory-gb", type=float, default=8, help="address-space limit per model (default 8)")
+    parser.add_argument("--markdown", action="store_true", help="print the table as markdown (the README's)")
+    args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # through the finally that ends the running model
+    zoo = zoo_models()
+    unknown = [m for m in args.models or () if m not in zoo]
+    if unknown:
+        parser.error(f"not in the zoo: {', '.join(unknown)}")
+    models = args.models or sorted(zoo, key=lambda m: (list(KINDS.values()).index(zoo[m]), m.lower()))
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="zoo-") as outputs:
+        for model in models:
+            status, seconds, recall, message = run_one(
+                model, Path(outputs) / model, args.timeout, int(args.memory_gb * 2**30))
+            rows.append((model, zoo[model], status, f"{seconds:.0f}", "" if recall is None else f"{recall:.4f}",
+                         message[:150]))
+            print(f"{model}: {status} {seconds:.0f} s {rows[-1][4]} {message[:150]}", flush=True)
+    header = ("model", "kind", "status", "seconds", "recall@10", "message")
+    print(f"\none epoch ({' '.join(ONE_EPOCH[:2])}) on the embedded MovieLens-100K, "
+          f"limits {args.timeout:.0f} s and {args.memory_gb:g} GB per model")
+    if args.markdown:
+        print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
+        print("\n".join("| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows))
+    else:
+        print(table(rows, header))
+    counts = {status: sum(row[2] == status for row in rows) for status in ("ok", "refused", "failed", "timeout")}
+    print(", ".join(f"{n} {status}" for status, n in counts.items()))
+
+
+if __name__ == "__main__":
+    main()
