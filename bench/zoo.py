@@ -1,9 +1,10 @@
 """One epoch of every model run.py accepts: does it run, how long, what it scores.
 
-    python bench/zoo.py [--models NAME ...] [--timeout 600] [--memory-gb 8] [--markdown]
+    python bench/zoo.py [--models NAME ...] [--timeout 600] [--memory-gb 8] [--jobs 1] [--markdown]
 
 Every general, sequential and context-aware model of the registry (RecBole's,
-movierec's and the aliases) runs ``run.py --model=X epochs=1 refit=false`` on
+movierec's and the aliases) runs ``run.py --model=X epochs=1 refit=false``
+(and ``pretrain_epochs=1`` for the S3Rec models) with its yaml/ settings on
 the embedded MovieLens-100K, each in its own subprocess with a time limit and
 an address-space limit, so a model that asks for too much memory fails alone
 instead of taking the machine. Prints model, kind, status, seconds, holdout
@@ -24,12 +25,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import recbole_ext  # noqa: E402,F401
 from recbole.utils import ModelType  # noqa: E402
 from recbole_ext import registry  # noqa: E402
+from recbole_ext.config import known_keys  # noqa: E402
 
 from bench.common import ROOT, table  # noqa: E402
 
@@ -61,7 +64,8 @@ def run_one(model, output, timeout, memory_bytes):
         resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
         os.setpgrp()  # its own process group: a timeout ends the run and anything it started
 
-    args = [sys.executable, "run.py", f"--model={model}", f"--output={output}", *ONE_EPOCH]
+    one_epoch = ONE_EPOCH + (["pretrain_epochs=1"] if "pretrain_epochs" in known_keys(model) else [])  # S3Rec
+    args = [sys.executable, "run.py", f"--model={model}", f"--output={output}", *one_epoch]
     started = time.perf_counter()
     # torch's OpenMP threads spin while they wait: on a shared machine that makes runs several times slower
     env = {"OMP_WAIT_POLICY": "PASSIVE", **os.environ}
@@ -93,6 +97,7 @@ def main():
     parser.add_argument("--models", nargs="*", help="default: the whole zoo")
     parser.add_argument("--timeout", type=float, default=600, help="seconds per model (default 600)")
     parser.add_argument("--memory-gb", type=float, default=8, help="address-space limit per model (default 8)")
+    parser.add_argument("--jobs", type=int, default=1, help="models run at the same time (default 1)")
     parser.add_argument("--markdown", action="store_true", help="print the table as markdown (the README's)")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # through the finally that ends the running model
@@ -101,17 +106,20 @@ def main():
     if unknown:
         parser.error(f"not in the zoo: {', '.join(unknown)}")
     models = args.models or sorted(zoo, key=lambda m: (list(KINDS.values()).index(zoo[m]), m.lower()))
-    rows = []
-    with tempfile.TemporaryDirectory(prefix="zoo-") as outputs:
-        for model in models:
+    load_before = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory(prefix="zoo-") as outputs, ThreadPoolExecutor(args.jobs) as pool:
+        def one(model):
             status, seconds, recall, message = run_one(
                 model, Path(outputs) / model, args.timeout, int(args.memory_gb * 2**30))
-            rows.append((model, zoo[model], status, f"{seconds:.0f}", "" if recall is None else f"{recall:.4f}",
-                         message[:150]))
-            print(f"{model}: {status} {seconds:.0f} s {rows[-1][4]} {message[:150]}", flush=True)
+            row = (model, zoo[model], status, f"{seconds:.0f}", "" if recall is None else f"{recall:.4f}", message[:150])
+            print(f"{model}: {status} {seconds:.0f} s {row[4]} {row[5]}", flush=True)
+            return row
+
+        rows = list(pool.map(one, models))
     header = ("model", "kind", "status", "seconds", "recall@10", "message")
-    print(f"\none epoch ({' '.join(ONE_EPOCH[:2])}) on the embedded MovieLens-100K, "
-          f"limits {args.timeout:.0f} s and {args.memory_gb:g} GB per model")
+    print(f"\none epoch ({' '.join(ONE_EPOCH[:2])}) on the embedded MovieLens-100K, limits {args.timeout:.0f} s and "
+          f"{args.memory_gb:g} GB per model, {args.jobs} at a time; load average {load_before:.1f} before, "
+          f"{os.getloadavg()[0]:.1f} after")
     if args.markdown:
         print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
         print("\n".join("| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows))

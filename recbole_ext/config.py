@@ -54,6 +54,8 @@ MANAGED = {
 }
 # read by RecBole but absent from its property files
 EXTRA_RECBOLE_KEYS = {"nproc", "world_size", "offset", "ip", "port", "local_rank"}
+# RecBole settings that name item fields a model reads
+ITEM_FIELD_SETTINGS = ("selected_features", "item_attribute")
 SUPPORTED_TYPES = {ModelType.GENERAL, ModelType.TRADITIONAL, ModelType.SEQUENTIAL, ModelType.CONTEXT}
 
 
@@ -297,20 +299,21 @@ def check_settings(settings):
 
 
 def _check_selected_features(model, values, where):
-    """FDSA, GRU4RecF, SASRecF read the item features they name: each must be loaded (RecBole's default
-    is MovieLens-100K's raw field `class`, which prepared data does not have)."""
-    features = values.get("selected_features", registry.model_properties(model).get("selected_features"))
-    if features is None:
-        return
-    loaded = (values.get("load_col") or {}).get("item") or []
-    for feature in features if isinstance(features, list) else [features]:
-        if feature not in loaded:
-            raise ConfigError(
-                f"{where('selected_features')}: selected_features: item field {feature!r} is not in load_col "
-                f"({where('load_col')}); select fields of the .item file (genre, year, title...) and load them, "
-                f"e.g. selected_features: [genre] and load_col: {{inter: [user_id, item_id, timestamp], "
-                f"item: [item_id, genre]}}"
-            )
+    """FDSA, GRU4RecF, SASRecF (selected_features) and RecBole's S3Rec (item_attribute) read the item fields
+    they name: each must be loaded. RecBole's default is MovieLens-100K's raw field `class`, which prepared
+    data does not have."""
+    for key in ITEM_FIELD_SETTINGS:
+        fields = values.get(key, registry.model_properties(model).get(key))
+        if fields is None or isinstance(fields, dict):  # movierec's S3Rec {field: weight} loads its own
+            continue
+        loaded = (values.get("load_col") or {}).get("item") or []
+        for field in fields if isinstance(fields, list) else [fields]:
+            if field not in loaded:
+                raise ConfigError(
+                    f"{where(key)}: {key}: item field {field!r} is not in load_col ({where('load_col')}); "
+                    f"name fields of the .item file (genre, year, title...) and load them, "
+                    f"e.g. load_col: {{inter: [user_id, item_id, timestamp], item: [item_id, genre]}}"
+                )
 
 
 def resolve_device(setting):

@@ -60,3 +60,9 @@ def test_feature_models_select_fields_the_data_has(model):
     with pytest.raises(ConfigError, match=rf"{model.lower()}.yaml: selected_features: item field 'genre' is not in load_col \(command line\)"):
         load_settings(model, overrides=["load_col={inter: [user_id, item_id, timestamp]}"])
 
+
+
+def test_recboles_s3rec_reads_an_attribute_the_data_has():
+    assert load_settings("RecBoleS3Rec")["item_attribute"] == "genre"  # yaml/recboles3rec.yaml, not 'class'
+    with pytest.raises(ConfigError, match=r"^command line: item_attribute: item field 'class' is not in load_col"):
+        load_settings("RecBoleS3Rec", overrides=["item_attribute=class"])
