@@ -293,6 +293,9 @@ def check_settings(settings):
     if values.get("pretrained_path") is not None and not Path(values["pretrained_path"]).is_file():
         raise ConfigError(f"{where('pretrained_path')}: pretrained checkpoint {values['pretrained_path']!r} not found")
     _check_selected_features(settings.model, values, where)
+    for key, only in registry.ONLY_VALUES.get(settings.model, {}).items():
+        if values.get(key, only) != only:
+            raise ConfigError(f"{where(key)}: {key}: {settings.model} supports only {only!r}, got {values[key]!r}")
     model_check = registry.settings_check(settings.model)
     if model_check:
         model_check(values, where)

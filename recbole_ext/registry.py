@@ -39,6 +39,12 @@ OPTIONAL_PACKAGES = {
     "NCL": ("faiss", "faiss-cpu"),  # k-means of the embeddings (faiss.Kmeans) every epoch
 }
 
+# settings a model supports one value of: RecBole's model calls sys.exit(0) on any other, after data preparation
+ONLY_VALUES = {
+    "GRU4RecCPR": {"loss_type": "CE"},
+    "SASRecCPR": {"loss_type": "CE"},
+}
+
 _recbole_get_model = recbole_utils.get_model
 _recbole_get_trainer = recbole_utils.get_trainer
 RECBOLE_PROPERTIES = Path(recbole_utils.__file__).resolve().parent.parent / "properties" / "model"

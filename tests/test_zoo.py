@@ -66,3 +66,11 @@ def test_recboles_s3rec_reads_an_attribute_the_data_has():
     assert load_settings("RecBoleS3Rec")["item_attribute"] == "genre"  # yaml/recboles3rec.yaml, not 'class'
     with pytest.raises(ConfigError, match=r"^command line: item_attribute: item field 'class' is not in load_col"):
         load_settings("RecBoleS3Rec", overrides=["item_attribute=class"])
+
+
+@pytest.mark.parametrize("model", ["GRU4RecCPR", "SASRecCPR"])
+def test_cpr_models_refuse_a_loss_they_would_exit_on(model):
+    # RecBole's model prints a line and calls sys.exit(0) in __init__, after data preparation
+    with pytest.raises(ConfigError, match=rf"^command line: loss_type: {model} supports only 'CE', got 'BPR'$"):
+        load_settings(model, overrides=["loss_type=BPR"])
+    assert load_settings(model)["model"] == model
