@@ -13,6 +13,8 @@ kilobytes of feature maps), so the pairs go in chunks sized from the
 measured peak memory of a small first chunk, to stay within a memory budget.
 """
 
+import os
+
 import numpy as np
 import pandas as pd
 import torch
@@ -26,6 +28,8 @@ from recbole_ext.data import original_ids
 
 MEMORY_BUDGET = 1 << 30  # bytes one chunk of pair scoring may allocate, on top of the model and data
 PROBE_PAIRS = 256  # the first chunk, measured to size the others
+# the profiler behind peak_memory logs two lines to stderr at every start (once per batch of users)
+os.environ.setdefault("KINETO_LOG_LEVEL", "6")
 
 
 class ModelScoresNaN(RuntimeError):

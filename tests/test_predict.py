@@ -106,6 +106,11 @@ def test_peak_memory_counts_the_torch_tensors_held_at_once():
     assert 12 * 2**20 <= peak < 13 * 2**20
 
 
+def test_peak_memory_prints_nothing(capfd):
+    peak_memory(lambda: torch.ones(10))  # it runs once per batch of users: no profiler log lines
+    assert capfd.readouterr() == ("", "")
+
+
 def resident_growth(function):
     """function() and how far the process's resident memory peaked above its size before, in bytes.
 
