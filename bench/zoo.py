@@ -9,7 +9,8 @@ the embedded MovieLens-100K, each in its own subprocess with a limit on its CPU
 seconds (all threads: a busy machine stretches wall time, not CPU time) and on
 its address space, so a model that asks for too much memory fails alone
 instead of taking the machine. Prints model, kind, status, CPU and wall
-seconds, holdout Recall@10 and, for a model that did not run, its error line:
+seconds, peak resident memory, holdout Recall@10 and, for a model that did not
+run, its error line:
 
     ok        trained one epoch, scored the holdout, wrote the submission
     refused   run.py refused it before any work (exit 2, one `error:` line)
@@ -60,7 +61,7 @@ def zoo_models():
 
 
 def run_one(model, output, cpu_limit, memory_bytes):
-    """(status, wall seconds, CPU seconds, recall@10 or None, message) of one run.py subprocess.
+    """(status, wall seconds, CPU seconds, peak resident MB, recall@10 or None, message) of one run.py subprocess.
 
     The time limit is on CPU seconds (user + system, all threads), which a busy machine does not
     inflate as it does wall time; a run over it gets SIGXCPU.
@@ -89,19 +90,19 @@ def run_one(model, output, cpu_limit, memory_bytes):
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
         reader.join()
-    seconds, cpu = time.perf_counter() - started, usage.ru_utime + usage.ru_stime
+    seconds, cpu, peak_mb = time.perf_counter() - started, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
     lines = [line.rstrip() for line in output_lines if line.strip()]
     if process.returncode == 0:
         summary = json.loads((Path(output) / "summary.json").read_text())
-        return "ok", seconds, cpu, summary["holdout"]["recall@10"], ""
+        return "ok", seconds, cpu, peak_mb, summary["holdout"]["recall@10"], ""
     if process.returncode == -signal.SIGXCPU:
-        return "timeout", seconds, cpu, None, f"over {cpu_limit:.0f} CPU seconds"
+        return "timeout", seconds, cpu, peak_mb, None, f"over {cpu_limit:.0f} CPU seconds"
     errors = [line for line in lines if line.startswith("error:")]
     if process.returncode == 2 and errors:
-        return "refused", seconds, cpu, None, errors[-1][len("error:"):].strip()
+        return "refused", seconds, cpu, peak_mb, None, errors[-1][len("error:"):].strip()
     traceback = any(line.startswith("Traceback") for line in lines)
     last = lines[-1] if lines else f"exit code {process.returncode}"
-    return "failed", seconds, cpu, None, ("traceback: " if traceback else "") + last
+    return "failed", seconds, cpu, peak_mb, None, ("traceback: " if traceback else "") + last
 
 
 def main():
@@ -122,15 +123,15 @@ def main():
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="zoo-") as outputs, ThreadPoolExecutor(args.jobs) as pool:
         def one(model):
-            status, seconds, cpu, recall, message = run_one(
+            status, seconds, cpu, peak_mb, recall, message = run_one(
                 model, Path(outputs) / model, args.timeout, int(args.memory_gb * 2**30))
-            row = (model, zoo[model], status, f"{cpu:.0f}", f"{seconds:.0f}", "" if recall is None else f"{recall:.4f}",
-                   message[:150])
+            row = (model, zoo[model], status, f"{cpu:.0f}", f"{seconds:.0f}", f"{peak_mb:.0f}",
+                   "" if recall is None else f"{recall:.4f}", message[:150])
             print(" ".join(row), flush=True)
             return row
 
         rows = list(pool.map(one, models))
-    header = ("model", "kind", "status", "CPU s", "wall s", "recall@10", "message")
+    header = ("model", "kind", "status", "CPU s", "wall s", "peak MB", "recall@10", "message")
     print(f"\none epoch ({' '.join(ONE_EPOCH[:2])}) on the embedded MovieLens-100K, limits {args.timeout:.0f} CPU "
           f"seconds and {args.memory_gb:g} GB per model, {args.jobs} at a time; load average {load_before:.1f} before, "
           f"{os.getloadavg()[0]:.1f} after")
