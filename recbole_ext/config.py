@@ -225,6 +225,8 @@ def check_model(model):
         raise ConfigError(f"unknown model {model!r}{hint}")
     if registry.is_decision_tree(model):  # its module imports xgboost and lightgbm: known by name
         model_type = ModelType.DECISIONTREE
+    elif registry.reads_knowledge_graph(model):  # also GRU4RecKG, KSR, sequential models
+        model_type = ModelType.KNOWLEDGE
     else:
         model_type = registry.get_model(model).type
     if model_type not in SUPPORTED_TYPES:

@@ -18,6 +18,7 @@ import importlib.util
 from pathlib import Path
 
 import yaml
+from recbole.utils import ModelType
 from recbole.utils import utils as recbole_utils
 
 CUSTOM_MODELS = {
@@ -104,6 +105,17 @@ def _recbole_model_names():
 def is_decision_tree(model_name):
     """RecBole's xgboost and lightgbm wrappers, known by their module (it cannot be imported without both)."""
     return (RECBOLE_MODELS / "exlib_recommender" / f"{ALIASES.get(model_name, model_name).lower()}.py").is_file()
+
+
+def reads_knowledge_graph(model_name):
+    """A model whose RecBole dataset class reads a knowledge graph: the knowledge-aware models and
+    GRU4RecKG, KSR (sequential models on pretrained entity embeddings)."""
+    import recbole.data.dataset as datasets
+
+    if get_model(model_name).type == ModelType.KNOWLEDGE:
+        return True
+    own_dataset = getattr(datasets, f"{ALIASES.get(model_name, model_name)}Dataset", None)
+    return own_dataset is not None and issubclass(own_dataset, datasets.KnowledgeBasedDataset)
 
 
 def missing_package(model_name):

@@ -74,3 +74,10 @@ def test_cpr_models_refuse_a_loss_they_would_exit_on(model):
     with pytest.raises(ConfigError, match=rf"^command line: loss_type: {model} supports only 'CE', got 'BPR'$"):
         load_settings(model, overrides=["loss_type=BPR"])
     assert load_settings(model)["model"] == model
+
+
+@pytest.mark.parametrize("model", ["GRU4RecKG", "KSR", "KGAT"])
+def test_models_on_a_knowledge_graph_are_refused_before_any_work(model):
+    # GRU4RecKG and KSR are sequential models whose datasets read .kg / .ent files
+    with pytest.raises(ConfigError, match=rf"^model '{model}' cannot run here: it needs a knowledge graph"):
+        load_settings(model)
