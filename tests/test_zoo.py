@@ -1,5 +1,6 @@
 """The model zoo: every model run.py accepts runs, or is refused before any work with the reason."""
 
+import re
 import sys
 from pathlib import Path
 
@@ -81,3 +82,11 @@ def test_models_on_a_knowledge_graph_are_refused_before_any_work(model):
     # GRU4RecKG and KSR are sequential models whose datasets read .kg / .ent files
     with pytest.raises(ConfigError, match=rf"^model '{model}' cannot run here: it needs a knowledge graph"):
         load_settings(model)
+
+
+def test_readme_zoo_table_lists_every_model_of_the_zoo():
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("<!-- zoo table -->"):readme.index("<!-- end zoo table -->")]
+    listed = {match.group(1): match.group(2) for match in re.finditer(r"^\| (\w+) \| ([\w-]+) \|", table, re.M)}
+    listed.pop("model", None)  # the header
+    assert listed == zoo_models()
