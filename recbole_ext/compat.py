@@ -31,6 +31,8 @@ def apply():
     _config_ignores_argv()
     _tensorboard_beside_log()
     _anomaly_detection_off()
+    _cpr_scores_without_a_target()
+    _fearec_same_target_index_by_sorting()
     quiet_known_warnings()
     _applied = True
 
@@ -195,6 +197,39 @@ def _anomaly_detection_off():
     import recbole.model.sequential_recommender.sine  # noqa: F401  (its import switches detection on)
 
     torch.autograd.set_detect_anomaly(False)
+
+
+def _cpr_scores_without_a_target():
+    # GRU4RecCPR's and SASRecCPR's full_sort_predict also computes the
+    # training loss, which reads the target item: RecBole's evaluation batches
+    # carry one, a request for recommendations does not (KeyError: 'item_id').
+    # The same scores, without the loss (as their own predict() does).
+    from recbole.model.sequential_recommender.gru4reccpr import GRU4RecCPR
+    from recbole.model.sequential_recommender.sasreccpr import SASRecCPR
+
+    def full_sort_predict(self, interaction):
+        _, prediction_prob = self.calculate_loss_prob(interaction, only_compute_prob=True)
+        if self.post_remove_context:
+            prediction_prob.scatter_(1, interaction[self.ITEM_SEQ], 0)
+        return prediction_prob
+
+    GRU4RecCPR.full_sort_predict = full_sort_predict
+    SASRecCPR.full_sort_predict = full_sort_predict
+
+
+def _fearec_same_target_index_by_sorting():
+    # FEARec.__init__ maps each target item to the rows that have it with one
+    # np.where over all rows per row: quadratic, about 10^10 comparisons on
+    # MovieLens-100K, hours at the competition's 5M. The same map from one sort.
+    from recbole.model.sequential_recommender.fearec import FEARec
+
+    def get_same_item_index(self, dataset):
+        target_item = dataset.inter_feat[self.ITEM_ID].numpy()
+        order = np.argsort(target_item, kind="stable")  # rows of each item stay in ascending order
+        items, starts = np.unique(target_item[order], return_index=True)
+        return dict(zip(items.tolist(), np.split(order, starts[1:])))
+
+    FEARec.get_same_item_index = get_same_item_index
 
 
 def quiet_known_warnings():

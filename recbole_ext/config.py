@@ -62,6 +62,8 @@ MANAGED = {
     ),
     "rm_dup_inter": "preparing the data drops duplicate interactions already (keeping the earliest)",
 }
+# RecBole settings that name item fields a model reads
+ITEM_FIELD_SETTINGS = ("selected_features", "item_attribute")
 SUPPORTED_TYPES = {ModelType.GENERAL, ModelType.TRADITIONAL, ModelType.SEQUENTIAL, ModelType.CONTEXT}
 
 
@@ -210,13 +212,22 @@ def check_model(name):
         close = difflib.get_close_matches(str(name), names, n=1, cutoff=0.5)
         hint = f"; did you mean {close[0]!r}?" if close else f"; known models: {', '.join(names)}"
         raise ConfigError(f"unknown model {name!r}{hint}")
-    model_type = registry.get_model(model).type
+    if registry.is_decision_tree(model):  # its module imports xgboost and lightgbm: known by name
+        model_type = ModelType.DECISIONTREE
+    elif registry.reads_knowledge_graph(model):  # also GRU4RecKG, KSR, sequential models
+        model_type = ModelType.KNOWLEDGE
+    else:
+        model_type = registry.get_model(model).type
     if model_type not in SUPPORTED_TYPES:
         reason = {
             ModelType.KNOWLEDGE: "it needs a knowledge graph (.kg, .link files), which the competition data lacks",
             ModelType.DECISIONTREE: "decision-tree models need xgboost/lightgbm and label data",
         }.get(model_type, f"models of type {model_type} are not supported")
         raise ConfigError(f"model {model!r} cannot run here: {reason}")
+    missing = registry.missing_package(model)
+    if missing:
+        module, pip_name = missing
+        raise ConfigError(f"model {model!r} needs the package {module!r}, which is not installed: pip install {pip_name}")
     return model
 
 
@@ -279,6 +290,10 @@ def check_settings(settings):
     if values.get("pretrained_path") is not None and not Path(values["pretrained_path"]).is_file():
         raise ConfigError(f"{where('pretrained_path')}: pretrained checkpoint {values['pretrained_path']!r} not found")
     check_values(settings.model, {k: v for k, v in values.items() if k not in MOVIEREC_KEYS}, where)
+    _check_selected_features(settings.model, values, where)
+    for key, only in registry.ONLY_VALUES.get(settings.model, {}).items():
+        if values.get(key, only) != only:
+            raise ConfigError(f"{where(key)}: {key}: {settings.model} supports only {only!r}, got {values[key]!r}")
     model_check = registry.settings_check(settings.model)
     if model_check:
         model_check(values, where)
@@ -345,6 +360,24 @@ def is_number(value):
 
 def is_int(value):
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_selected_features(model, values, where):
+    """FDSA, GRU4RecF, SASRecF (selected_features) and RecBole's S3Rec (item_attribute) read the item fields
+    they name: each must be loaded. RecBole's default is MovieLens-100K's raw field `class`, which prepared
+    data does not have."""
+    for key in ITEM_FIELD_SETTINGS:
+        fields = values.get(key, registry.model_properties(model).get(key))
+        if fields is None or isinstance(fields, dict):  # movierec's S3Rec {field: weight} loads its own
+            continue
+        loaded = (values.get("load_col") or {}).get("item") or []
+        for field in fields if isinstance(fields, list) else [fields]:
+            if field not in loaded:
+                raise ConfigError(
+                    f"{where(key)}: {key}: item field {field!r} is not in load_col ({where('load_col')}); "
+                    f"name fields of the .item file (genre, year, title...) and load them, "
+                    f"e.g. load_col: {{inter: [user_id, item_id, timestamp], item: [item_id, genre]}}"
+                )
 
 
 def resolve_device(setting):

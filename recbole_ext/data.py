@@ -38,9 +38,7 @@ from recbole_ext.files import write_atomic
 
 logger = logging.getLogger(__name__)
 
-CACHE_FORMAT = 2  # bump when what is pickled changes
-# models that read the materialised lists from dataset.inter_feat
-EAGER_SEQUENTIAL_MODELS = {"FEARec"}
+CACHE_FORMAT = 3  # bump when what is pickled changes
 
 
 def windows(values, end, length, max_length):
@@ -75,7 +73,7 @@ class LazySequentialDataset(SequentialDataset):
         target_inter = {field: values[targets] for field, values in self.flat_inter.interaction.items()}
         target_inter[self.item_list_length_field] = lengths
         target_inter[self.FLAT_POSITION] = targets
-        self.inter_feat = Interaction(target_inter)
+        self.inter_feat = TargetInteractions(target_inter, self)
 
     def __getitem__(self, index, join=True):
         batch = self.inter_feat[index]
@@ -155,6 +153,36 @@ class SequenceWindows:
             })
 
 
+class TargetInteractions(Interaction):
+    """A LazySequentialDataset's rows, one per target. A model that reads a list column of the
+    dataset by name (FEARec: ``dataset.inter_feat["item_id_list"][row]``) gets a column whose
+    rows are gathered when indexed, as RecBole's materialised one would give them."""
+
+    def __init__(self, interaction, dataset):
+        super().__init__(interaction)
+        self.dataset = dataset
+
+    def __getitem__(self, index):
+        if isinstance(index, str) and index not in self.interaction:
+            field = index.removesuffix(self.dataset.config["LIST_SUFFIX"])
+            if field != index and field in self.dataset.flat_inter.interaction:
+                return _GatheredColumn(self.dataset, field)
+        return super().__getitem__(index)
+
+
+class _GatheredColumn:
+    def __init__(self, dataset, field):
+        self.dataset, self.field = dataset, field
+
+    def __getitem__(self, rows):
+        rows = torch.as_tensor(rows)
+        targets = self.dataset.inter_feat.interaction
+        end, length = targets[LazySequentialDataset.FLAT_POSITION][rows], targets[self.dataset.item_list_length_field][rows]
+        lists = windows(self.dataset.flat_inter[self.field], end.reshape(-1), length.reshape(-1),
+                        self.dataset.max_item_list_len)
+        return lists.reshape(*rows.shape, -1)
+
+
 def dataset_class(config):
     """RecBole's choice of dataset class (as create_dataset), with the lazy sequential dataset.
 
@@ -167,7 +195,7 @@ def dataset_class(config):
     if special is not None:
         return special
     if config["MODEL_TYPE"] == ModelType.SEQUENTIAL and not training_window(config["model"]):
-        return SequentialDataset if config["model"] in EAGER_SEQUENTIAL_MODELS else LazySequentialDataset
+        return LazySequentialDataset
     return datasets.Dataset  # general, traditional, context-aware (knowledge-aware ones are refused)
 
 

@@ -5,16 +5,31 @@ model); sequential models from the user's whole training sequence, its last
 MAX_ITEM_LIST_LENGTH items. Users go in batches, so memory stays at
 batch x items scores; the padding item and every item the user has seen
 are masked; lists come out in original ids.
+
+Models without full_sort_predict (context-aware ones, NNCF, ConvNCF, DIN...)
+score every (user, item) pair with predict(). What a pair costs differs by
+orders of magnitude between models (FM a few hundred bytes, ConvNCF tens of
+kilobytes of feature maps), so the pairs go in chunks sized from the
+measured peak memory of a small first chunk, to stay within a memory budget.
 """
+
+import os
 
 import numpy as np
 import pandas as pd
 import torch
 from recbole.data.interaction import Interaction
 from recbole.utils import ModelType
+from torch._C._profiler import _EventType
 from tqdm import tqdm
 
 from recbole_ext.data import original_ids
+
+
+MEMORY_BUDGET = 1 << 30  # bytes one chunk of pair scoring may allocate, on top of the model and data
+PROBE_PAIRS = 256  # the first chunk, measured to size the others
+# the profiler behind peak_memory logs two lines to stderr at every start (once per batch of users)
+os.environ.setdefault("KINETO_LOG_LEVEL", "6")
 
 
 class ModelScoresNaN(RuntimeError):
@@ -22,10 +37,11 @@ class ModelScoresNaN(RuntimeError):
 
 
 @torch.no_grad()
-def top_k(model, dataset, history, k, batch_users=1024, users=None, show_progress=False):
+def top_k(model, dataset, history, k, batch_users=1024, users=None, show_progress=False, memory_budget=MEMORY_BUDGET):
     """Top-k unseen items per user as a frame (user, item, score, rank), original ids.
 
     users: internal user ids (default: every user with a history).
+    memory_budget: bytes a chunk of pair scoring may allocate (models without full_sort_predict).
     """
     model.eval()
     device = model.device
@@ -36,7 +52,7 @@ def top_k(model, dataset, history, k, batch_users=1024, users=None, show_progres
         batches = tqdm(batches, desc="top-k", ncols=100)
     item_lists, score_lists = [], []
     for batch in batches:
-        scores = _full_scores(model, dataset, history, batch).view(len(batch), n_items).float()
+        scores = _full_scores(model, dataset, history, batch, memory_budget).view(len(batch), n_items).float()
         if torch.isnan(scores).any():
             raise ModelScoresNaN(f"{type(model).__name__} produced NaN scores")
         scores[:, 0] = -torch.inf  # [PAD]
@@ -59,7 +75,7 @@ def top_k(model, dataset, history, k, batch_users=1024, users=None, show_progres
     )
 
 
-def _full_scores(model, dataset, history, users):
+def _full_scores(model, dataset, history, users, memory_budget):
     interaction = Interaction({dataset.uid_field: users})
     if model.type == ModelType.SEQUENTIAL:
         items, times, length = history.last(users, model.max_seq_length)
@@ -71,18 +87,47 @@ def _full_scores(model, dataset, history, users):
     try:
         return model.full_sort_predict(interaction)
     except NotImplementedError:
-        return _pairwise_scores(model, dataset, interaction)
+        return _pairwise_scores(model, dataset, interaction, memory_budget)
 
 
-def _pairwise_scores(model, dataset, interaction, max_pairs=1 << 20):
-    """For models without full_sort_predict (context-aware): predict() on every (user, item)."""
-    users = dataset.join(interaction.cpu())
-    item_features = dataset.get_item_feature()
-    n_items = len(item_features)
-    scores = []
-    for start in range(0, len(users), max(1, max_pairs // n_items)):
-        chunk = users[np.arange(start, min(start + max(1, max_pairs // n_items), len(users)))]
-        pairs = chunk.repeat_interleave(n_items)
-        pairs.update(item_features.repeat(len(chunk)))
-        scores.append(model.predict(pairs.to(model.device)).view(len(chunk), n_items))
-    return torch.cat(scores)
+def _pairwise_scores(model, dataset, interaction, memory_budget):
+    """predict() on every (user, item) pair, in chunks whose peak memory stays near memory_budget."""
+    users = dataset.join(interaction.cpu())  # with the user features
+    items = dataset.get_item_feature()
+    n_items, n_pairs = len(items), len(users) * len(items)
+
+    def predict(start, stop):  # pairs start..stop-1, user by user
+        pair = torch.arange(start, stop)
+        pairs = users[pair // n_items]
+        pairs.update(items[pair % n_items])
+        return model.predict(pairs.to(model.device)).view(-1)
+
+    probe = min(PROBE_PAIRS, n_pairs)
+    first, peak = peak_memory(lambda: predict(0, probe))
+    chunk = max(1, memory_budget * probe // max(peak, 1))
+    scores = [first] + [predict(start, min(start + chunk, n_pairs)) for start in range(probe, n_pairs, chunk)]
+    return torch.cat(scores).view(len(users), n_items)
+
+
+def peak_memory(function):
+    """function() and the most memory, in bytes, it held at once on any one device beyond what was allocated before.
+
+    torch allocates tensors outside Python's heap (tracemalloc does not see
+    them), and the process's resident size hides memory freed and reused: so
+    this reads the allocations and frees torch's allocators report to its
+    profiler (CPU and CUDA alike).
+    """
+    with torch.autograd.profiler.profile(profile_memory=True) as profile:
+        result = function()
+    allocations = []
+    events = list(profile.kineto_results.experimental_event_tree())
+    while events:
+        event = events.pop()
+        if event.tag == _EventType.Allocation:
+            allocations.append((event.start_time_ns, str(event.extra_fields.device), event.extra_fields.alloc_size))
+        events.extend(event.children)
+    held, peak = {}, 0
+    for _, device, size in sorted(allocations):
+        held[device] = held.get(device, 0) + size  # frees are negative sizes
+        peak = max(peak, held[device])
+    return result, peak

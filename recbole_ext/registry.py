@@ -12,11 +12,14 @@ Adding a model: write ``recbole_ext/models/<name>.py`` with the class, a
 ``<Model>Trainer`` class; then add one line to ``CUSTOM_MODELS``.
 """
 
+import functools
 import importlib
+import importlib.util
 import re
 from pathlib import Path
 
 import yaml
+from recbole.utils import ModelType
 from recbole.utils import utils as recbole_utils
 
 CUSTOM_MODELS = {
@@ -54,9 +57,24 @@ YamlLoader.add_implicit_resolver(
     list("-+0123456789."),
 )
 
+# packages a model imports only when it trains: refused before any work when missing
+OPTIONAL_PACKAGES = {
+    # model: (module it imports, what to pip install)
+    "NCL": ("faiss", "faiss-cpu"),  # k-means of the embeddings (faiss.Kmeans) every epoch
+}
+
+# settings a model supports one value of: RecBole's model calls sys.exit(0) on any other, after data preparation
+ONLY_VALUES = {
+    "GRU4RecCPR": {"loss_type": "CE"},
+    "SASRecCPR": {"loss_type": "CE"},
+}
+
 _recbole_get_model = recbole_utils.get_model
 _recbole_get_trainer = recbole_utils.get_trainer
 RECBOLE_PROPERTIES = Path(recbole_utils.__file__).resolve().parent.parent / "properties" / "model"
+RECBOLE_MODELS = RECBOLE_PROPERTIES.parent.parent / "model"
+# RecBole's model packages that import without optional packages (exlib_recommender needs xgboost and lightgbm)
+RECBOLE_MODEL_PACKAGES = ("general", "sequential", "context_aware", "knowledge_aware")
 
 
 def _custom(model_name, attribute):
@@ -95,8 +113,45 @@ def recbole_properties(recbole_name):
 
 def model_names():
     """Every model name run.py accepts: RecBole's, aliases and custom ones."""
-    builtin = {path.stem for path in RECBOLE_PROPERTIES.glob("*.yaml")}
-    return sorted(builtin | set(ALIASES) | set(CUSTOM_MODELS))
+    return sorted(_recbole_model_names() | set(ALIASES) | set(CUSTOM_MODELS))
+
+
+@functools.cache
+def _recbole_model_names():
+    """RecBole's models: those with a property file, and the model classes its packages export
+    (Random has no property file)."""
+    from recbole.model.abstract_recommender import AbstractRecommender
+
+    names = {path.stem for path in RECBOLE_PROPERTIES.glob("*.yaml")}
+    for kind in RECBOLE_MODEL_PACKAGES:
+        package = importlib.import_module(f"recbole.model.{kind}_recommender")
+        names |= {name for name, value in vars(package).items()
+                  if isinstance(value, type) and issubclass(value, AbstractRecommender)}
+    return frozenset(names)
+
+
+def is_decision_tree(model_name):
+    """RecBole's xgboost and lightgbm wrappers, known by their module (it cannot be imported without both)."""
+    return (RECBOLE_MODELS / "exlib_recommender" / f"{ALIASES.get(model_name, model_name).lower()}.py").is_file()
+
+
+def reads_knowledge_graph(model_name):
+    """A model whose RecBole dataset class reads a knowledge graph: the knowledge-aware models and
+    GRU4RecKG, KSR (sequential models on pretrained entity embeddings)."""
+    import recbole.data.dataset as datasets
+
+    if get_model(model_name).type == ModelType.KNOWLEDGE:
+        return True
+    own_dataset = getattr(datasets, f"{ALIASES.get(model_name, model_name)}Dataset", None)
+    return own_dataset is not None and issubclass(own_dataset, datasets.KnowledgeBasedDataset)
+
+
+def missing_package(model_name):
+    """(module, pip name) of an optional package the model needs and this environment lacks, or None."""
+    module, pip_name = OPTIONAL_PACKAGES.get(ALIASES.get(model_name, model_name), (None, None))
+    if module is None or importlib.util.find_spec(module) is not None:
+        return None
+    return module, pip_name
 
 
 def install():

@@ -115,3 +115,41 @@ def test_importing_recbole_models_leaves_anomaly_detection_off():
 
     get_model("SASRec")
     assert not torch.is_anomaly_enabled()
+
+
+@pytest.mark.parametrize("model_name", ["GRU4RecCPR", "SASRecCPR"])
+def test_cpr_models_score_a_sequence_without_a_target_item(tiny_prepared, tmp_path, model_name):
+    from recbole.data.interaction import Interaction
+
+    from recbole_ext.data import LazySequentialDataset
+
+    config = recbole_config(tiny_prepared, tmp_path, model=model_name, MAX_ITEM_LIST_LENGTH=10,
+                            train_neg_sample_args=None, embedding_size=16, hidden_size=16, inner_size=32,
+                            load_col={"inter": ["user_id", "item_id", "timestamp"]})
+    dataset = LazySequentialDataset(config)
+    dataset._change_feat_format()
+    model = get_model(model_name)(config, dataset).eval()
+    batch = dataset[torch.arange(8)]  # sequences with their target items, as RecBole evaluates them
+    request = Interaction({key: batch[key] for key in (model.ITEM_SEQ, model.ITEM_SEQ_LEN)})  # no target
+    with torch.no_grad():
+        scores = model.full_sort_predict(request)
+        _, expected = model.calculate_loss_prob(batch)  # RecBole's own call, which needs the targets
+    assert scores.shape == (8, dataset.item_num)
+    assert torch.allclose(scores, expected)
+
+
+def test_fearec_maps_each_target_item_to_its_rows(tiny_prepared, tmp_path):
+    from recbole_ext.data import LazySequentialDataset
+
+    config = recbole_config(tiny_prepared, tmp_path, model="FEARec", MAX_ITEM_LIST_LENGTH=10, hidden_size=16,
+                            inner_size=32, train_neg_sample_args=None,
+                            load_col={"inter": ["user_id", "item_id", "timestamp"]})
+    dataset = LazySequentialDataset(config)
+    dataset._change_feat_format()
+    index = get_model("FEARec")(config, dataset).same_item_index
+    # RecBole's definition, one np.where per row
+    target_item = dataset.inter_feat["item_id"].numpy()
+    expected = {item: np.where(target_item == item)[0] for item in target_item}
+    assert index.keys() == expected.keys()
+    for item, rows in expected.items():
+        assert np.array_equal(index[item], rows)

@@ -107,3 +107,32 @@ def test_token_ids_of_unknown_tokens_are_zero(tiny_prepared, tmp_path):
     tokens = dataset.field2id_token["item_id"][1:4].astype(np.int64)
     ids = token_ids(dataset, "item_id", np.concatenate([tokens, [-5]]))
     assert ids.tolist() == [1, 2, 3, 0]
+
+
+def test_lazy_dataset_gives_list_columns_row_by_row_as_recbole_materialises_them(tiny_prepared, tmp_path):
+    # FEARec reads dataset.inter_feat["item_id_list"][row] for other sequences with the same target
+    config = sequential_config(tiny_prepared, tmp_path)
+    eager, lazy = SequentialDataset(config), LazySequentialDataset(config)
+    eager._change_feat_format()
+    lazy._change_feat_format()
+    rows = np.random.default_rng(1).permutation(len(eager))[:50]
+    for field in ("item_id_list", "timestamp_list"):
+        assert torch.equal(lazy.inter_feat[field][rows], eager.inter_feat[field][rows]), field
+        assert torch.equal(lazy.inter_feat[field][rows[0]], eager.inter_feat[field][rows[0]])  # one numpy row
+    assert torch.equal(lazy.inter_feat["item_length"][rows], eager.inter_feat["item_length"][rows])
+
+
+def test_fearec_trains_on_the_lazy_dataset(tiny_prepared, tmp_path):
+    from recbole_ext import registry
+    from recbole_ext.data import dataset_class, train_loader
+
+    settings = load_settings("FEARec", overrides=["MAX_ITEM_LIST_LENGTH=7", "hidden_size=16", "inner_size=32",
+                                                  "train_batch_size=64", "state=ERROR"])
+    config = recbole_config(settings, tiny_prepared.data_path, tiny_prepared.valid_name, tmp_path)
+    assert dataset_class(config) is LazySequentialDataset
+    dataset = load_dataset(config)
+    model = registry.get_model("FEARec")(config, dataset)
+    batch = next(iter(train_loader(config, dataset)))
+    loss = model.calculate_loss(batch)  # gathers the same-target sequences from the dataset
+    loss.backward()
+    assert torch.isfinite(loss)

@@ -1,3 +1,6 @@
+import gc
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -8,7 +11,7 @@ from recbole.utils import init_seed
 from recbole_ext import registry
 from recbole_ext.config import load_settings, recbole_config
 from recbole_ext.data import History, load_dataset
-from recbole_ext.predict import top_k
+from recbole_ext.predict import peak_memory, top_k
 
 
 def model_and_data(prepared, tmp_path, model, *overrides):
@@ -86,3 +89,53 @@ def test_nan_scores_are_an_error(tiny_prepared, tmp_path):
         model.item_embedding.weight[3] = float("nan")
     with pytest.raises(ModelScoresNaN):
         top_k(model, dataset, history, 10)
+
+
+def test_peak_memory_counts_the_torch_tensors_held_at_once():
+    n = 1 << 20  # floats: 4 MiB
+
+    def allocate():
+        a = torch.ones(n)
+        b = torch.ones(2 * n)  # a and b: 12 MiB
+        del a
+        c = torch.ones(n)  # b and c: 12 MiB
+        return b.sum() + c.sum()
+
+    result, peak = peak_memory(allocate)
+    assert result == 3 * n
+    assert 12 * 2**20 <= peak < 13 * 2**20
+
+
+def test_peak_memory_prints_nothing(capfd):
+    peak_memory(lambda: torch.ones(10))  # it runs once per batch of users: no profiler log lines
+    assert capfd.readouterr() == ("", "")
+
+
+def resident_growth(function):
+    """function() and how far the process's resident memory peaked above its size before, in bytes.
+
+    What the kernel counts (and the OOM killer acts on): /proc/self/clear_refs
+    resets the peak (VmHWM) to the current resident size.
+    """
+
+    def status(key):
+        line = next(l for l in Path("/proc/self/status").read_text().splitlines() if l.startswith(key + ":"))
+        return int(line.split()[1]) * 1024
+
+    gc.collect()
+    Path("/proc/self/clear_refs").write_text("5")
+    before = status("VmRSS")
+    result = function()
+    return result, status("VmHWM") - before
+
+
+def test_pair_scoring_keeps_to_the_memory_budget(tiny_prepared, tmp_path):
+    # ConvNCF has no full_sort_predict; one pair costs ~100 KB of feature maps
+    model, dataset, history = model_and_data(tiny_prepared, tmp_path, "ConvNCF")
+    users = history.users()[:12]  # 12 x 150 pairs: ~180 MB scored at once
+    budget = 32 * 2**20
+    small_chunks = top_k(model, dataset, history, 10, users=users, memory_budget=budget // 8)
+    scored, growth = resident_growth(lambda: top_k(model, dataset, history, 10, users=users, memory_budget=budget))
+    assert growth < 2 * budget
+    # chunks end inside a user's items or not: the same lists
+    pd.testing.assert_frame_equal(scored, small_chunks, check_exact=False, rtol=1e-5)
