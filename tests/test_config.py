@@ -37,11 +37,11 @@ def test_layers_apply_in_order(tmp_path):
     # base.yaml: epochs 100 < yaml/sasrec.yaml < --config < sasrec.yaml's quick: block < key=value
     model_yaml = read_yaml(YAML_DIR / "sasrec.yaml")
     assert model_yaml["epochs"] != 100 and load_settings("SASRec")["epochs"] == model_yaml["epochs"]
-    config = write(tmp_path / "c.yaml", "model: SASRec\nepochs: 7\nhidden_size: 48\n")
+    config = write(tmp_path / "c.yaml", "model: SASRec\nepochs: 7\nMAX_ITEM_LIST_LENGTH: 48\n")
     assert load_settings(config_file=config)["epochs"] == 7
     quick = load_settings(config_file=config, quick=True)
     assert quick["epochs"] == model_yaml["quick"]["epochs"] != 7  # quick: sits above --config
-    assert quick["hidden_size"] == model_yaml["quick"]["hidden_size"] != 48
+    assert quick["MAX_ITEM_LIST_LENGTH"] == model_yaml["quick"]["MAX_ITEM_LIST_LENGTH"] != 48
     assert load_settings(config_file=config, quick=True, overrides=["epochs=3"])["epochs"] == 3
 
 

@@ -132,7 +132,8 @@ def test_fearec_trains_on_the_lazy_dataset(tiny_prepared, tmp_path):
     assert dataset_class(config) is LazySequentialDataset
     dataset = load_dataset(config)
     model = registry.get_model("FEARec")(config, dataset)
-    batch = next(iter(train_loader(config, dataset)))
+    history = History.from_file(dataset, tiny_prepared.inter_path(tiny_prepared.valid_name))
+    batch = next(iter(train_loader(config, dataset, history)))
     loss = model.calculate_loss(batch)  # gathers the same-target sequences from the dataset
     loss.backward()
     assert torch.isfinite(loss)
