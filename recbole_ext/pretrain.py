@@ -91,6 +91,7 @@ def _pretraining_config(settings, prepared, checkpoint_dir):
         epochs=settings["pretrain_epochs"],
         learning_rate=settings["pretrain_learning_rate"],
         train_batch_size=settings["pretrain_batch_size"],
+        train_windows="all",  # every window of every user each epoch (train_windows is the finetuning's)
         load_col={**settings["load_col"], "item": ["item_id", *attributes]},
     )
 

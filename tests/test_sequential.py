@@ -56,7 +56,7 @@ def assert_contiguous(window, sequence):
 
 
 def test_a_next_item_epoch_targets_each_training_interaction_but_a_users_first_exactly_once(tiny_prepared, tmp_path):
-    _, dataset, loader = built(tiny_prepared, tmp_path, "SASRec", "train_batch_size=32")
+    _, dataset, loader = built(tiny_prepared, tmp_path, "SASRec", "train_windows=all", "train_batch_size=32")
     assert isinstance(loader, SequenceWindows) and loader.width == L + 1
     sequences = training_sequences(tiny_prepared)
     targets = Counter()
@@ -73,7 +73,7 @@ def test_a_next_item_epoch_targets_each_training_interaction_but_a_users_first_e
 
 
 def test_a_masked_epoch_holds_each_training_interaction_in_one_window(tiny_prepared, tmp_path):
-    _, dataset, loader = built(tiny_prepared, tmp_path, "BERT4Rec", "train_batch_size=32")
+    _, dataset, loader = built(tiny_prepared, tmp_path, "BERT4Rec", "train_windows=all", "train_batch_size=32")
     assert loader.width == L
     sequences = training_sequences(tiny_prepared)
     seen = Counter()
