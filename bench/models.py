@@ -1,11 +1,12 @@
 """Holdout recall@10 of many models on the embedded MovieLens-100K, CPU-sized.
 
-    python bench/models.py [--models EASE SASRec ...] [--full]
+    python bench/models.py [--models EASE SASRec yaml/gsasrec.yaml ...] [--full]
 
 Each model runs through the same pipeline as run.py (validation fit only,
 unless --full), with its yaml's `quick:` block where it has one, so the
 numbers are the CPU-sized variants: GPU-sized settings score higher on the
-sequential models. Prints recall@10, ndcg@10 and training seconds per model.
+sequential models. Prints recall@10 with its 95% interval and its parts (last,
+random), ndcg@10 and training seconds per model.
 """
 
 import argparse
@@ -35,7 +36,16 @@ BASELINES = {
 
 
 def yaml_models():
-    return [read_yaml(path)["model"] for path in sorted(YAML_DIR.glob("*.yaml")) if path.name != "base.yaml"]
+    """A model's name where its yaml is yaml/<model>.yaml, else the file (yaml/gsasrec.yaml is SASRec's)."""
+    return [model if path.stem == model.lower() else str(path.relative_to(YAML_DIR.parent))
+            for path in sorted(YAML_DIR.glob("*.yaml")) if path.name != "base.yaml"
+            for model in [read_yaml(path)["model"]]]
+
+
+def settings(model_or_yaml, overrides=(), quick=False):
+    if model_or_yaml.endswith(".yaml"):
+        return load_settings(config_file=YAML_DIR.parent / model_or_yaml, overrides=overrides, quick=quick)
+    return load_settings(model_or_yaml, overrides=overrides, quick=quick)
 
 
 def main():
@@ -47,21 +57,26 @@ def main():
     output = BENCH_DATA / "models" / time.strftime("%Y%m%d-%H%M%S")
     rows = []
     for model in models:
-        has_quick = bool(load_settings(model).values.get("quick"))
-        overrides = [*BASELINES.get(model, []), "show_progress=false", "state=WARNING", f"output_dir={output / model}"]
+        has_quick = bool(settings(model).values.get("quick"))
+        overrides = [*BASELINES.get(model, []), "show_progress=false", "state=WARNING",
+                     f"output_dir={output / Path(model).stem}"]
         started = time.perf_counter()
         try:
-            summary = run(load_settings(model, overrides=overrides, quick=has_quick), validate_only=not args.full)
+            summary = run(settings(model, overrides, has_quick), validate_only=not args.full)
         except Exception as error:  # a benchmark reports a failing model and goes on
-            rows.append((model, "failed", "", "", f"{type(error).__name__}: {error}"[:60]))
+            rows.append((model, "failed", "", "", "", "", "", f"{type(error).__name__}: {error}"[:60]))
             continue
         seconds = time.perf_counter() - started
-        rows.append((model, f"{summary['holdout']['recall@10']:.4f}", f"{summary['holdout']['ndcg@10']:.4f}",
-                     f"{seconds:.0f}", "quick" if has_quick else "baseline settings"))
+        detail = summary["holdout_detail"]
+        low, high = detail["interval"]["recall@10"]
+        rows.append((model, f"{summary['holdout']['recall@10']:.4f}", f"{low:.4f} to {high:.4f}",
+                     *(f"{detail['parts'][part]['recall@10']:.4f}" for part in ("last", "random")),
+                     f"{summary['holdout']['ndcg@10']:.4f}", f"{seconds:.0f}",
+                     "quick" if has_quick else "baseline settings"))
         print(f"{model}: recall@10 {rows[-1][1]}  ({seconds:.0f} s)", flush=True)
     rows.sort(key=lambda r: r[1] if r[1] != "failed" else "", reverse=True)
     print("\nholdout on MovieLens-100K (embedded default), CPU")
-    print(table(rows, ("model", "recall@10", "ndcg@10", "seconds", "settings")))
+    print(table(rows, ("model", "recall@10", "95% interval", "last", "random", "ndcg@10", "seconds", "settings")))
 
 
 if __name__ == "__main__":
