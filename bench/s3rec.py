@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import recbole_ext  # noqa: E402,F401
+import recbole_ext.registry  # noqa: E402,F401  (RecBole patched first)
 from recbole.config import Config  # noqa: E402
 from recbole_ext import registry  # noqa: E402
 from recbole_ext.config import load_settings, recbole_config  # noqa: E402

@@ -64,7 +64,6 @@ def child(model_name, task, overrides, budget, batches):
     import torch
     from recbole.utils import init_seed
 
-    import recbole_ext  # noqa: F401
     from recbole_ext import registry
     from recbole_ext.config import load_settings, recbole_config
     from recbole_ext.data import History, load_dataset, train_loader

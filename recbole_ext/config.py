@@ -25,7 +25,7 @@ from recbole.utils import ModelType
 from recbole.utils.argument_list import dataset_arguments, evaluation_arguments, general_arguments, training_arguments
 
 from atomic_data import BASE_YAML, HoldoutRule
-from recbole_ext import registry
+from recbole_ext import ConfigError, registry
 
 YAML_DIR = BASE_YAML.parent
 RECBOLE_PROPERTIES = registry.RECBOLE_PROPERTIES.parent
@@ -65,10 +65,6 @@ MANAGED = {
 # RecBole settings that name item fields a model reads
 ITEM_FIELD_SETTINGS = ("selected_features", "item_attribute")
 SUPPORTED_TYPES = {ModelType.GENERAL, ModelType.TRADITIONAL, ModelType.SEQUENTIAL, ModelType.CONTEXT}
-
-
-class ConfigError(ValueError):
-    """A setting a user wrote is wrong; the message names where and why."""
 
 
 def read_yaml(path):

@@ -45,13 +45,13 @@ import numpy as np
 import pandas as pd
 
 from atomic_data import Prepared
-from recbole_ext.config import ConfigError
+from recbole_ext import ConfigError
 from recbole_ext.files import json_text, remove_dead_partials, staging_path
 from recbole_ext.metrics import (
     RECALL, K, bootstrap_interval, describe_difference, describe_holdout, holdout_detail, holdout_metrics,
     mean_scores, paired_differences, part_scores, split_users,
 )
-from recbole_ext.pipeline import (
+from recbole_ext.run_folder import (
     FULL_TOP, SUBMISSION, SUMMARY, VALID_TOP, Timer, holdout_activity, output_folder, submission_frame,
     write_holdout_users,
 )

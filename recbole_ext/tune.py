@@ -69,9 +69,12 @@ from recbole_ext.config import (
 )
 from recbole_ext.cache import ReadRecorder
 from recbole_ext.data import load_dataset
-from recbole_ext.files import default_output, staging_path, write_atomic
+from recbole_ext.files import staging_path, write_atomic
 from recbole_ext.metrics import cross_fitted_choice
 from recbole_ext.pretrain import downstream_models, find_pretrained, pretrain
+from recbole_ext.run_folder import (
+    FAILED, INTERRUPTED, SUMMARY, default_output, error_line, read_holdout_users, write_holdout_users,
+)
 
 logger = logging.getLogger("movierec.tune")
 
@@ -328,8 +331,8 @@ def run_trial(config, settings, trials_dir):
     """Ray's trainable: the pipeline with the sampled values; one report per holdout evaluation."""
     output = Path(trials_dir) / tune.get_context().get_trial_id()
     trial = sampled_settings(settings, config, str(output))
-    if (output / pipeline.SUMMARY).is_file():  # it finished, but the search was interrupted before Ray knew
-        return _report_again(json.loads((output / pipeline.SUMMARY).read_text()), trial["eval_step"])
+    if (output / SUMMARY).is_file():  # it finished, but the search was interrupted before Ray knew
+        return _report_again(json.loads((output / SUMMARY).read_text()), trial["eval_step"])
     _clear_earlier_attempt(output)  # a trial restarted by --resume starts clean
     cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
     torch.set_num_threads(max(1, int(cpus)))
@@ -351,9 +354,9 @@ def run_trial(config, settings, trials_dir):
         pipeline.run(trial, on_result=report, validate_only=True)
     except TrialStopped:
         stopped = output.with_name(output.name + STOPPED)
-        output.with_name(output.name + pipeline.FAILED).rename(stopped)
+        output.with_name(output.name + FAILED).rename(stopped)
         if best_users is not None:  # a stopped trial takes part in the honest estimate too
-            pipeline.write_holdout_users(stopped, best_users)
+            write_holdout_users(stopped, best_users)
         raise SystemExit(0) from None  # what Ray expects of a stopped trial
 
 
@@ -630,7 +633,7 @@ def honest_estimate(frame, spec, seed):
     the halves that chose it, and the honest number on the best trial's row. None without scores."""
     per_user = {}
     for trial, folder in zip(frame["trial"], frame["output"]):
-        users = pipeline.read_holdout_users(folder) if folder else None
+        users = read_holdout_users(folder) if folder else None
         if users is not None and spec.metric in users:
             per_user[trial] = users[spec.metric]
     if not per_user:
@@ -657,14 +660,14 @@ def describe_honest(honest):
 
 
 def _trial_folders(folder):
-    suffixes = (STOPPED, pipeline.FAILED, pipeline.INTERRUPTED)
+    suffixes = (STOPPED, FAILED, INTERRUPTED)
     return [folder, *(folder.with_name(folder.name + suffix) for suffix in suffixes)]
 
 
 def _state(result, folder):
     if result.error:
         return "ERROR"
-    if (folder / pipeline.SUMMARY).is_file():
+    if (folder / SUMMARY).is_file():
         return "COMPLETED"
     if folder.with_name(folder.name + STOPPED).is_dir():
         return "STOPPED"  # by the scheduler (ASHA), before its last epoch
@@ -678,7 +681,7 @@ def _cell(value):
 def _error_line(error):
     """The original exception of a failed trial, on one line."""
     cause = getattr(error, "cause", None)  # Ray wraps the trial's exception
-    return pipeline.error_line(cause if isinstance(cause, BaseException) else error)
+    return error_line(cause if isinstance(cause, BaseException) else error)
 
 
 def format_table(frame, spec):
