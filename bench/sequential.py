@@ -67,7 +67,7 @@ def child(model_name, task, overrides, budget, batches):
     from recbole_ext import registry
     from recbole_ext.config import load_settings, recbole_config
     from recbole_ext.data import History, load_dataset, train_loader
-    from recbole_ext.holdout import HoldoutScorer, holdout_trainer
+    from recbole_ext.early_stopping import HoldoutScorer, holdout_trainer
     from recbole_ext.pipeline import prepare_data
 
     scale = task == "scale"
