@@ -36,7 +36,6 @@ import hashlib
 import itertools
 import json
 import math
-import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,13 +45,13 @@ import pandas as pd
 
 from atomic_data import Prepared
 from recbole_ext import ConfigError
-from recbole_ext.files import json_text, remove_dead_partials, staging_path
+from recbole_ext.files import json_text
 from recbole_ext.metrics import (
     RECALL, K, bootstrap_interval, describe_difference, describe_holdout, holdout_detail, holdout_metrics,
     mean_scores, paired_differences, part_scores, split_users,
 )
 from recbole_ext.run_folder import (
-    FULL_TOP, SUBMISSION, SUMMARY, VALID_TOP, Timer, holdout_activity, output_folder, submission_frame,
+    FULL_TOP, SUBMISSION, SUMMARY, VALID_TOP, Timer, holdout_activity, output_folder, staged, submission_frame,
     write_holdout_users,
 )
 
@@ -437,20 +436,11 @@ def build(run_dirs, method="rank", weights="auto", seed=0, output=None, depth=No
         "timings": timer,  # the same dict: the write step below still adds to it
         "created": datetime.datetime.now().isoformat(timespec="seconds"),
     }
-    final.parent.mkdir(parents=True, exist_ok=True)
-    remove_dead_partials(final.parent)
-    staging = staging_path(final)
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    try:
+    with staged(final) as staging:
         with timer.step("write"):
             submission.to_csv(staging / SUBMISSION, index=False)
             write_holdout_users(staging, blend_users)
         (staging / SUMMARY).write_text(json_text(summary))
-        staging.rename(final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return {**summary, "output_dir": str(final)}
 
 

@@ -78,10 +78,10 @@ def staged(final):
     staging = _new_staging(final)
     try:
         yield staging
+        staging.rename(final)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    staging.rename(final)
 
 
 @contextmanager

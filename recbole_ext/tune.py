@@ -73,7 +73,7 @@ from recbole_ext.files import staging_path, write_atomic
 from recbole_ext.metrics import cross_fitted_choice
 from recbole_ext.pretrain import downstream_models, find_pretrained, pretrain
 from recbole_ext.run_folder import (
-    FAILED, INTERRUPTED, SUMMARY, default_output, error_line, read_holdout_users, write_holdout_users,
+    FAILED, SUMMARY, default_output, error_line, kept_folders, read_holdout_users, write_holdout_users,
 )
 
 logger = logging.getLogger("movierec.tune")
@@ -660,8 +660,7 @@ def describe_honest(honest):
 
 
 def _trial_folders(folder):
-    suffixes = (STOPPED, FAILED, INTERRUPTED)
-    return [folder, *(folder.with_name(folder.name + suffix) for suffix in suffixes)]
+    return [*kept_folders(folder), folder.with_name(folder.name + STOPPED)]
 
 
 def _state(result, folder):
