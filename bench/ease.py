@@ -48,9 +48,10 @@ ML100K_MODELS = [
 def fit_child(model_name, overrides, load_only):
     """In a fresh process: load the dataset, then time the closed form; prints one JSON line."""
     from recbole_ext import registry
-    from recbole_ext.config import load_settings, recbole_config
+    from recbole_ext.config import load_settings
     from recbole_ext.data import load_dataset
     from recbole_ext.pipeline import prepare_data
+    from recbole_ext.recbole_config import recbole_config
 
     settings = load_settings(model_name, overrides=[f"data={competition_scale_raw()}", f"data_dir={DATA_DIR}",
                                                     "state=WARNING", *overrides])

@@ -65,10 +65,11 @@ def child(model_name, task, overrides, budget, batches):
     from recbole.utils import init_seed
 
     from recbole_ext import registry
-    from recbole_ext.config import load_settings, recbole_config
+    from recbole_ext.config import load_settings
     from recbole_ext.data import History, load_dataset, train_loader
     from recbole_ext.early_stopping import HoldoutScorer, holdout_trainer
     from recbole_ext.pipeline import prepare_data
+    from recbole_ext.recbole_config import recbole_config
 
     scale = task == "scale"
     data = [f"data={competition_scale_raw()}"] if scale else []

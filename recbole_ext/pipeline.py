@@ -24,13 +24,14 @@ from recbole.utils import init_seed
 import atomic_data
 from atomic_data.movielens import embedded_default
 from recbole_ext import registry
-from recbole_ext.config import ConfigError, Settings, recbole_config, resolve_device
+from recbole_ext.config import ConfigError, Settings
 from recbole_ext.data import History, load_dataset, train_loader
-from recbole_ext.files import json_text
 from recbole_ext.early_stopping import HoldoutScorer, holdout_trainer
+from recbole_ext.files import json_text
 from recbole_ext.metrics import describe_holdout, holdout_detail, mean_scores, part_scores
 from recbole_ext.predict import top_k
 from recbole_ext.pretrain import downstream_models, downstream_settings, load_pretrained, pretrain
+from recbole_ext.recbole_config import recbole_config, resolve_device
 from recbole_ext.run_folder import (
     MODEL_FILE, SUMMARY, VALID_TOP, Timer, holdout_activity, output_folder, run_folder, write_full_lists,
     write_holdout_users,

@@ -24,10 +24,11 @@ from ray import tune
 
 from recbole_ext import pipeline
 from recbole_ext.cache import ReadRecorder
-from recbole_ext.config import ConfigError, load_settings, recbole_config, resolve_device
+from recbole_ext.config import ConfigError, load_settings
 from recbole_ext.data import load_dataset
 from recbole_ext.files import write_atomic
 from recbole_ext.pretrain import downstream_models, find_pretrained, pretrain
+from recbole_ext.recbole_config import recbole_config, resolve_device
 from recbole_ext.run_folder import default_output
 from recbole_ext.tune.results import (
     BEST_FILE, TRIALS_CSV, TRIALS_PLOT, honest_estimate, plot_trials, trials_frame, write_best,
