@@ -135,10 +135,6 @@ class Settings:
     def holdout(self):
         return HoldoutRule.from_dict(self.values["holdout"])
 
-    @property
-    def model_type(self):
-        return registry.get_model(self.model).type
-
     def recbole_values(self):
         """The RecBole part of the settings (config_dict)."""
         return {k: copy.deepcopy(v) for k, v in self.values.items() if k not in MOVIEREC_KEYS}

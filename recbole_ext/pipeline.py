@@ -30,8 +30,8 @@ from recbole_ext.early_stopping import HoldoutScorer, holdout_trainer
 from recbole_ext.files import json_text
 from recbole_ext.metrics import describe_holdout, holdout_detail, mean_scores, part_scores
 from recbole_ext.predict import top_k
-from recbole_ext.pretrain import downstream_models, downstream_settings, load_pretrained, pretrain
-from recbole_ext.recbole_config import recbole_config, resolve_device
+from recbole_ext.pretrain import downstream_settings, load_pretrained, pretrain
+from recbole_ext.recbole_config import resolve
 from recbole_ext.run_folder import (
     MODEL_FILE, SUMMARY, VALID_TOP, Timer, holdout_activity, output_folder, run_folder, write_full_lists,
     write_holdout_users,
@@ -64,68 +64,36 @@ def prepare_data(settings):
     return prepared
 
 
-def fit(settings, prepared, dataset_name, workdir, timer, stage, holdout=None, epochs=None, on_result=None):
-    """Train one model on one dataset; with a holdout, early-stop on it and keep the best epoch."""
-    changes = {"epochs": epochs} if epochs else {}
-    config = recbole_config(settings, prepared.data_path, dataset_name, Path(workdir) / "checkpoints", **changes)
-    with timer.step(f"{stage}_dataset"):
-        init_seed(config["seed"], config["reproducibility"])
-        dataset = load_dataset(config)
-        history = History.from_file(dataset, prepared.inter_path(dataset_name))
-        train_data = train_loader(config, dataset, history)
-    with timer.step(f"{stage}_train"):
-        init_seed(config["seed"], config["reproducibility"])
-        model = registry.get_model(settings.model)(config, dataset).to(config["device"])
-        pretrained = load_pretrained(model, dataset, settings["pretrained_path"]) if settings["pretrained_path"] else None
-        trainer = holdout_trainer(registry.get_trainer(config["MODEL_TYPE"], settings.model))(config, model)
-        scorer = None
-        if holdout is not None:
-            scorer = HoldoutScorer(dataset, history, holdout, settings["predict_batch_users"], on_result,
-                                   config["valid_metric"])
-        eval_epochs = []
-        trainer.fit(
-            train_data, scorer, verbose=True, saved=scorer is not None,
-            show_progress=config["show_progress"], callback_fn=lambda epoch, score: eval_epochs.append(epoch),
-        )
-    result = Fit(config, dataset, history, model, epochs_run=len(trainer.train_loss_dict) or 1, pretrained=pretrained)
-    if scorer is not None and scorer.results:
-        result.valid_results = [{"epoch": epoch, **scores} for epoch, scores in zip(eval_epochs, scorer.results)]
-        result.best_epoch, result.best_users = eval_epochs[scorer.best], scorer.best_users
-        trainer.load_best()
-    return result
-
-
 def run(settings: Settings, on_result=None, validate_only=False):
     """Train, score on the holdout, refit, write the outputs; returns the summary.
 
     validate_only: stop after the holdout score (tuning trials): the best
     epoch's scores, no valid_top50.csv, no refit, no submission, no model file.
     """
-    resolve_device(settings["device"])  # a missing GPU is refused before anything is written
+    resolved = resolve(settings)  # a missing GPU is refused before anything is written
     final = output_folder(settings.model, settings["output_dir"])
     with run_folder(final, settings["state"]) as staging:
-        summary = _run(settings, staging, on_result, validate_only)
+        summary = _run(resolved, staging, on_result, validate_only)
     summary["output_dir"] = str(final)
     return summary
 
 
-def _run(settings, out, on_result, validate_only):
-    timer = Timer()
-    device = resolve_device(settings["device"])
-    logger.info("movierec run of %s on %s, output %s", settings.model, device, out)
+def _run(resolved, out, on_result, validate_only):
+    settings, timer = resolved.settings, Timer()
+    logger.info("movierec run of %s on %s, output %s", settings.model, resolved.device, out)
     with timer.step("prepare"):
         prepared = prepare_data(settings)
     holdout = pd.read_csv(prepared.holdout_path)
     top_n, batch = settings["top_n"], settings["predict_batch_users"]
     show = settings["show_progress"]
-    run_settings, pretraining = settings, None
-    if downstream_models(settings.model):  # S3Rec: pretrain (cached), then run the downstream model
+    fitted, pretraining = resolved, None  # the model fitted: S3Rec pretrains, its downstream model is fitted
+    if resolved.downstream_models:
         with timer.step("pretrain"):
             pretrained = pretrain(settings, prepared, out)
-        run_settings = downstream_settings(settings, pretrained.path)
-        pretraining = {**pretrained.summary(), "downstream_model": run_settings.model}
+        fitted = resolve(downstream_settings(settings, pretrained.path))
+        pretraining = {**pretrained.summary(), "downstream_model": fitted.name}
 
-    valid = fit(run_settings, prepared, prepared.valid_name, out, timer, "valid", holdout=holdout, on_result=on_result)
+    valid = fit(fitted, prepared, prepared.valid_name, out, timer, "valid", holdout=holdout, on_result=on_result)
     if validate_only and valid.best_users is not None:  # a trial: the scorer ranked the holdout users already
         users = valid.best_users
     else:
@@ -148,7 +116,7 @@ def _run(settings, out, on_result, validate_only):
         "valid_history": valid.valid_results,
         "pretraining": pretraining,
         "pretrained_tensors": valid.pretrained,
-        "device": device,
+        "device": resolved.device,
         "data": {
             "fingerprint": prepared.fingerprint,
             "data_path": str(prepared.data_path),
@@ -161,14 +129,47 @@ def _run(settings, out, on_result, validate_only):
     if not validate_only:
         summary["timings"] = dict(timer)
         (out / SUMMARY).write_text(json_text(summary))  # the validation, kept should the final fit fail
-        summary["refit_epochs"] = _final_fit(run_settings, prepared, valid, out, timer)
+        summary["refit_epochs"] = _final_fit(fitted, prepared, valid, out, timer)
     summary["timings"] = dict(timer)
     (out / SUMMARY).write_text(json_text(summary))
     return summary
 
 
-def _final_fit(settings, prepared, valid, out, timer):
+def fit(resolved, prepared, dataset_name, workdir, timer, stage, holdout=None, epochs=None, on_result=None):
+    """Train one model on one dataset; with a holdout, early-stop on it and keep the best epoch."""
+    settings = resolved.settings
+    changes = {"epochs": epochs} if epochs else {}
+    config = resolved.config(prepared.data_path, dataset_name, Path(workdir) / "checkpoints", **changes)
+    with timer.step(f"{stage}_dataset"):
+        init_seed(config["seed"], config["reproducibility"])
+        dataset = load_dataset(config)
+        history = History.from_file(dataset, prepared.inter_path(dataset_name))
+        train_data = train_loader(config, dataset, history)
+    with timer.step(f"{stage}_train"):
+        init_seed(config["seed"], config["reproducibility"])
+        model = resolved.model_class(config, dataset).to(config["device"])
+        pretrained = load_pretrained(model, dataset, settings["pretrained_path"]) if settings["pretrained_path"] else None
+        trainer = holdout_trainer(registry.get_trainer(resolved.model_type, resolved.name))(config, model)
+        scorer = None
+        if holdout is not None:
+            scorer = HoldoutScorer(dataset, history, holdout, settings["predict_batch_users"], on_result,
+                                   config["valid_metric"])
+        eval_epochs = []
+        trainer.fit(
+            train_data, scorer, verbose=True, saved=scorer is not None,
+            show_progress=config["show_progress"], callback_fn=lambda epoch, score: eval_epochs.append(epoch),
+        )
+    result = Fit(config, dataset, history, model, epochs_run=len(trainer.train_loss_dict) or 1, pretrained=pretrained)
+    if scorer is not None and scorer.results:
+        result.valid_results = [{"epoch": epoch, **scores} for epoch, scores in zip(eval_epochs, scorer.results)]
+        result.best_epoch, result.best_users = eval_epochs[scorer.best], scorer.best_users
+        trainer.load_best()
+    return result
+
+
+def _final_fit(resolved, prepared, valid, out, timer):
     """Refit on every interaction (or keep the validation fit), write the submission; returns refit epochs."""
+    settings = resolved.settings
     full_inter = prepared.inter_path(prepared.name)
     refit_epochs = None
     if settings["refit"]:
@@ -177,7 +178,7 @@ def _final_fit(settings, prepared, valid, out, timer):
         del valid.model
         gc.collect()
         torch.cuda.empty_cache()
-        final_fit = fit(settings, prepared, prepared.name, out, timer, "full", epochs=refit_epochs)
+        final_fit = fit(resolved, prepared, prepared.name, out, timer, "full", epochs=refit_epochs)
     else:
         logger.warning("refit: false: the submission comes from the validation fit, which never saw the %d "
                        "holdout interactions (%.1f%% of the data, each user's latest among them)",
@@ -232,9 +233,10 @@ def predict_only(checkpoint_path, output_dir=None, device=None):
         prepared = prepare_data(settings)
         if prepared.fingerprint != meta["fingerprint"]:
             raise ConfigError(f"{checkpoint_path}: its data (fingerprint {meta['fingerprint']}) is gone or changed")
-        config["device"] = torch.device(resolve_device(settings["device"]))
+        resolved = resolve(settings)
+        config["device"] = torch.device(resolved.device)
         dataset = load_dataset(config)
-        model = registry.get_model(settings.model)(config, dataset).to(config["device"])
+        model = resolved.model_class(config, dataset).to(config["device"])
         model.load_state_dict(checkpoint["state_dict"])
         model.load_other_parameter(checkpoint.get("other_parameter"))
         full_inter = prepared.inter_path(prepared.name)
