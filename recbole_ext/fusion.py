@@ -1,11 +1,5 @@
-"""The ensemble's maths: fusing runs' top-N lists into one top 10, and choosing the weights on the holdout.
-
-Lists are frames (user, item, score, rank), rank 0 = best. ``blender`` turns a
-method and the runs' lists into a function of the weights; ``evaluate`` fits
-the weights on the holdout and cross-fits them (each half of the users blended
-with the weights fitted on the other). The methods and their tie rules are
-described in ensemble.py, which loads the runs, builds the folder and holds
-the command line.
+"""The ensemble's maths (the methods are described in ensemble.py): fusing runs' top-N lists into
+one top 10 (``blender``), and fitting and cross-fitting the weights on the holdout (``evaluate``).
 """
 
 import itertools

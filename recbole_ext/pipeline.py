@@ -149,7 +149,7 @@ def fit(resolved, prepared, dataset_name, workdir, timer, stage, holdout=None, e
         init_seed(config["seed"], config["reproducibility"])
         model = resolved.model_class(config, dataset).to(config["device"])
         pretrained = load_pretrained(model, dataset, settings["pretrained_path"]) if settings["pretrained_path"] else None
-        trainer = holdout_trainer(registry.get_trainer(resolved.model_type, resolved.name))(config, model)
+        trainer = holdout_trainer(registry.get_trainer(resolved.model_class.type, resolved.name))(config, model)
         scorer = None
         if holdout is not None:
             scorer = HoldoutScorer(dataset, history, holdout, settings["predict_batch_users"], on_result,

@@ -36,10 +36,6 @@ class Resolved:
         return self.settings.model
 
     @property
-    def model_type(self):
-        return self.model_class.type
-
-    @property
     def downstream_models(self):
         """The models a pretraining model (S3Rec) hands its weights to; () for the others."""
         return getattr(self.model_class, "DOWNSTREAM_MODELS", ())

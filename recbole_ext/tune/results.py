@@ -1,10 +1,9 @@
-"""A search's results: trials.csv, the printed table, trials.png and best.yaml, with the honest estimate.
+"""A search's results: trials.csv, the printed table, trials.png and best.yaml.
 
-The best trial's score is fitted: it was chosen on the users it is measured
-on. The honest estimate chooses the best trial on one half of the holdout users
-and scores it on the other half, both ways, from each trial's per-user scores
-(holdout_users.csv in its folder; a stopped trial's are those of its best
-evaluation before the stop).
+The best trial's score is fitted: it was chosen on the users it is measured on.
+The honest estimate chooses on one half of the holdout users and scores on the
+other, both ways, from each trial's holdout_users.csv (a stopped trial's: those
+of its best evaluation before the stop).
 """
 
 from pathlib import Path

@@ -1,10 +1,7 @@
 """One trial, inside a Ray worker: Ray's trainable, and the resources each trial gets.
 
-A trial is ``pipeline.run`` with the sampled values and validate_only; it
-reports the holdout scores to Ray after every evaluation, so that ASHA can
-stop poor trials early. Its folder is a run folder (run_folder.py):
-trials/<id>/, <id>.failed/, <id>.interrupted/, or <id>.stopped/ when Ray Tune
-stopped it.
+A trial's folder is a run folder (run_folder.py): trials/<id>/, <id>.failed/,
+<id>.interrupted/, or <id>.stopped/ when Ray Tune stopped it.
 """
 
 import json
