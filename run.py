@@ -16,10 +16,10 @@ import signal
 import sys
 import textwrap
 
-import recbole_ext  # noqa: F401  (compat shims and registrations first)
 from atomic_data import RawDataError
 from recbole_ext.config import ConfigError, load_settings
-from recbole_ext.pipeline import SUBMISSION, error_line, predict_only, run
+from recbole_ext.pipeline import predict_only, run
+from recbole_ext.run_folder import SUBMISSION, error_line
 
 
 class Terminated(KeyboardInterrupt):

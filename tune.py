@@ -14,10 +14,9 @@ import argparse
 import logging
 import sys
 
-import recbole_ext  # noqa: F401  (compat shims and registrations first)
 from atomic_data import RawDataError
 from recbole_ext.config import ConfigError, load_settings
-from recbole_ext.pipeline import SUBMISSION
+from recbole_ext.run_folder import SUBMISSION
 from recbole_ext.tune import TRIALS_CSV, TRIALS_PLOT, describe_honest, format_table, resume_settings, search
 
 

@@ -76,13 +76,12 @@ def holdout_parts(users, rule):
     from_end = counts[user_index] - 1 - position
     is_last = from_end < n_last[user_index]
 
-    # a random key in [0, 0.5) per candidate, 0.5 for the last items: sorting
-    # user + key keeps each user's block in place and ranks candidates randomly
-    keys = 0.5 * np.random.default_rng(rule.seed).random(n_rows)
-    keys[is_last] = 0.5
-    order = np.argsort(user_index + keys)
+    # the earlier items in a random order per user (the last ones after them): the first n_random are held out
+    draw = np.random.default_rng(rule.seed).random(n_rows)
+    draw[is_last] = np.inf
+    order = np.lexsort((draw, user_index))  # by user, then by draw: each user's block stays in place
     rank = np.empty(n_rows, dtype=np.int64)
-    rank[order] = position
+    rank[order] = position  # the row's rank within its user
     is_random = ~is_last & (rank < n_random[user_index])
 
     parts = np.full(n_rows, NOT_HELD_OUT, dtype=np.int8)

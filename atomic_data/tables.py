@@ -1,4 +1,4 @@
-"""Text-table writing: a literal header, values verbatim (no quoting).
+"""Text tables: writing them (a literal header, values verbatim, no quoting), reading atomic .inter files.
 
 Numeric tables (the millions of interactions) go through pyarrow's CSV
 writer, the fast path. Text tables (side files, .item: thousands of rows)
@@ -27,3 +27,14 @@ def write_table(path, header, columns, sep="\t"):
             if line.count(sep) != len(header) - 1 or "\n" in line:
                 raise ValueError(f"{path}: a value contains the separator or a newline: {line!r}")
         f.write(("\n".join(lines) + "\n").encode() if lines else b"")
+
+
+def read_inter(path):
+    """An atomic .inter file written by atomic_data as int64 arrays user, item, time."""
+    table = pa_csv.read_csv(
+        path,
+        parse_options=pa_csv.ParseOptions(delimiter="\t"),
+        convert_options=pa_csv.ConvertOptions(column_types=dict.fromkeys(
+            ("user_id:token", "item_id:token", "timestamp:float"), pa.int64())),
+    )
+    return tuple(table.column(i).to_numpy() for i in range(3))

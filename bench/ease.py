@@ -47,11 +47,11 @@ ML100K_MODELS = [
 
 def fit_child(model_name, overrides, load_only):
     """In a fresh process: load the dataset, then time the closed form; prints one JSON line."""
-    import recbole_ext  # noqa: F401
     from recbole_ext import registry
-    from recbole_ext.config import load_settings, recbole_config
+    from recbole_ext.config import load_settings
     from recbole_ext.data import load_dataset
     from recbole_ext.pipeline import prepare_data
+    from recbole_ext.recbole_config import recbole_config
 
     settings = load_settings(model_name, overrides=[f"data={competition_scale_raw()}", f"data_dir={DATA_DIR}",
                                                     "state=WARNING", *overrides])
@@ -118,7 +118,6 @@ def main():
         return fit_child(args.child, overrides, args.load_only)
 
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
-    import recbole_ext  # noqa: F401
     from recbole_ext.config import load_settings
 
     reg = load_settings("EASE")["reg_weight"]  # yaml/ease.yaml; RecBole's EASE gets the same

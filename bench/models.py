@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import recbole_ext  # noqa: E402,F401
 from recbole_ext.config import YAML_DIR, load_settings, read_yaml  # noqa: E402
 from recbole_ext.pipeline import run  # noqa: E402
 

@@ -23,13 +23,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import recbole_ext  # noqa: E402,F401
 from recbole.config import Config  # noqa: E402
 from recbole_ext import registry  # noqa: E402
-from recbole_ext.config import load_settings, recbole_config  # noqa: E402
+from recbole_ext.config import load_settings  # noqa: E402
 from recbole_ext.data import History, load_dataset  # noqa: E402
 from recbole_ext.pipeline import prepare_data, run  # noqa: E402
 from recbole_ext.pretrain import SequenceWindows  # noqa: E402
+from recbole_ext.recbole_config import recbole_config  # noqa: E402
 
 from bench.common import BENCH_DATA, table  # noqa: E402
 

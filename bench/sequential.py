@@ -65,12 +65,12 @@ def child(model_name, task, overrides, budget, batches):
     import torch
     from recbole.utils import init_seed
 
-    import recbole_ext  # noqa: F401
     from recbole_ext import registry
-    from recbole_ext.config import load_settings, recbole_config
+    from recbole_ext.config import load_settings
     from recbole_ext.data import History, load_dataset, train_loader
-    from recbole_ext.holdout import HoldoutScorer, holdout_trainer
+    from recbole_ext.early_stopping import HoldoutScorer, holdout_trainer
     from recbole_ext.pipeline import prepare_data
+    from recbole_ext.recbole_config import recbole_config
 
     scale = task == "scale"
     data = [f"data={competition_scale_raw()}"] if scale else []

@@ -44,7 +44,7 @@ RAY_WORKER_NICENESS = 15  # Ray starts its worker processes at this niceness
 
 def recbole_trials(data_path, dataset, values, checkpoints):
     """RecBole's objective_function steps, once per value; prints one JSON line per trial."""
-    import recbole_ext  # noqa: F401  (compat shims; registers movierec's EASE in RecBole's lookups)
+    import recbole_ext.registry  # noqa: F401  (compat shims; registers movierec's EASE in RecBole's lookups)
     from recbole.config import Config
     from recbole.data import create_dataset, data_preparation
     from recbole.utils import get_model, get_trainer, init_seed
@@ -104,7 +104,6 @@ def main():
     raw = competition_scale_raw()
     work = Path(tempfile.mkdtemp(prefix="tune-", dir=BENCH_DATA))
     try:
-        import recbole_ext  # noqa: F401
         from recbole_ext.config import load_settings
         from recbole_ext.pipeline import prepare_data
 

@@ -32,7 +32,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import recbole_ext  # noqa: E402,F401
 from recbole.utils import ModelType  # noqa: E402
 from recbole_ext import registry  # noqa: E402
 from recbole_ext.config import known_keys  # noqa: E402

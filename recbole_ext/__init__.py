@@ -1,14 +1,11 @@
 """What RecBole lacks for the Movie Recommendation competition.
 
-Importing this package first makes RecBole 1.2.1 work on the current stack
-(compat) and registers movierec's models and metric into RecBole's lookups.
+Importing the package loads nothing heavy: the commands that only read
+outputs (report, leaderboard, ensemble) never import torch or RecBole. Modules
+that use RecBole import ``recbole_ext.registry``, which patches RecBole for the
+current stack (compat) and registers movierec's models and metric.
 """
 
-from recbole_ext import compat
 
-compat.apply()
-
-from recbole_ext import metrics, registry  # noqa: E402  (needs the shims)
-
-registry.install()
-metrics.install()
+class ConfigError(ValueError):
+    """A setting a user wrote is wrong; the message names where and why."""

@@ -1,4 +1,4 @@
-"""Run settings: yaml layering, checks, and RecBole's Config built from them.
+"""Run settings: yaml layering and checks (recbole_config.py builds RecBole's Config from them).
 
 Layers, later ones winning:
 
@@ -9,23 +9,23 @@ Every key must be a movierec setting (MOVIEREC_KEYS, defaults in
 yaml/base.yaml) or a RecBole setting known for the model; anything else
 stops with the file it came from and the closest valid name. RecBole never
 sees sys.argv: everything reaches it through ``config_dict``.
+
+Over 300 lines on purpose: the layering and the checks share the record of
+where each value came from (``sources``), which every message names.
 """
 
 import copy
 import difflib
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 import yaml
-from recbole.config import Config
 from recbole.utils import ModelType
 from recbole.utils.argument_list import dataset_arguments, evaluation_arguments, general_arguments, training_arguments
 
 from atomic_data import BASE_YAML, HoldoutRule
-from recbole_ext import registry
+from recbole_ext import ConfigError, registry
 
 YAML_DIR = BASE_YAML.parent
 RECBOLE_PROPERTIES = registry.RECBOLE_PROPERTIES.parent
@@ -35,7 +35,7 @@ MOVIEREC_KEYS = {
     "model", "data", "data_dir", "dataset", "holdout", "output_dir", "device",
     "top_n", "refit", "refit_epochs", "predict_batch_users", "quick", "tune", "pretrained_path",
 }
-MERGED_SECTIONS = {"holdout", "quick", "tune"}  # merged key by key across layers
+SECTIONS = {"holdout", "quick", "tune"}  # set entry by entry by each layer
 HOLDOUT_METRICS = ("recall@10", "ndcg@10")
 # RecBole settings that movierec sets itself
 MANAGED = {
@@ -67,10 +67,6 @@ ITEM_FIELD_SETTINGS = ("selected_features", "item_attribute")
 SUPPORTED_TYPES = {ModelType.GENERAL, ModelType.TRADITIONAL, ModelType.SEQUENTIAL, ModelType.CONTEXT}
 
 
-class ConfigError(ValueError):
-    """A setting a user wrote is wrong; the message names where and why."""
-
-
 def read_yaml(path):
     path = Path(path)
     if not path.is_file():
@@ -87,8 +83,9 @@ def read_yaml(path):
 
 
 def parse_overrides(pairs):
-    """key=value strings -> nested dict; values parsed as yaml scalars/flow."""
-    result = {}
+    """key=value strings -> a layer {key path: value}; values parsed as yaml scalars/flow; a dotted key
+    (holdout.seed=3) is a path into a section."""
+    layer = {}
     for pair in pairs:
         key, sep, text = pair.partition("=")
         if not sep or not key:
@@ -97,24 +94,33 @@ def parse_overrides(pairs):
             value = yaml.load(text, Loader=registry.YamlLoader)
         except yaml.YAMLError:
             value = text
-        target = result
-        *parents, last = key.split(".")
-        for parent in parents:
-            target = target.setdefault(parent, _DottedPath())
-        target[last] = value
-    return result
+        layer[tuple(key.split("."))] = value
+    return layer
 
 
-class _DottedPath(dict):
-    """The parents of a dotted key (tune.resources_per_trial.cpu=1): set that entry, keep its siblings."""
-
-
-def _merged(base, value):
-    if isinstance(value, _DottedPath) and isinstance(base, dict):
-        return {**base, **{key: _merged(base.get(key), entry) for key, entry in value.items()}}
-    if isinstance(value, dict):  # plain dicts all the way down (yaml.safe_dump writes no subclass)
-        return {key: _merged(None, entry) for key, entry in value.items()}
-    return copy.deepcopy(value)
+def apply_layer(values, sources, layer, source):
+    """Apply one layer to values (in place), later layers winning, by one rule: each key path sets one
+    entry and keeps its siblings. A key is a path of itself, but a section's keys (SECTIONS) are paths of
+    its entries, and a dotted key (holdout.seed=3) is its path. sources: where each key and each section
+    entry came from, for messages."""
+    for key, value in layer.items():
+        path = key if isinstance(key, tuple) else (key,)
+        sources[path[0]] = source
+        if path[0] in SECTIONS and len(path) == 1 and isinstance(value, dict):
+            if not isinstance(values.get(path[0]), dict):
+                values[path[0]] = {}
+            entries = [((*path, entry), entry_value) for entry, entry_value in value.items()]
+        else:
+            entries = [(path, value)]
+        for (*parents, last), entry_value in entries:
+            target = values
+            for parent in parents:
+                if not isinstance(target.get(parent), dict):
+                    target[parent] = {}
+                target = target[parent]
+            target[last] = copy.deepcopy(entry_value)
+            if parents and parents[0] in SECTIONS:
+                sources[f"{parents[0]}.{(parents[1:] or [last])[0]}"] = source
 
 
 @dataclass
@@ -132,10 +138,6 @@ class Settings:
     def holdout(self):
         return HoldoutRule.from_dict(self.values["holdout"])
 
-    @property
-    def model_type(self):
-        return registry.get_model(self.model).type
-
     def recbole_values(self):
         """The RecBole part of the settings (config_dict)."""
         return {k: copy.deepcopy(v) for k, v in self.values.items() if k not in MOVIEREC_KEYS}
@@ -152,7 +154,7 @@ def load_settings(model=None, config_file=None, overrides=(), quick=False):
     override_layer = parse_overrides(overrides)
     named = {
         "--model": model,
-        "command line": override_layer.pop("model", None),
+        "command line": override_layer.pop(("model",), None),
         str(config_file): file_layer.get("model"),
     }
     named = {source: check_model(name) for source, name in named.items() if name}
@@ -170,12 +172,12 @@ def load_settings(model=None, config_file=None, overrides=(), quick=False):
         layers.append((str(config_file), file_layer))
     values, sources = {}, {}
     for source, layer in layers:
-        _merge(values, sources, layer, source)
+        apply_layer(values, sources, layer, source)
     if quick:
         if not values.get("quick"):
             raise ConfigError(f"--quick: no `quick:` block for {model} in {', '.join(s for s, _ in layers)}")
-        _merge(values, sources, values["quick"], f"{sources['quick']} (quick:)")
-    _merge(values, sources, override_layer, "command line")
+        apply_layer(values, sources, values["quick"], f"{sources['quick']} (quick:)")
+    apply_layer(values, sources, override_layer, "command line")
     if check_model(values.get("model", model)) != model:
         raise ConfigError(f"{sources['model']}: model {values['model']!r} conflicts with {model!r}")
     values["model"] = model
@@ -185,17 +187,6 @@ def load_settings(model=None, config_file=None, overrides=(), quick=False):
         if values.get(key) is not None:
             values[key] = str(Path(values[key]).expanduser().resolve())
     return settings
-
-
-def _merge(values, sources, layer, source):
-    for key, value in layer.items():
-        if key in MERGED_SECTIONS and isinstance(value, dict) and isinstance(values.get(key), dict):
-            values[key] = {**values[key], **{entry: _merged(values[key].get(entry), v) for entry, v in value.items()}}
-        else:
-            values[key] = _merged(values.get(key), value)
-        sources[key] = source
-        if key in MERGED_SECTIONS and isinstance(value, dict):  # where each entry came from, for messages
-            sources.update({f"{key}.{entry}": source for entry in value})
 
 
 def did_you_mean(name, valid):
@@ -378,49 +369,3 @@ def _check_selected_features(model, values, where):
                     f"name fields of the .item file (genre, year, title...) and load them, "
                     f"e.g. load_col: {{inter: [user_id, item_id, timestamp], item: [item_id, genre]}}"
                 )
-
-
-def resolve_device(setting):
-    if setting == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if setting == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device: cuda was asked for but torch sees no GPU (is the CUDA build of torch installed?)")
-    return setting
-
-
-def implicit_feedback_sampling(settings):
-    """Negative sampling for implicit data, unless the settings choose it.
-
-    Every interaction is a positive: context-aware models need sampled
-    negatives as their 0 labels (RecBole's defaults expect labelled data);
-    sequential models with the CE loss score all items and sample nothing.
-    """
-    if "train_neg_sample_args" in settings.values:
-        return {}
-    loss_type = settings.values.get("loss_type", registry.model_properties(settings.model).get("loss_type"))
-    if settings.model_type == ModelType.CONTEXT:
-        return {"train_neg_sample_args": {"distribution": "uniform", "sample_num": 1}}
-    if settings.model_type == ModelType.SEQUENTIAL and loss_type == "CE":
-        return {"train_neg_sample_args": None}
-    return {}
-
-
-def recbole_config(settings, data_path, dataset_name, checkpoint_dir, **changes):
-    """RecBole's Config for one fit of this run."""
-    device = resolve_device(settings["device"])
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    config_dict = {**implicit_feedback_sampling(settings), **settings.recbole_values()}
-    config_dict.update(
-        data_path=str(data_path),
-        checkpoint_dir=str(checkpoint_dir),
-        valid_metric=settings["valid_metric"].lower(),
-        # RecBole writes gpu_id into CUDA_VISIBLE_DEVICES: keep what a scheduler (Ray) set
-        gpu_id=visible if visible is not None else "0",
-        use_gpu=device == "cuda",
-        **changes,
-    )
-    config = Config(model=settings.model, dataset=dataset_name, config_dict=config_dict)
-    if visible is None:
-        os.environ.pop("CUDA_VISIBLE_DEVICES", None)
-    config["device"] = torch.device(device)
-    return config

@@ -23,8 +23,6 @@ import pickle
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.csv as pa_csv
 import torch
 from recbole.data.dataset import SequentialDataset
 from recbole.data.interaction import Interaction
@@ -32,6 +30,7 @@ from recbole.data.utils import get_dataloader
 from recbole.sampler import RepeatableSampler, Sampler
 from recbole.utils import ModelType
 
+from atomic_data.tables import read_inter
 from recbole_ext import registry
 from recbole_ext.cache import ReadKeyedCache, ReadRecorder, unwrapped
 from recbole_ext.files import write_atomic
@@ -272,17 +271,6 @@ def original_ids(dataset, field):
     """id -> integer token, for all ids (-1 for [PAD])."""
     tokens = dataset.field2id_token[field]
     return np.concatenate(([-1], tokens[1:].astype(np.int64)))
-
-
-def read_inter(path):
-    """An atomic .inter file written by atomic_data as int64 arrays user, item, time."""
-    table = pa_csv.read_csv(
-        path,
-        parse_options=pa_csv.ParseOptions(delimiter="\t"),
-        convert_options=pa_csv.ConvertOptions(column_types=dict.fromkeys(
-            ("user_id:token", "item_id:token", "timestamp:float"), pa.int64())),
-    )
-    return tuple(table.column(i).to_numpy() for i in range(3))
 
 
 class History:

@@ -7,7 +7,6 @@ left behind, and leaves alone what a live one, or one on another machine of a
 shared filesystem, is still writing.
 """
 
-import datetime
 import json
 import logging
 import math
@@ -21,12 +20,6 @@ logger = logging.getLogger(__name__)
 
 HOST = socket.gethostname()
 PARTIAL = re.compile(r"^\..+\.partial-(?P<host>.+)-(?P<pid>\d+)(\.[^.]*)?$")  # (the suffix of a file)
-
-
-def default_output(name):
-    """outputs/<name>-<time>, in the directory the command runs from."""
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path("outputs").resolve() / f"{name}-{stamp}"
 
 
 def staging_path(final, pid=None):

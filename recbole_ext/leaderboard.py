@@ -31,7 +31,7 @@ import pandas as pd  # noqa: E402
 from recbole_ext.ensemble import ENSEMBLE_MODEL  # noqa: E402
 from recbole_ext.files import write_atomic  # noqa: E402
 from recbole_ext.metrics import NDCG, RECALL  # noqa: E402
-from recbole_ext.pipeline import SUMMARY  # noqa: E402
+from recbole_ext.run_folder import SUMMARY  # noqa: E402
 
 LOG_FILE = "leaderboard.csv"
 PLOT_FILE = "leaderboard.png"

@@ -18,14 +18,12 @@ user. Everything else averages per-user values:
 - a choice made on one half of the users and scored on the other
   (``cross_fitted_choice``: tune.py's honest estimate).
 
-``LeaderboardRecall`` is the same recall as a RecBole metric, so RecBole's own
-evaluation can report it (``leaderboardrecall@10``).
+``install`` adds the same recall to RecBole as the metric ``LeaderboardRecall``,
+so RecBole's own evaluation can report it (``leaderboardrecall@10``).
 """
 
 import numpy as np
 import pandas as pd
-from recbole.evaluator.base_metric import TopkMetric
-from recbole.utils import EvaluatorType
 
 K = 10
 RECALL, NDCG = f"recall@{K}", f"ndcg@{K}"
@@ -197,24 +195,24 @@ def describe_holdout(holdout, detail):
     return lines
 
 
-class LeaderboardRecall(TopkMetric):
-    """Recall with the competition's denominator min(K, |I_u|)."""
-
-    metric_type = EvaluatorType.RANKING
-    smaller = False
-
-    def calculate_metric(self, dataobject):
-        pos_index, pos_len = self.used_info(dataobject)
-        hits = np.cumsum(pos_index, axis=1)
-        cutoffs = np.arange(1, pos_index.shape[1] + 1)
-        result = hits / np.minimum(pos_len[:, None], cutoffs[None, :])
-        return self.topk_result("leaderboardrecall", result)
-
-
 def install():
-    """Register LeaderboardRecall in RecBole's metric tables."""
+    """Register LeaderboardRecall, recall with the competition's denominator min(K, |I_u|), in RecBole's
+    metric tables (defined here: this module imports no RecBole, the report reads it)."""
     import recbole.evaluator.metrics as metrics
     import recbole.evaluator.register as register
+    from recbole.evaluator.base_metric import TopkMetric
+    from recbole.utils import EvaluatorType
+
+    class LeaderboardRecall(TopkMetric):
+        metric_type = EvaluatorType.RANKING
+        smaller = False
+
+        def calculate_metric(self, dataobject):
+            pos_index, pos_len = self.used_info(dataobject)
+            hits = np.cumsum(pos_index, axis=1)
+            cutoffs = np.arange(1, pos_index.shape[1] + 1)
+            result = hits / np.minimum(pos_len[:, None], cutoffs[None, :])
+            return self.topk_result("leaderboardrecall", result)
 
     LeaderboardRecall.__module__ = metrics.__name__
     metrics.LeaderboardRecall = LeaderboardRecall

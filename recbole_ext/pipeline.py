@@ -4,57 +4,40 @@
     on the holdout -> holdout recall@10 / ndcg@10 from the top-N lists ->
     refit on all interactions (best epoch count) -> submission
 
-A run writes into a staging folder renamed into place when complete:
-submission.csv, valid_top50.csv, full_top50.csv, summary.json, model.pth,
-run.log, holdout_users.csv (each holdout user's scores, from which intervals,
-paired comparisons and tune.py's honest estimate are computed). A run that
-stops early keeps what it finished: ``<output>.failed/``
-(an error: run.log, error.txt) or ``<output>.interrupted/`` (Ctrl-C, SIGTERM:
-run.log), each with the validation (summary.json with the holdout scores and
-the error, valid_top50.csv) when it was complete. Bad input (a ConfigError or
-RawDataError before the validation is complete) keeps nothing: its one-line
-message says it all.
+A run writes submission.csv, valid_top50.csv, full_top50.csv, summary.json,
+model.pth, run.log and holdout_users.csv (each holdout user's scores, from
+which intervals, paired comparisons and tune.py's honest estimate are
+computed) into its run folder (run_folder.py: staging, what a run that stops
+early keeps).
 """
-
 import datetime
 import gc
 import json
 import logging
-import shutil
-import time
-import traceback
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import colorlog
-import numpy as np
 import pandas as pd
 import torch
 from recbole.utils import init_seed
-from recbole.utils.logger import RemoveColorFilter
 
 import atomic_data
 from atomic_data.movielens import embedded_default
 from recbole_ext import registry
-from recbole_ext.config import ConfigError, Settings, recbole_config, resolve_device
-from recbole_ext.data import History, load_dataset, read_inter, train_loader
-from recbole_ext.files import default_output, json_text, remove_dead_partials, staging_path
-from recbole_ext.holdout import HoldoutScorer, holdout_trainer
-from recbole_ext.metrics import K, activity_groups, describe_holdout, holdout_detail, mean_scores, part_scores
+from recbole_ext.config import ConfigError, Settings
+from recbole_ext.data import History, load_dataset, train_loader
+from recbole_ext.early_stopping import HoldoutScorer, holdout_trainer
+from recbole_ext.files import json_text
+from recbole_ext.metrics import describe_holdout, holdout_detail, mean_scores, part_scores
 from recbole_ext.predict import top_k
-from recbole_ext.pretrain import downstream_models, downstream_settings, load_pretrained, pretrain
+from recbole_ext.pretrain import downstream_settings, load_pretrained, pretrain
+from recbole_ext.recbole_config import resolve
+from recbole_ext.run_folder import (
+    MODEL_FILE, SUMMARY, VALID_TOP, Timer, holdout_activity, output_folder, run_folder, write_full_lists,
+    write_holdout_users,
+)
 
 logger = logging.getLogger("movierec")
-
-SUBMISSION = "submission.csv"
-VALID_TOP = "valid_top50.csv"
-FULL_TOP = "full_top50.csv"
-SUMMARY = "summary.json"
-MODEL_FILE = "model.pth"
-LOG_FILE = "run.log"
-HOLDOUT_USERS = "holdout_users.csv"
-FAILED, INTERRUPTED = ".failed", ".interrupted"  # suffixes of the folders of runs that stopped early
 
 
 @dataclass
@@ -70,15 +53,6 @@ class Fit:
     best_users: pd.DataFrame | None = None  # the best epoch's per-user holdout scores
 
 
-class Timer(dict):
-    @contextmanager
-    def step(self, name):
-        started = time.perf_counter()
-        logger.info("%s ...", name)
-        yield
-        self[name] = round(time.perf_counter() - started, 3)
-
-
 def prepare_data(settings):
     raw = settings["data"] or embedded_default(settings["data_dir"])
     out = Path(settings["data_dir"]) / "prepared"
@@ -90,87 +64,36 @@ def prepare_data(settings):
     return prepared
 
 
-def fit(settings, prepared, dataset_name, workdir, timer, stage, holdout=None, epochs=None, on_result=None):
-    """Train one model on one dataset; with a holdout, early-stop on it and keep the best epoch."""
-    changes = {"epochs": epochs} if epochs else {}
-    config = recbole_config(settings, prepared.data_path, dataset_name, Path(workdir) / "checkpoints", **changes)
-    with timer.step(f"{stage}_dataset"):
-        init_seed(config["seed"], config["reproducibility"])
-        dataset = load_dataset(config)
-        history = History.from_file(dataset, prepared.inter_path(dataset_name))
-        train_data = train_loader(config, dataset, history)
-    with timer.step(f"{stage}_train"):
-        init_seed(config["seed"], config["reproducibility"])
-        model = registry.get_model(settings.model)(config, dataset).to(config["device"])
-        pretrained = load_pretrained(model, dataset, settings["pretrained_path"]) if settings["pretrained_path"] else None
-        trainer = holdout_trainer(registry.get_trainer(config["MODEL_TYPE"], settings.model))(config, model)
-        scorer = None
-        if holdout is not None:
-            scorer = HoldoutScorer(dataset, history, holdout, settings["predict_batch_users"], on_result,
-                                   config["valid_metric"])
-        eval_epochs = []
-        trainer.fit(
-            train_data, scorer, verbose=True, saved=scorer is not None,
-            show_progress=config["show_progress"], callback_fn=lambda epoch, score: eval_epochs.append(epoch),
-        )
-    result = Fit(config, dataset, history, model, epochs_run=len(trainer.train_loss_dict) or 1, pretrained=pretrained)
-    if scorer is not None and scorer.results:
-        result.valid_results = [{"epoch": epoch, **scores} for epoch, scores in zip(eval_epochs, scorer.results)]
-        result.best_epoch, result.best_users = eval_epochs[scorer.best], scorer.best_users
-        trainer.load_best()
-    return result
-
-
 def run(settings: Settings, on_result=None, validate_only=False):
     """Train, score on the holdout, refit, write the outputs; returns the summary.
 
     validate_only: stop after the holdout score (tuning trials): the best
     epoch's scores, no valid_top50.csv, no refit, no submission, no model file.
     """
-    resolve_device(settings["device"])  # a missing GPU is refused before anything is written
+    resolved = resolve(settings)  # a missing GPU is refused before anything is written
     final = output_folder(settings.model, settings["output_dir"])
-    with staged_run_folder(final, settings["state"]) as staging:
-        summary = _run(settings, staging, on_result, validate_only)
+    with run_folder(final, settings["state"]) as staging:
+        summary = _run(resolved, staging, on_result, validate_only)
     summary["output_dir"] = str(final)
     return summary
 
 
-@contextmanager
-def staged_run_folder(final, state):
-    """A run's folder, written under a staging name (with its run.log) and renamed to final when
-    complete; a run that stops early keeps what _keep_finished_work says (the exception's kept_in)."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    remove_dead_partials(final.parent)
-    staging = staging_path(final)
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    try:
-        with run_logging(staging / LOG_FILE, state):
-            yield staging
-    except BaseException as error:
-        error.kept_in = _keep_finished_work(staging, final, error)
-        raise
-    shutil.rmtree(staging / "checkpoints", ignore_errors=True)
-    staging.rename(final)
-
-
-def _run(settings, out, on_result, validate_only):
-    timer = Timer()
-    device = resolve_device(settings["device"])
-    logger.info("movierec run of %s on %s, output %s", settings.model, device, out)
+def _run(resolved, out, on_result, validate_only):
+    settings, timer = resolved.settings, Timer()
+    logger.info("movierec run of %s on %s, output %s", settings.model, resolved.device, out)
     with timer.step("prepare"):
         prepared = prepare_data(settings)
     holdout = pd.read_csv(prepared.holdout_path)
     top_n, batch = settings["top_n"], settings["predict_batch_users"]
     show = settings["show_progress"]
-    run_settings, pretraining = settings, None
-    if downstream_models(settings.model):  # S3Rec: pretrain (cached), then run the downstream model
+    fitted, pretraining = resolved, None  # the model fitted: S3Rec pretrains, its downstream model is fitted
+    if resolved.downstream_models:
         with timer.step("pretrain"):
             pretrained = pretrain(settings, prepared, out)
-        run_settings = downstream_settings(settings, pretrained.path)
-        pretraining = {**pretrained.summary(), "downstream_model": run_settings.model}
+        fitted = resolve(downstream_settings(settings, pretrained.path))
+        pretraining = {**pretrained.summary(), "downstream_model": fitted.name}
 
-    valid = fit(run_settings, prepared, prepared.valid_name, out, timer, "valid", holdout=holdout, on_result=on_result)
+    valid = fit(fitted, prepared, prepared.valid_name, out, timer, "valid", holdout=holdout, on_result=on_result)
     if validate_only and valid.best_users is not None:  # a trial: the scorer ranked the holdout users already
         users = valid.best_users
     else:
@@ -193,7 +116,7 @@ def _run(settings, out, on_result, validate_only):
         "valid_history": valid.valid_results,
         "pretraining": pretraining,
         "pretrained_tensors": valid.pretrained,
-        "device": device,
+        "device": resolved.device,
         "data": {
             "fingerprint": prepared.fingerprint,
             "data_path": str(prepared.data_path),
@@ -206,34 +129,47 @@ def _run(settings, out, on_result, validate_only):
     if not validate_only:
         summary["timings"] = dict(timer)
         (out / SUMMARY).write_text(json_text(summary))  # the validation, kept should the final fit fail
-        summary["refit_epochs"] = _final_fit(run_settings, prepared, valid, out, timer)
+        summary["refit_epochs"] = _final_fit(fitted, prepared, valid, out, timer)
     summary["timings"] = dict(timer)
     (out / SUMMARY).write_text(json_text(summary))
     return summary
 
 
-def holdout_activity(prepared, holdout):
-    """Each holdout user's training interactions (in the validation fit) and activity group: the
-    same for every run on one data version, since both come from its files alone."""
-    train_users = read_inter(prepared.inter_path(prepared.valid_name))[0]
-    counts = pd.Series(train_users).value_counts().reindex(np.unique(holdout["user"]), fill_value=0)
-    counts = counts.rename("train_interactions").rename_axis("user")
-    return pd.concat([counts, activity_groups(counts)], axis=1)
+def fit(resolved, prepared, dataset_name, workdir, timer, stage, holdout=None, epochs=None, on_result=None):
+    """Train one model on one dataset; with a holdout, early-stop on it and keep the best epoch."""
+    settings = resolved.settings
+    changes = {"epochs": epochs} if epochs else {}
+    config = resolved.config(prepared.data_path, dataset_name, Path(workdir) / "checkpoints", **changes)
+    with timer.step(f"{stage}_dataset"):
+        init_seed(config["seed"], config["reproducibility"])
+        dataset = load_dataset(config)
+        history = History.from_file(dataset, prepared.inter_path(dataset_name))
+        train_data = train_loader(config, dataset, history)
+    with timer.step(f"{stage}_train"):
+        init_seed(config["seed"], config["reproducibility"])
+        model = resolved.model_class(config, dataset).to(config["device"])
+        pretrained = load_pretrained(model, dataset, settings["pretrained_path"]) if settings["pretrained_path"] else None
+        trainer = holdout_trainer(registry.get_trainer(resolved.model_class.type, resolved.name))(config, model)
+        scorer = None
+        if holdout is not None:
+            scorer = HoldoutScorer(dataset, history, holdout, settings["predict_batch_users"], on_result,
+                                   config["valid_metric"])
+        eval_epochs = []
+        trainer.fit(
+            train_data, scorer, verbose=True, saved=scorer is not None,
+            show_progress=config["show_progress"], callback_fn=lambda epoch, score: eval_epochs.append(epoch),
+        )
+    result = Fit(config, dataset, history, model, epochs_run=len(trainer.train_loss_dict) or 1, pretrained=pretrained)
+    if scorer is not None and scorer.results:
+        result.valid_results = [{"epoch": epoch, **scores} for epoch, scores in zip(eval_epochs, scorer.results)]
+        result.best_epoch, result.best_users = eval_epochs[scorer.best], scorer.best_users
+        trainer.load_best()
+    return result
 
 
-def write_holdout_users(folder, users):
-    """holdout_users.csv: user, its scores on the holdout and its parts, activity when known."""
-    users.to_csv(Path(folder) / HOLDOUT_USERS, float_format="%.6g")
-
-
-def read_holdout_users(folder):
-    """A run's holdout_users.csv indexed by user, or None when it has none (older runs)."""
-    path = Path(folder) / HOLDOUT_USERS
-    return pd.read_csv(path, index_col="user") if path.is_file() else None
-
-
-def _final_fit(settings, prepared, valid, out, timer):
+def _final_fit(resolved, prepared, valid, out, timer):
     """Refit on every interaction (or keep the validation fit), write the submission; returns refit epochs."""
+    settings = resolved.settings
     full_inter = prepared.inter_path(prepared.name)
     refit_epochs = None
     if settings["refit"]:
@@ -242,7 +178,7 @@ def _final_fit(settings, prepared, valid, out, timer):
         del valid.model
         gc.collect()
         torch.cuda.empty_cache()
-        final_fit = fit(settings, prepared, prepared.name, out, timer, "full", epochs=refit_epochs)
+        final_fit = fit(resolved, prepared, prepared.name, out, timer, "full", epochs=refit_epochs)
     else:
         logger.warning("refit: false: the submission comes from the validation fit, which never saw the %d "
                        "holdout interactions (%.1f%% of the data, each user's latest among them)",
@@ -259,22 +195,6 @@ def _final_fit(settings, prepared, valid, out, timer):
         write_full_lists(out, full_top, full_inter)
         save_model(out / MODEL_FILE, final_fit, settings, prepared)
     return refit_epochs
-
-
-def write_full_lists(out, full_top, full_inter):
-    """submission.csv (checked against the users of full_inter) and full_top50.csv."""
-    submission_frame(full_top, full_inter).to_csv(out / SUBMISSION, index=False)
-    full_top[["user", "item", "score"]].to_csv(out / FULL_TOP, index=False)
-
-
-def submission_frame(top, inter_path):
-    """The first 10 of each user's list; checks every user of the data is there."""
-    submission = top[top["rank"] < K].sort_values(["user", "rank"])[["user", "item"]]
-    users = pd.unique(read_inter(inter_path)[0])
-    missing = np.setdiff1d(users, submission["user"].unique())
-    if len(missing):
-        raise RuntimeError(f"{len(missing)} users have no recommendations, e.g. {missing[:5].tolist()}")
-    return submission
 
 
 def save_model(path, fit_result, settings, prepared):
@@ -309,13 +229,14 @@ def predict_only(checkpoint_path, output_dir=None, device=None):
     values = {**meta["settings"], "output_dir": output_dir, "device": device or meta["settings"]["device"]}
     settings = Settings(config["model"], values)
     final = output_folder(settings.model, settings["output_dir"])
-    with staged_run_folder(final, settings["state"]) as staging:
+    with run_folder(final, settings["state"]) as staging:
         prepared = prepare_data(settings)
         if prepared.fingerprint != meta["fingerprint"]:
             raise ConfigError(f"{checkpoint_path}: its data (fingerprint {meta['fingerprint']}) is gone or changed")
-        config["device"] = torch.device(resolve_device(settings["device"]))
+        resolved = resolve(settings)
+        config["device"] = torch.device(resolved.device)
         dataset = load_dataset(config)
-        model = registry.get_model(settings.model)(config, dataset).to(config["device"])
+        model = resolved.model_class(config, dataset).to(config["device"])
         model.load_state_dict(checkpoint["state_dict"])
         model.load_other_parameter(checkpoint.get("other_parameter"))
         full_inter = prepared.inter_path(prepared.name)
@@ -323,68 +244,6 @@ def predict_only(checkpoint_path, output_dir=None, device=None):
         full_top = top_k(model, dataset, history, settings["top_n"], settings["predict_batch_users"])
         write_full_lists(staging, full_top, full_inter)
     return final
-
-
-def output_folder(name, output_dir=None):
-    """Where a run named ``name`` writes: output_dir, or outputs/<name>-<time>; it must not exist yet."""
-    final = Path(output_dir) if output_dir else default_output(name)
-    if final.exists():
-        raise ConfigError(f"output folder {final} already exists; choose another --output")
-    return final
-
-
-def _keep_finished_work(staging, final, error):
-    """What a run that stopped early leaves, and where: the log, the validation when it was complete (the
-    summary with the error), the traceback of an error; bad input before that leaves nothing (returns None)."""
-    validated = (staging / SUMMARY).is_file()
-    if isinstance(error, (ConfigError, atomic_data.RawDataError)) and not validated:
-        shutil.rmtree(staging)
-        return None
-    interrupted = isinstance(error, KeyboardInterrupt)
-    for path in staging.iterdir():
-        if path.name not in (LOG_FILE, SUMMARY, VALID_TOP):
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
-    if validated:
-        summary = json.loads((staging / SUMMARY).read_text())
-        summary["error"] = "interrupted" if interrupted else error_line(error)
-        (staging / SUMMARY).write_text(json_text(summary))
-    if not interrupted:
-        (staging / "error.txt").write_text("".join(traceback.format_exception(error)))
-    kept = final.with_name(final.name + (INTERRUPTED if interrupted else FAILED))
-    shutil.rmtree(kept, ignore_errors=True)
-    staging.rename(kept)
-    return kept
-
-
-def error_line(error):
-    """An exception as one line: its type and the last line of its message."""
-    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
-    text = lines[-1] if lines else ""
-    return text if text.startswith(type(error).__name__) else f"{type(error).__name__}: {text}".rstrip(": ")
-
-
-@contextmanager
-def run_logging(log_file, state):
-    """Log RecBole's and movierec's messages to the console and the run's log file."""
-    level = getattr(logging, str(state or "INFO").upper(), logging.INFO)
-    root = logging.getLogger()
-    file_handler = logging.FileHandler(log_file)
-    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    file_handler.addFilter(RemoveColorFilter())  # RecBole colours its messages
-    console = colorlog.StreamHandler()
-    console.setFormatter(colorlog.ColoredFormatter("%(log_color)s%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
-    previous = root.level
-    root.setLevel(level)
-    for handler in (file_handler, console):
-        handler.setLevel(level)
-        root.addHandler(handler)
-    try:
-        yield
-    finally:
-        for handler in (file_handler, console):
-            root.removeHandler(handler)
-            handler.close()
-        root.setLevel(previous)
 
 
 def plain(values):

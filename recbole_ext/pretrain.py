@@ -24,10 +24,11 @@ from recbole.utils import init_seed
 
 from recbole_ext import registry
 from recbole_ext.cache import ReadKeyedCache, ReadRecorder
-from recbole_ext.config import MOVIEREC_KEYS, Settings, check_settings, known_keys, recbole_config
+from recbole_ext.config import MOVIEREC_KEYS, Settings, check_settings, known_keys
 from recbole_ext.data import History, load_dataset, original_ids, train_loader
 from recbole_ext.files import write_atomic
 from recbole_ext.models.s3rec import attribute_weights
+from recbole_ext.recbole_config import recbole_config
 
 logger = logging.getLogger("movierec")
 ITEM_EMBEDDING = "item_embedding.weight"

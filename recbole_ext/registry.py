@@ -10,6 +10,11 @@ built-in ones.
 Adding a model: write ``recbole_ext/models/<name>.py`` with the class, a
 ``PROPERTIES`` dict of its settings and defaults and, if it needs one, a
 ``<Model>Trainer`` class; then add one line to ``CUSTOM_MODELS``.
+
+Importing this module first patches RecBole for the current stack (compat),
+then installs the lookups and movierec's metric: every module that uses
+RecBole imports it, so every entry point (run.py, tune.py, Ray workers,
+tests) gets both before RecBole is used.
 """
 
 import functools
@@ -19,8 +24,13 @@ import re
 from pathlib import Path
 
 import yaml
-from recbole.utils import ModelType
-from recbole.utils import utils as recbole_utils
+
+from recbole_ext import compat, metrics
+
+compat.apply()
+
+from recbole.utils import ModelType  # noqa: E402
+from recbole.utils import utils as recbole_utils  # noqa: E402
 
 CUSTOM_MODELS = {
     # model name: module that defines it
@@ -155,7 +165,7 @@ def missing_package(model_name):
 
 
 def install():
-    """Put the lookups above where RecBole's modules call them."""
+    """Put the lookups above where RecBole's modules call them; register movierec's metric."""
     import recbole.config.configurator as configurator
     import recbole.quick_start.quick_start as quick_start
     import recbole.utils
@@ -173,3 +183,7 @@ def install():
             self.internal_config_dict.update(model_properties(model))
 
     configurator.Config._load_internal_config_dict = _load_internal_config_dict
+    metrics.install()
+
+
+install()

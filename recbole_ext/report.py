@@ -35,7 +35,7 @@ from recbole_ext import leaderboard  # noqa: E402
 from recbole_ext.ensemble import ENSEMBLE_MODEL  # noqa: E402
 from recbole_ext.files import write_atomic  # noqa: E402
 from recbole_ext.metrics import ACTIVITY, METRICS, NDCG, RECALL, paired_differences  # noqa: E402
-from recbole_ext.pipeline import SUBMISSION, SUMMARY, read_holdout_users  # noqa: E402
+from recbole_ext.run_folder import SUBMISSION, SUMMARY, read_holdout_users  # noqa: E402
 
 BREAKDOWN = (*PART_NAMES.values(), *ACTIVITY)  # holdout parts, then activity groups
 INTERVAL = ["ci low", "ci high"]  # the 95% bootstrap interval of recall@10

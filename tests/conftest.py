@@ -8,7 +8,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import recbole_ext  # noqa: E402  (applies the compat shims before RecBole is used)
+from recbole_ext import compat, registry  # noqa: E402,F401  (RecBole patched and movierec registered first)
 from atomic_data import HoldoutRule, prepare  # noqa: E402
 from atomic_data.synthetic import Scale, generate  # noqa: E402
 
@@ -48,4 +48,4 @@ def tiny_prepared(tiny_raw, tmp_path_factory):
 @pytest.fixture(autouse=True)
 def quiet_known_warnings():
     """pytest resets warning filters per test: re-apply compat's list of RecBole's known ones."""
-    recbole_ext.compat.quiet_known_warnings()
+    compat.quiet_known_warnings()

@@ -4,8 +4,9 @@ import torch
 from recbole.data.dataset import SequentialDataset
 
 from recbole_ext.cache import ReadRecorder
-from recbole_ext.config import load_settings, recbole_config
+from recbole_ext.config import load_settings
 from recbole_ext.data import History, LazySequentialDataset, cached_dataset, load_dataset, token_ids
+from recbole_ext.recbole_config import recbole_config
 
 
 def sequential_config(prepared, tmp_path, **extra):

@@ -9,9 +9,10 @@ from recbole.data.interaction import Interaction
 from recbole.utils import init_seed
 
 from recbole_ext import registry
-from recbole_ext.config import load_settings, recbole_config
+from recbole_ext.config import load_settings
 from recbole_ext.data import History, load_dataset
 from recbole_ext.predict import peak_memory, top_k
+from recbole_ext.recbole_config import recbole_config
 
 
 def model_and_data(prepared, tmp_path, model, *overrides):

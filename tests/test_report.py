@@ -1,12 +1,22 @@
 """The report over constructed run and ensemble folders."""
 
 import json
+import subprocess
+import sys
 
 import matplotlib.image
 import pandas as pd
 import pytest
 
+from conftest import ROOT
 from recbole_ext.report import main, report_table
+
+
+@pytest.mark.parametrize("module", ["recbole_ext.report", "recbole_ext.leaderboard", "recbole_ext.ensemble"])
+def test_commands_that_read_outputs_start_without_torch_or_recbole(module):
+    check = f"import {module}, sys; loaded = {{'torch', 'recbole', 'ray'}} & set(sys.modules); assert not loaded, loaded"
+    done = subprocess.run([sys.executable, "-c", check], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
 
 
 def write_summary(folder, model, recall, ndcg=0.1, fingerprint="fp-1", timings=None, submission=True, **extra):

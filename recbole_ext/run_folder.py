@@ -1,0 +1,205 @@
+"""A run folder: what it holds, and how it comes to be (runs, --predict-only, ensembles, tune trials).
+
+A folder is written under a hidden staging name beside its final one and
+renamed into place when complete (``staged``; staging names hold the host and
+pid, so that the next writer removes what a killed process left). A run's folder
+also holds its run.log (``run_folder``); a run that stops early keeps what it
+finished: ``<output>.failed/`` (an error: run.log, error.txt) or
+``<output>.interrupted/`` (Ctrl-C, SIGTERM: run.log), each with the validation
+(summary.json with the holdout scores and the error, valid_top50.csv) when it
+was complete. Bad input (a ConfigError or RawDataError before the validation is
+complete) keeps nothing: its one-line message says it all.
+
+Nothing here imports torch or RecBole: the commands that only read outputs
+(report, leaderboard, ensemble) start fast.
+"""
+
+import datetime
+import json
+import logging
+import shutil
+import time
+import traceback
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from atomic_data import RawDataError
+from atomic_data.tables import read_inter
+from recbole_ext import ConfigError
+from recbole_ext.files import json_text, remove_dead_partials, staging_path
+from recbole_ext.metrics import K, activity_groups
+
+logger = logging.getLogger("movierec")
+
+SUBMISSION = "submission.csv"
+VALID_TOP = "valid_top50.csv"
+FULL_TOP = "full_top50.csv"
+SUMMARY = "summary.json"
+MODEL_FILE = "model.pth"
+LOG_FILE = "run.log"
+HOLDOUT_USERS = "holdout_users.csv"
+FAILED, INTERRUPTED = ".failed", ".interrupted"  # suffixes of the folders of runs that stopped early
+
+
+def default_output(name):
+    """outputs/<name>-<time>, in the directory the command runs from."""
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("outputs").resolve() / f"{name}-{stamp}"
+
+
+def output_folder(name, output_dir=None):
+    """Where a run named ``name`` writes: output_dir, or outputs/<name>-<time>; it must not exist yet."""
+    final = Path(output_dir) if output_dir else default_output(name)
+    if final.exists():
+        raise ConfigError(f"output folder {final} already exists; choose another --output")
+    return final
+
+
+def kept_folders(final):
+    """final and the folders a run that stopped early leaves in its place."""
+    return [final, *(final.with_name(final.name + suffix) for suffix in (FAILED, INTERRUPTED))]
+
+
+def _new_staging(final):
+    final.parent.mkdir(parents=True, exist_ok=True)
+    remove_dead_partials(final.parent)
+    staging = staging_path(final)
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    return staging
+
+
+@contextmanager
+def staged(final):
+    """A folder written under its staging name, renamed to final when the block completes; gone if it fails."""
+    staging = _new_staging(final)
+    try:
+        yield staging
+        staging.rename(final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+@contextmanager
+def run_folder(final, state):
+    """A run's folder: staged, with its run.log (``state``: the log level); a run that stops early keeps
+    what _keep_finished_work says (the exception's kept_in)."""
+    staging = _new_staging(final)
+    try:
+        with run_logging(staging / LOG_FILE, state):
+            yield staging
+    except BaseException as error:
+        error.kept_in = _keep_finished_work(staging, final, error)
+        raise
+    shutil.rmtree(staging / "checkpoints", ignore_errors=True)
+    staging.rename(final)
+
+
+def _keep_finished_work(staging, final, error):
+    """What a run that stopped early leaves, and where: the log, the validation when it was complete (the
+    summary with the error), the traceback of an error; bad input before that leaves nothing (returns None)."""
+    validated = (staging / SUMMARY).is_file()
+    if isinstance(error, (ConfigError, RawDataError)) and not validated:
+        shutil.rmtree(staging)
+        return None
+    interrupted = isinstance(error, KeyboardInterrupt)
+    for path in staging.iterdir():
+        if path.name not in (LOG_FILE, SUMMARY, VALID_TOP):
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    if validated:
+        summary = json.loads((staging / SUMMARY).read_text())
+        summary["error"] = "interrupted" if interrupted else error_line(error)
+        (staging / SUMMARY).write_text(json_text(summary))
+    if not interrupted:
+        (staging / "error.txt").write_text("".join(traceback.format_exception(error)))
+    kept = final.with_name(final.name + (INTERRUPTED if interrupted else FAILED))
+    shutil.rmtree(kept, ignore_errors=True)
+    staging.rename(kept)
+    return kept
+
+
+def error_line(error):
+    """An exception as one line: its type and the last line of its message."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    text = lines[-1] if lines else ""
+    return text if text.startswith(type(error).__name__) else f"{type(error).__name__}: {text}".rstrip(": ")
+
+
+@contextmanager
+def run_logging(log_file, state):
+    """Log RecBole's and movierec's messages to the console and the run's log file."""
+    import colorlog
+    from recbole.utils.logger import RemoveColorFilter  # here: a run has RecBole loaded, a report does not
+
+    level = getattr(logging, str(state or "INFO").upper(), logging.INFO)
+    root = logging.getLogger()
+    file_handler = logging.FileHandler(log_file)
+    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    file_handler.addFilter(RemoveColorFilter())  # RecBole colours its messages
+    console = colorlog.StreamHandler()
+    console.setFormatter(colorlog.ColoredFormatter("%(log_color)s%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    previous = root.level
+    root.setLevel(level)
+    for handler in (file_handler, console):
+        handler.setLevel(level)
+        root.addHandler(handler)
+    try:
+        yield
+    finally:
+        for handler in (file_handler, console):
+            root.removeHandler(handler)
+            handler.close()
+        root.setLevel(previous)
+
+
+class Timer(dict):
+    """Seconds of each step, for summary.json."""
+
+    @contextmanager
+    def step(self, name):
+        started = time.perf_counter()
+        logger.info("%s ...", name)
+        yield
+        self[name] = round(time.perf_counter() - started, 3)
+
+
+# --- what a run folder holds ---
+
+def holdout_activity(prepared, holdout):
+    """Each holdout user's training interactions (in the validation fit) and activity group: the
+    same for every run on one data version, since both come from its files alone."""
+    train_users = read_inter(prepared.inter_path(prepared.valid_name))[0]
+    counts = pd.Series(train_users).value_counts().reindex(np.unique(holdout["user"]), fill_value=0)
+    counts = counts.rename("train_interactions").rename_axis("user")
+    return pd.concat([counts, activity_groups(counts)], axis=1)
+
+
+def write_holdout_users(folder, users):
+    """holdout_users.csv: user, its scores on the holdout and its parts, activity when known."""
+    users.to_csv(Path(folder) / HOLDOUT_USERS, float_format="%.6g")
+
+
+def read_holdout_users(folder):
+    """A run's holdout_users.csv indexed by user, or None when it has none (older runs)."""
+    path = Path(folder) / HOLDOUT_USERS
+    return pd.read_csv(path, index_col="user") if path.is_file() else None
+
+
+def submission_frame(top, inter_path):
+    """The first 10 of each user's list; checks every user of the data is there."""
+    submission = top[top["rank"] < K].sort_values(["user", "rank"])[["user", "item"]]
+    users = pd.unique(read_inter(inter_path)[0])
+    missing = np.setdiff1d(users, submission["user"].unique())
+    if len(missing):
+        raise RuntimeError(f"{len(missing)} users have no recommendations, e.g. {missing[:5].tolist()}")
+    return submission
+
+
+def write_full_lists(out, full_top, full_inter):
+    """submission.csv (checked against the users of full_inter) and full_top50.csv."""
+    submission_frame(full_top, full_inter).to_csv(out / SUBMISSION, index=False)
+    full_top[["user", "item", "score"]].to_csv(out / FULL_TOP, index=False)
