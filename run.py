@@ -45,6 +45,8 @@ def main(argv=None):
     flags = {"data": args.data, "output_dir": args.output, "device": args.device}
     overrides = [f"{key}={value}" for key, value in flags.items() if value is not None] + args.overrides
     signal.signal(signal.SIGTERM, _terminate)
+    # A shell starts background jobs (`nohup run.py ... &`) with SIGINT ignored, and Python keeps that: `kill -INT` would not stop them.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         if args.predict_only:
             output = predict_only(args.predict_only, args.output, args.device)

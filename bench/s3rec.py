@@ -26,9 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from recbole.config import Config  # noqa: E402
 from recbole_ext import registry  # noqa: E402
 from recbole_ext.config import load_settings  # noqa: E402
-from recbole_ext.data import History, load_dataset  # noqa: E402
+from recbole_ext.data import History, SequenceWindows, load_dataset  # noqa: E402
 from recbole_ext.pipeline import prepare_data, run  # noqa: E402
-from recbole_ext.pretrain import SequenceWindows  # noqa: E402
 from recbole_ext.recbole_config import recbole_config  # noqa: E402
 
 from bench.common import BENCH_DATA, table  # noqa: E402
@@ -37,13 +36,14 @@ ENCODER = ["MAX_ITEM_LIST_LENGTH=50", "hidden_size=64", "n_layers=2", "n_heads=2
 
 
 def batch_building(n_batches):
-    settings = load_settings("S3Rec", overrides=[*ENCODER, "item_attribute=[genre, year]"])
+    settings = load_settings("S3Rec", overrides=[*ENCODER, "item_attribute=[genre, year]", "train_batch_size=256",
+                                                 "train_windows=all"])
     prepared = prepare_data(settings)
     config = recbole_config(settings, prepared.data_path, prepared.valid_name, BENCH_DATA / "checkpoints",
                             load_col={**settings["load_col"], "item": ["item_id", "genre", "year"]})
     dataset = load_dataset(config)
     history = History.from_file(dataset, prepared.inter_path(prepared.valid_name))
-    batches = [b for _, b in zip(range(n_batches), SequenceWindows(history, config, batch_size=256))]
+    batches = [b for _, b in zip(range(n_batches), SequenceWindows(history, config, "masked"))]
     ours = registry.get_model("S3Rec")(config, dataset)
     recbole_config_ = Config(model="RecBoleS3Rec", dataset=prepared.valid_name, config_dict={
         "data_path": str(prepared.data_path), "checkpoint_dir": str(BENCH_DATA / "checkpoints"),

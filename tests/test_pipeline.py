@@ -302,7 +302,9 @@ def test_an_interrupted_run_says_so_in_one_line_and_keeps_its_log(sent, name, ti
     argv = [sys.executable, "run.py", "--model=BPR", f"--data={tiny_raw}", f"--output={output}",
             f"data_dir={data_dir}", "epochs=100000", "stopping_step=100000", "embedding_size=16", "state=INFO",
             "show_progress=false", "holdout.min_train=8", "holdout.random=3", "train_batch_size=256"]
-    process = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # started as a shell starts a background job (`nohup run.py ... &`): with SIGINT ignored
+    process = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
         deadline = time.monotonic() + 120
         while "epoch 1 training" not in read_log(tmp_path):  # training has started
