@@ -144,12 +144,12 @@ def _check_section(values, known, where):
 
 def _with_changes(values, changes, where):
     """The recipe with its quick: block applied: sections merged key by key, members entry by entry."""
-    merged = {**values, **{key: {**(values.get(key) or {}), **change} for key, change in changes.items()
-                           if key in ("blend", "settings") and isinstance(change, dict)}}
+    for key, change in changes.items():
+        if not isinstance(change, dict):
+            raise ConfigError(f"{where}{key}: expected `key: value` entries to change (for members: a member "
+                              f"name with its changes, ~ to leave it out), got {change!r}")
+    merged = {**values, **{key: {**(values.get(key) or {}), **change} for key, change in changes.items()}}
     members = dict(values.get("members") or {})
-    if not isinstance(changes.get("members") or {}, dict):
-        raise ConfigError(f"{where}members: expected member names with their changes (~ leaves one out), "
-                          f"got {changes['members']!r}")
     for name, change in (changes.get("members") or {}).items():
         if change is None:
             members.pop(name, None)
@@ -416,7 +416,7 @@ def check_output(output):
         raise ConfigError(f"output folder {output} exists and is not a blend's; choose another --output")
 
 
-def write_blend(recipe, runs, folders, output):
+def write_blend(recipe, runs, folders, output, seconds=None):
     """The ensemble of the member folders, as the output folder (staged, then moved into place)."""
     output.parent.mkdir(parents=True, exist_ok=True)
     remove_dead_partials(output.parent)
@@ -440,7 +440,8 @@ def write_blend(recipe, runs, folders, output):
             path.rename(staging / path.name)
         inner.rmdir()
         summary["output_dir"] = str(output)
-        summary["blend"] = blend_record(recipe, runs, folders)
+        summary["blend"] = {**blend_record(recipe, runs, folders),
+                            "seconds": {step: round(value, 2) for step, value in (seconds or {}).items()}}
         (staging / pipeline.SUMMARY).write_text(json_text(summary))
         (staging / REPORT).write_text(report(summary))
         if output.exists():  # an earlier blend: out of the way, then gone
@@ -501,13 +502,16 @@ def blend(recipe_path, data=None, output=None, runs_dir=None, quick=False, addre
     output = Path(output).resolve() if output else default_output(recipe)
     check_output(output)
     runs_dir = Path(runs_dir).resolve() if runs_dir else output.parent / "blend-runs"
+    started = time.perf_counter()
     runs, _ = plan(recipe, runs_dir, overrides)
     if not address:  # a local Ray has this machine's devices: refuse a missing GPU before Ray starts
         for run in runs:
             resolve_device(run.settings["device"])
     logger.info("%d runs: %d to train, %d reused", len(runs), sum(r.status != "reused" for r in runs),
                 sum(r.status == "reused" for r in runs))
+    planned = time.perf_counter()
     train(runs, address, max_parallel)
+    trained = time.perf_counter()
     folders = member_folders(recipe, runs, runs_dir)
     left_out = [spec.name for spec in recipe.members if spec.name not in folders]
     for name in left_out:
@@ -516,7 +520,8 @@ def blend(recipe_path, data=None, output=None, runs_dir=None, quick=False, addre
         errors = "; ".join(f"{run.label}: {run.error}" for run in runs if run.status == "failed")
         raise BlendError(f"only {len(folders)} of {len(recipe.members)} members finished, an ensemble needs two; "
                          f"nothing blended ({errors})")
-    return write_blend(recipe, runs, folders, output)
+    seconds = {"plan": planned - started, "train": trained - planned}
+    return write_blend(recipe, runs, folders, output, seconds)
 
 
 def main(argv=None):
