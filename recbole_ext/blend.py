@@ -53,11 +53,13 @@ import ray
 import torch
 
 from atomic_data import Prepared, RawDataError
-from recbole_ext import ensemble, pipeline
+from recbole_ext import ConfigError, ensemble, fusion, pipeline, run_folder
 from recbole_ext import tune as tuning
-from recbole_ext.config import ConfigError, did_you_mean, is_int, is_number, load_settings, read_yaml, resolve_device
+from recbole_ext.config import did_you_mean, is_int, is_number, load_settings, read_yaml
 from recbole_ext.files import json_text, remove_dead_partials, staging_path
-from recbole_ext.metrics import holdout_detail, mean_scores, part_scores
+from recbole_ext.metrics import K, holdout_detail, mean_scores, part_scores
+from recbole_ext.recbole_config import resolve_device
+from recbole_ext.tune.space import TUNE_DEFAULTS, _parse_resources
 
 logger = logging.getLogger("movierec.blend")
 
@@ -117,8 +119,8 @@ def read_recipe(path, quick=False):
     blend = values.get("blend") or {}
     _check_section(blend, BLEND_DEFAULTS, f"{path}: blend.")
     blend = {**BLEND_DEFAULTS, **blend}
-    if blend["method"] not in ensemble.METHODS:
-        raise ConfigError(f"{path}: blend.method must be one of {', '.join(ensemble.METHODS)}, got {blend['method']!r}")
+    if blend["method"] not in fusion.METHODS:
+        raise ConfigError(f"{path}: blend.method must be one of {', '.join(fusion.METHODS)}, got {blend['method']!r}")
     weights = blend["weights"]
     if weights != "auto" and not (isinstance(weights, list) and len(weights) == len(specs)
                                   and all(is_number(w) and w >= 0 for w in weights) and sum(weights) > 0):
@@ -126,8 +128,8 @@ def read_recipe(path, quick=False):
                           f"one per member ({', '.join(s.name for s in specs)}), got {weights!r}")
     if not is_int(blend["seed"]):
         raise ConfigError(f"{path}: blend.seed must be an integer, got {blend['seed']!r}")
-    if blend["depth"] is not None and not (is_int(blend["depth"]) and blend["depth"] >= ensemble.K):
-        raise ConfigError(f"{path}: blend.depth must be an integer >= {ensemble.K} or ~, got {blend['depth']!r}")
+    if blend["depth"] is not None and not (is_int(blend["depth"]) and blend["depth"] >= K):
+        raise ConfigError(f"{path}: blend.depth must be an integer >= {K} or ~, got {blend['depth']!r}")
     settings = values.get("settings") or {}
     if not isinstance(settings, dict):
         raise ConfigError(f"{path}: settings must map settings to values, got {settings!r}")
@@ -251,8 +253,8 @@ def run_key(settings, fingerprint):
 
 def is_finished(folder):
     """A run folder with its validation lists, final lists and summary, without an error."""
-    summary = Path(folder) / pipeline.SUMMARY
-    if not all((Path(folder) / name).is_file() for name in (pipeline.SUMMARY, pipeline.VALID_TOP, pipeline.FULL_TOP)):
+    summary = Path(folder) / run_folder.SUMMARY
+    if not all((Path(folder) / name).is_file() for name in (run_folder.SUMMARY, run_folder.VALID_TOP, run_folder.FULL_TOP)):
         return False
     try:
         return not json.loads(summary.read_text()).get("error")
@@ -267,8 +269,8 @@ def plan(recipe, runs_dir, overrides=()):
     for spec in recipe.members:
         settings = member_settings(recipe, spec, overrides)
         where = f"{recipe.path}: members.{spec.name}: tune.resources_per_trial"
-        resources = tuning._parse_resources((settings.values.get("tune") or {}).get(
-            "resources_per_trial", tuning.TUNE_DEFAULTS["resources_per_trial"]), where)
+        resources = _parse_resources((settings.values.get("tune") or {}).get(
+            "resources_per_trial", TUNE_DEFAULTS["resources_per_trial"]), where)
         resolved.append((spec, settings, resources))
     for spec, settings, resources in resolved:
         data = prepared[spec.name] = pipeline.prepare_data(settings)
@@ -333,9 +335,9 @@ def train(runs, address=None, max_parallel=None):
                 run.status = "trained"
             except ray.exceptions.RayError as error:  # the run's exception, or its worker died
                 cause = getattr(error, "cause", None)
-                run.status, run.error = "failed", pipeline.error_line(cause if isinstance(cause, BaseException)
+                run.status, run.error = "failed", run_folder.error_line(cause if isinstance(cause, BaseException)
                                                                       else error)
-                failed = run.folder.with_name(run.folder.name + pipeline.FAILED)
+                failed = run.folder.with_name(run.folder.name + run_folder.FAILED)
                 run.log = str(failed) if failed.exists() else None
                 logger.warning("%s failed: %s%s", run.label, run.error, f" (its log: {run.log})" if run.log else "")
     finally:
@@ -374,10 +376,10 @@ def average_seeds(runs, folder):
     first = members[0].summary
     top_n = runs[0].settings["top_n"]
     weights = [1 / len(members)] * len(members)
-    valid = ensemble.score_fusion([m.valid for m in members], weights, k=top_n)
-    full = ensemble.score_fusion([m.full for m in members], weights, k=top_n)
+    valid = fusion.score_fusion([m.valid for m in members], weights, k=top_n)
+    full = fusion.score_fusion([m.full for m in members], weights, k=top_n)
     hidden = pd.read_csv(first["data"]["holdout_path"])
-    users = pipeline.holdout_activity(Prepared.load(first["data"]["data_path"]), hidden).join(part_scores(valid, hidden))
+    users = run_folder.holdout_activity(Prepared.load(first["data"]["data_path"]), hidden).join(part_scores(valid, hidden))
     summary = {
         **{key: first[key] for key in ("model", "data", "config")},
         "holdout": mean_scores(users),
@@ -387,11 +389,11 @@ def average_seeds(runs, folder):
         "averaged": "the mean of each seed run's per-user min-max scaled scores (ensemble score fusion)",
         "timings": {},
     }
-    with pipeline.staged_run_folder(folder, "WARNING") as staging:
-        valid[["user", "item", "score"]].to_csv(staging / pipeline.VALID_TOP, index=False)
-        pipeline.write_full_lists(staging, full, ensemble.full_inter_path(first["data"]["data_path"]))
-        pipeline.write_holdout_users(staging, users)
-        (staging / pipeline.SUMMARY).write_text(json_text(summary))
+    with run_folder.staged(folder) as staging:
+        valid[["user", "item", "score"]].to_csv(staging / run_folder.VALID_TOP, index=False)
+        run_folder.write_full_lists(staging, full, ensemble.full_inter_path(first["data"]["data_path"]))
+        run_folder.write_holdout_users(staging, users)
+        (staging / run_folder.SUMMARY).write_text(json_text(summary))
     return folder
 
 
@@ -407,7 +409,7 @@ def check_output(output):
     """The output folder may be new, or an earlier blend (replaced); anything else is refused."""
     if not output.exists():
         return
-    summary = output / pipeline.SUMMARY
+    summary = output / run_folder.SUMMARY
     try:
         is_blend = output.is_dir() and "blend" in json.loads(summary.read_text())
     except (OSError, ValueError):
@@ -442,7 +444,7 @@ def write_blend(recipe, runs, folders, output, seconds=None):
         summary["output_dir"] = str(output)
         summary["blend"] = {**blend_record(recipe, runs, folders),
                             "seconds": {step: round(value, 2) for step, value in (seconds or {}).items()}}
-        (staging / pipeline.SUMMARY).write_text(json_text(summary))
+        (staging / run_folder.SUMMARY).write_text(json_text(summary))
         (staging / REPORT).write_text(report(summary))
         if output.exists():  # an earlier blend: out of the way, then gone
             old = staging_path(output.with_name(output.name + ".old"))
@@ -549,7 +551,7 @@ def main(argv=None):
     except (ConfigError, RawDataError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except (BlendError, ensemble.EnsembleError) as error:
+    except (BlendError, fusion.EnsembleError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
