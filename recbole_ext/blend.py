@@ -46,11 +46,9 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 
 import pandas as pd
 import ray
-import torch
 
 from atomic_data import Prepared, RawDataError
 from recbole_ext import ConfigError, ensemble, fusion, pipeline, run_folder
@@ -59,7 +57,8 @@ from recbole_ext.config import did_you_mean, is_int, is_number, load_settings, r
 from recbole_ext.files import json_text, remove_dead_partials, staging_path
 from recbole_ext.metrics import K, holdout_detail, mean_scores, part_scores
 from recbole_ext.recbole_config import resolve_device
-from recbole_ext.tune.space import TUNE_DEFAULTS, _parse_resources
+from recbole_ext.tune.space import TUNE_DEFAULTS, parse_resources
+from recbole_ext.tune.trial import trial_resources, use_assigned_cpus
 
 logger = logging.getLogger("movierec.blend")
 
@@ -269,7 +268,7 @@ def plan(recipe, runs_dir, overrides=()):
     for spec in recipe.members:
         settings = member_settings(recipe, spec, overrides)
         where = f"{recipe.path}: members.{spec.name}: tune.resources_per_trial"
-        resources = _parse_resources((settings.values.get("tune") or {}).get(
+        resources = parse_resources((settings.values.get("tune") or {}).get(
             "resources_per_trial", TUNE_DEFAULTS["resources_per_trial"]), where)
         resolved.append((spec, settings, resources))
     for spec, settings, resources in resolved:
@@ -300,8 +299,7 @@ def plan(recipe, runs_dir, overrides=()):
 
 def _train(settings):
     """A Ray task: one run of the pipeline, with as many torch threads as the task's CPUs."""
-    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
-    torch.set_num_threads(max(1, int(cpus)))
+    use_assigned_cpus()
     started = time.time()
     pipeline.run(settings)
     return started, time.time()
@@ -319,7 +317,7 @@ def train(runs, address=None, max_parallel=None):
     started_ray = tuning.start_ray(address)
     try:
         for run in todo:
-            run.resources = tuning.trial_resources(SimpleNamespace(resources=run.resources), run.settings["device"])
+            run.resources = trial_resources(run.resources, run.settings["device"])
             shutil.rmtree(run.folder, ignore_errors=True)  # a folder that is not a finished run: train again
         waiting, running = list(todo), {}
         while waiting or running:

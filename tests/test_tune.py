@@ -278,16 +278,16 @@ def test_trial_resources_follow_the_device_and_the_cluster(ray_runtime, tmp_path
     driver_log = logging.getLogger("movierec.tune")  # tune.py's main stops its propagation
     driver_log.addHandler(caplog.handler)
     try:
-        assert tuning.trial_resources(spec, "cpu") == {"cpu": cpus, "gpu": 0}
+        assert tuning.trial_resources(spec.resources, "cpu") == {"cpu": cpus, "gpu": 0}
         assert "trials run on CPU (device is cpu): the GPU share of 0.25 per trial is dropped" in caplog.text
         assert f"each trial gets {cpus:g} CPUs, the most a Ray node has, not the 64 asked for" in caplog.text
         if gpus:
-            assert tuning.trial_resources(spec, "auto") == {"cpu": cpus, "gpu": 0.25}
+            assert tuning.trial_resources(spec.resources, "auto") == {"cpu": cpus, "gpu": 0.25}
         else:  # a machine without a GPU runs the same yaml on CPU
-            assert tuning.trial_resources(spec, "auto") == {"cpu": cpus, "gpu": 0}
+            assert tuning.trial_resources(spec.resources, "auto") == {"cpu": cpus, "gpu": 0}
             assert "(the Ray cluster has no GPU)" in caplog.text
             with pytest.raises(ConfigError, match="device: cuda, but the Ray cluster has no GPU"):
-                tuning.trial_resources(spec, "cuda")
+                tuning.trial_resources(spec.resources, "cuda")
     finally:
         driver_log.removeHandler(caplog.handler)
 
@@ -300,9 +300,9 @@ def test_trials_on_cpu_though_the_cluster_has_a_gpu_are_logged(tmp_path, tiny_ra
     driver_log.addHandler(caplog.handler)
     try:
         gpu_node = {"CPU": 8, "GPU": 2}
-        assert tuning.trial_resources(spec, "cpu", [gpu_node]) == {"cpu": 1, "gpu": 0}
+        assert tuning.trial_resources(spec.resources, "cpu", [gpu_node]) == {"cpu": 1, "gpu": 0}
         assert caplog.text == ""  # asked for
-        assert tuning.trial_resources(spec, "auto", [gpu_node]) == {"cpu": 1, "gpu": 0}
+        assert tuning.trial_resources(spec.resources, "auto", [gpu_node]) == {"cpu": 1, "gpu": 0}
         assert "trials run on CPU though the Ray cluster has GPUs: tune.resources_per_trial.gpu is 0" in caplog.text
     finally:
         driver_log.removeHandler(caplog.handler)

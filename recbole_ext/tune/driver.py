@@ -87,7 +87,7 @@ def search(settings, address=None, resume=False, retrain_best=False):
     started_ray = start_ray(address)
     on_sigterm = signal.signal(signal.SIGTERM, _as_ctrl_c)  # after Ray's start, which sets one that aborts
     try:
-        resources = trial_resources(spec, settings["device"])
+        resources = trial_resources(spec.resources, settings["device"])
         _prebuild_datasets(settings, spec, prepared)
         _pretrain_once(settings, spec, prepared)
         trials_dir = output / TRIALS_DIR

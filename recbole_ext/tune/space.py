@@ -107,7 +107,7 @@ def parse_tune(settings: Settings) -> TuneSpec:
         raise ConfigError(f"{where('search')}: {search} needs the {SEARCHES[search]} package, which is not "
                           f"installed; use search: random, or install it")
     scheduler, options = _parse_scheduler(values["scheduler"], settings, where("scheduler"))
-    resources = _parse_resources(values["resources_per_trial"], where("resources_per_trial"))
+    resources = parse_resources(values["resources_per_trial"], where("resources_per_trial"))
     space = _parse_space(values["search_space"], settings, search, where("search_space"))
     return TuneSpec(values["metric"], values["mode"], values["num_samples"], space, scheduler, options, search,
                     resources, limit)
@@ -202,7 +202,7 @@ def _parse_scheduler(value, settings, where):
     return name, options
 
 
-def _parse_resources(value, where):
+def parse_resources(value, where):
     if not isinstance(value, dict):
         raise ConfigError(f"{where}: expected {{cpu: n, gpu: share}}, got {value!r}")
     for key in value:

@@ -36,8 +36,7 @@ def run_trial(config, settings, trials_dir):
     if (output / SUMMARY).is_file():  # it finished, but the search was interrupted before Ray knew
         return _report_again(json.loads((output / SUMMARY).read_text()), trial["eval_step"])
     _clear_earlier_attempt(output)  # a trial restarted by --resume starts clean
-    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
-    torch.set_num_threads(max(1, int(cpus)))
+    use_assigned_cpus()
     trial.values["show_progress"] = False  # progress bars of parallel trials garble the console
     evaluations, started = 0, time.perf_counter()
     best_users = None  # the per-user scores of the best evaluation so far
@@ -83,14 +82,20 @@ def trial_dirname(trial):
     return trial.trial_id
 
 
-def trial_resources(spec, device, nodes=None):
-    """The CPU and GPU share of each trial, fitted to the device setting and the cluster's nodes
-    (their Ray resources; default: the running cluster's)."""
+def use_assigned_cpus():
+    """In a Ray worker: torch uses as many threads as the CPUs Ray gave the task (not every core)."""
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
+    torch.set_num_threads(max(1, int(cpus)))
+
+
+def trial_resources(resources, device, nodes=None):
+    """The CPU and GPU share of each trial ({cpu, gpu} as asked), fitted to the device setting and the
+    cluster's nodes (their Ray resources; default: the running cluster's)."""
     if nodes is None:
         nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
     most_cpus = max(node.get("CPU", 0) for node in nodes)
     most_gpus = max(node.get("GPU", 0) for node in nodes)
-    cpu, gpu = spec.resources["cpu"], spec.resources["gpu"]
+    cpu, gpu = resources["cpu"], resources["gpu"]
     if device == "cuda" and not most_gpus:
         raise ConfigError("device: cuda, but the Ray cluster has no GPU; set device: auto or cpu")
     if cpu > most_cpus:  # a trial no node can hold would wait forever
