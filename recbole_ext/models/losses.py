@@ -20,9 +20,8 @@ Started at 0 instead, RecBole's SASRec encoder answered the k-fold push by
 turning every output into one shared direction that scores all items low: on
 MovieLens-100K its outputs kept 0.1% of their variance across positions (CE:
 40% after 4 epochs) and Recall@10 stayed at popularity's for 90 epochs.
-The gBCE negatives of a window are shared
-by its positions: each target still sees k uniform negatives (what beta
-corrects for), the scores take B x L x k memory instead of B x L x k x H,
+The gBCE negatives of a window are shared by its positions: each target
+still sees k uniform negatives (what beta corrects for), the scores take B x L x k memory instead of B x L x k x H,
 and every item is a negative in about as many windows at every step (one
 draw for the whole batch would hit a few items with all its positions at
 once, a spiky gradient that Adam follows badly).

@@ -28,7 +28,7 @@ from recbole_ext.registry import recbole_properties
 WINDOW_SETTINGS = {
     "loss_type": "CE",  # CE | gBCE | BPR, over every position of a window
     # gBCE (Petrov & Macdonald 2023): the paper's and the competition's best blend's values
-    "neg_samples": 256,  # negatives per target (shared by the targets of a batch)
+    "neg_samples": 256,  # gBCE negatives per target (drawn per window, shared by its positions)
     "gbce_t": 0.75,  # calibration: 0 = plain BCE, 1 = fully calibrated
     "train_windows": "random",  # random: one window per user and epoch (measured better) | all: every window
     "train_neg_sample_args": None,  # negatives are drawn in the loss, not by RecBole's dataloader
