@@ -20,30 +20,22 @@ reachable as ``RecBoleBERT4Rec``.
 
 import torch
 from recbole.model.sequential_recommender.bert4rec import BERT4Rec as RecBoleBERT4Rec
-from recbole.utils import InputType
 
 from recbole_ext.models.losses import sequence_loss
-from recbole_ext.models.sasrec import WINDOW_SETTINGS, check_settings  # noqa: F401  (the registry finds it here)
+from recbole_ext.models.sasrec import WINDOW_SETTINGS, WindowTrained
+from recbole_ext.models.sasrec import check_settings  # noqa: F401  (the registry finds it here)
 from recbole_ext.registry import recbole_properties
 
 PROPERTIES = {**recbole_properties("BERT4Rec"), **WINDOW_SETTINGS}
 del PROPERTIES["transform"]  # RecBole's dataloader masks with it; here the model masks on its device
 
 
-class BERT4Rec(RecBoleBERT4Rec):
-    input_type = InputType.POINTWISE  # negatives are drawn in the loss: RecBole's dataloader samples none
+class BERT4Rec(WindowTrained, RecBoleBERT4Rec):
     TRAINING_WINDOW = "masked"  # windows of L items, some replaced by the mask token
 
     def __init__(self, config, dataset):
-        loss_type = config["loss_type"]
-        config["loss_type"] = "CE"  # RecBole's constructor knows only BPR and CE; the loss is computed here
-        try:
-            super().__init__(config, dataset)
-        finally:
-            config["loss_type"] = loss_type
-        self.loss_type = loss_type
+        super().__init__(config, dataset)
         self.ft_ratio = config["ft_ratio"]
-        self.neg_samples, self.gbce_t = config["neg_samples"], config["gbce_t"]
 
     def training_mask(self, item_seq, item_seq_len):
         """The positions to mask in a batch of windows (B, L) bool."""

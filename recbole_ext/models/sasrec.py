@@ -46,9 +46,10 @@ def check_settings(values, where):
         raise ConfigError(f"{where('gbce_t')}: gbce_t must be a number in [0, 1], got {values['gbce_t']!r}")
 
 
-class SASRec(RecBoleSASRec):
+class WindowTrained:
+    """Before RecBole's SASRec or BERT4Rec in a class's bases: their constructor, with the window loss's settings."""
+
     input_type = InputType.POINTWISE  # negatives are drawn in the loss: RecBole's dataloader samples none
-    TRAINING_WINDOW = "next_item"  # windows of L + 1 items: L inputs, each with the next item as target
 
     def __init__(self, config, dataset):
         loss_type = config["loss_type"]
@@ -59,6 +60,10 @@ class SASRec(RecBoleSASRec):
             config["loss_type"] = loss_type
         self.loss_type = loss_type
         self.neg_samples, self.gbce_t = config["neg_samples"], config["gbce_t"]
+
+
+class SASRec(WindowTrained, RecBoleSASRec):
+    TRAINING_WINDOW = "next_item"  # windows of L + 1 items: L inputs, each with the next item as target
 
     def encode(self, item_seq):
         """The encoder output at every position (B, L, H); position t sees the items up to t only."""
