@@ -7,6 +7,7 @@ which every module that uses RecBole does. Each shim is a small function with
 a test in tests/test_compat.py that fails when the shim is removed.
 """
 
+import functools
 import logging
 import os
 import types
@@ -100,26 +101,20 @@ def _trusted_checkpoint_loads():
     for name in CHECKPOINT_LOADING_MODULES:
         importlib.import_module(name).torch = trusted
 
-    # load_data_and_model imports torch inside the function, out of reach of
-    # the module view above: replace it by a copy whose one change is the load.
+    # load_data_and_model imports torch inside the function, out of reach of the module view above:
+    # torch.load trusts the checkpoint for the duration of that call only.
     import recbole.quick_start
     import recbole.quick_start.quick_start as quick_start
 
+    recbole_load_data_and_model = quick_start.load_data_and_model
+
     def load_data_and_model(model_file):
-        checkpoint = torch.load(model_file, weights_only=False)
-        config = checkpoint["config"]
-        quick_start.init_seed(config["seed"], config["reproducibility"])
-        quick_start.init_logger(config)
-        logger = logging.getLogger()
-        logger.info(config)
-        dataset = quick_start.create_dataset(config)
-        logger.info(dataset)
-        train_data, valid_data, test_data = quick_start.data_preparation(config, dataset)
-        quick_start.init_seed(config["seed"], config["reproducibility"])
-        model = quick_start.get_model(config["model"])(config, train_data._dataset).to(config["device"])
-        model.load_state_dict(checkpoint["state_dict"])
-        model.load_other_parameter(checkpoint.get("other_parameter"))
-        return config, model, dataset, train_data, valid_data, test_data
+        safe_load = torch.load
+        torch.load = functools.partial(safe_load, weights_only=False)
+        try:
+            return recbole_load_data_and_model(model_file)
+        finally:
+            torch.load = safe_load
 
     quick_start.load_data_and_model = load_data_and_model
     recbole.quick_start.load_data_and_model = load_data_and_model

@@ -62,8 +62,10 @@ def test_load_data_and_model_reads_a_saved_checkpoint(tiny_prepared, tmp_path, m
     trainer.fit(train, valid, saved=True, verbose=False)
     from recbole.quick_start import load_data_and_model
 
+    safe_load = torch.load
     _, model, *_ = load_data_and_model(trainer.saved_model_file)
     assert torch.equal(model.user_embedding.weight, trainer.model.user_embedding.weight)
+    assert torch.load is safe_load  # trusted for that call only
 
 
 def test_lightgcn_adjacency_builds_on_current_scipy(tiny_prepared, tmp_path):
