@@ -6,13 +6,13 @@ writers), so the default needs no download. Every rating becomes an
 implicit interaction, as in the competition.
 """
 
-import os
 import shutil
 from pathlib import Path
 
 import pandas as pd
 
 from atomic_data.raw import RATINGS_FILE
+from recbole_ext.files import remove_dead_partials, staging_path
 
 
 def ml100k_source():
@@ -46,9 +46,11 @@ def write_ml100k_raw(raw_dir):
     titles = item["movie_title:token_seq"] + (" (" + year + ")").where(has_year, "")
     genres = item["class:token_seq"].str.split(" ").explode()
 
-    staging = raw_dir.with_name(f".{raw_dir.name}.staging-{os.getpid()}")
+    raw_dir.parent.mkdir(parents=True, exist_ok=True)
+    remove_dead_partials(raw_dir.parent)
+    staging = staging_path(raw_dir)
     shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    staging.mkdir()
     try:
         ratings.to_csv(staging / RATINGS_FILE, index=False)
         _tsv(staging / "titles.tsv", "title", ids, titles)

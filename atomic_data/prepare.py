@@ -18,7 +18,6 @@ folder that is renamed into place only when complete.
 
 import hashlib
 import json
-import os
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +31,7 @@ from atomic_data.holdout import NOT_HELD_OUT, PART_NAMES, HoldoutRule, holdout_p
 from atomic_data.items import build_item_table
 from atomic_data.tables import write_table
 from atomic_data.raw import RATINGS_FILE, SIDE_FILES, RawDataError, read_ratings, read_side_file, require_file
+from recbole_ext.files import remove_dead_partials, staging_path
 
 FORMAT_VERSION = 1  # bump when the written files change for the same input
 INTER_HEADER = ("user_id:token", "item_id:token", "timestamp:float")
@@ -97,7 +97,8 @@ def prepare(raw_dir, out_dir, name, rule):
         return Prepared.load(target, cached=True)
 
     started = time.perf_counter()
-    staging = out_dir / f".staging-{key}-{os.getpid()}"
+    remove_dead_partials(out_dir)  # what a killed preparation left
+    staging = staging_path(target)
     shutil.rmtree(staging, ignore_errors=True)
     try:
         counts = _write_version(raw_dir, staging, name, rule)

@@ -17,7 +17,6 @@ competition folder (its five .tsv files); otherwise they are generated.
 """
 
 import argparse
-import os
 import shutil
 import sys
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ import pandas as pd
 
 from atomic_data.raw import RATINGS_FILE, SIDE_FILES, RawDataError, read_side_file
 from atomic_data.tables import write_table
+from recbole_ext.files import remove_dead_partials, staging_path
 
 GENRES = (
     "Drama Comedy Thriller Romance Action Crime Adventure Sci-Fi Horror Fantasy "
@@ -54,7 +54,9 @@ def generate(out_dir, scale=Scale(), seed=0, catalogue=None):
     rng = np.random.default_rng(seed)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    staging = out_dir / f".synthetic.partial-{os.getpid()}"  # the files appear together, when complete
+    remove_dead_partials(out_dir)
+    staging = staging_path(out_dir / "synthetic")  # the files appear together, when complete
+    shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     try:
         if catalogue is not None:

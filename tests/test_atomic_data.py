@@ -1,5 +1,6 @@
 import json
 import os
+import subprocess
 
 import numpy as np
 import pandas as pd
@@ -11,6 +12,7 @@ from atomic_data.__main__ import main as atomic_data_cli
 from atomic_data.synthetic import main as synthetic_cli
 from atomic_data.holdout import LAST, NOT_HELD_OUT, RANDOM, holdout_parts
 from atomic_data.items import Watched, representative_credit, title_words, year_from_title
+from recbole_ext.files import staging_path
 
 # ---------------------------------------------------------------- bad input
 
@@ -294,6 +296,17 @@ def test_changed_input_or_settings_get_a_new_version(tmp_path):
 def test_no_staging_left_after_success(tiny_prepared):
     out = tiny_prepared.data_path.parent
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
+
+
+def test_the_next_preparation_removes_what_a_killed_one_left(tiny_raw, tmp_path):
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    leftovers = [staging_path(tmp_path / "0123456789abcdef", dead.pid), staging_path(tmp_path / "synthetic", dead.pid)]
+    alive = staging_path(tmp_path / "fedcba9876543210", os.getppid())  # a live process's: not touched
+    for folder in (*leftovers, alive):
+        folder.mkdir()
+    prepare(tiny_raw, tmp_path, "m", TEST_RULE)
+    assert not any(folder.exists() for folder in leftovers) and alive.is_dir()
 
 
 def test_cli_prints_counts(tiny_raw, tmp_path, capsys):
