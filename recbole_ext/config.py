@@ -10,8 +10,7 @@ yaml/base.yaml) or a RecBole setting known for the model; anything else
 stops with the file it came from and the closest valid name. RecBole never
 sees sys.argv: everything reaches it through ``config_dict``.
 
-Over 300 lines on purpose: the layering and the checks share the record of
-where each value came from (``sources``), which every message names.
+Over 300 lines: the layering and the checks share ``sources`` (where each value came from) for their messages.
 """
 
 import copy
@@ -21,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
-from recbole.utils import ModelType
 from recbole.utils.argument_list import dataset_arguments, evaluation_arguments, general_arguments, training_arguments
 
 from atomic_data import BASE_YAML, HoldoutRule
@@ -41,30 +39,19 @@ HOLDOUT_METRICS = ("recall@10", "ndcg@10")
 MANAGED = {
     "data_path": "set `data` (raw folder) and `data_dir` instead",
     "checkpoint_dir": "a run saves its model in its output folder",
-    "metrics": "runs are scored by the competition's recall@10 and ndcg@10 on the holdout",
-    "topk": "runs are scored by the competition's recall@10 and ndcg@10 on the holdout",
-    "eval_args": "validation uses movierec's holdout (see `holdout`)",
-    "benchmark_filename": "validation uses movierec's holdout (see `holdout`)",
-    "gpu_id": "set `device: cpu|cuda|auto`",
-    "use_gpu": "set `device: cpu|cuda|auto`",
-    "save_dataset": "movierec caches datasets itself",
-    "dataset_save_path": "movierec caches datasets itself",
-    "save_dataloaders": "movierec caches datasets itself",
-    "dataloaders_save_path": "movierec caches datasets itself",
-    **dict.fromkeys(  # read by RecBole (some absent from its property files)
-        ("nproc", "world_size", "local_rank", "offset", "ip", "port"),
-        "a run is one process on one device (RecBole's distributed training is not supported)",
-    ),
+    **dict.fromkeys(("metrics", "topk"), "runs are scored by the competition's recall@10 and ndcg@10 on the holdout"),
+    **dict.fromkeys(("eval_args", "benchmark_filename"), "validation uses movierec's holdout (see `holdout`)"),
+    **dict.fromkeys(("gpu_id", "use_gpu"), "set `device: cpu|cuda|auto`"),
+    **dict.fromkeys(("save_dataset", "dataset_save_path", "save_dataloaders", "dataloaders_save_path"),
+                    "movierec caches datasets itself"),
+    **dict.fromkeys(("nproc", "world_size", "local_rank", "offset", "ip", "port"),  # read by RecBole, some unlisted
+                    "a run is one process on one device (RecBole's distributed training is not supported)"),
     **dict.fromkeys(
         ("user_inter_num_interval", "item_inter_num_interval", "val_interval", "filter_inter_by_user_or_item"),
         "RecBole's filters would drop users or items that the holdout and the submission need; "
-        "filter the raw files instead",
-    ),
+        "filter the raw files instead"),
     "rm_dup_inter": "preparing the data drops duplicate interactions already (keeping the earliest)",
 }
-# RecBole settings that name item fields a model reads
-ITEM_FIELD_SETTINGS = ("selected_features", "item_attribute")
-SUPPORTED_TYPES = {ModelType.GENERAL, ModelType.TRADITIONAL, ModelType.SEQUENTIAL, ModelType.CONTEXT}
 
 
 def read_yaml(path):
@@ -109,18 +96,17 @@ def apply_layer(values, sources, layer, source):
         if path[0] in SECTIONS and len(path) == 1 and isinstance(value, dict):
             if not isinstance(values.get(path[0]), dict):
                 values[path[0]] = {}
-            entries = [((*path, entry), entry_value) for entry, entry_value in value.items()]
-        else:
-            entries = [(path, value)]
-        for (*parents, last), entry_value in entries:
-            target = values
-            for parent in parents:
-                if not isinstance(target.get(parent), dict):
-                    target[parent] = {}
-                target = target[parent]
-            target[last] = copy.deepcopy(entry_value)
-            if parents and parents[0] in SECTIONS:
-                sources[f"{parents[0]}.{(parents[1:] or [last])[0]}"] = source
+            apply_layer(values, sources, {(*path, entry): entry_value for entry, entry_value in value.items()}, source)
+            continue
+        *parents, last = path
+        target = values
+        for parent in parents:
+            if not isinstance(target.get(parent), dict):
+                target[parent] = {}
+            target = target[parent]
+        target[last] = copy.deepcopy(value)
+        if parents and parents[0] in SECTIONS:
+            sources[f"{parents[0]}.{(parents[1:] or [last])[0]}"] = source
 
 
 @dataclass
@@ -189,9 +175,9 @@ def load_settings(model=None, config_file=None, overrides=(), quick=False):
     return settings
 
 
-def did_you_mean(name, valid):
+def did_you_mean(name, valid, cutoff=0.6):
     """'; did you mean X?' for the closest valid name, or ''."""
-    close = difflib.get_close_matches(str(name), sorted(valid), n=1, cutoff=0.6)
+    close = difflib.get_close_matches(str(name), sorted(valid), n=1, cutoff=cutoff)
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
@@ -200,21 +186,14 @@ def check_model(name):
     names = registry.model_names()
     model = {n.lower(): n for n in names}.get(str(name).lower())
     if model is None:
-        close = difflib.get_close_matches(str(name), names, n=1, cutoff=0.5)
-        hint = f"; did you mean {close[0]!r}?" if close else f"; known models: {', '.join(names)}"
+        hint = did_you_mean(name, names, cutoff=0.5) or f"; known models: {', '.join(names)}"
         raise ConfigError(f"unknown model {name!r}{hint}")
+    # the other model types (general, traditional, sequential, context-aware) run on the competition data
     if registry.is_decision_tree(model):  # its module imports xgboost and lightgbm: known by name
-        model_type = ModelType.DECISIONTREE
-    elif registry.reads_knowledge_graph(model):  # also GRU4RecKG, KSR, sequential models
-        model_type = ModelType.KNOWLEDGE
-    else:
-        model_type = registry.get_model(model).type
-    if model_type not in SUPPORTED_TYPES:
-        reason = {
-            ModelType.KNOWLEDGE: "it needs a knowledge graph (.kg, .link files), which the competition data lacks",
-            ModelType.DECISIONTREE: "decision-tree models need xgboost/lightgbm and label data",
-        }.get(model_type, f"models of type {model_type} are not supported")
-        raise ConfigError(f"model {model!r} cannot run here: {reason}")
+        raise ConfigError(f"model {model!r} cannot run here: decision-tree models need xgboost/lightgbm and label data")
+    if registry.reads_knowledge_graph(model):  # also GRU4RecKG, KSR, sequential models
+        raise ConfigError(f"model {model!r} cannot run here: it needs a knowledge graph (.kg, .link files), "
+                          "which the competition data lacks")
     missing = registry.missing_package(model)
     if missing:
         module, pip_name = missing
@@ -222,18 +201,21 @@ def check_model(name):
     return model
 
 
+def setting_defaults(model):
+    """RecBole's default of every setting of the model (read with RecBole's float rule: 1e-3 is a float); a
+    pretraining model carries its downstream models' settings."""
+    defaults = {}
+    for path in (RECBOLE_PROPERTIES / "overall.yaml", RECBOLE_PROPERTIES / "dataset" / "sample.yaml"):
+        defaults.update(read_yaml(path))
+    for name in (*getattr(registry.get_model(model), "DOWNSTREAM_MODELS", ()), model):
+        defaults.update(registry.model_properties(name))
+    return defaults
+
+
 def known_keys(model):
     """Every setting RecBole reads for this model, plus movierec's."""
-    keys = set(MOVIEREC_KEYS) | set(MANAGED)
-    keys |= set(general_arguments + training_arguments + evaluation_arguments + dataset_arguments)
-    for path in [RECBOLE_PROPERTIES / "overall.yaml", RECBOLE_PROPERTIES / "dataset" / "sample.yaml"]:
-        keys |= set(read_yaml(path))
-    for path in (RECBOLE_PROPERTIES / "quick_start_config").glob("*.yaml"):
-        keys |= set(read_yaml(path))
-    keys |= set(registry.model_properties(model))
-    for downstream in getattr(registry.get_model(model), "DOWNSTREAM_MODELS", ()):
-        keys |= set(registry.model_properties(downstream))  # a pretraining model carries their settings
-    return keys
+    keys = set(MOVIEREC_KEYS) | set(MANAGED) | set(setting_defaults(model))
+    return keys | set(general_arguments + training_arguments + evaluation_arguments + dataset_arguments)
 
 
 def check_settings(settings):
@@ -243,17 +225,17 @@ def check_settings(settings):
     def where(key):
         return sources.get(key, "settings")
 
-    def unknown(key, source, valid):
-        return ConfigError(f"{source}: unknown setting {key!r} for {settings.model}{did_you_mean(key, valid)}")
+    def unknown(key, source):
+        return ConfigError(f"{source}: unknown setting {key!r} for {settings.model}{did_you_mean(key, keys)}")
 
     for key in values:
         if key not in keys:
-            raise unknown(key, where(key), keys)
+            raise unknown(key, where(key))
         if key in MANAGED:
             raise ConfigError(f"{where(key)}: {key!r} is managed by movierec: {MANAGED[key]}")
     for key in values.get("quick") or {}:  # a quick: block may hold a smaller tune: search too
         if key not in keys or key in ("quick", "model"):
-            raise unknown(key, f"{where('quick')} (quick:)", keys)
+            raise unknown(key, f"{where('quick')} (quick:)")
 
     try:
         HoldoutRule.from_dict(values["holdout"], where=f"{where('holdout')}: holdout")
@@ -280,7 +262,7 @@ def check_settings(settings):
             raise ConfigError(f"{where(key)}: {key} {values[key]!r}: {blocking} is a file, expected a folder")
     if values.get("pretrained_path") is not None and not Path(values["pretrained_path"]).is_file():
         raise ConfigError(f"{where('pretrained_path')}: pretrained checkpoint {values['pretrained_path']!r} not found")
-    check_values(settings.model, {k: v for k, v in values.items() if k not in MOVIEREC_KEYS}, where)
+    check_values(settings.model, settings.recbole_values(), where)
     _check_selected_features(settings.model, values, where)
     for key, only in registry.ONLY_VALUES.get(settings.model, {}).items():
         if values.get(key, only) != only:
@@ -304,27 +286,25 @@ RANGES = [  # (name pattern, integers only?, test, text)
 ]
 
 
-def setting_defaults(model):
-    """RecBole's default of every setting of the model (read with RecBole's float rule: 1e-3 is a float)."""
-    defaults = {}
-    for path in (RECBOLE_PROPERTIES / "overall.yaml", RECBOLE_PROPERTIES / "dataset" / "sample.yaml"):
-        defaults.update(read_yaml(path))
-    for name in (*getattr(registry.get_model(model), "DOWNSTREAM_MODELS", ()), model):
-        defaults.update(registry.model_properties(name))
-    return defaults
-
-
-def value_rule(key, default):
-    """(test, what it expects) for values of a setting with this default; None when its default says nothing."""
-    if isinstance(default, bool):
-        return (lambda v: isinstance(v, bool)), "true or false"
-    if is_number(default):
-        return _number_rule(key, default)
-    if isinstance(default, list) and default and all(map(is_number, default)):
-        ok, what = _number_rule(key, default[0])
-        plural = what.replace("an integer", "integers").replace("a number", "numbers")
-        return (lambda v: isinstance(v, list) and all(map(ok, v))), f"a list of {plural}"
-    return None
+def check_values(model, values, where):
+    """Each value of the kind RecBole's default for the model says (true or false, a number, a list of numbers;
+    other defaults say nothing); where(key) names its source."""
+    defaults = setting_defaults(model)
+    for key, value in values.items():
+        default = defaults.get(key)
+        if isinstance(default, bool):
+            ok, expected = isinstance(value, bool), "true or false"
+        elif is_number(default):
+            number_ok, expected = _number_rule(key, default)
+            ok = number_ok(value)
+        elif isinstance(default, list) and default and all(map(is_number, default)):
+            number_ok, expected = _number_rule(key, default[0])
+            ok = isinstance(value, list) and all(map(number_ok, value))
+            expected = "a list of " + expected.replace("an integer", "integers").replace("a number", "numbers")
+        else:
+            continue
+        if not ok:
+            raise ConfigError(f"{where(key)}: {key} must be {expected}, got {value!r}")
 
 
 def _number_rule(key, default):
@@ -334,15 +314,6 @@ def _number_rule(key, default):
         if pattern.search(key) and (integer or not integers_only) and in_range(default):
             return (lambda v: is_kind(v) and in_range(v)), f"{kind} {text}"
     return is_kind, kind
-
-
-def check_values(model, values, where):
-    """Each value of the kind RecBole's default for the model says; where(key) names its source."""
-    defaults = setting_defaults(model)
-    for key, value in values.items():
-        rule = value_rule(key, defaults.get(key))
-        if rule and not rule[0](value):
-            raise ConfigError(f"{where(key)}: {key} must be {rule[1]}, got {value!r}")
 
 
 def is_number(value):
@@ -357,7 +328,7 @@ def _check_selected_features(model, values, where):
     """FDSA, GRU4RecF, SASRecF (selected_features) and RecBole's S3Rec (item_attribute) read the item fields
     they name: each must be loaded. RecBole's default is MovieLens-100K's raw field `class`, which prepared
     data does not have."""
-    for key in ITEM_FIELD_SETTINGS:
+    for key in ("selected_features", "item_attribute"):
         fields = values.get(key, registry.model_properties(model).get(key))
         if fields is None or isinstance(fields, dict):  # movierec's S3Rec {field: weight} loads its own
             continue

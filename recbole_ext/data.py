@@ -1,21 +1,14 @@
 """RecBole datasets for a run: built once per data version and settings, cached on disk.
 
-- ``load_dataset`` returns RecBole's dataset ready for training (features
-  as Interactions, sequences for sequential models), from a pickle under
+- ``load_dataset``: RecBole's dataset ready for training, from a pickle under
   ``<data_path>/cache/`` when the same data and the same values of the
   settings its construction read were built before (recbole_ext.cache): a
   second run does not re-read and re-index millions of rows.
-- ``LazySequentialDataset`` is RecBole's SequentialDataset with its data
-  augmentation done per batch. RecBole materialises, for every interaction,
+- ``LazySequentialDataset``: RecBole materialises, for every interaction,
   the list of up to MAX_ITEM_LIST_LENGTH previous items of every field (a
   Python loop, and N x L memory: 5M x 200 item ids is 8 GB); here a batch
   gathers its lists from the flat, time-ordered interactions. The batches
   are identical (tests/test_data.py).
-- ``SequenceWindows`` is the training data of whole-sequence models
-  (movierec's SASRec and BERT4Rec, S3Rec pretraining): every user's sequence
-  cut into windows, one sample per window instead of one per prefix.
-- ``History`` is every user's interactions in time order, in the dataset's
-  internal ids: the items to mask and the sequences to score from.
 """
 
 import logging
@@ -76,18 +69,14 @@ class LazySequentialDataset(SequentialDataset):
 
     def __getitem__(self, index, join=True):
         batch = self.inter_feat[index]
-        position = batch[self.FLAT_POSITION]
+        end, length = batch[self.FLAT_POSITION], batch[self.item_list_length_field]
         del batch[self.FLAT_POSITION]
-        batch.update(self.item_lists(position, batch[self.item_list_length_field]))
-        return self.join(batch) if join else batch
-
-    def item_lists(self, end, length):
-        """The ``<field>_list`` tensors of sequences ending before flat rows ``end``."""
-        return Interaction({
+        batch.update(Interaction({  # every field's <field>_list: each target's (up to L) interactions before it
             getattr(self, f"{field}_list_field"): windows(values, end, length, self.max_item_list_len)
             for field, values in self.flat_inter.interaction.items()
             if field != self.uid_field
-        })
+        }))
+        return self.join(batch) if join else batch
 
     def inter_matrix(self, form="coo", value_field=None):
         return self._create_sparse_matrix(self.flat_inter, self.uid_field, self.iid_field, form, value_field)
@@ -99,7 +88,8 @@ def training_window(model_name):
 
 
 class SequenceWindows:
-    """Every user's time-ordered sequence cut into windows, in shuffled batches of ``train_batch_size``.
+    """Every user's time-ordered sequence cut into windows, in shuffled batches of ``train_batch_size``: the
+    training data of whole-sequence models (movierec's SASRec and BERT4Rec, S3Rec pretraining).
 
     With L = MAX_ITEM_LIST_LENGTH, a user's windows step back L items at a
     time from the newest, and a window holds
@@ -183,11 +173,8 @@ class _GatheredColumn:
 
 
 def dataset_class(config):
-    """RecBole's choice of dataset class (as create_dataset), with the lazy sequential dataset.
-
-    Models trained on whole-sequence windows read no prefix samples: the plain
-    Dataset holds what they need.
-    """
+    """RecBole's choice of dataset class (as create_dataset), with the lazy sequential dataset. Models trained
+    on whole-sequence windows read no prefix samples: the plain Dataset holds what they need."""
     import recbole.data.dataset as datasets
 
     special = getattr(datasets, config["model"] + "Dataset", None)  # e.g. DIENDataset
@@ -201,8 +188,7 @@ def dataset_class(config):
 def load_dataset(config):
     """The dataset for config (a Config, or a ReadRecorder that notes what the dataset read), formatted for
     training; cached next to the atomic files."""
-    cls = dataset_class(config)
-    cache = _dataset_cache(config, cls)
+    cache = dataset_cache(config)
     path = cache.find(config)
     if path is not None:
         with open(path, "rb") as f:
@@ -211,7 +197,7 @@ def load_dataset(config):
         logger.info("dataset %s from cache %s", config["dataset"], path)
         return dataset
     recorder = ReadRecorder(config)
-    dataset = cls(recorder)
+    dataset = dataset_class(config)(recorder)
     dataset._change_feat_format()  # what RecBole's build() does before splitting
     dataset.config = unwrapped(config)  # pickled with the plain Config
 
@@ -226,14 +212,10 @@ def load_dataset(config):
     return dataset
 
 
-def cached_dataset(config):
-    """The cache file load_dataset would read for config, or None."""
-    return _dataset_cache(config, dataset_class(config)).find(config)
-
-
-def _dataset_cache(config, cls):
+def dataset_cache(config):
+    """The cache of the datasets built for config's data and dataset class."""
     folder = Path(config["data_path"]).parent / "cache"  # RecBole's data_path is <prepared version>/<dataset>
-    return ReadKeyedCache(folder, f"{config['dataset']}-{cls.__name__}", CACHE_FORMAT)
+    return ReadKeyedCache(folder, f"{config['dataset']}-{dataset_class(config).__name__}", CACHE_FORMAT)
 
 
 def train_loader(config, dataset, history):
@@ -274,7 +256,8 @@ def original_ids(dataset, field):
 
 
 class History:
-    """Each user's interactions in time order, in a dataset's internal ids (CSR).
+    """Each user's interactions in time order, in a dataset's internal ids (CSR): the items to mask and the
+    sequences to score from.
 
     Built from original ids, so a model can be given the history of another
     file than its training file (the full history for a submission); the

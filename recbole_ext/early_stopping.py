@@ -10,6 +10,8 @@ The scorer also keeps the per-user scores of the best evaluation, which a
 tuning trial needs for its honest estimate (it may be stopped at any epoch).
 """
 
+import functools
+
 import torch
 from recbole.trainer import Trainer
 
@@ -66,13 +68,9 @@ class HoldoutEvaluation:
         self.model.load_other_parameter(checkpoint.get("other_parameter"))
 
 
-_classes = {}
-
-
+@functools.cache  # one class per trainer class
 def holdout_trainer(trainer_class):
     """trainer_class with HoldoutEvaluation mixed in."""
     if not issubclass(trainer_class, Trainer):
         raise TypeError(f"{trainer_class.__name__} is not a RecBole Trainer: its models are not supported")
-    if trainer_class not in _classes:
-        _classes[trainer_class] = type(f"Holdout{trainer_class.__name__}", (HoldoutEvaluation, trainer_class), {})
-    return _classes[trainer_class]
+    return type(f"Holdout{trainer_class.__name__}", (HoldoutEvaluation, trainer_class), {})

@@ -4,11 +4,7 @@
     on the holdout -> holdout recall@10 / ndcg@10 from the top-N lists ->
     refit on all interactions (best epoch count) -> submission
 
-A run writes submission.csv, valid_top50.csv, full_top50.csv, summary.json,
-model.pth, run.log and holdout_users.csv (each holdout user's scores, from
-which intervals, paired comparisons and tune.py's honest estimate are
-computed) into its run folder (run_folder.py: staging, what a run that stops
-early keeps).
+The outputs (README, *A run*) go into the run folder (run_folder.py: staging, what a run that stops early keeps).
 """
 import datetime
 import gc
@@ -30,7 +26,7 @@ from recbole_ext.early_stopping import HoldoutScorer, holdout_trainer
 from recbole_ext.files import json_text
 from recbole_ext.metrics import describe_holdout, holdout_detail, mean_scores, part_scores
 from recbole_ext.predict import top_k
-from recbole_ext.pretrain import downstream_settings, load_pretrained, pretrain
+from recbole_ext.pretrain import downstream_models, downstream_settings, load_pretrained, pretrain
 from recbole_ext.recbole_config import resolve
 from recbole_ext.run_folder import (
     MODEL_FILE, SUMMARY, VALID_TOP, Timer, holdout_activity, output_folder, run_folder, write_full_lists,
@@ -84,10 +80,8 @@ def _run(resolved, out, on_result, validate_only):
     with timer.step("prepare"):
         prepared = prepare_data(settings)
     holdout = pd.read_csv(prepared.holdout_path)
-    top_n, batch = settings["top_n"], settings["predict_batch_users"]
-    show = settings["show_progress"]
     fitted, pretraining = resolved, None  # the model fitted: S3Rec pretrains, its downstream model is fitted
-    if resolved.downstream_models:
+    if downstream_models(settings.model):
         with timer.step("pretrain"):
             pretrained = pretrain(settings, prepared, out)
         fitted = resolve(downstream_settings(settings, pretrained.path))
@@ -98,7 +92,8 @@ def _run(resolved, out, on_result, validate_only):
         users = valid.best_users
     else:
         with timer.step("valid_predict"):
-            valid_top = top_k(valid.model, valid.dataset, valid.history, top_n, batch, show_progress=show)
+            valid_top = top_k(valid.model, valid.dataset, valid.history, settings["top_n"],
+                              settings["predict_batch_users"], show_progress=settings["show_progress"])
             valid_top[["user", "item", "score"]].to_csv(out / VALID_TOP, index=False)
         users = part_scores(valid_top, holdout)
     users = holdout_activity(prepared, holdout).join(users)
@@ -123,7 +118,8 @@ def _run(resolved, out, on_result, validate_only):
             "holdout_path": str(prepared.holdout_path),
             "counts": prepared.counts,
         },
-        "config": {**settings.values, "recbole": plain(valid.config.final_config_dict)},
+        "config": {**settings.values,  # and RecBole's values, JSON-safe
+                   "recbole": json.loads(json.dumps(valid.config.final_config_dict, default=str))},
         "created": datetime.datetime.now().isoformat(timespec="milliseconds"),
     }
     if not validate_only:
@@ -193,22 +189,16 @@ def _final_fit(resolved, prepared, valid, out, timer):
         )
     with timer.step("write"):
         write_full_lists(out, full_top, full_inter)
-        save_model(out / MODEL_FILE, final_fit, settings, prepared)
-    return refit_epochs
-
-
-def save_model(path, fit_result, settings, prepared):
-    """RecBole's checkpoint layout (load_data_and_model reads it) plus what predict-only needs."""
-    torch.save(
-        {
-            "config": fit_result.config,
-            "state_dict": fit_result.model.state_dict(),
-            "other_parameter": fit_result.model.other_parameter(),
-            "epoch": fit_result.epochs_run - 1,
+        # RecBole's checkpoint layout (load_data_and_model reads it) plus what predict-only needs
+        model_checkpoint = {
+            "config": final_fit.config,
+            "state_dict": final_fit.model.state_dict(),
+            "other_parameter": final_fit.model.other_parameter(),
+            "epoch": final_fit.epochs_run - 1,
             "movierec": {"settings": settings.values, "fingerprint": prepared.fingerprint},
-        },
-        path,
-    )
+        }
+        torch.save(model_checkpoint, out / MODEL_FILE)
+    return refit_epochs
 
 
 def predict_only(checkpoint_path, output_dir=None, device=None):
@@ -244,8 +234,3 @@ def predict_only(checkpoint_path, output_dir=None, device=None):
         full_top = top_k(model, dataset, history, settings["top_n"], settings["predict_batch_users"])
         write_full_lists(staging, full_top, full_inter)
     return final
-
-
-def plain(values):
-    """A JSON-safe copy of RecBole's config values."""
-    return json.loads(json.dumps(values, default=str))

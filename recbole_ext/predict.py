@@ -1,15 +1,8 @@
-"""Top-k for every user: one function for validation and submission alike.
+"""Top-k for every user: one function for validation and submission alike (README, *A run*).
 
-General models score a user from the user id (their history is inside the
-model); sequential models from the user's whole training sequence, its last
-MAX_ITEM_LIST_LENGTH items. Users go in batches, so memory stays at
-batch x items scores; the padding item and every item the user has seen
-are masked; lists come out in original ids.
-
-Models without full_sort_predict (context-aware ones, NNCF, ConvNCF, DIN...)
-score every (user, item) pair with predict(). What a pair costs differs by
-orders of magnitude between models (FM a few hundred bytes, ConvNCF tens of
-kilobytes of feature maps), so the pairs go in chunks sized from the
+Users go in batches, so memory stays at batch x items scores. Models without full_sort_predict score every
+(user, item) pair with predict(); what a pair costs differs by orders of magnitude between models (FM a few
+hundred bytes, ConvNCF tens of kilobytes of feature maps), so the pairs go in chunks sized from the
 measured peak memory of a small first chunk, to stay within a memory budget.
 """
 

@@ -1,17 +1,9 @@
 """Pretraining before a run: a model with DOWNSTREAM_MODELS (S3Rec) pretrains, its downstream model finetunes.
 
-``python run.py --model=S3Rec``:
-1. pretrains S3Rec on the validation files (never on the holdout), on every
-   user's whole sequence cut into windows of MAX_ITEM_LIST_LENGTH
-   (``recbole_ext.data.SequenceWindows``), and saves
-   only what the downstream model needs; the checkpoint is cached next to
-   the data, keyed by the values of every setting pretraining read
-   (recbole_ext.cache), and reused while they are unchanged;
-2. runs the downstream model (``downstream_model``: SASRec or BERT4Rec) like
-   any model, with ``pretrained_path`` set: after construction it loads every
-   matching tensor (item rows matched by original item id, so the same
-   checkpoint serves the validation and the full fit) and reports what was
-   loaded and what was not.
+Pretraining reads the validation files, never the holdout; its checkpoint is cached keyed by the values of
+every setting it read (recbole_ext.cache). The downstream model runs like any model with ``pretrained_path``
+set, its item rows matched by original item id, so one checkpoint serves the validation and the full fit.
+README, *S3Rec with several attributes*, has the rest.
 """
 
 import logging
@@ -35,6 +27,7 @@ ITEM_EMBEDDING = "item_embedding.weight"
 
 
 def downstream_models(model_name):
+    """The models a pretraining model (S3Rec) hands its weights to; () for the others."""
     return getattr(registry.get_model(model_name), "DOWNSTREAM_MODELS", ())
 
 
@@ -146,9 +139,9 @@ def _copy_item_rows(target, source, source_tokens, dataset):
     tokens = torch.from_numpy(original_ids(dataset, dataset.iid_field))
     source_row = {int(t): row for row, t in enumerate(source_tokens.tolist()) if row > 0}
     pairs = [(row, source_row[int(t)]) for row, t in enumerate(tokens.tolist()) if row > 0 and int(t) in source_row]
-    rows, from_rows = (torch.tensor(x, dtype=torch.long) for x in zip(*pairs)) if pairs else (torch.empty(0, dtype=torch.long),) * 2
+    rows, from_rows = torch.tensor(pairs, dtype=torch.long, device=target.device).reshape(-1, 2).T
     source = source.to(target.device)
-    target[rows.to(target.device)] = source[from_rows.to(target.device)]
+    target[rows] = source[from_rows]
     target[0] = source[0]
     extra = ""
     if len(target) == len(tokens) + 1 and len(source) == len(source_tokens) + 1:  # both have a mask row

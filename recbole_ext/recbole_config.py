@@ -35,11 +35,6 @@ class Resolved:
     def name(self):
         return self.settings.model
 
-    @property
-    def downstream_models(self):
-        """The models a pretraining model (S3Rec) hands its weights to; () for the others."""
-        return getattr(self.model_class, "DOWNSTREAM_MODELS", ())
-
     def config(self, data_path, dataset_name, checkpoint_dir, **changes):
         """RecBole's Config for one fit of this run."""
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")

@@ -5,11 +5,7 @@ and its trainer by the name ``<Model>Trainer`` in ``recbole.trainer``; a
 model's defaults come from ``recbole/properties/model/<Model>.yaml``. The
 registry extends all three, so ``run.py``, RecBole's ``get_model`` /
 ``get_trainer`` / ``Config`` and checkpoint loading treat custom models like
-built-in ones.
-
-Adding a model: write ``recbole_ext/models/<name>.py`` with the class, a
-``PROPERTIES`` dict of its settings and defaults and, if it needs one, a
-``<Model>Trainer`` class; then add one line to ``CUSTOM_MODELS``.
+built-in ones. Adding a model: README, *Adding a model*.
 
 Importing this module first patches RecBole for the current stack (compat),
 then installs the lookups and movierec's metric: every module that uses
@@ -32,8 +28,7 @@ compat.apply()
 from recbole.utils import ModelType  # noqa: E402
 from recbole.utils import utils as recbole_utils  # noqa: E402
 
-CUSTOM_MODELS = {
-    # model name: module that defines it
+CUSTOM_MODELS = {  # model name: module that defines it
     "EASE": "recbole_ext.models.ease",
     "S3Rec": "recbole_ext.models.s3rec",
     "SASRec": "recbole_ext.models.sasrec",
@@ -41,8 +36,7 @@ CUSTOM_MODELS = {
 }
 
 # RecBole's own class under another name, where a custom model took the name
-ALIASES = {
-    # alias: RecBole's model name
+ALIASES = {  # alias: RecBole's model name
     "RecBoleEASE": "EASE",  # for comparison with movierec's EASE
     "RecBoleS3Rec": "S3Rec",  # one attribute, pretraining and finetuning as two runs
     "RecBoleSASRec": "SASRec",  # trained on every prefix as its own sample
@@ -68,8 +62,7 @@ YamlLoader.add_implicit_resolver(
 )
 
 # packages a model imports only when it trains: refused before any work when missing
-OPTIONAL_PACKAGES = {
-    # model: (module it imports, what to pip install)
+OPTIONAL_PACKAGES = {  # model: (module it imports, what to pip install)
     "NCL": ("faiss", "faiss-cpu"),  # k-means of the embeddings (faiss.Kmeans) every epoch
 }
 

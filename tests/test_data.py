@@ -5,13 +5,18 @@ from recbole.data.dataset import SequentialDataset
 
 from recbole_ext.cache import ReadRecorder
 from recbole_ext.config import load_settings
-from recbole_ext.data import History, LazySequentialDataset, cached_dataset, load_dataset, token_ids
+from recbole_ext.data import History, LazySequentialDataset, dataset_cache, load_dataset, token_ids
 from recbole_ext.recbole_config import recbole_config
 
 
 def sequential_config(prepared, tmp_path, **extra):
     settings = load_settings("RecBoleSASRec", overrides=["MAX_ITEM_LIST_LENGTH=7", "state=ERROR"])
     return recbole_config(settings, prepared.data_path, prepared.valid_name, tmp_path, **extra)
+
+
+def cached_dataset(config):
+    """The cache file load_dataset would read for config, or None."""
+    return dataset_cache(config).find(config)
 
 
 def test_lazy_sequential_batches_equal_recboles_augmentation(tiny_prepared, tmp_path):
