@@ -244,10 +244,10 @@ def check_settings(settings):
     checks = {
         "device": (lambda v: v in ("auto", "cpu", "cuda"), "auto, cpu or cuda"),
         "valid_metric": (lambda v: str(v).lower() in HOLDOUT_METRICS, " or ".join(HOLDOUT_METRICS)),
-        "top_n": (lambda v: isinstance(v, int) and v >= 10, "an integer >= 10"),
+        "top_n": (lambda v: is_int(v) and v >= 10, "an integer >= 10"),
         "refit": (lambda v: isinstance(v, bool), "true or false"),
-        "refit_epochs": (lambda v: v == "best" or (isinstance(v, int) and v >= 1), "best or an integer >= 1"),
-        "predict_batch_users": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
+        "refit_epochs": (lambda v: v == "best" or (is_int(v) and v >= 1), "best or an integer >= 1"),
+        "predict_batch_users": (lambda v: is_int(v) and v >= 1, "an integer >= 1"),
         "dataset": (lambda v: isinstance(v, str) and re.fullmatch(r"[\w.-]+", v), "a name of letters, digits, _ . -"),
     }
     for key, (ok, expected) in checks.items():

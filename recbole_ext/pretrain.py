@@ -97,9 +97,7 @@ def _pretraining_cache(settings, prepared):
 def downstream_settings(settings, pretrained_path):
     """The downstream model's settings: the pretraining-only keys dropped, pretrained_path set."""
     model_class = registry.get_model(settings.model)
-    downstream = settings["downstream_model"]
-    if downstream not in model_class.DOWNSTREAM_MODELS:
-        raise ValueError(f"downstream_model must be one of {model_class.DOWNSTREAM_MODELS}, got {downstream!r}")
+    downstream = settings["downstream_model"]  # one of model_class.DOWNSTREAM_MODELS (checked with the settings)
     pretraining_only = set(registry.model_properties(settings.model)) - set(model_class.SHARED_WITH_DOWNSTREAM)
     allowed = (known_keys(downstream) | MOVIEREC_KEYS) - pretraining_only
     # quick: and tune: were applied to these settings already and may name pretraining keys

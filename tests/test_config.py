@@ -126,6 +126,11 @@ def test_float_notation_is_a_float():
     ("BPR", "train_batch_size=~", "command line: train_batch_size must be an integer >= 1, got None"),
     ("BPR", "shuffle=maybe", "command line: shuffle must be true or false, got 'maybe'"),
     ("BPR", "seed=1.5", "command line: seed must be an integer, got 1.5"),
+    ("BPR", "refit_epochs=true", "command line: refit_epochs must be best or an integer >= 1, got True"),
+    ("BPR", "predict_batch_users=true", "command line: predict_batch_users must be an integer >= 1, got True"),
+    ("BPR", "top_n=true", "command line: top_n must be an integer >= 10, got True"),
+    ("S3Rec", "downstream_model=GRU4Rec", "command line: downstream_model must be one of SASRec, BERT4Rec, "
+                                          "got 'GRU4Rec'"),
 ])
 def test_a_value_of_the_wrong_kind_names_the_key_the_value_and_the_expected_kind(model, override, expected):
     with pytest.raises(ConfigError) as error:

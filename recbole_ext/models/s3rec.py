@@ -36,6 +36,8 @@ from recbole.trainer import Trainer
 from recbole.utils import InputType
 from torch import nn
 
+from recbole_ext import ConfigError
+
 PROPERTIES = {
     # the encoder: the same settings as the downstream SASRec / BERT4Rec
     "hidden_size": 64,
@@ -64,6 +66,14 @@ ENCODER_KEYS = (
     "hidden_size", "inner_size", "n_layers", "n_heads", "hidden_dropout_prob",
     "attn_dropout_prob", "hidden_act", "layer_norm_eps", "initializer_range",
 )
+
+
+def check_settings(values, where):
+    """downstream_model, checked before pretraining runs (from config.check_settings)."""
+    downstream = values.get("downstream_model", PROPERTIES["downstream_model"])
+    if downstream not in S3Rec.DOWNSTREAM_MODELS:
+        raise ConfigError(f"{where('downstream_model')}: downstream_model must be one of "
+                          f"{', '.join(S3Rec.DOWNSTREAM_MODELS)}, got {downstream!r}")
 
 
 def attribute_weights(setting):
