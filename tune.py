@@ -17,7 +17,8 @@ import sys
 from atomic_data import RawDataError
 from recbole_ext.config import ConfigError, load_settings
 from recbole_ext.run_folder import SUBMISSION
-from recbole_ext.tune import TRIALS_CSV, TRIALS_PLOT, describe_honest, format_table, resume_settings, search
+from recbole_ext.tune.driver import resume_settings, search
+from recbole_ext.tune.results import TRIALS_CSV, TRIALS_PLOT, describe_honest, format_table
 
 
 def main(argv=None):

@@ -3,31 +3,11 @@
     python -m recbole_ext.ensemble RUN_DIR RUN_DIR ... [--method priority|rank|score]
                                    [--weights auto|w1,w2,...] [--depth N] [--seed N] [--output DIR]
 
-Methods (their maths: fusion.py), over each run's list of its top DEPTH items
-(seen items are already excluded there):
-  priority  the seed team's rule: items in the lists of several runs first (more
-            runs first), then each run's items in the priority order of the runs,
-            until 10 per user. Weights only set the order (highest first).
-            DEPTH 10 by default: the runs' own submissions.
-  rank      weighted reciprocal-rank fusion: sum over runs of w / (60 + rank + 1),
-            rank 0 = best; a run whose list lacks the item adds nothing.
-  score     weighted sum of each run's scores, min-max normalised per user over the
-            run's list; a run whose list lacks the item adds 0.
-            rank and score read the whole list (top 50) by default.
-Ties: the best rank in any run, then the item id.
-
---weights auto (the default) picks the weights on the holdout from a grid over the
-simplex (step 0.1, coarser beyond 4 runs; for priority: every order of the runs),
-by recall@10, then ndcg@10, then the earlier grid point (more weight on the runs
-listed first). That number is fitted to the holdout. The honest one:
-the holdout users are split in two halves (seeded); weights fitted on one half
-blend the lists of the other; recall@10 over all users of both halves pooled is
-the cross-fitted estimate. The submission uses the weights fitted on all users.
-With given weights nothing is fitted: both numbers are the same.
-
-The blend is compared with its best member over the same users: the mean of the
-per-user differences (cross-fitted blend minus member) with a paired bootstrap
-interval. Its per-user scores go to holdout_users.csv, as a run's do.
+The methods, the fitted and the cross-fitted estimate and what is printed and
+written: README, *Ensembles*; the maths: fusion.py. What the README leaves out:
+ties of fused scores go to the best rank in any run, then the item id; the
+weight grid gets coarser beyond 4 runs, and its ties go to the higher ndcg@10,
+then the earlier grid point (more weight on the runs listed first).
 """
 
 import argparse
@@ -65,8 +45,6 @@ class Member:
     valid: pd.DataFrame  # user, item, score, rank: the validation fit's top-N
     full: pd.DataFrame  # the same for the final fit on all data
 
-
-# --- runs in, ensemble out ---
 
 def load_members(run_dirs):
     """Finished runs of one data version and one holdout, or an EnsembleError."""
@@ -157,25 +135,22 @@ def as_text(parameters):
     return ", ".join(f"{name} {w:.2f}" for name, w in parameters["weights"].items())
 
 
-def full_inter_path(data_path):
-    """The .inter of all interactions: its users are the users of the submission."""
+def load_prepared(data_path):
+    """The runs' prepared data, with both .inter files: the submission's users and their training interactions."""
     try:
         prepared = Prepared.load(data_path)
+        complete = all(prepared.inter_path(name).is_file() for name in (prepared.name, prepared.valid_name))
     except (OSError, ValueError, KeyError):
-        prepared = None
-    path = prepared and prepared.inter_path(prepared.name)
-    if path is None or not path.is_file():
+        complete = False
+    if not complete:
         raise EnsembleError(f"{data_path}: the runs' prepared data is gone or incomplete (needed for its user list)")
-    return path
+    return prepared
 
 
-def training_activity(data_path, hidden):
-    """The holdout users' training interactions and activity groups, as the runs' own (pipeline)."""
-    try:
-        return holdout_activity(Prepared.load(data_path), hidden)
-    except OSError:
-        raise EnsembleError(f"{data_path}: the runs' prepared data is gone or incomplete (needed for the "
-                            f"users' training interactions)") from None
+def full_inter_path(data_path):
+    """The .inter of all interactions: its users are the users of the submission."""
+    prepared = load_prepared(data_path)
+    return prepared.inter_path(prepared.name)
 
 
 def compare_with_members(member_users, blend_users):
@@ -205,12 +180,9 @@ def build(run_dirs, method="rank", weights="auto", seed=0, output=None, depth=No
     with timer.step("load"):
         members = load_members(run_dirs)
         data = members[0].summary["data"]
-        holdout_path = Path(data["holdout_path"])
-        if not holdout_path.is_file():
-            raise EnsembleError(f"{holdout_path}: the runs' holdout file is gone")
-        hidden = pd.read_csv(holdout_path)
-        inter_path = full_inter_path(data["data_path"])
-        activity = training_activity(data["data_path"], hidden)
+        hidden = pd.read_csv(data["holdout_path"])  # load_members checked that it exists
+        prepared = load_prepared(data["data_path"])
+        activity = holdout_activity(prepared, hidden)  # the users' training interactions, as the runs' own
     names = [member.name for member in members]
     with timer.step("fit"):
         result = evaluate(method, [member.valid for member in members], hidden, weights, seed, depth)
@@ -220,7 +192,7 @@ def build(run_dirs, method="rank", weights="auto", seed=0, output=None, depth=No
     with timer.step("blend_full"):
         full_top = blender(method, [member.full for member in members], depth)(result["weights"])
         try:
-            submission = submission_frame(full_top, inter_path)
+            submission = submission_frame(full_top, prepared.inter_path(prepared.name))
         except RuntimeError as error:
             raise EnsembleError(f"the full-fit lists of {', '.join(names)}: {error}") from None
     summary = {

@@ -1,5 +1,5 @@
-"""The ensemble's maths (the methods are described in ensemble.py): fusing runs' top-N lists into
-one top 10 (``blender``), and fitting and cross-fitting the weights on the holdout (``evaluate``).
+"""The ensemble's maths (the methods: README, *Ensembles*): fusing runs' top-N lists into one
+top 10 (``blender``), and fitting and cross-fitting the weights on the holdout (``evaluate``).
 """
 
 import itertools
@@ -31,7 +31,9 @@ def priority_fusion(lists, order, k=K):
     lead = long.sort_values("priority", kind="stable").drop_duplicates(["user", "item"])  # the highest-priority run
     table = lead.join(votes, on=["user", "item"])
     ranked = table.sort_values(["user", "votes", "priority", "rank"], ascending=[True, False, True, True])
-    return _first_k(ranked.assign(score=ranked["votes"].astype(float)), k)
+    _check_enough(ranked.groupby("user").size(), k)
+    ranked = ranked.assign(score=ranked["votes"].astype(float), rank=ranked.groupby("user", sort=False).cumcount())
+    return ranked.loc[ranked["rank"] < k, ["user", "item", "score", "rank"]].reset_index(drop=True)
 
 
 def reciprocal_rank(top):
@@ -100,13 +102,6 @@ def rank_fusion(lists, weights, k=K):
 
 def score_fusion(lists, weights, k=K):
     return weighted_fusion(candidates(lists, normalised_score), weights, k)
-
-
-def _first_k(ranked, k):
-    """The first k rows per user of a frame sorted by user then preference."""
-    _check_enough(ranked.groupby("user").size(), k)
-    ranked = ranked.assign(rank=ranked.groupby("user", sort=False).cumcount())
-    return ranked.loc[ranked["rank"] < k, ["user", "item", "score", "rank"]].reset_index(drop=True)
 
 
 def _check_enough(counts, k):

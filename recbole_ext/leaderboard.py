@@ -3,14 +3,9 @@
     python -m recbole_ext.leaderboard add RUN_DIR --public SCORE [--private SCORE] [--outputs DIR] [--replace]
     python -m recbole_ext.leaderboard [--outputs DIR]
 
-`add` records a submitted run (a run.py run, an ensemble, tune.py's best/)
-with its holdout scores in DIR/leaderboard.csv (DIR: outputs/ by default); a
-run is recorded once (--replace changes its scores, e.g. when the private
-score comes out). Without a command, it prints every recorded submission,
-holdout recall@10 against the leaderboard's, the Spearman rank correlation of
-the two and a verdict in words, and writes DIR/leaderboard.png (the scatter
-plot). Submissions on different data versions were scored on different
-holdouts: each version is judged on its own.
+`add` records a submitted run with its holdout scores in DIR/leaderboard.csv;
+without a command, it judges per data version whether the holdout ranks the
+submissions like the leaderboard (README, *Leaderboard log*).
 """
 
 import argparse
@@ -81,10 +76,14 @@ def parse_score(text, name):
     return value
 
 
-def model_label(summary):
-    """The model of a run, `ensemble(<method>)` for a blend (whose holdout score is cross-fitted)."""
-    model = summary["model"]
-    return f"{ENSEMBLE_MODEL}({summary.get('method')})" if model == ENSEMBLE_MODEL else model
+def summary_scores(summary):
+    """A run's model (`ensemble(<method>)` for a blend, whose holdout score is cross-fitted), data fingerprint,
+    holdout scores and recall@10 interval, from its summary.json: the columns the log and the report share."""
+    model, holdout = summary["model"], summary["holdout"]
+    low, high = summary.get("holdout_detail", {}).get("interval", {}).get(RECALL, [math.nan, math.nan])
+    return {"model": f"{ENSEMBLE_MODEL}({summary.get('method')})" if model == ENSEMBLE_MODEL else model,
+            "fingerprint": summary.get("data", {}).get("fingerprint"),
+            RECALL: holdout[RECALL], "ci low": low, "ci high": high, NDCG: holdout[NDCG]}
 
 
 def submission_row(run_dir):
@@ -93,15 +92,11 @@ def submission_row(run_dir):
     if not run_dir.is_dir():
         raise LeaderboardError(f"{run_dir}: no such run folder")
     try:
-        summary = json.loads((run_dir / SUMMARY).read_text())
-        holdout, model = summary["holdout"], model_label(summary)
+        return {"run": str(run_dir.resolve()), **summary_scores(json.loads((run_dir / SUMMARY).read_text()))}
     except FileNotFoundError:
         raise LeaderboardError(f"{run_dir}: not a finished run (no {SUMMARY})") from None
-    except (json.JSONDecodeError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError):  # json.JSONDecodeError is a ValueError
         raise LeaderboardError(f"{run_dir / SUMMARY}: not a run summary (no holdout scores)") from None
-    low, high = summary.get("holdout_detail", {}).get("interval", {}).get(RECALL, [math.nan, math.nan])
-    return {"run": str(run_dir.resolve()), "model": model, "fingerprint": summary.get("data", {}).get("fingerprint"),
-            RECALL: holdout[RECALL], "ci low": low, "ci high": high, NDCG: holdout[NDCG]}
 
 
 def add(run_dir, public, private=None, outputs="outputs", replace=False):

@@ -17,9 +17,6 @@ user. Everything else averages per-user values:
   same users for both runs (``paired_differences``);
 - a choice made on one half of the users and scored on the other
   (``cross_fitted_choice``: tune.py's honest estimate).
-
-``install`` adds the same recall to RecBole as the metric ``LeaderboardRecall``,
-so RecBole's own evaluation can report it (``leaderboardrecall@10``).
 """
 
 import numpy as np
@@ -59,9 +56,9 @@ def mean_scores(scores):
     return {metric: float(scores[metric].mean()) for metric in METRICS}
 
 
-def holdout_metrics(recommended, hidden, k=K):
-    """recall@k and ndcg@k of recommendation lists against hidden items: means over the users of hidden."""
-    return {name: float(values.mean()) for name, values in user_scores(recommended, hidden, k).items()}
+def holdout_metrics(recommended, hidden):
+    """recall@10 and ndcg@10 of recommendation lists against hidden items: means over the users of hidden."""
+    return mean_scores(user_scores(recommended, hidden))
 
 
 def part_scores(recommended, holdout):
@@ -148,11 +145,8 @@ def cross_fitted_choice(scores, seed, mode="max"):
 
 def describe_difference(difference, low, high):
     """A paired difference in words: whether its interval leaves out zero."""
-    if low > 0 or high < 0:
-        verdict = "beyond the noise of this holdout"
-    else:
-        verdict = "within the noise of this holdout"
-    return f"{difference:+.4f} ({LEVEL:.0%} interval {low:+.4f} to {high:+.4f}: {verdict})"
+    verdict = "beyond" if low > 0 or high < 0 else "within"
+    return f"{difference:+.4f} ({LEVEL:.0%} interval {low:+.4f} to {high:+.4f}: {verdict} the noise of this holdout)"
 
 
 def holdout_detail(scores, seed=BOOTSTRAP_SEED):

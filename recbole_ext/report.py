@@ -2,20 +2,10 @@
 
     python -m recbole_ext.report [OUTPUTS_DIR] [--output DIR]
 
-Reads the summary.json of each finished run and ensemble under OUTPUTS_DIR
-(default outputs/; validate-only tune trials and runs that stopped early are
-left out: they have no submission.csv), prints the table
-sorted by holdout recall@10 and writes report.csv, report.md and report.png (a
-bar chart of recall@10 by run, with its 95% interval) into --output (default
-OUTPUTS_DIR). An ensemble's recall@10 is its cross-fitted estimate. Runs made on
-different prepared data (fingerprint) were scored on different holdouts: they
-are shown in separate groups, never ranked against each other.
-
-Per run: recall@10 with its 95% bootstrap interval over users; the difference
-to the best run of its group, paired over the same users (from each run's
-holdout_users.csv), with its interval; recall@10 and ndcg@10 by holdout part and
-by the users' activity; the leaderboard scores recorded with
-``python -m recbole_ext.leaderboard add`` (OUTPUTS_DIR/leaderboard.csv).
+Prints the table and writes report.csv, report.md and report.png into --output
+(default OUTPUTS_DIR); what they show: README, *Report*.
+Runs made on different prepared data (fingerprint) were scored on different
+holdouts: they are shown in separate groups, never ranked against each other.
 """
 
 import argparse
@@ -81,14 +71,10 @@ def key_settings(summary):
         keys += SEQUENCE_KEYS
     if "TRADITIONAL" not in model_type:
         keys += TRAINING_KEYS
-    parts = [f"{key}={_compact(recbole[key])}" for key in keys if recbole.get(key) not in (None, {}, [])]
+    parts = [f"{key}={str(recbole[key]).replace(' ', '')}" for key in keys if recbole.get(key) not in (None, {}, [])]
     if "TRADITIONAL" not in model_type and summary.get("epochs_run"):
         parts.append(f"epochs={summary['epochs_run']}")
     return " ".join(parts)
-
-
-def _compact(value):
-    return str(value).replace(" ", "")
 
 
 def report_table(root):
@@ -102,8 +88,8 @@ def report_table(root):
     for path in find_summaries(root):
         try:
             summary = json.loads(path.read_text())
-            holdout, model = summary["holdout"], leaderboard.model_label(summary)
-        except (json.JSONDecodeError, KeyError, TypeError) as error:
+            shared = leaderboard.summary_scores(summary)  # model, fingerprint, holdout scores, interval
+        except (ValueError, KeyError, TypeError) as error:  # json.JSONDecodeError is a ValueError
             skipped.append(f"{path}: not a run summary ({type(error).__name__}: {error})")
             continue
         run = str(path.parent.relative_to(root)) if path.parent != Path(root) else path.parent.name
@@ -111,16 +97,12 @@ def report_table(root):
         detail = summary.get("holdout_detail", {})
         rows.append({
             "run": run,
-            "model": model,
+            **shared,
             "settings": key_settings(summary),
-            RECALL: holdout[RECALL],
-            **dict(zip(INTERVAL, detail.get("interval", {}).get(RECALL, []))),
-            NDCG: holdout[NDCG],
             **{f"{metric} {name}": scores[metric] for name, scores in
                {**detail.get("parts", {}), **detail.get("activity", {})}.items() for metric in METRICS},
             **submitted.get(path.parent.resolve(), {}),
             "seconds": round(sum(summary.get("timings", {}).values()), 1),
-            "fingerprint": summary.get("data", {}).get("fingerprint"),
         })
     table = pd.DataFrame(rows, columns=COLUMNS)
     table = table.sort_values(["fingerprint", RECALL], ascending=[True, False], kind="stable")
@@ -188,38 +170,31 @@ def shown_tables(rows, table):
     return scores, breakdown
 
 
+def captioned_grids(table, style, caption):
+    """(caption, grid in tabulate's `style`) per table: each data version's scores, then its breakdown when any
+    run has one; caption is formatted with the version's fingerprint and count of runs."""
+    for fingerprint, rows in groups(table):
+        scores, breakdown = shown_tables(rows, table)
+        yield caption.format(fingerprint=fingerprint, runs=len(rows)), _grid(scores, style)
+        if breakdown is not None:
+            yield f"{BREAKDOWN_NOTE}:", _grid(breakdown, style)
+
+
 def _grid(frame, style):
-    """A frame of already formatted cells as a text (simple) or markdown (pipe) table."""
     return frame.to_markdown(index=False, tablefmt=style, disable_numparse=True)
 
 
 def as_text(table):
-    blocks = []
-    for fingerprint, rows in groups(table):
-        scores, breakdown = shown_tables(rows, table)
-        block = f"data {fingerprint} ({len(rows)} runs)\n" + _grid(scores, "simple")
-        if breakdown is not None:
-            block += f"\n\n{BREAKDOWN_NOTE}:\n" + _grid(breakdown, "simple")
-        blocks.append(block)
-    return "\n\n".join(blocks)
+    grids = captioned_grids(table, "simple", "data {fingerprint} ({runs} runs)")
+    return "\n\n".join(f"{caption}\n{grid}" for caption, grid in grids)
 
 
 def as_markdown(table):
-    blocks = ["# Runs\n", f"Holdout {RECALL} and {NDCG} (an ensemble's: cross-fitted) with the 95% bootstrap "
-              f"interval of {RECALL}, and each run minus the best run of its table, paired over the same users; "
-              "one table per data version."]
-    for fingerprint, rows in groups(table):
-        scores, breakdown = shown_tables(rows, table)
-        blocks.append(f"\n## data {fingerprint}\n\n{_grid(scores, 'pipe')}")
-        if breakdown is not None:
-            blocks.append(f"\n{BREAKDOWN_NOTE}:\n\n{_grid(breakdown, 'pipe')}")
-    return "\n".join(blocks) + "\n"
-
-
-def bar_chart(table, path):
-    figure = bar_figure(table)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    intro = (f"Holdout {RECALL} and {NDCG} (an ensemble's: cross-fitted) with the 95% bootstrap interval of "
+             f"{RECALL}, and each run minus the best run of its table, paired over the same users; one table per "
+             "data version.")
+    grids = captioned_grids(table, "pipe", "## data {fingerprint}")
+    return "\n\n".join(["# Runs", intro, *(f"{caption}\n\n{grid}" for caption, grid in grids)]) + "\n"
 
 
 def bar_figure(table):
@@ -271,13 +246,11 @@ def write_report(root, output=None):
         raise ReportError(f"{root}: no finished run or ensemble (no {SUMMARY} beside a {SUBMISSION} below it)")
     output = Path(output) if output else root
     output.mkdir(parents=True, exist_ok=True)
-    writers = {
-        "report.csv": lambda path: table.to_csv(path, index=False),
-        "report.md": lambda path: path.write_text(as_markdown(table)),
-        "report.png": lambda path: bar_chart(table, path),
-    }
-    for name, write in writers.items():
-        write_atomic(output / name, write)
+    write_atomic(output / "report.csv", lambda path: table.to_csv(path, index=False))
+    write_atomic(output / "report.md", lambda path: path.write_text(as_markdown(table)))
+    figure = bar_figure(table)
+    write_atomic(output / "report.png", lambda path: figure.savefig(path, dpi=120))
+    plt.close(figure)
     return table, skipped, output
 
 

@@ -24,9 +24,11 @@ import pytest
 import ray
 import yaml
 
-from recbole_ext import tune as tuning
 from recbole_ext.config import ConfigError, load_settings
 from recbole_ext.metrics import split_users
+from recbole_ext.tune.driver import start_ray
+from recbole_ext.tune.space import parse_tune
+from recbole_ext.tune.trial import trial_resources
 from run import main as run_cli
 from tune import main as tune_cli
 
@@ -38,7 +40,7 @@ BPR = {"model": "BPR", "embedding_size": 16, **TINY}
 
 @pytest.fixture(scope="module")
 def ray_runtime():
-    assert tuning.start_ray()  # a fresh local runtime, shared by this module's in-process searches
+    assert start_ray()  # a fresh local runtime, shared by this module's in-process searches
     yield
     ray.shutdown()
 
@@ -108,7 +110,7 @@ def settings_with(tmp_path, tiny_raw, tune, model="EASE", **values):
 def test_bad_tune_entries_stop_with_the_file_and_the_entry(tune, expected, tmp_path, tiny_raw):
     settings, config = settings_with(tmp_path, tiny_raw, tune)
     with pytest.raises(ConfigError) as error:
-        tuning.parse_tune(settings)
+        parse_tune(settings)
     assert expected in str(error.value)
     assert str(config) in str(error.value)
 
@@ -119,10 +121,10 @@ def test_a_message_names_the_file_the_bad_entry_came_from(tmp_path, tiny_raw):
         "search_space": {"reg_weight": {"uniform": [9, 1]}}}})
     settings = load_settings(config_file=config, overrides=[f"data={tiny_raw}", "tune.num_samples=2"])
     with pytest.raises(ConfigError, match=f"^{config}: tune.search_space.reg_weight: uniform: low must be below"):
-        tuning.parse_tune(settings)
+        parse_tune(settings)
     shipped = load_settings("MultiVAE", overrides=[f"data={tiny_raw}", "tune.num_samples=0"])
     with pytest.raises(ConfigError, match="^command line: tune.num_samples must be an integer >= 1"):
-        tuning.parse_tune(shipped)
+        parse_tune(shipped)
 
 
 def test_hyperopt_is_refused_only_when_missing(tmp_path, tiny_raw):
@@ -132,9 +134,9 @@ def test_hyperopt_is_refused_only_when_missing(tmp_path, tiny_raw):
                                                      "search": "hyperopt"})
     if importlib.util.find_spec("hyperopt") is None:
         with pytest.raises(ConfigError, match="hyperopt needs the hyperopt package"):
-            tuning.parse_tune(settings)
+            parse_tune(settings)
     else:
-        assert tuning.parse_tune(settings).search == "hyperopt"
+        assert parse_tune(settings).search == "hyperopt"
 
 
 @pytest.mark.parametrize("override, expected", [
@@ -168,7 +170,7 @@ def test_device_cuda_without_a_gpu_is_refused_before_ray_starts(tmp_path, tiny_r
 
 def test_every_shipped_tune_section_is_valid(tiny_raw):
     for model in ("EASE", "MultiVAE", "SASRec", "S3Rec"):
-        spec = tuning.parse_tune(load_settings(model, overrides=[f"data={tiny_raw}"]))
+        spec = parse_tune(load_settings(model, overrides=[f"data={tiny_raw}"]))
         assert spec.search_space, model
 
 
@@ -273,21 +275,21 @@ def test_max_concurrent_trials_runs_one_trial_at_a_time(ray_runtime, tmp_path, t
 def test_trial_resources_follow_the_device_and_the_cluster(ray_runtime, tmp_path, tiny_raw, caplog):
     settings, _ = settings_with(tmp_path, tiny_raw, {"search_space": {"reg_weight": {"choice": [1, 2]}},
                                                      "resources_per_trial": {"cpu": 64, "gpu": 0.25}})
-    spec = tuning.parse_tune(settings)
+    spec = parse_tune(settings)
     cpus, gpus = ray.cluster_resources()["CPU"], ray.cluster_resources().get("GPU", 0)
     driver_log = logging.getLogger("movierec.tune")  # tune.py's main stops its propagation
     driver_log.addHandler(caplog.handler)
     try:
-        assert tuning.trial_resources(spec.resources, "cpu") == {"cpu": cpus, "gpu": 0}
+        assert trial_resources(spec.resources, "cpu") == {"cpu": cpus, "gpu": 0}
         assert "trials run on CPU (device is cpu): the GPU share of 0.25 per trial is dropped" in caplog.text
         assert f"each trial gets {cpus:g} CPUs, the most a Ray node has, not the 64 asked for" in caplog.text
         if gpus:
-            assert tuning.trial_resources(spec.resources, "auto") == {"cpu": cpus, "gpu": 0.25}
+            assert trial_resources(spec.resources, "auto") == {"cpu": cpus, "gpu": 0.25}
         else:  # a machine without a GPU runs the same yaml on CPU
-            assert tuning.trial_resources(spec.resources, "auto") == {"cpu": cpus, "gpu": 0}
+            assert trial_resources(spec.resources, "auto") == {"cpu": cpus, "gpu": 0}
             assert "(the Ray cluster has no GPU)" in caplog.text
             with pytest.raises(ConfigError, match="device: cuda, but the Ray cluster has no GPU"):
-                tuning.trial_resources(spec.resources, "cuda")
+                trial_resources(spec.resources, "cuda")
     finally:
         driver_log.removeHandler(caplog.handler)
 
@@ -295,14 +297,14 @@ def test_trial_resources_follow_the_device_and_the_cluster(ray_runtime, tmp_path
 def test_trials_on_cpu_though_the_cluster_has_a_gpu_are_logged(tmp_path, tiny_raw, caplog):
     settings, _ = settings_with(tmp_path, tiny_raw, {"search_space": {"reg_weight": {"choice": [1, 2]}},
                                                      "resources_per_trial": {"cpu": 1, "gpu": 0}})
-    spec = tuning.parse_tune(settings)
+    spec = parse_tune(settings)
     driver_log = logging.getLogger("movierec.tune")
     driver_log.addHandler(caplog.handler)
     try:
         gpu_node = {"CPU": 8, "GPU": 2}
-        assert tuning.trial_resources(spec.resources, "cpu", [gpu_node]) == {"cpu": 1, "gpu": 0}
+        assert trial_resources(spec.resources, "cpu", [gpu_node]) == {"cpu": 1, "gpu": 0}
         assert caplog.text == ""  # asked for
-        assert tuning.trial_resources(spec.resources, "auto", [gpu_node]) == {"cpu": 1, "gpu": 0}
+        assert trial_resources(spec.resources, "auto", [gpu_node]) == {"cpu": 1, "gpu": 0}
         assert "trials run on CPU though the Ray cluster has GPUs: tune.resources_per_trial.gpu is 0" in caplog.text
     finally:
         driver_log.removeHandler(caplog.handler)

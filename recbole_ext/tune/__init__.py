@@ -3,16 +3,8 @@
 A search is a model's usual settings plus a ``tune:`` section (syntax and
 output folder in the README). Each trial calls ``pipeline.run`` with its
 sampled values and validate_only, and reports the holdout scores to Ray after
-every evaluation, so that ASHA can stop poor trials early. By concern:
-space.py (the ``tune:`` section -> Ray's search space), trial.py (the
-trainable and its resources), driver.py (the search, with resume), results.py
-(trials.csv, best.yaml, the plot, the honest estimate).
+every evaluation, so that ASHA can stop poor trials early. Import the names
+from the module that owns them (README, *Project layout*).
 """
 
-from recbole_ext.tune.driver import SearchResult, resume_settings, search, start_ray
-from recbole_ext.tune.results import TRIALS_CSV, TRIALS_PLOT, describe_honest, format_table
-from recbole_ext.tune.space import TuneSpec, parse_tune
-from recbole_ext.tune.trial import trial_resources
-
-__all__ = ["TRIALS_CSV", "TRIALS_PLOT", "SearchResult", "TuneSpec", "describe_honest", "format_table",
-           "parse_tune", "resume_settings", "search", "start_ray", "trial_resources"]
+from recbole_ext.tune.driver import start_ray  # noqa: F401  blend.py calls recbole_ext.tune.start_ray

@@ -102,8 +102,10 @@ def search(settings, address=None, resume=False, retrain_best=False):
         if resume:
             tuner = tune.Tuner.restore(str(output / RAY_DIR), trainable, resume_unfinished=True, resume_errored=False)
         else:
+            failures = tune.FailureConfig(max_failures=0, fail_fast=False)  # a failed trial is recorded; go on
             tuner = tune.Tuner(trainable, param_space=param_space(spec), tune_config=_tune_config(spec, settings),
-                               run_config=_run_config(output))
+                               run_config=tune.RunConfig(name=RAY_DIR, storage_path=str(output),
+                                                         failure_config=failures, verbose=1))
         results = tuner.fit()
     finally:
         signal.signal(signal.SIGTERM, on_sigterm)
@@ -177,14 +179,6 @@ def _tune_config(spec, settings):
         metric=spec.metric, mode=spec.mode, num_samples=spec.num_samples, search_alg=algorithm, scheduler=scheduler,
         max_concurrent_trials=limit, reuse_actors=True,  # a worker imports torch once
         trial_name_creator=trial_dirname, trial_dirname_creator=trial_dirname,
-    )
-
-
-def _run_config(output):
-    return tune.RunConfig(
-        name=RAY_DIR, storage_path=str(output),
-        failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),  # a failed trial is recorded; go on
-        verbose=1,
     )
 
 

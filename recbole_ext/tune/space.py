@@ -222,12 +222,9 @@ def is_scalar(value):
 
 
 def param_space(spec):
-    """Ray's search space for the searched settings."""
-    space = {}
-    for key, (name, args) in spec.search_space.items():
-        domain = DISTRIBUTIONS[name][1]
-        space[key] = domain(args) if name in LISTED else domain(*args)
-    return space
+    """Ray's search space for the searched settings (a listed distribution takes its list whole)."""
+    return {key: DISTRIBUTIONS[name][1](args) if name in LISTED else DISTRIBUTIONS[name][1](*args)
+            for key, (name, args) in spec.search_space.items()}
 
 
 def sampled_settings(settings, sampled, output_dir):
