@@ -128,8 +128,9 @@ def versus_best(runs, folders):
 
 def groups(table):
     """(fingerprint, rows) per data version, the group with the best run first."""
-    order = table.groupby("fingerprint", dropna=False)["recall@10"].max().sort_values(ascending=False).index
-    return [(fingerprint, table[table["fingerprint"] == fingerprint]) for fingerprint in order]
+    version = table["fingerprint"].fillna("unknown")  # older summaries have none
+    order = table.groupby(version)[RECALL].max().sort_values(ascending=False).index
+    return [(fingerprint, table[version == fingerprint]) for fingerprint in order]
 
 
 BREAKDOWN_NOTE = (f"{RECALL} / {NDCG} on each holdout part (last items, random earlier ones) and for the third "

@@ -107,6 +107,16 @@ def test_runs_on_different_data_are_grouped_not_ranked_together(tmp_path, capsys
     assert not (root / "report.csv").exists()
 
 
+def test_a_run_without_a_fingerprint_is_its_own_group(tmp_path, capsys):
+    root = tmp_path / "outputs"
+    ease(root / "EASE-new", 0.30, fingerprint="fp-new")
+    sasrec(root / "SASRec-old", 0.20, fingerprint=None)  # an older summary.json, without data.fingerprint
+    assert main([str(root)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.index("data fp-new (1 runs)") < printed.index("data unknown (1 runs)") < printed.index("SASRec-old")
+    assert (root / "report.png").is_file()
+
+
 def test_each_data_version_gets_its_own_x_axis(tmp_path):
     from recbole_ext.report import bar_figure
 
