@@ -10,7 +10,8 @@ yaml/base.yaml) or a RecBole setting known for the model; anything else
 stops with the file it came from and the closest valid name. RecBole never
 sees sys.argv: everything reaches it through ``config_dict``.
 
-Over 300 lines: the layering and the checks share ``sources`` (where each value came from) for their messages.
+Over 300 lines: every check names the layer its value came from (``sources``), which the layering records;
+apart, the two halves would hand that record back and forth.
 """
 
 import copy
