@@ -17,8 +17,8 @@ import yaml
 
 from recbole_ext import blend as blending
 from recbole_ext import ensemble
-from recbole_ext.blend.__main__ import main as blend_main
 from recbole_ext import tune as tuning
+from recbole_ext.blend.__main__ import main as blend_main
 from recbole_ext.config import ConfigError
 from recbole_ext.files import remove_dead_partials
 
@@ -47,7 +47,7 @@ def data_dir(tmp_path_factory):
 
 def cli(recipe, tiny_raw, data_dir, output, runs, *extra):
     return blend_main([str(recipe), "--data", str(tiny_raw), "--output", str(output), "--runs", str(runs),
-                          f"data_dir={data_dir}", *extra])
+                       f"data_dir={data_dir}", *extra])
 
 
 def read_summary(folder):
