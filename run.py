@@ -12,22 +12,13 @@ Exit codes: 0 done, 1 the run failed (its log and traceback kept in
 """
 
 import argparse
-import signal
 import sys
 import textwrap
 
 from atomic_data import RawDataError
 from recbole_ext.config import ConfigError, load_settings
 from recbole_ext.pipeline import predict_only, run
-from recbole_ext.run_folder import SUBMISSION, error_line
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, what `timeout` and job schedulers send: stops a run the way Ctrl-C does."""
-
-
-def _terminate(signum, frame):
-    raise Terminated()
+from recbole_ext.run_folder import SUBMISSION, error_line, stop_on_signals, stopped_by
 
 
 def main(argv=None):
@@ -44,9 +35,7 @@ def main(argv=None):
     args = parser.parse_intermixed_args(argv)  # key=value anywhere on the line
     flags = {"data": args.data, "output_dir": args.output, "device": args.device}
     overrides = [f"{key}={value}" for key, value in flags.items() if value is not None] + args.overrides
-    signal.signal(signal.SIGTERM, _terminate)
-    # A shell starts background jobs (`nohup run.py ... &`) with SIGINT ignored, and Python keeps that: `kill -INT` would not stop them.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    stop_on_signals()
     try:
         if args.predict_only:
             output = predict_only(args.predict_only, args.output, args.device)
@@ -59,8 +48,8 @@ def main(argv=None):
         return 2
     except KeyboardInterrupt as interrupt:
         kept = getattr(interrupt, "kept_in", None)
-        name = "SIGTERM" if isinstance(interrupt, Terminated) else "Ctrl-C"
-        print(f"interrupted ({name}): " + (f"what was finished is in {kept}" if kept else "nothing was written"),
+        print(f"interrupted ({stopped_by()}): "
+              + (f"what was finished is in {kept}" if kept else "nothing was written"),
               file=sys.stderr)
         return 130
     except Exception as error:

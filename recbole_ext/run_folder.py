@@ -8,7 +8,8 @@ finished: ``<output>.failed/`` (an error: run.log, error.txt) or
 ``<output>.interrupted/`` (Ctrl-C, SIGTERM: run.log), each with the validation
 (summary.json with the holdout scores and the error, valid_top50.csv) when it
 was complete. Bad input (a ConfigError or RawDataError before the validation is
-complete) keeps nothing: its one-line message says it all.
+complete) keeps nothing: its one-line message says it all. Commands call
+``stop_on_signals``: SIGTERM stops them as Ctrl-C does.
 
 Nothing here imports torch or RecBole: the commands that only read outputs
 (report, leaderboard, ensemble) start fast.
@@ -18,6 +19,7 @@ import datetime
 import json
 import logging
 import shutil
+import signal
 import time
 import traceback
 from contextlib import contextmanager
@@ -73,12 +75,20 @@ def _new_staging(final):
 
 
 @contextmanager
-def staged(final):
-    """A folder written under its staging name, renamed to final when the block completes; gone if it fails."""
+def staged(final, replace=False):
+    """A folder written under its staging name, renamed to final when the block completes; gone if it fails.
+    replace: an existing final (an earlier blend) is moved aside, the new folder renamed in, then the old
+    one removed; a block that fails leaves it as it was."""
     staging = _new_staging(final)
     try:
         yield staging
-        staging.rename(final)
+        if replace and final.exists():
+            old = staging_path(final.with_name(final.name + ".old"))
+            final.rename(old)
+            staging.rename(final)
+            shutil.rmtree(old)
+        else:
+            staging.rename(final)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -120,6 +130,30 @@ def _keep_finished_work(staging, final, error):
     shutil.rmtree(kept, ignore_errors=True)
     staging.rename(kept)
     return kept
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, what `timeout` and job schedulers send: stops a command the way Ctrl-C does."""
+
+    received = False  # remembered: Ray's waits re-raise it as a plain KeyboardInterrupt
+
+
+def _terminate(signum, frame):
+    Terminated.received = True
+    raise Terminated()
+
+
+def stop_on_signals():
+    """A command's Ctrl-C and SIGTERM raise KeyboardInterrupt (SIGTERM: Terminated) in its main thread."""
+    signal.signal(signal.SIGTERM, _terminate)
+    # A shell starts background jobs (`nohup run.py ... &`) with SIGINT ignored, and Python keeps that:
+    # `kill -INT` would not stop them.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def stopped_by():
+    """What interrupted the command, for its `interrupted` line."""
+    return "SIGTERM" if Terminated.received else "Ctrl-C"
 
 
 def error_line(error):

@@ -3,6 +3,10 @@ side by side, a second invocation trains nothing, a changed member retrains alon
 left out with a warning, and the blend's numbers are recbole_ext.ensemble's on the same runs."""
 
 import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +18,9 @@ import yaml
 from recbole_ext import blend as blending
 from recbole_ext import ensemble
 from recbole_ext import tune as tuning
+from recbole_ext.blend.__main__ import main as blend_main
 from recbole_ext.config import ConfigError
+from recbole_ext.files import remove_dead_partials
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = {"show_progress": False, "state": "WARNING", "train_batch_size": 256, "holdout": {"min_train": 8, "random": 3},
@@ -40,8 +46,8 @@ def data_dir(tmp_path_factory):
 
 
 def cli(recipe, tiny_raw, data_dir, output, runs, *extra):
-    return blending.main([str(recipe), "--data", str(tiny_raw), "--output", str(output), "--runs", str(runs),
-                          f"data_dir={data_dir}", *extra])
+    return blend_main([str(recipe), "--data", str(tiny_raw), "--output", str(output), "--runs", str(runs),
+                       f"data_dir={data_dir}", *extra])
 
 
 def read_summary(folder):
@@ -114,6 +120,38 @@ def test_the_shipped_recipe_and_its_quick_variant_are_valid(tiny_raw, monkeypatc
         assert all(s["tune"]["resources_per_trial"] == resources for s in settings)
     gsasrec = settings[-1]  # the quick one: its yaml's quick: block, then the recipe's change
     assert (gsasrec["loss_type"], gsasrec["MAX_ITEM_LIST_LENGTH"], gsasrec["epochs"]) == ("gBCE", 50, 20)
+
+
+# ---------------------------------------------------------------------------
+# SIGTERM (`timeout`, job schedulers) stops a blend as Ctrl-C does
+
+
+def test_sigterm_stops_a_blend_in_one_line_and_writes_no_output(tmp_path, tiny_raw, data_dir):
+    endless = {"model": "BPR", "set": {"epochs": 100000, "stopping_step": 100000, "embedding_size": 16}}
+    recipe = write_recipe(tmp_path / "recipe.yaml", {"EASE": MEMBERS["EASE"], "Endless": endless})
+    runs = tmp_path / "runs"
+    argv = [sys.executable, "-m", "recbole_ext.blend", str(recipe), "--data", str(tiny_raw), "--output",
+            str(tmp_path / "out"), "--runs", str(runs), f"data_dir={data_dir}"]
+    process = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(runs.glob(".Endless-*.partial-*")):  # its Ray task has started the run
+            assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+            time.sleep(0.2)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130
+    assert "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1] == ("interrupted (SIGTERM): finished runs are kept and reused by the "
+                                               "same command")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["recipe.yaml", "runs"]  # no output, no staging folder
+    deadline = time.monotonic() + 30  # what the runs cut short left is removed by the next run there
+    while list(runs.glob(".*.partial-*")) and time.monotonic() < deadline:  # (once Ray has ended their workers)
+        remove_dead_partials(runs)
+        time.sleep(0.5)
+    assert not list(runs.glob(".*.partial-*"))
 
 
 # ---------------------------------------------------------------------------
