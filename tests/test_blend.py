@@ -17,7 +17,7 @@ import yaml
 
 from recbole_ext import blend as blending
 from recbole_ext import ensemble
-from recbole_ext import tune as tuning
+from recbole_ext.tune.driver import start_ray
 from recbole_ext.blend.__main__ import main as blend_main
 from recbole_ext.config import ConfigError
 from recbole_ext.files import remove_dead_partials
@@ -82,6 +82,7 @@ def runs_by_member(summary):
      "members.EASE: tune.resources_per_trial: unknown resource 'gpus'"),
     (lambda r: r["quick"]["members"].update(EASE={"sett": {}}), "quick.members.EASE.sett: unknown key"),
     (lambda r: r["quick"].update(settings=[1]), "quick.settings: expected `key: value` entries"),
+    (lambda r: r.update(settings=[1], quick={"settings": {"epochs": 1}}), ": settings: expected `key: value` entries"),
     (lambda r: r["members"]["EASE"]["set"].update({"holdout.seed": 3}),
      "the members would train on different prepared data"),
 ])
@@ -160,7 +161,7 @@ def test_sigterm_stops_a_blend_in_one_line_and_writes_no_output(tmp_path, tiny_r
 
 @pytest.fixture(scope="module")
 def ray_runtime():
-    assert tuning.start_ray()  # a fresh local runtime, shared by this module's blends
+    assert start_ray()  # a fresh local runtime, shared by this module's blends
     yield
     ray.shutdown()
 

@@ -84,6 +84,8 @@ def _with_changes(values, changes, where):
         if not isinstance(change, dict):
             raise ConfigError(f"{where}{key}: expected `key: value` entries to change (for members: a member "
                               f"name with its changes, ~ to leave it out), got {change!r}")
+        if not isinstance(values.get(key) or {}, dict):  # the section the change merges into
+            raise ConfigError(f"{where.removesuffix('quick.')}{key}: expected `key: value` entries, got {values[key]!r}")
     merged = {**values, **{key: {**(values.get(key) or {}), **change} for key, change in changes.items()}}
     members = dict(values.get("members") or {})
     for name, change in (changes.get("members") or {}).items():

@@ -15,10 +15,10 @@ import ray
 
 from atomic_data import Prepared
 from recbole_ext import ConfigError, ensemble, fusion, pipeline, run_folder
-from recbole_ext import tune as tuning
 from recbole_ext.blend.recipe import member_settings
 from recbole_ext.files import json_text
 from recbole_ext.metrics import holdout_detail, mean_scores, part_scores
+from recbole_ext.tune.driver import start_ray
 from recbole_ext.tune.space import TUNE_DEFAULTS, parse_resources
 from recbole_ext.tune.trial import trial_resources, use_assigned_cpus
 
@@ -114,7 +114,7 @@ def train(runs, address=None, max_parallel=None):
     if not waiting:
         return
     on_sigterm = signal.getsignal(signal.SIGTERM)
-    started_ray = tuning.start_ray(address)
+    started_ray = start_ray(address)
     if callable(on_sigterm) and signal.getsignal(signal.SIGTERM) is not on_sigterm:
         signal.signal(signal.SIGTERM, on_sigterm)  # Ray's start set one that exits: the command's own stays
     try:

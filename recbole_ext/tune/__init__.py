@@ -6,5 +6,3 @@ sampled values and validate_only, and reports the holdout scores to Ray after
 every evaluation, so that ASHA can stop poor trials early. Import the names
 from the module that owns them (README, *Project layout*).
 """
-
-from recbole_ext.tune.driver import start_ray  # noqa: F401  blend.py calls recbole_ext.tune.start_ray
