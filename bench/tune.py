@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import BENCH_DATA, ROOT, competition_scale_raw, measured, table  # noqa: E402
+from bench.common import BENCH_DATA, competition_scale_raw, measured, table  # noqa: E402
 
 VALUES = [100.0, 200.0, 300.0, 400.0, 500.0, 650.0, 800.0, 1000.0]  # the grid of yaml/ease.yaml
 GOAL = 2.0
