@@ -1,6 +1,13 @@
 """Shared fixtures: small real files, prepared once per session where possible."""
 
+import os
+import secrets
+import socket
+import subprocess
 import sys
+import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -49,3 +56,46 @@ def tiny_prepared(tiny_raw, tmp_path_factory):
 def quiet_known_warnings():
     """pytest resets warning filters per test: re-apply compat's list of RecBole's known ones."""
     compat.quiet_known_warnings()
+
+
+def wait_for(condition, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = condition()
+        if found:
+            return found
+        time.sleep(0.2)
+    raise TimeoutError(f"nothing after {timeout} s")
+
+
+@dataclass
+class RayCluster:
+    address: str
+    env: dict  # what a client of the cluster needs (its token)
+    temp_dir: Path
+
+    def ran_in_worker(self, pid):
+        """Whether a worker process of this cluster had that pid (its log is named by it)."""
+        return any(self.temp_dir.glob(f"session_latest/logs/worker-*-{pid}.out"))
+
+
+@pytest.fixture
+def ray_cluster():
+    """A one-node Ray cluster started with `ray start`, as on a server, with token authentication
+    (Ray's clusters authenticate their clients by default)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    temp_dir = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # short: Ray's socket paths have a length limit
+    head = subprocess.Popen(
+        [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", f"--port={port}",
+         "--node-ip-address=127.0.0.1", "--num-cpus=2", f"--temp-dir={temp_dir}", "--include-dashboard=false"],
+        env=env, cwd=temp_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: (temp_dir / "ray_current_cluster").is_file(), timeout=60)
+        yield RayCluster(f"127.0.0.1:{port}", env, temp_dir)
+    finally:
+        head.terminate()  # `ray start --block` stops the processes it started
+        head.wait(timeout=60)

@@ -17,10 +17,10 @@ import yaml
 
 from recbole_ext import blend as blending
 from recbole_ext import ensemble
-from recbole_ext.tune.driver import start_ray
 from recbole_ext.blend.__main__ import main as blend_main
 from recbole_ext.config import ConfigError
 from recbole_ext.files import remove_dead_partials
+from recbole_ext.tune.driver import start_ray
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = {"show_progress": False, "state": "WARNING", "train_batch_size": 256, "holdout": {"min_train": 8, "random": 3},
@@ -153,6 +153,23 @@ def test_sigterm_stops_a_blend_in_one_line_and_writes_no_output(tmp_path, tiny_r
         remove_dead_partials(runs)
         time.sleep(0.5)
     assert not list(runs.glob(".*.partial-*"))
+
+
+def test_a_blend_on_a_ray_cluster_with_address(tmp_path, tiny_raw, data_dir, ray_cluster):
+    """Run from another folder with relative paths: the members train in the cluster's workers."""
+    members = {"EASE": MEMBERS["EASE"], "BPR": {"model": "BPR", "set": {"epochs": 1, "embedding_size": 16}}}
+    write_recipe(tmp_path / "recipe.yaml", members)
+    done = subprocess.run(
+        [sys.executable, "-m", "recbole_ext.blend", "recipe.yaml", "--data", str(tiny_raw), "--output", "out",
+         "--runs", "runs", f"data_dir={data_dir}", "--address", ray_cluster.address],
+        cwd=tmp_path, env={**ray_cluster.env, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    runs = runs_by_member(read_summary(tmp_path / "out"))
+    assert {run["status"] for run in runs.values()} == {"trained"}
+    for run in runs.values():
+        assert Path(run["path"]).is_relative_to(tmp_path / "runs")
+        assert ray_cluster.ran_in_worker(run["worker"].split(" pid ")[1])
 
 
 # ---------------------------------------------------------------------------

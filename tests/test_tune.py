@@ -9,20 +9,16 @@ interrupted search and the cluster search run tune.py in a subprocess.
 import datetime
 import json
 import logging
-import os
-import secrets
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import ray
 import yaml
+from conftest import wait_for
 
 from recbole_ext.config import ConfigError, load_settings
 from recbole_ext.metrics import split_users
@@ -390,56 +386,19 @@ def test_resume_refuses_changed_settings(ray_runtime, tmp_path, tiny_raw, data_d
     assert tune_cli(["--resume", "--output", str(tmp_path / "nothing")]) == 2
 
 
-def wait_for(condition, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = condition()
-        if found:
-            return found
-        time.sleep(0.2)
-    raise TimeoutError(f"nothing after {timeout} s")
-
-
-# ---------------------------------------------------------------------------
-# a Ray cluster started with `ray start --head`
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def test_search_on_a_ray_cluster_with_address(tmp_path, tiny_raw, data_dir):
+def test_search_on_a_ray_cluster_with_address(tmp_path, tiny_raw, data_dir, ray_cluster):
     """Run from another folder with relative paths: neither the driver nor the cluster's workers rely
     on the working directory to find the project or the files."""
-    port = free_port()
-    # a token of this test's own: the cluster authenticates its clients, as Ray's clusters do by default
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
-    temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths have a length limit
-    head = subprocess.Popen(
-        [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", f"--port={port}",
-         "--node-ip-address=127.0.0.1", "--num-cpus=2", f"--temp-dir={temp_dir}", "--include-dashboard=false"],
-        env=env, cwd=temp_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    config = write_yaml(tmp_path / "ease.yaml", {"model": "EASE", **TINY, "tune": {
+        "search_space": {"reg_weight": {"grid": [10.0, 100.0]}}}})
+    output = tmp_path / "search"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "tune.py"), *cli_args(config.name, tiny_raw, data_dir, output.name),
+         "--address", ray_cluster.address],
+        cwd=tmp_path, env=ray_cluster.env, capture_output=True, text=True, timeout=300,
     )
-    try:
-        wait_for(lambda: Path(temp_dir, "ray_current_cluster").is_file(), timeout=60)
-        config = write_yaml(tmp_path / "ease.yaml", {"model": "EASE", **TINY, "tune": {
-            "search_space": {"reg_weight": {"grid": [10.0, 100.0]}}}})
-        output = tmp_path / "search"
-        done = subprocess.run(
-            [sys.executable, str(ROOT / "tune.py"), *cli_args(config.name, tiny_raw, data_dir, output.name),
-             "--address", f"127.0.0.1:{port}"],
-            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
-        )
-        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-        trials = read_trials(output)
-        assert sorted(trials["reg_weight"]) == [10.0, 100.0] and (trials["state"] == "COMPLETED").all()
-        # each trial ran in a worker process of that cluster: its pid names a worker log there
-        worker_logs = " ".join(p.name for p in Path(temp_dir, "session_latest", "logs").glob("worker-*.out"))
-        for result in output.glob("ray/*/result.json"):
-            pid = json.loads(result.read_text().splitlines()[-1])["pid"]
-            assert f"-{pid}.out" in worker_logs
-    finally:
-        head.terminate()  # `ray start --block` stops the processes it started
-        head.wait(timeout=60)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    trials = read_trials(output)
+    assert sorted(trials["reg_weight"]) == [10.0, 100.0] and (trials["state"] == "COMPLETED").all()
+    for result in output.glob("ray/*/result.json"):  # each trial ran in a worker process of that cluster
+        assert ray_cluster.ran_in_worker(json.loads(result.read_text().splitlines()[-1])["pid"])

@@ -138,7 +138,7 @@ def blend_record(recipe, runs, folders):
         return {"seed": run.seed, "status": run.status, "key": run.key, "path": str(run.folder),
                 "resources": run.resources, "started": run.started, "finished": run.finished,
                 "seconds": round(run.finished - run.started, 2) if run.finished else None,
-                "error": run.error, "log": run.log}
+                "worker": run.worker, "error": run.error, "log": run.log}
 
     return {
         "recipe": str(recipe.path.resolve()), "quick": recipe.quick,

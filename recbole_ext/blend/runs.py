@@ -4,6 +4,7 @@ member's seed runs averaged. Ray's workers import the task, _train, from this mo
 import hashlib
 import json
 import logging
+import os
 import shutil
 import signal
 import time
@@ -42,6 +43,7 @@ class Run:
     log: str | None = None
     started: float | None = None
     finished: float | None = None
+    worker: str | None = None  # the node and process that trained it (where its Ray logs are)
 
     @property
     def label(self):
@@ -101,7 +103,7 @@ def _train(settings):
     use_assigned_cpus()
     started = time.time()
     pipeline.run(settings)
-    return started, time.time()
+    return started, time.time(), f"{ray.util.get_node_ip_address()} pid {os.getpid()}"
 
 
 _train_task = ray.remote(max_retries=0)(_train)
@@ -131,7 +133,7 @@ def train(runs, address=None, max_parallel=None):
             done, _ = ray.wait(list(running), num_returns=1)
             run = running.pop(done[0])
             try:
-                run.started, run.finished = ray.get(done[0])
+                run.started, run.finished, run.worker = ray.get(done[0])
                 run.status = "trained"
             except ray.exceptions.RayError as error:  # the run's exception, or its worker died
                 cause = getattr(error, "cause", None)
