@@ -130,7 +130,13 @@ def train(runs, address=None, max_parallel=None):
                 logger.info("training %s with %s: %s", run.label, run.resources, run.folder)
                 options = {"num_cpus": run.resources["cpu"], "num_gpus": run.resources["gpu"]}
                 running[_train_task.options(**options).remote(run.settings)] = run
-            done, _ = ray.wait(list(running), num_returns=1)
+            try:
+                done, _ = ray.wait(list(running), num_returns=1)
+            except KeyboardInterrupt:  # runs cut short keep their .interrupted/ folder, as run.py's do
+                for task in running:
+                    ray.cancel(task)  # a KeyboardInterrupt in the task
+                ray.wait(list(running), num_returns=len(running), timeout=60)
+                raise
             run = running.pop(done[0])
             try:
                 run.started, run.finished, run.worker = ray.get(done[0])
