@@ -126,7 +126,9 @@ def test_the_shipped_recipe_and_its_quick_variant_are_valid(tiny_raw, monkeypatc
 # SIGTERM (`timeout`, job schedulers) stops a blend as Ctrl-C does
 
 
-def test_sigterm_stops_a_blend_in_one_line_and_writes_no_output(tmp_path, tiny_raw, data_dir):
+@pytest.mark.parametrize("signum, name", [(signal.SIGTERM, "SIGTERM"), (signal.SIGINT, "Ctrl-C")])
+def test_sigterm_or_ctrl_c_stops_a_blend_in_one_line_and_writes_no_output(signum, name, tmp_path, tiny_raw,
+                                                                          data_dir):
     endless = {"model": "BPR", "set": {"epochs": 100000, "stopping_step": 100000, "embedding_size": 16}}
     recipe = write_recipe(tmp_path / "recipe.yaml", {"EASE": MEMBERS["EASE"], "Endless": endless})
     runs = tmp_path / "runs"
@@ -138,13 +140,13 @@ def test_sigterm_stops_a_blend_in_one_line_and_writes_no_output(tmp_path, tiny_r
         while not list(runs.glob(".Endless-*.partial-*")):  # its Ray task has started the run
             assert process.poll() is None and time.monotonic() < deadline, process.communicate()
             time.sleep(0.2)
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(signum)
         _, stderr = process.communicate(timeout=60)
     finally:
         process.kill()
     assert process.returncode == 130
     assert "Traceback" not in stderr
-    assert stderr.strip().splitlines()[-1] == ("interrupted (SIGTERM): finished runs are kept and reused by the "
+    assert stderr.strip().splitlines()[-1] == (f"interrupted ({name}): finished runs are kept and reused by the "
                                                "same command")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["recipe.yaml", "runs"]  # no output, no staging folder
     interrupted, = runs.glob("Endless-*.interrupted")  # the run cut short keeps its log, as run.py's do
