@@ -68,6 +68,19 @@ def wait_for(condition, timeout):
     raise TimeoutError(f"nothing after {timeout} s")
 
 
+def interrupt_when(process, started, signum, timeout=120):
+    """Send signum to a command (a Popen with pipes) once started() holds; returns its stderr once it ends."""
+    try:
+        deadline = time.monotonic() + timeout
+        while not started():
+            assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+            time.sleep(0.2)
+        process.send_signal(signum)
+        return process.communicate(timeout=60)[1]
+    finally:
+        process.kill()
+
+
 @dataclass
 class RayCluster:
     address: str

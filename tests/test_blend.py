@@ -6,7 +6,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,7 @@ import pandas as pd
 import pytest
 import ray
 import yaml
+from conftest import interrupt_when
 
 from recbole_ext import blend as blending
 from recbole_ext import ensemble
@@ -135,15 +135,7 @@ def test_sigterm_or_ctrl_c_stops_a_blend_in_one_line_and_writes_no_output(signum
     argv = [sys.executable, "-m", "recbole_ext.blend", str(recipe), "--data", str(tiny_raw), "--output",
             str(tmp_path / "out"), "--runs", str(runs), f"data_dir={data_dir}"]
     process = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 120
-        while not list(runs.glob(".Endless-*.partial-*")):  # its Ray task has started the run
-            assert process.poll() is None and time.monotonic() < deadline, process.communicate()
-            time.sleep(0.2)
-        process.send_signal(signum)
-        _, stderr = process.communicate(timeout=60)
-    finally:
-        process.kill()
+    stderr = interrupt_when(process, lambda: list(runs.glob(".Endless-*.partial-*")), signum)  # once it trains
     assert process.returncode == 130
     assert "Traceback" not in stderr
     assert stderr.strip().splitlines()[-1] == (f"interrupted ({name}): finished runs are kept and reused by the "

@@ -2,17 +2,15 @@
 
 import json
 import math
-import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
-from conftest import write_raw
+from conftest import interrupt_when, write_raw
 
 from recbole_ext.config import ConfigError, load_settings
 from recbole_ext.files import json_text, staging_path, write_atomic
@@ -305,15 +303,7 @@ def test_an_interrupted_run_says_so_in_one_line_and_keeps_its_log(sent, name, ti
     # started as a shell starts a background job (`nohup run.py ... &`): with SIGINT ignored
     process = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
-    try:
-        deadline = time.monotonic() + 120
-        while "epoch 1 training" not in read_log(tmp_path):  # training has started
-            assert process.poll() is None and time.monotonic() < deadline, process.communicate()
-            time.sleep(0.2)
-        process.send_signal(sent)
-        stdout, stderr = process.communicate(timeout=60)
-    finally:
-        process.kill()
+    stderr = interrupt_when(process, lambda: "epoch 1 training" in read_log(tmp_path), sent)
     interrupted = tmp_path / "bpr.interrupted"
     assert process.returncode == 130
     assert "Traceback" not in stderr
