@@ -6,13 +6,12 @@ writers), so the default needs no download. Every rating becomes an
 implicit interaction, as in the competition.
 """
 
-import shutil
 from pathlib import Path
 
 import pandas as pd
 
 from atomic_data.raw import RATINGS_FILE
-from recbole_ext.files import remove_dead_partials, staging_path
+from recbole_ext.files import staged
 
 
 def ml100k_source():
@@ -46,19 +45,11 @@ def write_ml100k_raw(raw_dir):
     titles = item["movie_title:token_seq"] + (" (" + year + ")").where(has_year, "")
     genres = item["class:token_seq"].str.split(" ").explode()
 
-    raw_dir.parent.mkdir(parents=True, exist_ok=True)
-    remove_dead_partials(raw_dir.parent)
-    staging = staging_path(raw_dir)
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    try:
+    with staged(raw_dir) as staging:
         ratings.to_csv(staging / RATINGS_FILE, index=False)
         _tsv(staging / "titles.tsv", "title", ids, titles)
         _tsv(staging / "years.tsv", "year", ids[has_year], year[has_year])
         _tsv(staging / "genres.tsv", "genre", ids[genres.index], genres)
-        staging.rename(raw_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return raw_dir
 
 

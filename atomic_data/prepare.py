@@ -18,7 +18,6 @@ folder that is renamed into place only when complete.
 
 import hashlib
 import json
-import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from atomic_data.holdout import NOT_HELD_OUT, PART_NAMES, holdout_parts
 from atomic_data.items import build_item_table
 from atomic_data.tables import write_table
 from atomic_data.raw import RATINGS_FILE, SIDE_FILES, RawDataError, read_ratings, read_side_file, require_file
-from recbole_ext.files import remove_dead_partials, staging_path
+from recbole_ext.files import staged
 
 FORMAT_VERSION = 1  # bump when the written files change for the same input
 INTER_HEADER = ("user_id:token", "item_id:token", "timestamp:float")
@@ -97,28 +96,22 @@ def prepare(raw_dir, out_dir, name, rule):
         return Prepared.load(target, cached=True)
 
     started = time.perf_counter()
-    remove_dead_partials(out_dir)  # what a killed preparation left
-    staging = staging_path(target)
-    shutil.rmtree(staging, ignore_errors=True)
     try:
-        counts = _write_version(raw_dir, staging, name, rule)
-        manifest = {
-            "fingerprint": key,
-            "name": name,
-            "raw_dir": str(raw_dir.resolve()),
-            "holdout": rule.as_dict(),
-            "format": FORMAT_VERSION,
-            "counts": counts,
-            "seconds": round(time.perf_counter() - started, 3),
-        }
-        (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
-        try:
-            staging.rename(target)
-        except OSError:
-            if not (target / MANIFEST_FILE).is_file():  # not a concurrent twin: a real error
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        with staged(target) as staging:  # a killed preparation's folder is removed by the next one
+            counts = _write_version(raw_dir, staging, name, rule)
+            manifest = {
+                "fingerprint": key,
+                "name": name,
+                "raw_dir": str(raw_dir.resolve()),
+                "holdout": rule.as_dict(),
+                "format": FORMAT_VERSION,
+                "counts": counts,
+                "seconds": round(time.perf_counter() - started, 3),
+            }
+            (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+    except OSError:
+        if not (target / MANIFEST_FILE).is_file():  # not a concurrent twin that finished first: a real error
+            raise
     return Prepared.load(target, cached=False)
 
 
@@ -138,7 +131,6 @@ def _write_version(raw_dir, staging, name, rule):
     parts = holdout_parts(users, rule)
     kept = parts == NOT_HELD_OUT
 
-    staging.mkdir(parents=True)
     counts = {
         "users": len(pd.unique(users)),
         "items": len(pd.unique(items)),

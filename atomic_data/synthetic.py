@@ -27,7 +27,7 @@ import pandas as pd
 
 from atomic_data.raw import RATINGS_FILE, SIDE_FILES, RawDataError, read_side_file
 from atomic_data.tables import write_table
-from recbole_ext.files import remove_dead_partials, staging_path
+from recbole_ext.files import new_staging
 
 GENRES = (
     "Drama Comedy Thriller Romance Action Crime Adventure Sci-Fi Horror Fantasy "
@@ -53,11 +53,7 @@ def generate(out_dir, scale=Scale(), seed=0, catalogue=None):
     """Write the six files into out_dir (replacing them); returns the number of interactions."""
     rng = np.random.default_rng(seed)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    remove_dead_partials(out_dir)
-    staging = staging_path(out_dir / "synthetic")  # the files appear together, when complete
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
+    staging = new_staging(out_dir / "synthetic")  # the files appear together, when complete
     try:
         if catalogue is not None:
             side = _catalogue_side_files(Path(catalogue), scale.items, rng)

@@ -23,14 +23,14 @@ import pandas as pd
 
 from atomic_data import Prepared
 from recbole_ext import ConfigError
-from recbole_ext.files import json_text
+from recbole_ext.files import json_text, staged
 from recbole_ext.fusion import DEFAULT_DEPTH, METHODS, RRF_OFFSET, EnsembleError, blender, evaluate, priority_order
 from recbole_ext.metrics import (
     RECALL, K, bootstrap_interval, describe_difference, describe_holdout, holdout_detail, mean_scores,
     paired_differences, part_scores,
 )
 from recbole_ext.run_folder import (
-    FULL_TOP, SUBMISSION, SUMMARY, VALID_TOP, Timer, holdout_activity, output_folder, staged, submission_frame,
+    FULL_TOP, SUBMISSION, SUMMARY, VALID_TOP, Timer, holdout_activity, output_folder, submission_frame,
     write_holdout_users,
 )
 

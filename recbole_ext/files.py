@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import socket
+from contextlib import contextmanager
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -26,6 +27,36 @@ def staging_path(final, pid=None):
     """The name an output folder is written under ("*" as pid: a glob for every process's, on any machine)."""
     writer = "*" if pid == "*" else f"{HOST}-{os.getpid() if pid is None else pid}"
     return final.with_name(f".{final.name}.partial-{writer}")
+
+
+def new_staging(final):
+    """An empty folder under final's staging name (final's parent made, dead processes' leftovers there removed)."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    remove_dead_partials(final.parent)
+    staging = staging_path(final)
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    return staging
+
+
+@contextmanager
+def staged(final, replace=False):
+    """A folder written under its staging name, renamed to final when the block completes; gone if it fails.
+    replace: an existing final (an earlier blend) is moved aside, the new folder renamed in, then the old
+    one removed; a block that fails leaves it as it was."""
+    staging = new_staging(final)
+    try:
+        yield staging
+        if replace and final.exists():
+            old = staging_path(final.with_name(final.name + ".old"))
+            final.rename(old)
+            staging.rename(final)
+            shutil.rmtree(old)
+        else:
+            staging.rename(final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 def write_atomic(path, write):

@@ -1,8 +1,8 @@
 """A run folder: what it holds, and how it comes to be (runs, --predict-only, ensembles, tune trials).
 
 A folder is written under a hidden staging name beside its final one and
-renamed into place when complete (``staged``; staging names hold the host and
-pid, so that the next writer removes what a killed process left). A run's folder
+renamed into place when complete (``files.staged``; staging names hold the host
+and pid, so that the next writer removes what a killed process left). A run's folder
 also holds its run.log (``run_folder``); a run that stops early keeps what it
 finished: ``<output>.failed/`` (an error: run.log, error.txt) or
 ``<output>.interrupted/`` (Ctrl-C, SIGTERM: run.log), each with the validation
@@ -31,7 +31,7 @@ import pandas as pd
 from atomic_data import RawDataError
 from atomic_data.tables import read_inter
 from recbole_ext import ConfigError
-from recbole_ext.files import json_text, remove_dead_partials, staging_path
+from recbole_ext.files import json_text, new_staging
 from recbole_ext.metrics import K, activity_groups
 
 logger = logging.getLogger("movierec")
@@ -65,40 +65,11 @@ def kept_folders(final):
     return [final, *(final.with_name(final.name + suffix) for suffix in (FAILED, INTERRUPTED))]
 
 
-def _new_staging(final):
-    final.parent.mkdir(parents=True, exist_ok=True)
-    remove_dead_partials(final.parent)
-    staging = staging_path(final)
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    return staging
-
-
-@contextmanager
-def staged(final, replace=False):
-    """A folder written under its staging name, renamed to final when the block completes; gone if it fails.
-    replace: an existing final (an earlier blend) is moved aside, the new folder renamed in, then the old
-    one removed; a block that fails leaves it as it was."""
-    staging = _new_staging(final)
-    try:
-        yield staging
-        if replace and final.exists():
-            old = staging_path(final.with_name(final.name + ".old"))
-            final.rename(old)
-            staging.rename(final)
-            shutil.rmtree(old)
-        else:
-            staging.rename(final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-
-
 @contextmanager
 def run_folder(final, state):
     """A run's folder: staged, with its run.log (``state``: the log level); a run that stops early keeps
     what _keep_finished_work says (the exception's kept_in)."""
-    staging = _new_staging(final)
+    staging = new_staging(final)
     try:
         with run_logging(staging / LOG_FILE, state):
             yield staging

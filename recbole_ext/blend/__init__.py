@@ -48,7 +48,7 @@ from pathlib import Path
 from recbole_ext import ConfigError, ensemble, run_folder
 from recbole_ext.blend.recipe import member_settings, read_recipe
 from recbole_ext.blend.runs import member_folders, plan, train
-from recbole_ext.files import json_text
+from recbole_ext.files import json_text, staged
 from recbole_ext.recbole_config import resolve_device
 
 __all__ = ["BlendError", "blend", "member_settings", "read_recipe", "report"]
@@ -114,7 +114,7 @@ def write_blend(recipe, runs, folders, output, seconds=None):
         if not sum(kept):
             raise BlendError(f"the members that finished ({', '.join(folders)}) all have weight 0")
         weights = ",".join(str(w) for w in kept)
-    with run_folder.staged(output, replace=True) as staging:
+    with staged(output, replace=True) as staging:
         (staging / MEMBERS_DIR).mkdir()
         for name, folder in folders.items():
             (staging / MEMBERS_DIR / name).symlink_to(Path(folder).resolve(), target_is_directory=True)

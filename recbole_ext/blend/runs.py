@@ -17,7 +17,7 @@ import ray
 from atomic_data import Prepared
 from recbole_ext import ConfigError, ensemble, fusion, pipeline, run_folder
 from recbole_ext.blend.recipe import member_settings
-from recbole_ext.files import json_text
+from recbole_ext.files import json_text, staged
 from recbole_ext.metrics import holdout_detail, mean_scores, part_scores
 from recbole_ext.tune.driver import start_ray
 from recbole_ext.tune.space import TUNE_DEFAULTS, parse_resources
@@ -189,7 +189,7 @@ def average_seeds(runs, folder):
         "averaged": "the mean of each seed run's per-user min-max scaled scores (ensemble score fusion)",
         "timings": {},
     }
-    with run_folder.staged(folder, replace=True) as staging:  # replaces a folder that is not a finished average
+    with staged(folder, replace=True) as staging:  # replaces a folder that is not a finished average
         valid[["user", "item", "score"]].to_csv(staging / run_folder.VALID_TOP, index=False)
         run_folder.write_full_lists(staging, full, ensemble.full_inter_path(first["data"]["data_path"]))
         run_folder.write_holdout_users(staging, users)

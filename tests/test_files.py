@@ -3,7 +3,7 @@ complete (a blend's output folder)."""
 
 import pytest
 
-from recbole_ext.run_folder import staged
+from recbole_ext.files import staged
 
 
 def test_a_staged_replacement_keeps_the_old_folder_until_the_new_one_is_complete(tmp_path):
