@@ -147,12 +147,6 @@ def load_prepared(data_path):
     return prepared
 
 
-def full_inter_path(data_path):
-    """The .inter of all interactions: its users are the users of the submission."""
-    prepared = load_prepared(data_path)
-    return prepared.inter_path(prepared.name)
-
-
 def compare_with_members(member_users, blend_users):
     """Each member's and the blend's recall@10 interval, and the blend minus its best member
     (paired over the same users); member_users {name: per-user scores}."""

@@ -14,7 +14,6 @@ from pathlib import Path
 import pandas as pd
 import ray
 
-from atomic_data import Prepared
 from recbole_ext import ConfigError, ensemble, fusion, pipeline, run_folder
 from recbole_ext.blend.recipe import member_settings
 from recbole_ext.files import json_text, staged
@@ -179,7 +178,8 @@ def average_seeds(runs, folder):
     valid = fusion.score_fusion([m.valid for m in members], weights, k=top_n)
     full = fusion.score_fusion([m.full for m in members], weights, k=top_n)
     hidden = pd.read_csv(first["data"]["holdout_path"])
-    users = run_folder.holdout_activity(Prepared.load(first["data"]["data_path"]), hidden).join(part_scores(valid, hidden))
+    prepared = ensemble.load_prepared(first["data"]["data_path"])
+    users = run_folder.holdout_activity(prepared, hidden).join(part_scores(valid, hidden))
     summary = {
         **{key: first[key] for key in ("model", "data", "config")},
         "holdout": mean_scores(users),
@@ -191,7 +191,7 @@ def average_seeds(runs, folder):
     }
     with staged(folder, replace=True) as staging:  # replaces a folder that is not a finished average
         valid[["user", "item", "score"]].to_csv(staging / run_folder.VALID_TOP, index=False)
-        run_folder.write_full_lists(staging, full, ensemble.full_inter_path(first["data"]["data_path"]))
+        run_folder.write_full_lists(staging, full, prepared.inter_path(prepared.name))
         run_folder.write_holdout_users(staging, users)
         (staging / run_folder.SUMMARY).write_text(json_text(summary))
     return folder
