@@ -6,7 +6,6 @@ import json
 import logging
 import os
 import shutil
-import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,10 +113,7 @@ def train(runs, address=None, max_parallel=None):
     waiting = [run for run in runs if run.status != "reused"]
     if not waiting:
         return
-    on_sigterm = signal.getsignal(signal.SIGTERM)
     started_ray = start_ray(address)
-    if callable(on_sigterm) and signal.getsignal(signal.SIGTERM) is not on_sigterm:
-        signal.signal(signal.SIGTERM, on_sigterm)  # Ray's start set one that exits: the command's own stays
     try:
         for run in waiting:
             run.resources = trial_resources(run.resources, run.settings["device"])

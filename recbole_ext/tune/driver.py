@@ -137,21 +137,28 @@ def _as_ctrl_c(signum, frame):
 
 
 def start_ray(address=None):
-    """Attach to the cluster at address, or start a local Ray; False when Ray was already up."""
+    """Attach to the cluster at address, or start a local Ray; False when Ray was already up.
+
+    ray.init installs a SIGTERM handler that exits the process: a handler the command set itself
+    (stop_on_signals) is put back, so that SIGTERM still stops it the way Ctrl-C does.
+    """
     if ray.is_initialized():
         return False
+    on_sigterm = signal.getsignal(signal.SIGTERM)
     # trials import movierec from this checkout (on a cluster: the same path on every node)
     pythonpath = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     runtime_env = {"env_vars": {"PYTHONPATH": pythonpath}}
     if not address:  # "local": a new runtime, never a cluster someone else started on this machine
         ray.init(address="local", include_dashboard=False, runtime_env=runtime_env)
-        return True
-    try:
-        ray.init(address=address, runtime_env=runtime_env)
-    except (ConnectionError, RuntimeError) as error:
-        reason = str(error).strip().splitlines()[-1]
-        raise ConfigError(f"--address {address}: cannot attach to the Ray cluster: {reason} (a cluster with token "
-                          f"authentication also needs RAY_AUTH_MODE=token and its token)") from None
+    else:
+        try:
+            ray.init(address=address, runtime_env=runtime_env)
+        except (ConnectionError, RuntimeError) as error:
+            reason = str(error).strip().splitlines()[-1]
+            raise ConfigError(f"--address {address}: cannot attach to the Ray cluster: {reason} (a cluster with "
+                              f"token authentication also needs RAY_AUTH_MODE=token and its token)") from None
+    if callable(on_sigterm):
+        signal.signal(signal.SIGTERM, on_sigterm)
     return True
 
 
