@@ -107,7 +107,7 @@ def report_table(root):
     table = pd.DataFrame(rows, columns=COLUMNS)
     table = table.sort_values(["fingerprint", RECALL], ascending=[True, False], kind="stable")
     table = table.reset_index(drop=True)
-    for _, group in table.groupby("fingerprint", dropna=False):
+    for _, group in groups(table):  # best first within each data version
         table.loc[group.index, VERSUS_BEST] = versus_best(group["run"], folders).to_numpy()
     return table, skipped
 
