@@ -48,9 +48,10 @@ def main(argv=None):
         return 2
     except KeyboardInterrupt as interrupt:
         kept = getattr(interrupt, "kept_in", None)
-        print(f"interrupted ({stopped_by()}): "
-              + (f"what was finished is in {kept}" if kept else "nothing was written"),
-              file=sys.stderr)
+        print(
+            f"interrupted ({stopped_by()}): " + (f"what was finished is in {kept}" if kept else "nothing was written"),
+            file=sys.stderr,
+        )
         return 130
     except Exception as error:
         kept = getattr(error, "kept_in", None)
@@ -59,8 +60,10 @@ def main(argv=None):
         print(f"error: the run failed: {error_line(error)} (its log and traceback: {kept})", file=sys.stderr)
         return 1
     low, high = summary["holdout_detail"]["interval"]["recall@10"]
-    print(f"holdout recall@10: {summary['holdout']['recall@10']:.4f} (95% interval {low:.4f} to {high:.4f})  "
-          f"ndcg@10: {summary['holdout']['ndcg@10']:.4f}")
+    print(
+        f"holdout recall@10: {summary['holdout']['recall@10']:.4f} (95% interval {low:.4f} to {high:.4f})  "
+        f"ndcg@10: {summary['holdout']['ndcg@10']:.4f}"
+    )
     print(f"submission: {summary['output_dir']}/{SUBMISSION}")
     return 0
 

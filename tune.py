@@ -4,7 +4,7 @@
                    [--device auto|cpu|cuda] [--quick] [--address auto|HOST:PORT] [--resume]
                    [--retrain-best] [key=value ...]
 
-The search is the `tune:` section of the settings (see the README);
+The search is the `tune:` section of the settings (docs/tuning.md);
 settings layer as in run.py. --resume continues the search in --output.
 Exit codes: 0 done, 1 no trial produced a score, 2 bad settings (one `error:`
 line, before Ray starts), 130 interrupted by Ctrl-C or SIGTERM (--resume).
@@ -32,8 +32,9 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="apply the model yaml's `quick:` block (CPU-sized)")
     parser.add_argument("--address", help="attach to a running Ray cluster: auto or HOST:PORT")
     parser.add_argument("--resume", action="store_true", help="continue the interrupted search in --output")
-    parser.add_argument("--retrain-best", action="store_true",
-                        help="fit the best config on all data and write the submission")
+    parser.add_argument(
+        "--retrain-best", action="store_true", help="fit the best config on all data and write the submission"
+    )
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_intermixed_args(argv)  # key=value anywhere on the line
     flags = {"data": args.data, "output_dir": args.output, "device": args.device, "tune.num_samples": args.num_samples}
@@ -65,16 +66,20 @@ def main(argv=None):
         print(f"interrupted; continue with: python tune.py --resume --output {result.output}")
         return 130
     if result.best is None:
-        print(f"error: no trial produced a {result.spec.metric}; see the errors in {result.output / TRIALS_CSV}",
-              file=sys.stderr)
+        print(
+            f"error: no trial produced a {result.spec.metric}; see the errors in {result.output / TRIALS_CSV}",
+            file=sys.stderr,
+        )
         return 1
     if result.honest:
         print(f"best trial {result.honest['trial']}: {describe_honest(result.honest)}")
     print(f"best config: {result.best}  (python run.py --config {result.best})")
     if result.retrained:
-        print(f"best config on all data: holdout {result.spec.metric} "
-              f"{result.retrained['holdout'][result.spec.metric]:.4f}, "
-              f"submission: {result.retrained['output_dir']}/{SUBMISSION}")
+        print(
+            f"best config on all data: holdout {result.spec.metric} "
+            f"{result.retrained['holdout'][result.spec.metric]:.4f}, "
+            f"submission: {result.retrained['output_dir']}/{SUBMISSION}"
+        )
     return 0
 
 

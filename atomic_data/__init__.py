@@ -8,7 +8,6 @@ Defaults (dataset name, holdout rule, data folder) live in yaml/base.yaml.
 from pathlib import Path
 
 import yaml
-
 from atomic_data.holdout import HoldoutRule
 from atomic_data.prepare import Prepared, prepare
 from atomic_data.raw import RawDataError

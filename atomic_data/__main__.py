@@ -19,15 +19,24 @@ def main(argv=None):
         prog="python -m atomic_data",
         description="Check the competition's raw files and write RecBole atomic files plus a local holdout.",
     )
-    parser.add_argument("raw_dir", type=Path, nargs="?",
-                        help="folder with train_ratings.csv and the optional side .tsv files "
-                             "(default: the embedded MovieLens-100K)")
-    parser.add_argument("--out", type=Path, default=Path(defaults["data_dir"]) / "prepared",
-                        help="output folder (default: %(default)s)")
+    parser.add_argument(
+        "raw_dir",
+        type=Path,
+        nargs="?",
+        help="folder with train_ratings.csv and the optional side .tsv files (default: the embedded MovieLens-100K)",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path(defaults["data_dir"]) / "prepared", help="output folder (default: %(default)s)"
+    )
     parser.add_argument("--name", default=defaults["dataset"], help="dataset name (default: %(default)s)")
     for key, value in rule_defaults.items():
-        parser.add_argument(f"--holdout-{key.replace('_', '-')}", dest=key, type=type(value), default=value,
-                            help=f"holdout.{key} (default: %(default)s)")
+        parser.add_argument(
+            f"--holdout-{key.replace('_', '-')}",
+            dest=key,
+            type=type(value),
+            default=value,
+            help=f"holdout.{key} (default: %(default)s)",
+        )
     args = parser.parse_args(argv)
     logging.basicConfig(format="warning: %(message)s", level=logging.WARNING)  # e.g. a side file read as cp1252
     try:

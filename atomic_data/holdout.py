@@ -34,9 +34,7 @@ class HoldoutRule:
         unknown = sorted(set(values) - known)
         missing = sorted(known - set(values))
         if unknown or missing:
-            raise ValueError(
-                f"{where}: unknown keys {unknown}, missing keys {missing}; expected {sorted(known)}"
-            )
+            raise ValueError(f"{where}: unknown keys {unknown}, missing keys {missing}; expected {sorted(known)}")
         rule = cls(**values)
         rule.check(where)
         return rule

@@ -28,8 +28,8 @@ import pandas as pd
 
 from atomic_data.holdout import NOT_HELD_OUT, PART_NAMES, holdout_parts
 from atomic_data.items import build_item_table
-from atomic_data.tables import write_table
 from atomic_data.raw import RATINGS_FILE, SIDE_FILES, RawDataError, read_ratings, read_side_file, require_file
+from atomic_data.tables import write_table
 from recbole_ext.files import staged
 
 FORMAT_VERSION = 1  # bump when the written files change for the same input

@@ -112,10 +112,16 @@ def _text_encoding(path):
         data.decode(FALLBACK_ENCODING)
     except UnicodeDecodeError as error:
         line = data.count(b"\n", 0, error.start) + 1
-        raise RawDataError(f"{path}:{line}: byte 0x{data[error.start]:02x} is neither UTF-8 nor "
-                           f"{FALLBACK_ENCODING} text") from None
-    logger.warning("%s: not UTF-8 (line %d, byte 0x%02x); read as %s (Windows Western European, which includes "
-                   "Latin-1's letters)", path, data.count(b"\n", 0, first) + 1, data[first], FALLBACK_ENCODING)
+        raise RawDataError(
+            f"{path}:{line}: byte 0x{data[error.start]:02x} is neither UTF-8 nor {FALLBACK_ENCODING} text"
+        ) from None
+    logger.warning(
+        "%s: not UTF-8 (line %d, byte 0x%02x); read as %s (Windows Western European, which includes Latin-1's letters)",
+        path,
+        data.count(b"\n", 0, first) + 1,
+        data[first],
+        FALLBACK_ENCODING,
+    )
     return FALLBACK_ENCODING
 
 
@@ -153,8 +159,9 @@ def _raise_first_bad_line(path, sep, columns, integer_columns, encoding):
                     raise RawDataError(f"{path}:{number}: empty {name!r} in {line.rstrip()!r}")
                 problem = _integer_problem(value) if name in integer_columns else None
                 if problem:
-                    raise RawDataError(f"{path}:{number}: {name!r} must be {problem}{UNITS.get(name, '')}, "
-                                       f"got {value!r}")
+                    raise RawDataError(
+                        f"{path}:{number}: {name!r} must be {problem}{UNITS.get(name, '')}, got {value!r}"
+                    )
 
 
 def _integer_problem(text):

@@ -34,7 +34,9 @@ GENRES = (
     "Mystery Children Animation War Documentary Musical Western Film-Noir"
 ).split()
 # the real catalogue's genre frequencies, most common first
-GENRE_WEIGHTS = np.array([3490, 2408, 1466, 1251, 1246, 924, 891, 653, 602, 557, 471, 432, 355, 346, 323, 282, 139, 97], float)
+GENRE_WEIGHTS = np.array(
+    [3490, 2408, 1466, 1251, 1246, 924, 891, 653, 602, 557, 471, 432, 355, 346, 323, 282, 139, 97], float
+)
 FIRST_TIME = 1_104_537_600  # 2005-01-01
 LAST_TIME = 1_427_760_000  # 2015-03-31
 
@@ -49,8 +51,9 @@ class Scale:
     max_count: int = 2_912
 
 
-def generate(out_dir, scale=Scale(), seed=0, catalogue=None):
+def generate(out_dir, scale=None, seed=0, catalogue=None):
     """Write the six files into out_dir (replacing them); returns the number of interactions."""
+    scale = scale or Scale()
     rng = np.random.default_rng(seed)
     out_dir = Path(out_dir)
     staging = new_staging(out_dir / "synthetic")  # the files appear together, when complete
@@ -169,7 +172,10 @@ def _credits(ids, primary, column, prefix, pool_share, coverage, per_item, rng):
 
 
 def _catalogue_side_files(catalogue, n_items, rng):
-    side = {name: read_side_file(catalogue, name) for name in ("titles.tsv", "years.tsv", "directors.tsv", "writers.tsv", "genres.tsv")}
+    side = {
+        name: read_side_file(catalogue, name)
+        for name in ("titles.tsv", "years.tsv", "directors.tsv", "writers.tsv", "genres.tsv")
+    }
     missing = [name for name, frame in side.items() if frame is None]
     if missing:
         raise FileNotFoundError(f"{catalogue}: the catalogue needs {missing}")

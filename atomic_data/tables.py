@@ -34,7 +34,8 @@ def read_inter(path):
     table = pa_csv.read_csv(
         path,
         parse_options=pa_csv.ParseOptions(delimiter="\t"),
-        convert_options=pa_csv.ConvertOptions(column_types=dict.fromkeys(
-            ("user_id:token", "item_id:token", "timestamp:float"), pa.int64())),
+        convert_options=pa_csv.ConvertOptions(
+            column_types=dict.fromkeys(("user_id:token", "item_id:token", "timestamp:float"), pa.int64())
+        ),
     )
     return tuple(table.column(i).to_numpy() for i in range(3))

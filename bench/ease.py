@@ -26,14 +26,17 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import BENCH_DATA, competition_scale_raw, measured, memory_mb, table  # noqa: E402
+from bench.common import BENCH_DATA, competition_scale_raw, measured, memory_mb, table
 
 DATA_DIR = BENCH_DATA / "ease"
 ITEM_FIELDS = "load_col={inter: [user_id, item_id, timestamp], item: [item_id, genre, director, writer, year]}"
 SCALE_MODELS = [  # label, model, overrides
     ("movierec EASE (float32)", "EASE", []),
-    ("movierec EASE + side info (genre, director, writer, year)", "EASE",
-     [ITEM_FIELDS, "side_weights={genre: 5.0, director: 5.0, writer: 5.0, year: 5.0}"]),
+    (
+        "movierec EASE + side info (genre, director, writer, year)",
+        "EASE",
+        [ITEM_FIELDS, "side_weights={genre: 5.0, director: 5.0, writer: 5.0, year: 5.0}"],
+    ),
     ("RecBole EASE", "RecBoleEASE", []),
 ]
 ML100K_FIELDS = "load_col={inter: [user_id, item_id, timestamp], item: [item_id, genre, year]}"
@@ -53,8 +56,9 @@ def fit_child(model_name, overrides, load_only):
     from recbole_ext.pipeline import prepare_data
     from recbole_ext.recbole_config import recbole_config
 
-    settings = load_settings(model_name, overrides=[f"data={competition_scale_raw()}", f"data_dir={DATA_DIR}",
-                                                    "state=WARNING", *overrides])
+    settings = load_settings(
+        model_name, overrides=[f"data={competition_scale_raw()}", f"data_dir={DATA_DIR}", "state=WARNING", *overrides]
+    )
     prepared = prepare_data(settings)
     checkpoints = tempfile.mkdtemp(prefix="ease-bench-")
     config = recbole_config(settings, prepared.data_path, prepared.valid_name, checkpoints)
@@ -71,17 +75,33 @@ def fit_child(model_name, overrides, load_only):
         model.fit()
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
     _, peak = memory_mb()
-    print(json.dumps({
-        "seconds": seconds, "cpu_seconds": cpu_seconds,
-        "before_mb": before, "fit_peak_mb": peak, "load_peak_mb": load_peak,
-        "users": dataset.user_num - 1, "items": dataset.item_num - 1, "interactions": len(dataset.inter_feat),
-    }))
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "cpu_seconds": cpu_seconds,
+                "before_mb": before,
+                "fit_peak_mb": peak,
+                "load_peak_mb": load_peak,
+                "users": dataset.user_num - 1,
+                "items": dataset.item_num - 1,
+                "interactions": len(dataset.inter_feat),
+            }
+        )
+    )
 
 
 def competition_scale(repeats, reg):
     def child(model, overrides, load_only=False):
-        args = [sys.executable, "bench/ease.py", "--child", model, *(["--load-only"] if load_only else []),
-                f"reg_weight={reg}", *overrides]
+        args = [
+            sys.executable,
+            "bench/ease.py",
+            "--child",
+            model,
+            *(["--load-only"] if load_only else []),
+            f"reg_weight={reg}",
+            *overrides,
+        ]
         return measured(args)
 
     print("building the datasets (cached after the first run) ...", flush=True)
@@ -102,8 +122,13 @@ def ml100k_recall(reg):
     recall = {}
     with tempfile.TemporaryDirectory(prefix="ease-bench-", dir=BENCH_DATA) as out:
         for i, (label, model, overrides) in enumerate(ML100K_MODELS):
-            common = [f"data_dir={DATA_DIR}", f"output_dir={out}/{i}", "state=WARNING", "show_progress=false",
-                      f"reg_weight={reg}"]
+            common = [
+                f"data_dir={DATA_DIR}",
+                f"output_dir={out}/{i}",
+                "state=WARNING",
+                "show_progress=false",
+                f"reg_weight={reg}",
+            ]
             recall[label] = run(load_settings(model, overrides=common + overrides))["holdout"]["recall@10"]
     return recall
 
@@ -126,22 +151,39 @@ def main():
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
     shape = next(iter(runs.values()))[0]
-    print(f"\ncompetition-scale synthetic -val dataset: {shape['users']} users x {shape['items']} items, "
-          f"{shape['interactions']} interactions; reg_weight {reg}")
+    print(
+        f"\ncompetition-scale synthetic -val dataset: {shape['users']} users x {shape['items']} items, "
+        f"{shape['interactions']} interactions; reg_weight {reg}"
+    )
     rows = []
     for label, results in runs.items():
-        rows.append((
-            label,
-            " / ".join(f"{r['seconds']:.2f}" for r in results),
-            " / ".join(f"{r['cpu_seconds']:.2f}" for r in results),
-            " / ".join(f"{r['load']:.1f}" for r in results),
-            f"{max(r['before_mb'] for r in results):.0f}",
-            f"{max(r['fit_peak_mb'] for r in results):.0f}",
-            f"{max(r['fit_peak_mb'] - r['before_mb'] for r in results):.0f}",
-            f"{max(r['load_peak_mb'] for r in results):.0f}",
-        ))
-    print(table(rows, ("model", "fit seconds (each run)", "CPU seconds", "load at start", "MB before fit",
-                       "peak MB in fit", "fit adds MB", "peak MB in load")))
+        rows.append(
+            (
+                label,
+                " / ".join(f"{r['seconds']:.2f}" for r in results),
+                " / ".join(f"{r['cpu_seconds']:.2f}" for r in results),
+                " / ".join(f"{r['load']:.1f}" for r in results),
+                f"{max(r['before_mb'] for r in results):.0f}",
+                f"{max(r['fit_peak_mb'] for r in results):.0f}",
+                f"{max(r['fit_peak_mb'] - r['before_mb'] for r in results):.0f}",
+                f"{max(r['load_peak_mb'] for r in results):.0f}",
+            )
+        )
+    print(
+        table(
+            rows,
+            (
+                "model",
+                "fit seconds (each run)",
+                "CPU seconds",
+                "load at start",
+                "MB before fit",
+                "peak MB in fit",
+                "fit adds MB",
+                "peak MB in load",
+            ),
+        )
+    )
 
     print(f"\nembedded MovieLens-100K, holdout Recall@10 (pipeline, reg_weight {reg}):")
     print(table([(label, f"{value:.4f}") for label, value in recall.items()], ("model", "recall@10")))
@@ -154,9 +196,11 @@ def main():
     print(f"\nspeed: RecBole / movierec fit time (best runs) = {best['recbole'] / best['ours']:.2f}x  (goal >= 3x)")
     print(f"memory: movierec / RecBole peak in fit = {peak['ours'] / peak['recbole']:.2f}  (goal <= 1.00)")
     print(f"recall@10: movierec - RecBole = {gap:+.4f}  (goal within 0.002)")
-    print(f"side information: {ML100K_MODELS[1][0]} - movierec EASE = {side_gap:+.4f} recall@10 on MovieLens-100K; "
-          f"fit with 4 side fields at competition scale {min(r['seconds'] for r in side):.2f} s "
-          f"vs {best['ours']:.2f} s without")
+    print(
+        f"side information: {ML100K_MODELS[1][0]} - movierec EASE = {side_gap:+.4f} recall@10 on MovieLens-100K; "
+        f"fit with 4 side fields at competition scale {min(r['seconds'] for r in side):.2f} s "
+        f"vs {best['ours']:.2f} s without"
+    )
 
 
 if __name__ == "__main__":

@@ -15,10 +15,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from recbole_ext.config import YAML_DIR, load_settings, read_yaml  # noqa: E402
-from recbole_ext.pipeline import run  # noqa: E402
-
-from bench.common import BENCH_DATA, table  # noqa: E402
+from bench.common import BENCH_DATA, table
+from recbole_ext.config import YAML_DIR, load_settings, read_yaml
+from recbole_ext.pipeline import run
 
 # RecBole models without a yaml of their own, with small settings
 BASELINES = {
@@ -28,17 +27,24 @@ BASELINES = {
     "SLIMElastic": [],
     "MultiDAE": ["epochs=30", "stopping_step=5"],
     "NGCF": ["epochs=30", "stopping_step=5"],
-    "GRU4RecF": ["epochs=5", "MAX_ITEM_LIST_LENGTH=20", "selected_features=[genre]",
-                 "load_col={inter: [user_id, item_id, timestamp], item: [item_id, genre]}"],
+    "GRU4RecF": [
+        "epochs=5",
+        "MAX_ITEM_LIST_LENGTH=20",
+        "selected_features=[genre]",
+        "load_col={inter: [user_id, item_id, timestamp], item: [item_id, genre]}",
+    ],
     "FM": ["epochs=10", "stopping_step=3"],
 }
 
 
 def yaml_models():
     """A model's name where its yaml is yaml/<model>.yaml, else the file (yaml/gsasrec.yaml is SASRec's)."""
-    return [model if path.stem == model.lower() else str(path.relative_to(YAML_DIR.parent))
-            for path in sorted(YAML_DIR.glob("*.yaml")) if path.name != "base.yaml"
-            for model in [read_yaml(path)["model"]]]
+    return [
+        model if path.stem == model.lower() else str(path.relative_to(YAML_DIR.parent))
+        for path in sorted(YAML_DIR.glob("*.yaml"))
+        if path.name != "base.yaml"
+        for model in [read_yaml(path)["model"]]
+    ]
 
 
 def settings(model_or_yaml, overrides=(), quick=False):
@@ -57,8 +63,12 @@ def main():
     rows = []
     for model in models:
         has_quick = bool(settings(model).values.get("quick"))
-        overrides = [*BASELINES.get(model, []), "show_progress=false", "state=WARNING",
-                     f"output_dir={output / Path(model).stem}"]
+        overrides = [
+            *BASELINES.get(model, []),
+            "show_progress=false",
+            "state=WARNING",
+            f"output_dir={output / Path(model).stem}",
+        ]
         started = time.perf_counter()
         try:
             summary = run(settings(model, overrides, has_quick), validate_only=not args.full)
@@ -68,10 +78,17 @@ def main():
         seconds = time.perf_counter() - started
         detail = summary["holdout_detail"]
         low, high = detail["interval"]["recall@10"]
-        rows.append((model, f"{summary['holdout']['recall@10']:.4f}", f"{low:.4f} to {high:.4f}",
-                     *(f"{detail['parts'][part]['recall@10']:.4f}" for part in ("last", "random")),
-                     f"{summary['holdout']['ndcg@10']:.4f}", f"{seconds:.0f}",
-                     "quick" if has_quick else "baseline settings"))
+        rows.append(
+            (
+                model,
+                f"{summary['holdout']['recall@10']:.4f}",
+                f"{low:.4f} to {high:.4f}",
+                *(f"{detail['parts'][part]['recall@10']:.4f}" for part in ("last", "random")),
+                f"{summary['holdout']['ndcg@10']:.4f}",
+                f"{seconds:.0f}",
+                "quick" if has_quick else "baseline settings",
+            )
+        )
         print(f"{model}: recall@10 {rows[-1][1]}  ({seconds:.0f} s)", flush=True)
     rows.sort(key=lambda r: r[1] if r[1] != "failed" else "", reverse=True)
     print("\nholdout on MovieLens-100K (embedded default), CPU")

@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import BENCH_DATA, competition_scale_raw, measured, table  # noqa: E402
+from bench.common import BENCH_DATA, competition_scale_raw, measured, table
 
 
 def main():

@@ -23,33 +23,47 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from recbole.config import Config  # noqa: E402
-from recbole_ext import registry  # noqa: E402
-from recbole_ext.config import load_settings  # noqa: E402
-from recbole_ext.data import History, SequenceWindows, load_dataset  # noqa: E402
-from recbole_ext.pipeline import prepare_data, run  # noqa: E402
-from recbole_ext.recbole_config import recbole_config  # noqa: E402
+from recbole.config import Config
 
-from bench.common import BENCH_DATA, table  # noqa: E402
+from bench.common import BENCH_DATA, table
+from recbole_ext import registry
+from recbole_ext.config import load_settings
+from recbole_ext.data import History, SequenceWindows, load_dataset
+from recbole_ext.pipeline import prepare_data, run
+from recbole_ext.recbole_config import recbole_config
 
 ENCODER = ["MAX_ITEM_LIST_LENGTH=50", "hidden_size=64", "n_layers=2", "n_heads=2", "state=WARNING"]
 
 
 def batch_building(n_batches):
-    settings = load_settings("S3Rec", overrides=[*ENCODER, "item_attribute=[genre, year]", "train_batch_size=256",
-                                                 "train_windows=all"])
+    settings = load_settings(
+        "S3Rec", overrides=[*ENCODER, "item_attribute=[genre, year]", "train_batch_size=256", "train_windows=all"]
+    )
     prepared = prepare_data(settings)
-    config = recbole_config(settings, prepared.data_path, prepared.valid_name, BENCH_DATA / "checkpoints",
-                            load_col={**settings["load_col"], "item": ["item_id", "genre", "year"]})
+    config = recbole_config(
+        settings,
+        prepared.data_path,
+        prepared.valid_name,
+        BENCH_DATA / "checkpoints",
+        load_col={**settings["load_col"], "item": ["item_id", "genre", "year"]},
+    )
     dataset = load_dataset(config)
     history = History.from_file(dataset, prepared.inter_path(prepared.valid_name))
     batches = [b for _, b in zip(range(n_batches), SequenceWindows(history, config, "masked"))]
     ours = registry.get_model("S3Rec")(config, dataset)
-    recbole_config_ = Config(model="RecBoleS3Rec", dataset=prepared.valid_name, config_dict={
-        "data_path": str(prepared.data_path), "checkpoint_dir": str(BENCH_DATA / "checkpoints"),
-        "item_attribute": "genre", "MAX_ITEM_LIST_LENGTH": 50, "train_stage": "pretrain", "state": "WARNING",
-        "train_neg_sample_args": None,
-    })
+    recbole_config_ = Config(
+        model="RecBoleS3Rec",
+        dataset=prepared.valid_name,
+        config_dict={
+            "data_path": str(prepared.data_path),
+            "checkpoint_dir": str(BENCH_DATA / "checkpoints"),
+            "item_attribute": "genre",
+            "MAX_ITEM_LIST_LENGTH": 50,
+            "train_stage": "pretrain",
+            "state": "WARNING",
+            "train_neg_sample_args": None,
+        },
+    )
     recboles = registry.get_model("RecBoleS3Rec")(recbole_config_, dataset)  # same dataset, same item ids
 
     def ours_with(attributes):
@@ -68,7 +82,9 @@ def batch_building(n_batches):
     }
     sequences = sum(len(b["item_length"]) for b in batches)
     rows = [(name, f"{seconds:.3f}", f"{1000 * seconds / len(batches):.1f}") for name, seconds in timings.items()]
-    print(f"{len(batches)} batches, {sequences} sequences of up to 50 items (MovieLens-100K), CPU, {torch.get_num_threads()} threads")
+    print(
+        f"{len(batches)} batches, {sequences} sequences of up to 50 items (MovieLens-100K), CPU, {torch.get_num_threads()} threads"
+    )
     print(table(rows, ("pretraining batch", "seconds", "ms / batch")))
     speedup = timings["RecBole reconstruct_pretrain_data, genre"] / timings["movierec, genre"]
     print(f"\nspeed-up on the same attribute (genre): {speedup:.1f}x  (goal >= 10x)")
@@ -86,30 +102,51 @@ def timed(work, repeats=3):
 def transfer(pretrain_epochs):
     """SASRec from scratch vs after single- and multi-attribute pretraining, CPU-sized, validation only."""
     output = BENCH_DATA / "s3rec-transfer" / time.strftime("%Y%m%d-%H%M%S")
-    finetune = ["MAX_ITEM_LIST_LENGTH=20", "hidden_size=32", "inner_size=64", "epochs=8", "stopping_step=3",
-                "state=WARNING", "show_progress=false"]
+    finetune = [
+        "MAX_ITEM_LIST_LENGTH=20",
+        "hidden_size=32",
+        "inner_size=64",
+        "epochs=8",
+        "stopping_step=3",
+        "state=WARNING",
+        "show_progress=false",
+    ]
 
     def holdout_run(name, model, *extra):
         settings = load_settings(model, overrides=[*finetune, *extra, f"output_dir={output / name}"])
         summary = run(settings, validate_only=True)
         pretraining = summary["pretraining"] or {"seconds": 0.0}
-        return summary["holdout"]["recall@10"], summary["epochs_run"], pretraining["seconds"], summary["timings"]["valid_train"]
+        return (
+            summary["holdout"]["recall@10"],
+            summary["epochs_run"],
+            pretraining["seconds"],
+            summary["timings"]["valid_train"],
+        )
 
     results = {
-        "S3Rec (genre) -> SASRec": holdout_run("genre", "S3Rec", f"pretrain_epochs={pretrain_epochs}", "item_attribute={genre: 1.0}"),
-        "S3Rec (genre + year) -> SASRec": holdout_run("genre-year", "S3Rec", f"pretrain_epochs={pretrain_epochs}",
-                                                      "item_attribute={genre: 1.0, year: 1.0}"),
+        "S3Rec (genre) -> SASRec": holdout_run(
+            "genre", "S3Rec", f"pretrain_epochs={pretrain_epochs}", "item_attribute={genre: 1.0}"
+        ),
+        "S3Rec (genre + year) -> SASRec": holdout_run(
+            "genre-year", "S3Rec", f"pretrain_epochs={pretrain_epochs}", "item_attribute={genre: 1.0, year: 1.0}"
+        ),
         "SASRec from scratch": holdout_run("scratch", "SASRec"),
     }
     # the same CPU time: scratch SASRec gets the epochs the pretraining cost
     _, epochs, _, seconds = results["SASRec from scratch"]
     budget = max(pre + train for _, _, pre, train in results.values())
     matched = max(epochs, round(budget / (seconds / epochs)))
-    results[f"SASRec from scratch, up to {matched} epochs"] = holdout_run("scratch-matched", "SASRec", f"epochs={matched}")
-    rows = [(name, f"{recall:.4f}", epochs, f"{pre:.0f}", f"{train:.0f}", f"{pre + train:.0f}")
-            for name, (recall, epochs, pre, train) in results.items()]
-    print(f"\nholdout recall@10 on MovieLens-100K; SASRec L=20, hidden 32, early stopping (3); "
-          f"pretraining {pretrain_epochs} epochs")
+    results[f"SASRec from scratch, up to {matched} epochs"] = holdout_run(
+        "scratch-matched", "SASRec", f"epochs={matched}"
+    )
+    rows = [
+        (name, f"{recall:.4f}", epochs, f"{pre:.0f}", f"{train:.0f}", f"{pre + train:.0f}")
+        for name, (recall, epochs, pre, train) in results.items()
+    ]
+    print(
+        f"\nholdout recall@10 on MovieLens-100K; SASRec L=20, hidden 32, early stopping (3); "
+        f"pretraining {pretrain_epochs} epochs"
+    )
     print(table(rows, ("model", "recall@10", "epochs run", "pretrain s", "finetune s", "total s")))
 
 

@@ -40,11 +40,17 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import BENCH_DATA, competition_scale_raw, measured, memory_mb, table  # noqa: E402
+from bench.common import BENCH_DATA, competition_scale_raw, measured, memory_mb, table
 
 DATA_DIR = BENCH_DATA / "sequential"
-ENCODER = ["MAX_ITEM_LIST_LENGTH=50", "hidden_size=64", "inner_size=256", "n_layers=2", "n_heads=2",
-           "learning_rate=0.001"]
+ENCODER = [
+    "MAX_ITEM_LIST_LENGTH=50",
+    "hidden_size=64",
+    "inner_size=256",
+    "n_layers=2",
+    "n_heads=2",
+    "learning_rate=0.001",
+]
 SCALE_ENCODER = ["MAX_ITEM_LIST_LENGTH=50", "hidden_size=32", "inner_size=128", "n_layers=2", "n_heads=2"]
 SASREC_DROPOUT = ["hidden_dropout_prob=0.5", "attn_dropout_prob=0.5"]  # RecBole's SASRec defaults
 BERT4REC_DROPOUT = ["hidden_dropout_prob=0.2", "attn_dropout_prob=0.2", "mask_ratio=0.2"]  # RecBole's BERT4Rec
@@ -74,8 +80,9 @@ def child(model_name, task, overrides, budget, batches):
 
     scale = task == "scale"
     data = [f"data={competition_scale_raw()}"] if scale else []
-    settings = load_settings(model_name, overrides=[*data, f"data_dir={DATA_DIR}", "state=WARNING",
-                                                    "show_progress=false", *overrides])
+    settings = load_settings(
+        model_name, overrides=[*data, f"data_dir={DATA_DIR}", "state=WARNING", "show_progress=false", *overrides]
+    )
     prepared = prepare_data(settings)
     checkpoints = tempfile.mkdtemp(prefix="sequential-bench-")
     config = recbole_config(settings, prepared.data_path, prepared.valid_name, checkpoints)
@@ -133,14 +140,30 @@ def part1():
     print("\n1. one training epoch, embedded MovieLens-100K, L 50, hidden 64, 2 layers, 2 heads")
     rows, ratios = [], []
     for ours, recboles in PAIRS:
-        results = {label: measure(model, "epoch", [*ENCODER, *extra, *EVERY_WINDOW * (label == ours[0])])
-                   for label, model, extra in (ours, recboles)}
+        results = {
+            label: measure(model, "epoch", [*ENCODER, *extra, *EVERY_WINDOW * (label == ours[0])])
+            for label, model, extra in (ours, recboles)
+        }
         for label, r in results.items():
-            rows.append((label, r["batch_size"], r["batches"], f"{r['seconds']:.1f}", f"{r['peak_mb']:.0f}",
-                         f"{r['peak_mb'] - r['before_mb']:.0f}"))
+            rows.append(
+                (
+                    label,
+                    r["batch_size"],
+                    r["batches"],
+                    f"{r['seconds']:.1f}",
+                    f"{r['peak_mb']:.0f}",
+                    f"{r['peak_mb'] - r['before_mb']:.0f}",
+                )
+            )
         a, b = results[ours[0]], results[recboles[0]]
-        ratios.append((f"{recboles[0]} / {ours[0]}", f"{b['seconds'] / a['seconds']:.1f}x",
-                       f"{a['peak_mb'] / b['peak_mb']:.2f}", f"{(a['peak_mb'] - a['before_mb']) / (b['peak_mb'] - b['before_mb']):.2f}"))
+        ratios.append(
+            (
+                f"{recboles[0]} / {ours[0]}",
+                f"{b['seconds'] / a['seconds']:.1f}x",
+                f"{a['peak_mb'] / b['peak_mb']:.2f}",
+                f"{(a['peak_mb'] - a['before_mb']) / (b['peak_mb'] - b['before_mb']):.2f}",
+            )
+        )
     print(table(rows, ("model", "batch size", "batches", "epoch s", "peak MB", "epoch adds MB")))
     print(table(ratios, ("", "time per epoch (goal >= 10x)", "peak ours/RecBole (goal <= 1)", "added ours/RecBole")))
 
@@ -168,10 +191,22 @@ def part2(budget):
             row[6] = f"{target_time / reached:.1f}x" if reached else "-"
             goals.append((label, target_label, f"{best - target:+.4f}", row[6]))
         rows.append(row)
-    print(table(rows, ("model", "epochs", "best recall@10", "s to best", "s run", "s to RecBole's best",
-                       "speed-up to it")))
-    print(table(goals, ("movierec", "against", "best recall@10 difference (goal >= -0.002)",
-                        "time to RecBole's best (goal >= 5x)")))
+    print(
+        table(
+            rows, ("model", "epochs", "best recall@10", "s to best", "s run", "s to RecBole's best", "speed-up to it")
+        )
+    )
+    print(
+        table(
+            goals,
+            (
+                "movierec",
+                "against",
+                "best recall@10 difference (goal >= -0.002)",
+                "time to RecBole's best (goal >= 5x)",
+            ),
+        )
+    )
     for label, r in runs.items():
         print(f"  {label}: " + ", ".join(f"{t:.0f}s {recall:.4f}" for t, recall in r["curve"]))
 
@@ -188,12 +223,32 @@ def part3(batches):
         model, extra = EXTRA[label]
         results[label] = measure(model, "scale", [*SCALE_ENCODER, *extra, *EVERY_WINDOW], batches=batches)
         reference[label] = "RecBoleSASRec"
-    rows = [(label, r["batch_size"], r["batches"], r["timed_batches"], f"{r['seconds']:.0f}", f"{r['peak_mb']:.0f}",
-             f"{r['peak_mb'] - r['before_mb']:.0f}") for label, r in results.items()]
-    ratios = [(f"{target} / {label}", f"{results[target]['seconds'] / results[label]['seconds']:.1f}x",
-               f"{results[label]['peak_mb'] / results[target]['peak_mb']:.2f}") for label, target in reference.items()]
-    print(table(rows, ("model", "batch size", "batches / epoch", "timed", "epoch s (extrapolated)", "peak MB",
-                       "epoch adds MB")))
+    rows = [
+        (
+            label,
+            r["batch_size"],
+            r["batches"],
+            r["timed_batches"],
+            f"{r['seconds']:.0f}",
+            f"{r['peak_mb']:.0f}",
+            f"{r['peak_mb'] - r['before_mb']:.0f}",
+        )
+        for label, r in results.items()
+    ]
+    ratios = [
+        (
+            f"{target} / {label}",
+            f"{results[target]['seconds'] / results[label]['seconds']:.1f}x",
+            f"{results[label]['peak_mb'] / results[target]['peak_mb']:.2f}",
+        )
+        for label, target in reference.items()
+    ]
+    print(
+        table(
+            rows,
+            ("model", "batch size", "batches / epoch", "timed", "epoch s (extrapolated)", "peak MB", "epoch adds MB"),
+        )
+    )
     print(table(ratios, ("", "time per epoch (goal >= 10x)", "peak ours/RecBole (goal <= 1)")))
 
 
@@ -208,8 +263,10 @@ def main():
         return child(*args.child, overrides, args.budget, args.batches)
     import torch
 
-    print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs, torch threads "
-          f"{torch.get_num_threads()}")
+    print(
+        f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs, torch threads "
+        f"{torch.get_num_threads()}"
+    )
     for part in args.parts:
         {1: part1, 2: lambda: part2(args.budget), 3: lambda: part3(args.batches)}[part]()
     print(f"\nload average after: {os.getloadavg()[0]:.2f}")

@@ -32,11 +32,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from recbole.utils import ModelType  # noqa: E402
-from recbole_ext import registry  # noqa: E402
-from recbole_ext.config import known_keys  # noqa: E402
+from recbole.utils import ModelType
 
-from bench.common import ROOT, table  # noqa: E402
+from bench.common import ROOT, table
+from recbole_ext import registry
+from recbole_ext.config import known_keys
 
 KINDS = {
     ModelType.GENERAL: "general",
@@ -76,8 +76,9 @@ def run_one(model, output, cpu_limit, memory_bytes):
     started = time.perf_counter()
     # torch's OpenMP threads spin while they wait: on a shared machine that makes runs several times slower
     env = {"OMP_WAIT_POLICY": "PASSIVE", **os.environ}
-    process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               preexec_fn=limits)
+    process = subprocess.Popen(
+        args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=limits
+    )
     output_lines = []
     reader = threading.Thread(target=lambda: output_lines.extend(process.stdout))
     reader.start()
@@ -98,7 +99,7 @@ def run_one(model, output, cpu_limit, memory_bytes):
         return "timeout", seconds, cpu, peak_mb, None, f"over {cpu_limit:.0f} CPU seconds"
     errors = [line for line in lines if line.startswith("error:")]
     if process.returncode == 2 and errors:
-        return "refused", seconds, cpu, peak_mb, None, errors[-1][len("error:"):].strip()
+        return "refused", seconds, cpu, peak_mb, None, errors[-1][len("error:") :].strip()
     traceback = any(line.startswith("Traceback") for line in lines)
     last = lines[-1] if lines else f"exit code {process.returncode}"
     return "failed", seconds, cpu, peak_mb, None, ("traceback: " if traceback else "") + last
@@ -107,11 +108,15 @@ def run_one(model, output, cpu_limit, memory_bytes):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="*", help="default: the whole zoo")
-    parser.add_argument("--timeout", type=float, default=1200,
-                        help="CPU seconds per model, all threads (default 1200: about 10 minutes on 2 idle cores)")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=1200,
+        help="CPU seconds per model, all threads (default 1200: about 10 minutes on 2 idle cores)",
+    )
     parser.add_argument("--memory-gb", type=float, default=8, help="address-space limit per model (default 8)")
     parser.add_argument("--jobs", type=int, default=1, help="models run at the same time (default 1)")
-    parser.add_argument("--markdown", action="store_true", help="print the table as markdown (the README's)")
+    parser.add_argument("--markdown", action="store_true", help="print the table as markdown (docs/models.md's)")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # through the finally that ends the running model
     zoo = zoo_models()
@@ -121,19 +126,31 @@ def main():
     models = args.models or sorted(zoo, key=lambda m: (list(KINDS.values()).index(zoo[m]), m.lower()))
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="zoo-") as outputs, ThreadPoolExecutor(args.jobs) as pool:
+
         def one(model):
             status, seconds, cpu, peak_mb, recall, message = run_one(
-                model, Path(outputs) / model, args.timeout, int(args.memory_gb * 2**30))
-            row = (model, zoo[model], status, f"{cpu:.0f}", f"{seconds:.0f}", f"{peak_mb:.0f}",
-                   "" if recall is None else f"{recall:.4f}", message[:150])
+                model, Path(outputs) / model, args.timeout, int(args.memory_gb * 2**30)
+            )
+            row = (
+                model,
+                zoo[model],
+                status,
+                f"{cpu:.0f}",
+                f"{seconds:.0f}",
+                f"{peak_mb:.0f}",
+                "" if recall is None else f"{recall:.4f}",
+                message[:150],
+            )
             print(" ".join(row), flush=True)
             return row
 
         rows = list(pool.map(one, models))
     header = ("model", "kind", "status", "CPU s", "wall s", "peak MB", "recall@10", "message")
-    print(f"\none epoch ({' '.join(ONE_EPOCH[:2])}) on the embedded MovieLens-100K, limits {args.timeout:.0f} CPU "
-          f"seconds and {args.memory_gb:g} GB per model, {args.jobs} at a time; load average {load_before:.1f} before, "
-          f"{os.getloadavg()[0]:.1f} after")
+    print(
+        f"\none epoch ({' '.join(ONE_EPOCH[:2])}) on the embedded MovieLens-100K, limits {args.timeout:.0f} CPU "
+        f"seconds and {args.memory_gb:g} GB per model, {args.jobs} at a time; load average {load_before:.1f} before, "
+        f"{os.getloadavg()[0]:.1f} after"
+    )
     if args.markdown:
         print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
         print("\n".join("| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows))

@@ -22,7 +22,15 @@ from recbole_ext.files import write_atomic
 
 # where and how a computation runs or reports, not what it computes
 NOT_COMPUTED = {
-    "device", "gpu_id", "use_gpu", "checkpoint_dir", "show_progress", "state", "log_wandb", "wandb_project", "worker",
+    "device",
+    "gpu_id",
+    "use_gpu",
+    "checkpoint_dir",
+    "show_progress",
+    "state",
+    "log_wandb",
+    "wandb_project",
+    "worker",
 }
 
 

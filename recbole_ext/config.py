@@ -20,9 +20,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 from recbole.utils.argument_list import dataset_arguments, evaluation_arguments, general_arguments, training_arguments
 
+import yaml
 from atomic_data import BASE_YAML, HoldoutRule
 from recbole_ext import ConfigError, registry
 
@@ -31,8 +31,20 @@ RECBOLE_PROPERTIES = registry.RECBOLE_PROPERTIES.parent
 
 # movierec's own settings (documented in yaml/base.yaml); RecBole never sees them
 MOVIEREC_KEYS = {
-    "model", "data", "data_dir", "dataset", "holdout", "output_dir", "device",
-    "top_n", "refit", "refit_epochs", "predict_batch_users", "quick", "tune", "pretrained_path",
+    "model",
+    "data",
+    "data_dir",
+    "dataset",
+    "holdout",
+    "output_dir",
+    "device",
+    "top_n",
+    "refit",
+    "refit_epochs",
+    "predict_batch_users",
+    "quick",
+    "tune",
+    "pretrained_path",
 }
 SECTIONS = {"holdout", "quick", "tune"}  # set entry by entry by each layer
 HOLDOUT_METRICS = ("recall@10", "ndcg@10")
@@ -43,14 +55,19 @@ MANAGED = {
     **dict.fromkeys(("metrics", "topk"), "runs are scored by the competition's recall@10 and ndcg@10 on the holdout"),
     **dict.fromkeys(("eval_args", "benchmark_filename"), "validation uses movierec's holdout (see `holdout`)"),
     **dict.fromkeys(("gpu_id", "use_gpu"), "set `device: cpu|cuda|auto`"),
-    **dict.fromkeys(("save_dataset", "dataset_save_path", "save_dataloaders", "dataloaders_save_path"),
-                    "movierec caches datasets itself"),
-    **dict.fromkeys(("nproc", "world_size", "local_rank", "offset", "ip", "port"),  # read by RecBole, some unlisted
-                    "a run is one process on one device (RecBole's distributed training is not supported)"),
+    **dict.fromkeys(
+        ("save_dataset", "dataset_save_path", "save_dataloaders", "dataloaders_save_path"),
+        "movierec caches datasets itself",
+    ),
+    **dict.fromkeys(
+        ("nproc", "world_size", "local_rank", "offset", "ip", "port"),  # read by RecBole, some unlisted
+        "a run is one process on one device (RecBole's distributed training is not supported)",
+    ),
     **dict.fromkeys(
         ("user_inter_num_interval", "item_inter_num_interval", "val_interval", "filter_inter_by_user_or_item"),
         "RecBole's filters would drop users or items that the holdout and the submission need; "
-        "filter the raw files instead"),
+        "filter the raw files instead",
+    ),
     "rm_dup_inter": "preparing the data drops duplicate interactions already (keeping the earliest)",
 }
 
@@ -193,12 +210,16 @@ def check_model(name):
     if registry.is_decision_tree(model):  # its module imports xgboost and lightgbm: known by name
         raise ConfigError(f"model {model!r} cannot run here: decision-tree models need xgboost/lightgbm and label data")
     if registry.reads_knowledge_graph(model):  # also GRU4RecKG, KSR, sequential models
-        raise ConfigError(f"model {model!r} cannot run here: it needs a knowledge graph (.kg, .link files), "
-                          "which the competition data lacks")
+        raise ConfigError(
+            f"model {model!r} cannot run here: it needs a knowledge graph (.kg, .link files), "
+            "which the competition data lacks"
+        )
     missing = registry.missing_package(model)
     if missing:
         module, pip_name = missing
-        raise ConfigError(f"model {model!r} needs the package {module!r}, which is not installed: pip install {pip_name}")
+        raise ConfigError(
+            f"model {model!r} needs the package {module!r}, which is not installed: pip install {pip_name}"
+        )
     return model
 
 
@@ -277,7 +298,8 @@ def check_settings(settings):
 # a number, true/false, a list of numbers), its range from its name (a name rule whose range
 # excludes the model's own default does not apply to that model).
 COUNT_NAME = re.compile(
-    r"^(n|num)_|(^|_)(k|epochs?|size|num|steps?|layers?|heads|dim|dimension|hops|len|length|samples)$", re.I)
+    r"^(n|num)_|(^|_)(k|epochs?|size|num|steps?|layers?|heads|dim|dimension|hops|len|length|samples)$", re.I
+)
 INTEGER_SETTINGS = {"seed"}  # integers that count nothing
 RANGES = [  # (name pattern, integers only?, test, text)
     (COUNT_NAME, True, lambda v: v >= 1, ">= 1"),
@@ -313,7 +335,7 @@ def _number_rule(key, default):
     kind, is_kind = ("an integer", is_int) if integer else ("a number", is_number)
     for pattern, integers_only, in_range, text in RANGES:
         if pattern.search(key) and (integer or not integers_only) and in_range(default):
-            return (lambda v: is_kind(v) and in_range(v)), f"{kind} {text}"
+            return (lambda v: is_kind(v) and in_range(v)), f"{kind} {text}"  # noqa: B023 (returned at once)
     return is_kind, kind
 
 
@@ -334,10 +356,10 @@ def _check_selected_features(model, values, where):
         if fields is None or isinstance(fields, dict):  # movierec's S3Rec {field: weight} loads its own
             continue
         loaded = (values.get("load_col") or {}).get("item") or []
-        for field in fields if isinstance(fields, list) else [fields]:
-            if field not in loaded:
+        for name in fields if isinstance(fields, list) else [fields]:
+            if name not in loaded:
                 raise ConfigError(
-                    f"{where(key)}: {key}: item field {field!r} is not in load_col ({where('load_col')}); "
+                    f"{where(key)}: {key}: item field {name!r} is not in load_col ({where('load_col')}); "
                     f"name fields of the .item file (genre, year, title...) and load them, "
                     f"e.g. load_col: {{inter: [user_id, item_id, timestamp], item: [item_id, genre]}}"
                 )

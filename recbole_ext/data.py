@@ -71,11 +71,15 @@ class LazySequentialDataset(SequentialDataset):
         batch = self.inter_feat[index]
         end, length = batch[self.FLAT_POSITION], batch[self.item_list_length_field]
         del batch[self.FLAT_POSITION]
-        batch.update(Interaction({  # every field's <field>_list: each target's (up to L) interactions before it
-            getattr(self, f"{field}_list_field"): windows(values, end, length, self.max_item_list_len)
-            for field, values in self.flat_inter.interaction.items()
-            if field != self.uid_field
-        }))
+        batch.update(
+            Interaction(
+                {  # every field's <field>_list: each target's (up to L) interactions before it
+                    getattr(self, f"{field}_list_field"): windows(values, end, length, self.max_item_list_len)
+                    for field, values in self.flat_inter.interaction.items()
+                    if field != self.uid_field
+                }
+            )
+        )
         return self.join(batch) if join else batch
 
     def inter_matrix(self, form="coo", value_field=None):
@@ -83,7 +87,7 @@ class LazySequentialDataset(SequentialDataset):
 
 
 def training_window(model_name):
-    """"next_item" or "masked" for models trained on whole-sequence windows, else None."""
+    """ "next_item" or "masked" for models trained on whole-sequence windows, else None."""
     return getattr(registry.get_model(model_name), "TRAINING_WINDOW", None)
 
 
@@ -135,11 +139,13 @@ class SequenceWindows:
             order = torch.randperm(len(self.end), generator=self.generator)
         for batch in torch.split(order, self.batch_size):
             end, length = self.end[batch], self.length[batch]
-            yield Interaction({
-                self.user_field: self.user[batch],
-                self.item_list: windows(self.items, end, length, self.width),
-                self.length_field: length,
-            })
+            yield Interaction(
+                {
+                    self.user_field: self.user[batch],
+                    self.item_list: windows(self.items, end, length, self.width),
+                    self.length_field: length,
+                }
+            )
 
 
 class TargetInteractions(Interaction):
@@ -166,9 +172,13 @@ class _GatheredColumn:
     def __getitem__(self, rows):
         rows = torch.as_tensor(rows)
         targets = self.dataset.inter_feat.interaction
-        end, length = targets[LazySequentialDataset.FLAT_POSITION][rows], targets[self.dataset.item_list_length_field][rows]
-        lists = windows(self.dataset.flat_inter[self.field], end.reshape(-1), length.reshape(-1),
-                        self.dataset.max_item_list_len)
+        end, length = (
+            targets[LazySequentialDataset.FLAT_POSITION][rows],
+            targets[self.dataset.item_list_length_field][rows],
+        )
+        lists = windows(
+            self.dataset.flat_inter[self.field], end.reshape(-1), length.reshape(-1), self.dataset.max_item_list_len
+        )
         return lists.reshape(*rows.shape, -1)
 
 

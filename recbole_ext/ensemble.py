@@ -4,7 +4,7 @@
                                    [--weights auto|w1,w2,...] [--depth N] [--seed N] [--output DIR]
 
 The methods, the fitted and the cross-fitted estimate and what is printed and
-written: README, *Ensembles*; the maths: fusion.py. What the README leaves out:
+written: docs/blends.md; the maths: fusion.py. What the docs leave out:
 ties of fused scores go to the best rank in any run, then the item id; the
 weight grid gets coarser beyond 4 runs, and its ties go to the higher ndcg@10,
 then the earlier grid point (more weight on the runs listed first).
@@ -26,11 +26,25 @@ from recbole_ext import ConfigError
 from recbole_ext.files import json_text, staged
 from recbole_ext.fusion import DEFAULT_DEPTH, METHODS, RRF_OFFSET, EnsembleError, blender, evaluate, priority_order
 from recbole_ext.metrics import (
-    RECALL, K, bootstrap_interval, describe_difference, describe_holdout, holdout_detail, mean_scores,
-    paired_differences, part_scores,
+    RECALL,
+    K,
+    bootstrap_interval,
+    describe_difference,
+    describe_holdout,
+    holdout_detail,
+    mean_scores,
+    paired_differences,
+    part_scores,
 )
 from recbole_ext.run_folder import (
-    FULL_TOP, SUBMISSION, SUMMARY, VALID_TOP, Timer, holdout_activity, output_folder, submission_frame,
+    FULL_TOP,
+    SUBMISSION,
+    SUMMARY,
+    VALID_TOP,
+    Timer,
+    holdout_activity,
+    output_folder,
+    submission_frame,
     write_holdout_users,
 )
 
@@ -81,8 +95,9 @@ def _read_summary(path):
     if summary.get("model") == ENSEMBLE_MODEL:
         raise EnsembleError(f"{path}: an ensemble, not a run; blend its member runs instead")
     if summary.get("error"):
-        raise EnsembleError(f"{path}: a run that stopped early ({summary['error']}): it has its validation but no "
-                            f"final fit to blend")
+        raise EnsembleError(
+            f"{path}: a run that stopped early ({summary['error']}): it has its validation but no final fit to blend"
+        )
     missing = [name for name in (VALID_TOP, FULL_TOP) if not (path / name).is_file()]
     if missing:
         raise EnsembleError(f"{path}: not a finished run (no {', '.join(missing)}; a validate-only trial?)")
@@ -95,8 +110,9 @@ def _check_same(names, values, what, shown=None):
     for name, value in zip(names, values):
         runs_by_value.setdefault(value, []).append(name)
     if len(runs_by_value) > 1:
-        detail = "; ".join(f"{(shown or {}).get(value, value)} ({', '.join(runs)})"
-                           for value, runs in runs_by_value.items())
+        detail = "; ".join(
+            f"{(shown or {}).get(value, value)} ({', '.join(runs)})" for value, runs in runs_by_value.items()
+        )
         raise EnsembleError(f"the runs differ in {what}: {detail}. Blend runs made on the same prepared data.")
 
 
@@ -193,8 +209,13 @@ def build(run_dirs, method="rank", weights="auto", seed=0, output=None, depth=No
         "model": ENSEMBLE_MODEL,
         "method": method,
         "members": [
-            {"name": m.name, "path": str(m.path.resolve()), "model": m.summary.get("model"),
-             "holdout": mean_scores(member_users[m.name]), "interval": {RECALL: intervals[m.name]}}
+            {
+                "name": m.name,
+                "path": str(m.path.resolve()),
+                "model": m.summary.get("model"),
+                "holdout": mean_scores(member_users[m.name]),
+                "interval": {RECALL: intervals[m.name]},
+            }
             for m in members
         ],
         **describe(method, names, result["weights"]),
@@ -210,8 +231,12 @@ def build(run_dirs, method="rank", weights="auto", seed=0, output=None, depth=No
         },
         "data": data,
         "config": {
-            "method": method, "weights": "auto" if weights == "auto" else list(weights), "seed": seed,
-            "depth": depth or DEFAULT_DEPTH[method], "rrf_offset": RRF_OFFSET, "grid_points": result["grid_points"],
+            "method": method,
+            "weights": "auto" if weights == "auto" else list(weights),
+            "seed": seed,
+            "depth": depth or DEFAULT_DEPTH[method],
+            "rrf_offset": RRF_OFFSET,
+            "grid_points": result["grid_points"],
             "output_dir": str(final),
         },
         "timings": timer,  # the same dict: the write step below still adds to it
@@ -228,8 +253,10 @@ def build(run_dirs, method="rank", weights="auto", seed=0, output=None, depth=No
 def print_table(summary, file=None):
     file = file or sys.stdout  # looked up when called: tests and callers may replace it
     rows = [(m["name"], m["holdout"], m["interval"][RECALL]) for m in summary["members"]]
-    rows += [("blend, fitted", summary["holdout_fitted"], None),
-             ("blend, cross-fitted", summary["holdout"], summary["holdout_detail"]["interval"][RECALL])]
+    rows += [
+        ("blend, fitted", summary["holdout_fitted"], None),
+        ("blend, cross-fitted", summary["holdout"], summary["holdout_detail"]["interval"][RECALL]),
+    ]
     width = max(len(name) for name, _, _ in rows) + 2
     fitted = "auto (fitted on the holdout)" if summary["weights_fitted"] else "given (nothing fitted)"
     print(f"ensemble of {len(summary['members'])} runs, method {summary['method']}, weights {fitted}", file=file)
@@ -238,8 +265,11 @@ def print_table(summary, file=None):
         shown = f"{interval[0]:.4f} to {interval[1]:.4f}" if interval else ""
         print(f"{name:{width}}{scores['recall@10']:9.4f}   {shown:16} {scores['ndcg@10']:8.4f}", file=file)
     versus = summary["vs_best_member"]
-    print(f"cross-fitted blend minus best member ({versus['member']}): "
-          f"{describe_difference(versus['difference'], *versus['interval'])}", file=file)
+    print(
+        f"cross-fitted blend minus best member ({versus['member']}): "
+        f"{describe_difference(versus['difference'], *versus['interval'])}",
+        file=file,
+    )
     for line in describe_holdout(summary["holdout"], summary["holdout_detail"])[1:]:
         print(f"cross-fitted blend, {line}", file=file)
     label = "priority order" if summary["method"] == "priority" else "weights"
@@ -251,13 +281,15 @@ def print_table(summary, file=None):
 
 def main(argv=None):
     usage = __doc__.split("\n\n")[1]
-    parser = argparse.ArgumentParser(prog="python -m recbole_ext.ensemble", usage=usage,
-                                     description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m recbole_ext.ensemble", usage=usage, description=__doc__.split("\n")[0]
+    )
     parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="finished run folders (run.py outputs)")
     parser.add_argument("--method", choices=METHODS, default="rank", help="how to blend (default: rank)")
     parser.add_argument("--weights", default="auto", help="auto, or one number per run (for priority: the order)")
-    parser.add_argument("--depth", type=int,
-                        help="read each run's top DEPTH items (default: 10 for priority, all for rank and score)")
+    parser.add_argument(
+        "--depth", type=int, help="read each run's top DEPTH items (default: 10 for priority, all for rank and score)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the split of holdout users for the cross-fit")
     parser.add_argument("--output", help="output folder (default: outputs/ensemble-<method>-<time>)")
     args = parser.parse_args(argv)

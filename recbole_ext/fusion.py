@@ -1,4 +1,4 @@
-"""The ensemble's maths (the methods: README, *Ensembles*): fusing runs' top-N lists into one
+"""The ensemble's maths (the methods: docs/blends.md): fusing runs' top-N lists into one
 top 10 (``blender``), and fitting and cross-fitting the weights on the holdout (``evaluate``).
 """
 
@@ -23,10 +23,12 @@ class EnsembleError(ValueError):
 
 # --- the fusion methods: lists are frames (user, item, score, rank), rank 0 = best ---
 
+
 def priority_fusion(lists, order, k=K):
     """The seed team's rule over the given lists; order: indices of lists, highest priority first."""
-    long = pd.concat([lists[m][["user", "item", "rank"]].assign(priority=p) for p, m in enumerate(order)],
-                     ignore_index=True)
+    long = pd.concat(
+        [lists[m][["user", "item", "rank"]].assign(priority=p) for p, m in enumerate(order)], ignore_index=True
+    )
     votes = long.groupby(["user", "item"]).size().rename("votes")
     lead = long.sort_values("priority", kind="stable").drop_duplicates(["user", "item"])  # the highest-priority run
     table = lead.join(votes, on=["user", "item"])
@@ -92,8 +94,9 @@ def weighted_fusion(table, weights, k=K):
     best_slots = np.argsort(-by_user, axis=1, kind="stable")[:, :k]  # stable: ties keep the (best rank, item) order
     rows = (table.starts[:, None] + best_slots).ravel()
     top = table.keys.iloc[rows][["user", "item"]].reset_index(drop=True)
-    return top.assign(score=np.take_along_axis(by_user, best_slots, axis=1).ravel(),
-                      rank=np.tile(np.arange(k), len(table.starts)))
+    return top.assign(
+        score=np.take_along_axis(by_user, best_slots, axis=1).ravel(), rank=np.tile(np.arange(k), len(table.starts))
+    )
 
 
 def rank_fusion(lists, weights, k=K):
@@ -131,11 +134,14 @@ def blender(method, lists, depth=None):
 
 # --- choosing weights on the holdout ---
 
+
 def weight_grid(method, n_runs):
     """The candidate weights of --weights auto."""
     if method == "priority":
-        return [tuple(float(n_runs - order.index(m)) for m in range(n_runs)) for order in
-                itertools.permutations(range(n_runs))]
+        return [
+            tuple(float(n_runs - order.index(m)) for m in range(n_runs))
+            for order in itertools.permutations(range(n_runs))
+        ]
     steps = GRID_STEPS
     while steps > 1 and math.comb(steps + n_runs - 1, n_runs - 1) > MAX_GRID:
         steps -= 1

@@ -5,7 +5,7 @@
 
 `add` records a submitted run with its holdout scores in DIR/leaderboard.csv;
 without a command, it judges per data version whether the holdout ranks the
-submissions like the leaderboard (README, *Leaderboard log*).
+submissions like the leaderboard (docs/numbers.md).
 """
 
 import argparse
@@ -19,14 +19,14 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-from recbole_ext.ensemble import ENSEMBLE_MODEL  # noqa: E402
-from recbole_ext.files import write_atomic  # noqa: E402
-from recbole_ext.metrics import NDCG, RECALL  # noqa: E402
-from recbole_ext.run_folder import SUMMARY  # noqa: E402
+from recbole_ext.ensemble import ENSEMBLE_MODEL
+from recbole_ext.files import write_atomic
+from recbole_ext.metrics import NDCG, RECALL
+from recbole_ext.run_folder import SUMMARY
 
 LOG_FILE = "leaderboard.csv"
 PLOT_FILE = "leaderboard.png"
@@ -42,6 +42,7 @@ class LeaderboardError(ValueError):
 
 
 # --- the log ---
+
 
 def read_log(path):
     """The recorded submissions (LOG_COLUMNS), empty when nothing is recorded yet."""
@@ -61,8 +62,7 @@ def read_log(path):
 def scores_by_run(path):
     """{run folder: {"public": x, "private": y}} of the log (the scores recorded), for the report."""
     log = read_log(path)
-    return {Path(row["run"]): {name: row[name] for name in SCORES if pd.notna(row[name])}
-            for _, row in log.iterrows()}
+    return {Path(row["run"]): {name: row[name] for name in SCORES if pd.notna(row[name])} for _, row in log.iterrows()}
 
 
 def parse_score(text, name):
@@ -81,9 +81,14 @@ def summary_scores(summary):
     holdout scores and recall@10 interval, from its summary.json: the columns the log and the report share."""
     model, holdout = summary["model"], summary["holdout"]
     low, high = summary.get("holdout_detail", {}).get("interval", {}).get(RECALL, [math.nan, math.nan])
-    return {"model": f"{ENSEMBLE_MODEL}({summary.get('method')})" if model == ENSEMBLE_MODEL else model,
-            "fingerprint": summary.get("data", {}).get("fingerprint"),
-            RECALL: holdout[RECALL], "ci low": low, "ci high": high, NDCG: holdout[NDCG]}
+    return {
+        "model": f"{ENSEMBLE_MODEL}({summary.get('method')})" if model == ENSEMBLE_MODEL else model,
+        "fingerprint": summary.get("data", {}).get("fingerprint"),
+        RECALL: holdout[RECALL],
+        "ci low": low,
+        "ci high": high,
+        NDCG: holdout[NDCG],
+    }
 
 
 def submission_row(run_dir):
@@ -101,18 +106,18 @@ def submission_row(run_dir):
 
 def add(run_dir, public, private=None, outputs="outputs", replace=False):
     """Record a submitted run with its leaderboard scores; returns its row."""
-    scores = {"public": parse_score(public, "public"),
-              "private": math.nan if private is None else parse_score(private, "private")}
-    row = {**submission_row(run_dir), **scores,
-           "recorded": datetime.datetime.now().isoformat(timespec="seconds")}
+    scores = {
+        "public": parse_score(public, "public"),
+        "private": math.nan if private is None else parse_score(private, "private"),
+    }
+    row = {**submission_row(run_dir), **scores, "recorded": datetime.datetime.now().isoformat(timespec="seconds")}
     path = Path(outputs) / LOG_FILE
     log = read_log(path)
     earlier = log["run"] == row["run"]
     if earlier.any() and not replace:
         before = log[earlier].iloc[0]
         shown = ", ".join(f"{name} {before[name]:.4f}" for name in SCORES if pd.notna(before[name]))
-        raise LeaderboardError(f"{run_dir} is recorded already ({shown}) in {path}; "
-                               f"add --replace to change its scores")
+        raise LeaderboardError(f"{run_dir} is recorded already ({shown}) in {path}; add --replace to change its scores")
     log = pd.DataFrame([*log[~earlier].to_dict("records"), row], columns=LOG_COLUMNS)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, lambda tmp: log.to_csv(tmp, index=False))
@@ -120,6 +125,7 @@ def add(run_dir, public, private=None, outputs="outputs", replace=False):
 
 
 # --- how well the holdout ranks the submissions ---
+
 
 def agreement(local, board):
     """(Spearman rank correlation, pairs in the same order, pairs compared) of two scores of the
@@ -138,22 +144,30 @@ def verdict(local, board, board_name):
     """What the holdout's ranking says about the leaderboard's, in words."""
     n = len(local)
     if n < MIN_SUBMISSIONS:
-        return (f"{board_name}: {n} submission{'s' * (n != 1)} with a score; too few to tell "
-                f"(record at least {MIN_SUBMISSIONS})")
+        return (
+            f"{board_name}: {n} submission{'s' * (n != 1)} with a score; too few to tell "
+            f"(record at least {MIN_SUBMISSIONS})"
+        )
     rho, same, compared = agreement(local, board)
     if pd.isna(rho):
         return f"{board_name}: all scores tied on one side; nothing to compare"
     facts = f"Spearman {rho:+.2f}, {same} of {compared} pairs in the same order"
     rho = round(rho, 6)  # computed 0.8 can be 0.79999...
     if rho >= AGREES:
-        words = ("the holdout ranks submissions the way the leaderboard does: "
-                 "trust local comparisons of differences this size")
+        words = (
+            "the holdout ranks submissions the way the leaderboard does: "
+            "trust local comparisons of differences this size"
+        )
     elif rho >= ROUGHLY:
-        words = ("the holdout roughly agrees with the leaderboard but swaps some submissions: "
-                 "treat small local differences as noise")
+        words = (
+            "the holdout roughly agrees with the leaderboard but swaps some submissions: "
+            "treat small local differences as noise"
+        )
     else:
-        words = ("the holdout does not rank submissions the way the leaderboard does: local gains "
-                 "do not carry over; check the holdout settings before tuning further on it")
+        words = (
+            "the holdout does not rank submissions the way the leaderboard does: local gains "
+            "do not carry over; check the holdout settings before tuning further on it"
+        )
     return f"{board_name} ({facts}): {words}"
 
 
@@ -174,14 +188,17 @@ def listing(log):
 def as_text(log, outputs):
     blocks = []
     for fingerprint, rows, lines in listing(log):
-        shown = pd.DataFrame({
-            "run": [_short(run, outputs) for run in rows["run"]],
-            "model": rows["model"],
-            f"holdout {RECALL}": rows[RECALL].map("{:.4f}".format),
-            "95% interval": [f"{lo:.4f} to {hi:.4f}" if pd.notna(lo) else ""
-                             for lo, hi in zip(rows["ci low"], rows["ci high"])],
-            **{name: rows[name].map(lambda v: "" if pd.isna(v) else f"{v:.4f}") for name in SCORES},
-        })
+        shown = pd.DataFrame(
+            {
+                "run": [_short(run, outputs) for run in rows["run"]],
+                "model": rows["model"],
+                f"holdout {RECALL}": rows[RECALL].map("{:.4f}".format),
+                "95% interval": [
+                    f"{lo:.4f} to {hi:.4f}" if pd.notna(lo) else "" for lo, hi in zip(rows["ci low"], rows["ci high"])
+                ],
+                **{name: rows[name].map(lambda v: "" if pd.isna(v) else f"{v:.4f}") for name in SCORES},
+            }
+        )
         table = shown.to_markdown(index=False, tablefmt="simple", disable_numparse=True)
         blocks.append(f"data {fingerprint} ({len(rows)} submissions)\n{table}\n" + "\n".join(lines))
     return "\n\n".join(blocks)
@@ -207,13 +224,29 @@ def scatter(log, outputs, path):
                 label = f"{name}, data {fingerprint}"
                 if len(scored) >= MIN_SUBMISSIONS:
                     label += f" (Spearman {agreement(scored[RECALL], scored[name])[0]:+.2f})"
-                axis.errorbar(scored[RECALL].to_numpy(), scored[name].to_numpy(), xerr=errors, fmt=markers[name],
-                              color=colour, elinewidth=0.8, capsize=2, label=label)
+                axis.errorbar(
+                    scored[RECALL].to_numpy(),
+                    scored[name].to_numpy(),
+                    xerr=errors,
+                    fmt=markers[name],
+                    color=colour,
+                    elinewidth=0.8,
+                    capsize=2,
+                    label=label,
+                )
         for _, row in rows.iterrows():
-            axis.annotate(Path(_short(row["run"], outputs)).name[:28], (row[RECALL], row["public"]),
-                          fontsize=7, xytext=(4, 3), textcoords="offset points")
-    axis.set(xlabel=f"holdout {RECALL} (95% interval)", ylabel="leaderboard Recall@10",
-             title="Does the local holdout rank submissions like the leaderboard?")
+            axis.annotate(
+                Path(_short(row["run"], outputs)).name[:28],
+                (row[RECALL], row["public"]),
+                fontsize=7,
+                xytext=(4, 3),
+                textcoords="offset points",
+            )
+    axis.set(
+        xlabel=f"holdout {RECALL} (95% interval)",
+        ylabel="leaderboard Recall@10",
+        title="Does the local holdout rank submissions like the leaderboard?",
+    )
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
     figure.tight_layout()
@@ -222,6 +255,7 @@ def scatter(log, outputs, path):
 
 
 # --- the command ---
+
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -236,19 +270,21 @@ def main(argv=None):
             parser.add_argument("--replace", action="store_true", help="change the scores of a recorded run")
             args = parser.parse_args(argv[1:])
             row = add(args.run, args.public, args.private, args.outputs, args.replace)
-            print(f"recorded {args.run}: holdout {RECALL} {row[RECALL]:.4f}, public {row['public']:.4f}"
-                  + (f", private {row['private']:.4f}" if pd.notna(row["private"]) else "")
-                  + f" in {Path(args.outputs) / LOG_FILE}")
+            print(
+                f"recorded {args.run}: holdout {RECALL} {row[RECALL]:.4f}, public {row['public']:.4f}"
+                + (f", private {row['private']:.4f}" if pd.notna(row["private"]) else "")
+                + f" in {Path(args.outputs) / LOG_FILE}"
+            )
             return 0
-        parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0],
-                                         usage=__doc__.split("\n\n")[1])
+        parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0], usage=__doc__.split("\n\n")[1])
         parser.add_argument("--outputs", default="outputs", help="the folder of the log (default: outputs)")
         args = parser.parse_args(argv)
         path = Path(args.outputs) / LOG_FILE
         log = read_log(path)
         if log.empty:
-            raise LeaderboardError(f"{path}: no submission recorded yet; record one with "
-                                   f"`{prog} add RUN_DIR --public SCORE`")
+            raise LeaderboardError(
+                f"{path}: no submission recorded yet; record one with `{prog} add RUN_DIR --public SCORE`"
+            )
         print(as_text(log, args.outputs))
         scatter(log, args.outputs, Path(args.outputs) / PLOT_FILE)
         print(f"\nplot: {Path(args.outputs) / PLOT_FILE}")

@@ -107,7 +107,7 @@ def _bootstrap_means(table, samples, seed, chunk=100):
         # in its own range of n); the means are then one matrix product
         drawn = rng.integers(0, n, (size, n)) + n * np.arange(size)[:, None]
         counts = np.bincount(drawn.ravel(), minlength=size * n).reshape(size, n)
-        means[start:start + size] = counts @ table / n
+        means[start : start + size] = counts @ table / n
     return means
 
 
@@ -119,15 +119,14 @@ def paired_differences(scores, reference, level=LEVEL, seed=BOOTSTRAP_SEED):
         return {}
     differences = scores[others].sub(scores[reference], axis=0)
     low, high = bootstrap_interval(differences.to_numpy(), level, seed=seed)
-    return {run: (float(differences[run].mean()), float(lo), float(hi))
-            for run, lo, hi in zip(others, low, high)}
+    return {run: (float(differences[run].mean()), float(lo), float(hi)) for run, lo, hi in zip(others, low, high)}
 
 
 def split_users(users, seed):
     """Two halves of the users, the same for the same seed."""
     users = np.sort(np.unique(users))
     shuffled = np.random.default_rng(seed).permutation(users)
-    return np.sort(shuffled[: len(users) // 2]), np.sort(shuffled[len(users) // 2:])
+    return np.sort(shuffled[: len(users) // 2]), np.sort(shuffled[len(users) // 2 :])
 
 
 def cross_fitted_choice(scores, seed, mode="max"):
@@ -139,8 +138,13 @@ def cross_fitted_choice(scores, seed, mode="max"):
     means = {"all": scores.mean(), "A": scores.loc[half_a].mean(), "B": scores.loc[half_b].mean()}
     chosen = {half: (mean.idxmax() if mode == "max" else mean.idxmin()) for half, mean in means.items()}
     honest = pd.concat([scores.loc[half_a, chosen["B"]], scores.loc[half_b, chosen["A"]]])
-    return {"fitted": float(means["all"][chosen["all"]]), "honest": float(honest.mean()), "chosen": chosen,
-            "means": means, "users": (len(half_a), len(half_b))}
+    return {
+        "fitted": float(means["all"][chosen["all"]]),
+        "honest": float(honest.mean()),
+        "chosen": chosen,
+        "means": means,
+        "users": (len(half_a), len(half_b)),
+    }
 
 
 def describe_difference(difference, low, high):
@@ -169,19 +173,26 @@ def holdout_detail(scores, seed=BOOTSTRAP_SEED):
             members = scores[scores["activity"] == group]
             if len(members):
                 counts = members["train_interactions"]
-                detail["activity"][group] = {"train_interactions": [int(counts.min()), int(counts.max())],
-                                             "users": len(members), **mean_scores(members)}
+                detail["activity"][group] = {
+                    "train_interactions": [int(counts.min()), int(counts.max())],
+                    "users": len(members),
+                    **mean_scores(members),
+                }
     return detail
 
 
 def describe_holdout(holdout, detail):
     """The lines a run logs about its holdout scores."""
     low, high = detail["interval"][RECALL]
-    lines = [f"holdout {RECALL} {holdout[RECALL]:.4f} ({LEVEL:.0%} interval {low:.4f} to {high:.4f})  "
-             f"{NDCG} {holdout[NDCG]:.4f}  over {detail['users']} users"]
+    lines = [
+        f"holdout {RECALL} {holdout[RECALL]:.4f} ({LEVEL:.0%} interval {low:.4f} to {high:.4f})  "
+        f"{NDCG} {holdout[NDCG]:.4f}  over {detail['users']} users"
+    ]
     parts = [f"{part} {s[RECALL]:.4f} / {s[NDCG]:.4f}" for part, s in detail["parts"].items()]
-    groups = [f"{group} ({s['train_interactions'][0]}-{s['train_interactions'][1]}) {s[RECALL]:.4f} / {s[NDCG]:.4f}"
-              for group, s in detail["activity"].items()]
+    groups = [
+        f"{group} ({s['train_interactions'][0]}-{s['train_interactions'][1]}) {s[RECALL]:.4f} / {s[NDCG]:.4f}"
+        for group, s in detail["activity"].items()
+    ]
     if parts:
         lines.append(f"holdout {RECALL} / {NDCG} by part: " + ", ".join(parts))
     if groups:

@@ -4,8 +4,9 @@
     on the holdout -> holdout recall@10 / ndcg@10 from the top-N lists ->
     refit on all interactions (best epoch count) -> submission
 
-The outputs (README, *A run*) go into the run folder (run_folder.py: staging, what a run that stops early keeps).
+The outputs (docs/configuration.md) go into the run folder (run_folder.py: staging, what a run that stops early keeps).
 """
+
 import datetime
 import gc
 import json
@@ -29,7 +30,14 @@ from recbole_ext.predict import top_k
 from recbole_ext.pretrain import downstream_models, downstream_settings, load_pretrained, pretrain
 from recbole_ext.recbole_config import resolve
 from recbole_ext.run_folder import (
-    MODEL_FILE, SUMMARY, VALID_TOP, Timer, holdout_activity, output_folder, run_folder, write_full_lists,
+    MODEL_FILE,
+    SUMMARY,
+    VALID_TOP,
+    Timer,
+    holdout_activity,
+    output_folder,
+    run_folder,
+    write_full_lists,
     write_holdout_users,
 )
 
@@ -55,8 +63,10 @@ def prepare_data(settings):
     prepared = atomic_data.prepare(raw, out, settings["dataset"], settings.holdout)
     if not prepared.counts["holdout_users"]:
         rule = ", ".join(f"{key} {value}" for key, value in settings.holdout.as_dict().items() if key != "seed")
-        raise ConfigError(f"{settings.sources.get('holdout', 'settings')}: holdout: no user can be scored: with {rule} "
-                          f"every user keeps all interactions for training; lower holdout.min_train")
+        raise ConfigError(
+            f"{settings.sources.get('holdout', 'settings')}: holdout: no user can be scored: with {rule} "
+            f"every user keeps all interactions for training; lower holdout.min_train"
+        )
     return prepared
 
 
@@ -92,8 +102,14 @@ def _run(resolved, out, on_result, validate_only):
         users = valid.best_users
     else:
         with timer.step("valid_predict"):
-            valid_top = top_k(valid.model, valid.dataset, valid.history, settings["top_n"],
-                              settings["predict_batch_users"], show_progress=settings["show_progress"])
+            valid_top = top_k(
+                valid.model,
+                valid.dataset,
+                valid.history,
+                settings["top_n"],
+                settings["predict_batch_users"],
+                show_progress=settings["show_progress"],
+            )
             valid_top[["user", "item", "score"]].to_csv(out / VALID_TOP, index=False)
         users = part_scores(valid_top, holdout)
     users = holdout_activity(prepared, holdout).join(users)
@@ -118,8 +134,10 @@ def _run(resolved, out, on_result, validate_only):
             "holdout_path": str(prepared.holdout_path),
             "counts": prepared.counts,
         },
-        "config": {**settings.values,  # and RecBole's values, JSON-safe
-                   "recbole": json.loads(json.dumps(valid.config.final_config_dict, default=str))},
+        "config": {
+            **settings.values,  # and RecBole's values, JSON-safe
+            "recbole": json.loads(json.dumps(valid.config.final_config_dict, default=str)),
+        },
         "created": datetime.datetime.now().isoformat(timespec="milliseconds"),
     }
     if not validate_only:
@@ -144,16 +162,23 @@ def fit(resolved, prepared, dataset_name, workdir, timer, stage, holdout=None, e
     with timer.step(f"{stage}_train"):
         init_seed(config["seed"], config["reproducibility"])
         model = resolved.model_class(config, dataset).to(config["device"])
-        pretrained = load_pretrained(model, dataset, settings["pretrained_path"]) if settings["pretrained_path"] else None
+        pretrained = (
+            load_pretrained(model, dataset, settings["pretrained_path"]) if settings["pretrained_path"] else None
+        )
         trainer = holdout_trainer(registry.get_trainer(resolved.model_class.type, resolved.name))(config, model)
         scorer = None
         if holdout is not None:
-            scorer = HoldoutScorer(dataset, history, holdout, settings["predict_batch_users"], on_result,
-                                   config["valid_metric"])
+            scorer = HoldoutScorer(
+                dataset, history, holdout, settings["predict_batch_users"], on_result, config["valid_metric"]
+            )
         eval_epochs = []
         trainer.fit(
-            train_data, scorer, verbose=True, saved=scorer is not None,
-            show_progress=config["show_progress"], callback_fn=lambda epoch, score: eval_epochs.append(epoch),
+            train_data,
+            scorer,
+            verbose=True,
+            saved=scorer is not None,
+            show_progress=config["show_progress"],
+            callback_fn=lambda epoch, score: eval_epochs.append(epoch),
         )
     result = Fit(config, dataset, history, model, epochs_run=len(trainer.train_loss_dict) or 1, pretrained=pretrained)
     if scorer is not None and scorer.results:
@@ -176,16 +201,22 @@ def _final_fit(resolved, prepared, valid, out, timer):
         torch.cuda.empty_cache()
         final_fit = fit(resolved, prepared, prepared.name, out, timer, "full", epochs=refit_epochs)
     else:
-        logger.warning("refit: false: the submission comes from the validation fit, which never saw the %d "
-                       "holdout interactions (%.1f%% of the data, each user's latest among them)",
-                       prepared.counts["holdout_interactions"],
-                       100 * prepared.counts["holdout_interactions"] / prepared.counts["interactions"])
+        logger.warning(
+            "refit: false: the submission comes from the validation fit, which never saw the %d "
+            "holdout interactions (%.1f%% of the data, each user's latest among them)",
+            prepared.counts["holdout_interactions"],
+            100 * prepared.counts["holdout_interactions"] / prepared.counts["interactions"],
+        )
         final_fit = valid
         final_fit.history = History.from_file(valid.dataset, full_inter)
     with timer.step("full_predict"):
         full_top = top_k(
-            final_fit.model, final_fit.dataset, final_fit.history, settings["top_n"],
-            settings["predict_batch_users"], show_progress=settings["show_progress"],
+            final_fit.model,
+            final_fit.dataset,
+            final_fit.history,
+            settings["top_n"],
+            settings["predict_batch_users"],
+            show_progress=settings["show_progress"],
         )
     with timer.step("write"):
         write_full_lists(out, full_top, full_inter)
@@ -211,8 +242,9 @@ def predict_only(checkpoint_path, output_dir=None, device=None):
     try:  # a file a movierec run wrote: it holds RecBole's Config, not only tensors
         checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
     except Exception as error:  # pickle, zip and torch errors alike: the file is not a checkpoint
-        raise ConfigError(f"{checkpoint_path}: not a model.pth written by run.py (cannot be read: "
-                          f"{type(error).__name__})") from None
+        raise ConfigError(
+            f"{checkpoint_path}: not a model.pth written by run.py (cannot be read: {type(error).__name__})"
+        ) from None
     if not isinstance(checkpoint, dict) or "movierec" not in checkpoint:
         raise ConfigError(f"{checkpoint_path}: not a model.pth written by run.py (no run settings inside)")
     meta, config = checkpoint["movierec"], checkpoint["config"]

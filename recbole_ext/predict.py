@@ -1,4 +1,4 @@
-"""Top-k for every user: one function for validation and submission alike (README, *A run*).
+"""Top-k for every user: one function for validation and submission alike (docs/configuration.md).
 
 Users go in batches, so memory stays at batch x items scores. Models without full_sort_predict score every
 (user, item) pair with predict(); what a pair costs differs by orders of magnitude between models (FM a few
@@ -17,7 +17,6 @@ from torch._C._profiler import _EventType
 from tqdm import tqdm
 
 from recbole_ext.data import original_ids
-
 
 MEMORY_BUDGET = 1 << 30  # bytes one chunk of pair scoring may allocate, on top of the model and data
 PROBE_PAIRS = 256  # the first chunk, measured to size the others

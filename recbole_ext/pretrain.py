@@ -3,7 +3,7 @@
 Pretraining reads the validation files, never the holdout; its checkpoint is cached keyed by the values of
 every setting it read (recbole_ext.cache). The downstream model runs like any model with ``pretrained_path``
 set, its item rows matched by original item id, so one checkpoint serves the validation and the full fit.
-README, *S3Rec with several attributes*, has the rest.
+docs/models.md, *S3Rec with several attributes*, has the rest.
 """
 
 import logging
@@ -61,15 +61,21 @@ def pretrain(settings, prepared, workdir):
     loader = train_loader(recorder, dataset, history)
     model = registry.get_model(settings.model)(recorder, dataset).to(recorder["device"])
     trainer = registry.get_trainer(recorder["MODEL_TYPE"], settings.model)(recorder, model)
-    logger.info("pretraining %s on %d batches of windows, attributes %s", settings.model, len(loader),
-                list(attribute_weights(recorder["item_attribute"])))
+    logger.info(
+        "pretraining %s on %d batches of windows, attributes %s",
+        settings.model,
+        len(loader),
+        list(attribute_weights(recorder["item_attribute"])),
+    )
     trainer.fit(loader, show_progress=recorder["show_progress"])
 
     state = {name: tensor.cpu() for name, tensor in model.downstream_state().items()}
     item_tokens = torch.from_numpy(original_ids(dataset, dataset.iid_field))
     seconds = time.perf_counter() - started
     path = cache.path_for(config, recorder.reads)
-    write_atomic(path, lambda tmp: torch.save({"state_dict": state, "item_tokens": item_tokens, "seconds": seconds}, tmp))
+    write_atomic(
+        path, lambda tmp: torch.save({"state_dict": state, "item_tokens": item_tokens, "seconds": seconds}, tmp)
+    )
     return Pretrained(path, cached=False, seconds=seconds)
 
 
@@ -81,7 +87,10 @@ def find_pretrained(settings, prepared):
 def _pretraining_config(settings, prepared, checkpoint_dir):
     attributes = list(attribute_weights(settings["item_attribute"]))
     return recbole_config(
-        settings, prepared.data_path, prepared.valid_name, checkpoint_dir,
+        settings,
+        prepared.data_path,
+        prepared.valid_name,
+        checkpoint_dir,
         epochs=settings["pretrain_epochs"],
         learning_rate=settings["pretrain_learning_rate"],
         train_batch_size=settings["pretrain_batch_size"],

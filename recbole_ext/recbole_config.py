@@ -59,8 +59,9 @@ def resolve(settings):
     """The settings of a checked run, resolved; a missing GPU is refused here (ConfigError)."""
     model_class = registry.get_model(settings.model)
     sampling = implicit_feedback_sampling(settings, model_class.type)
-    return Resolved(settings, model_class, resolve_device(settings["device"]),
-                    {**sampling, **settings.recbole_values()})
+    return Resolved(
+        settings, model_class, resolve_device(settings["device"]), {**sampling, **settings.recbole_values()}
+    )
 
 
 def recbole_config(settings, data_path, dataset_name, checkpoint_dir, **changes):

@@ -5,7 +5,7 @@ and its trainer by the name ``<Model>Trainer`` in ``recbole.trainer``; a
 model's defaults come from ``recbole/properties/model/<Model>.yaml``. The
 registry extends all three, so ``run.py``, RecBole's ``get_model`` /
 ``get_trainer`` / ``Config`` and checkpoint loading treat custom models like
-built-in ones. Adding a model: README, *Adding a model*.
+built-in ones. Adding a model: docs/models.md, *Adding a model*.
 
 Importing this module first patches RecBole for the current stack (compat),
 then installs the lookups and movierec's metric: every module that uses
@@ -20,7 +20,6 @@ import re
 from pathlib import Path
 
 import yaml
-
 from recbole_ext import compat, metrics
 
 compat.apply()
@@ -128,8 +127,11 @@ def _recbole_model_names():
     names = {path.stem for path in RECBOLE_PROPERTIES.glob("*.yaml")}
     for kind in RECBOLE_MODEL_PACKAGES:
         package = importlib.import_module(f"recbole.model.{kind}_recommender")
-        names |= {name for name, value in vars(package).items()
-                  if isinstance(value, type) and issubclass(value, AbstractRecommender)}
+        names |= {
+            name
+            for name, value in vars(package).items()
+            if isinstance(value, type) and issubclass(value, AbstractRecommender)
+        }
     return frozenset(names)
 
 

@@ -3,7 +3,7 @@
     python -m recbole_ext.report [OUTPUTS_DIR] [--output DIR]
 
 Prints the table and writes report.csv, report.md and report.png into --output
-(default OUTPUTS_DIR); what they show: README, *Report*.
+(default OUTPUTS_DIR); what they show: docs/numbers.md.
 Runs made on different prepared data (fingerprint) were scored on different
 holdouts: they are shown in separate groups, never ranked against each other.
 """
@@ -16,26 +16,43 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-from atomic_data.holdout import PART_NAMES  # noqa: E402
-from recbole_ext import leaderboard  # noqa: E402
-from recbole_ext.ensemble import ENSEMBLE_MODEL  # noqa: E402
-from recbole_ext.files import write_atomic  # noqa: E402
-from recbole_ext.metrics import ACTIVITY, METRICS, NDCG, RECALL, paired_differences  # noqa: E402
-from recbole_ext.run_folder import SUBMISSION, SUMMARY, read_holdout_users  # noqa: E402
+from atomic_data.holdout import PART_NAMES
+from recbole_ext import leaderboard
+from recbole_ext.ensemble import ENSEMBLE_MODEL
+from recbole_ext.files import write_atomic
+from recbole_ext.metrics import ACTIVITY, METRICS, NDCG, RECALL, paired_differences
+from recbole_ext.run_folder import SUBMISSION, SUMMARY, read_holdout_users
 
 BREAKDOWN = (*PART_NAMES.values(), *ACTIVITY)  # holdout parts, then activity groups
 INTERVAL = ["ci low", "ci high"]  # the 95% bootstrap interval of recall@10
 VERSUS_BEST = ["vs best", "vs best low", "vs best high"]  # recall@10 minus the group's best run's, paired
-COLUMNS = ["run", "model", "settings", RECALL, *INTERVAL, *VERSUS_BEST, NDCG,
-           *[f"{metric} {name}" for name in BREAKDOWN for metric in METRICS],
-           *leaderboard.SCORES, "seconds", "fingerprint"]
+COLUMNS = [
+    "run",
+    "model",
+    "settings",
+    RECALL,
+    *INTERVAL,
+    *VERSUS_BEST,
+    NDCG,
+    *[f"{metric} {name}" for name in BREAKDOWN for metric in METRICS],
+    *leaderboard.SCORES,
+    "seconds",
+    "fingerprint",
+]
 # the settings worth a column, when the model has them (RecBole's final config holds a model's own keys only)
-MODEL_KEYS = ("reg_weight", "side_weights", "latent_dimension", "mlp_hidden_size", "embedding_size", "hidden_size",
-              "n_layers")
+MODEL_KEYS = (
+    "reg_weight",
+    "side_weights",
+    "latent_dimension",
+    "mlp_hidden_size",
+    "embedding_size",
+    "hidden_size",
+    "n_layers",
+)
 TRAINING_KEYS = ("learning_rate",)  # for models trained by epochs (not RecBole's TRADITIONAL ones)
 SEQUENCE_KEYS = ("MAX_ITEM_LIST_LENGTH",)  # for sequential models
 
@@ -95,15 +112,20 @@ def report_table(root):
         run = str(path.parent.relative_to(root)) if path.parent != Path(root) else path.parent.name
         folders[run] = path.parent
         detail = summary.get("holdout_detail", {})
-        rows.append({
-            "run": run,
-            **shared,
-            "settings": key_settings(summary),
-            **{f"{metric} {name}": scores[metric] for name, scores in
-               {**detail.get("parts", {}), **detail.get("activity", {})}.items() for metric in METRICS},
-            **submitted.get(path.parent.resolve(), {}),
-            "seconds": round(sum(summary.get("timings", {}).values()), 1),
-        })
+        rows.append(
+            {
+                "run": run,
+                **shared,
+                "settings": key_settings(summary),
+                **{
+                    f"{metric} {name}": scores[metric]
+                    for name, scores in {**detail.get("parts", {}), **detail.get("activity", {})}.items()
+                    for metric in METRICS
+                },
+                **submitted.get(path.parent.resolve(), {}),
+                "seconds": round(sum(summary.get("timings", {}).values()), 1),
+            }
+        )
     table = pd.DataFrame(rows, columns=COLUMNS)
     table = table.sort_values(["fingerprint", RECALL], ascending=[True, False], kind="stable")
     table = table.reset_index(drop=True)
@@ -133,14 +155,17 @@ def groups(table):
     return [(fingerprint, table[version == fingerprint]) for fingerprint in order]
 
 
-BREAKDOWN_NOTE = (f"{RECALL} / {NDCG} on each holdout part (last items, random earlier ones) and for the third "
-                  f"of the holdout users with the fewest ({ACTIVITY[0]}), middling ({ACTIVITY[1]}) and most "
-                  f"({ACTIVITY[2]}) training interactions")
+BREAKDOWN_NOTE = (
+    f"{RECALL} / {NDCG} on each holdout part (last items, random earlier ones) and for the third "
+    f"of the holdout users with the fewest ({ACTIVITY[0]}), middling ({ACTIVITY[1]}) and most "
+    f"({ACTIVITY[2]}) training interactions"
+)
 
 
 def shown_tables(rows, table):
     """The printed forms of a group's rows: the scores, and the scores by part and activity group
     (None when no run has them). Leaderboard columns appear when any run of the table has one."""
+
     def number(value, form="{:.4f}"):
         return "" if pd.isna(value) else form.format(value)
 
@@ -151,23 +176,37 @@ def shown_tables(rows, table):
             return "best"
         return f"{row['vs best']:+.4f} ({row['vs best low']:+.4f} to {row['vs best high']:+.4f})"
 
-    scores = pd.DataFrame({
-        "run": rows["run"], "model": rows["model"], "settings": rows["settings"],
-        RECALL: rows[RECALL].map(number),
-        "95% interval": [f"{low:.4f} to {high:.4f}" if pd.notna(low) else ""
-                         for low, high in zip(rows["ci low"], rows["ci high"])],
-        "vs best (95% interval)": [versus(row) for _, row in rows.iterrows()],
-        NDCG: rows[NDCG].map(number),
-        **{name: rows[name].map(number) for name in leaderboard.SCORES if table[name].notna().any()},
-        "seconds": rows["seconds"].map(lambda value: number(value, "{:.1f}")),
-    })
+    scores = pd.DataFrame(
+        {
+            "run": rows["run"],
+            "model": rows["model"],
+            "settings": rows["settings"],
+            RECALL: rows[RECALL].map(number),
+            "95% interval": [
+                f"{low:.4f} to {high:.4f}" if pd.notna(low) else ""
+                for low, high in zip(rows["ci low"], rows["ci high"])
+            ],
+            "vs best (95% interval)": [versus(row) for _, row in rows.iterrows()],
+            NDCG: rows[NDCG].map(number),
+            **{name: rows[name].map(number) for name in leaderboard.SCORES if table[name].notna().any()},
+            "seconds": rows["seconds"].map(lambda value: number(value, "{:.1f}")),
+        }
+    )
     present = [name for name in BREAKDOWN if rows[f"{RECALL} {name}"].notna().any()]
     if not present:
         return scores, None
-    breakdown = pd.DataFrame({"run": rows["run"], **{
-        name: [f"{recall:.4f} / {ndcg:.4f}" if pd.notna(recall) else ""
-               for recall, ndcg in zip(rows[f"{RECALL} {name}"], rows[f"{NDCG} {name}"])]
-        for name in present}})
+    breakdown = pd.DataFrame(
+        {
+            "run": rows["run"],
+            **{
+                name: [
+                    f"{recall:.4f} / {ndcg:.4f}" if pd.notna(recall) else ""
+                    for recall, ndcg in zip(rows[f"{RECALL} {name}"], rows[f"{NDCG} {name}"])
+                ]
+                for name in present
+            },
+        }
+    )
     return scores, breakdown
 
 
@@ -191,9 +230,11 @@ def as_text(table):
 
 
 def as_markdown(table):
-    intro = (f"Holdout {RECALL} and {NDCG} (an ensemble's: cross-fitted) with the 95% bootstrap interval of "
-             f"{RECALL}, and each run minus the best run of its table, paired over the same users; one table per "
-             "data version.")
+    intro = (
+        f"Holdout {RECALL} and {NDCG} (an ensemble's: cross-fitted) with the 95% bootstrap interval of "
+        f"{RECALL}, and each run minus the best run of its table, paired over the same users; one table per "
+        "data version."
+    )
     grids = captioned_grids(table, "pipe", "## data {fingerprint}")
     return "\n\n".join(["# Runs", intro, *(f"{caption}\n\n{grid}" for caption, grid in grids)]) + "\n"
 
@@ -205,15 +246,23 @@ def bar_figure(table):
     label_width = max(len(_label(run, model)) for run, model in zip(table["run"], table["model"]))
     heights = [max(len(rows), 1) for _, rows in parts]
     figure, axes = plt.subplots(
-        len(parts), 1, squeeze=False, gridspec_kw={"height_ratios": heights},
+        len(parts),
+        1,
+        squeeze=False,
+        gridspec_kw={"height_ratios": heights},
         figsize=(6 + 0.09 * label_width, 1.2 + 0.4 * sum(heights) + 1.0 * len(parts)),
     )
     for axis, (fingerprint, rows) in zip(axes[:, 0], parts):
         rows = rows.iloc[::-1]  # barh draws from the bottom
         colours = ["tab:orange" if model.startswith(ENSEMBLE_MODEL) else "tab:blue" for model in rows["model"]]
         errors = np.nan_to_num([rows[RECALL] - rows["ci low"], rows["ci high"] - rows[RECALL]])  # none: 0
-        bars = axis.barh([_label(run, model) for run, model in zip(rows["run"], rows["model"])],
-                         rows[RECALL], color=colours, xerr=errors, error_kw={"elinewidth": 1, "capsize": 2})
+        bars = axis.barh(
+            [_label(run, model) for run, model in zip(rows["run"], rows["model"])],
+            rows[RECALL],
+            color=colours,
+            xerr=errors,
+            error_kw={"elinewidth": 1, "capsize": 2},
+        )
         top = np.nanmax([rows[RECALL].max(), rows["ci high"].max()])
         for bar, value, end in zip(bars, rows[RECALL], rows[RECALL] + errors[1]):  # the label after the interval
             axis.text(end + 0.01 * top, bar.get_y() + bar.get_height() / 2, f"{value:.4f}", va="center", fontsize=9)
@@ -223,8 +272,9 @@ def bar_figure(table):
         axis.tick_params(axis="y", labelsize=9)
         axis.grid(axis="x", alpha=0.3)
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in ("tab:blue", "tab:orange")]
-    axes[0, 0].legend(handles, ["run", "ensemble"], loc="lower right", bbox_to_anchor=(1, 1), ncol=2,
-                      frameon=False, fontsize=9)
+    axes[0, 0].legend(
+        handles, ["run", "ensemble"], loc="lower right", bbox_to_anchor=(1, 1), ncol=2, frameon=False, fontsize=9
+    )
     figure.tight_layout()
     return figure
 
@@ -268,8 +318,10 @@ def main(argv=None):
     for message in skipped:
         print(f"skipped {message}", file=sys.stderr)
     if table["fingerprint"].nunique(dropna=False) > 1:
-        print("note: runs on different data versions (fingerprints) are scored on different holdouts; "
-              "compare within a group only\n")
+        print(
+            "note: runs on different data versions (fingerprints) are scored on different holdouts; "
+            "compare within a group only\n"
+        )
     print(as_text(table))
     print(f"\nwritten: {output / 'report.csv'}, report.md, report.png")
     return 0

@@ -174,6 +174,7 @@ class Timer(dict):
 
 # --- what a run folder holds ---
 
+
 def holdout_activity(prepared, holdout):
     """Each holdout user's training interactions (in the validation fit) and activity group: the
     same for every run on one data version, since both come from its files alone."""

@@ -15,9 +15,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from recbole_ext import compat, registry  # noqa: E402,F401  (RecBole patched and movierec registered first)
 from atomic_data import HoldoutRule, prepare  # noqa: E402
 from atomic_data.synthetic import Scale, generate  # noqa: E402
+from recbole_ext import compat, registry  # noqa: E402,F401  (RecBole patched and movierec registered first)
 
 TINY = Scale(users=120, items=150, median=30, min_count=14, max_count=60)
 TEST_RULE = HoldoutRule(last=2, random=3, max_fraction=0.3, min_train=8, seed=7)
@@ -102,9 +102,21 @@ def ray_cluster():
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
     temp_dir = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # short: Ray's socket paths have a length limit
     head = subprocess.Popen(
-        [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", f"--port={port}",
-         "--node-ip-address=127.0.0.1", "--num-cpus=2", f"--temp-dir={temp_dir}", "--include-dashboard=false"],
-        env=env, cwd=temp_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            str(Path(sys.executable).parent / "ray"),
+            "start",
+            "--head",
+            "--block",
+            f"--port={port}",
+            "--node-ip-address=127.0.0.1",
+            "--num-cpus=2",
+            f"--temp-dir={temp_dir}",
+            "--include-dashboard=false",
+        ],
+        env=env,
+        cwd=temp_dir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         wait_for(lambda: (temp_dir / "ray_current_cluster").is_file(), timeout=60)

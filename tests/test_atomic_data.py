@@ -9,9 +9,9 @@ from conftest import TEST_RULE, write_raw
 
 from atomic_data import HoldoutRule, RawDataError, prepare
 from atomic_data.__main__ import main as atomic_data_cli
-from atomic_data.synthetic import main as synthetic_cli
 from atomic_data.holdout import LAST, NOT_HELD_OUT, RANDOM, holdout_parts
 from atomic_data.items import Watched, representative_credit, title_words, year_from_title
+from atomic_data.synthetic import main as synthetic_cli
 from recbole_ext.files import staging_path
 
 # ---------------------------------------------------------------- bad input
@@ -172,8 +172,13 @@ def read_item_file(path):
 def test_item_file_fields(tiny_prepared, tiny_raw):
     table = read_item_file(tiny_prepared.data_path / "tiny" / "tiny.item")
     assert list(table.columns) == [
-        "title:token_seq", "year:token", "genre:token_seq",
-        "director:token", "directors:token_seq", "writer:token", "writers:token_seq",
+        "title:token_seq",
+        "year:token",
+        "genre:token_seq",
+        "director:token",
+        "directors:token_seq",
+        "writer:token",
+        "writers:token_seq",
     ]
     genres = pd.read_csv(tiny_raw / "genres.tsv", sep="\t")
     item = genres["item"].iloc[0]
@@ -399,13 +404,16 @@ def test_an_output_path_that_is_a_file_is_refused_in_one_line(tmp_path, capsys):
     assert capsys.readouterr().err.splitlines() == [f"error: {tmp_path / 'out'}: is a file, expected a folder"]
 
 
-@pytest.mark.parametrize("row, message", [
-    ((2 ** 63, 10, 100), "'user' must be an integer below 2^63, got '9223372036854775808'"),
-    ((1, 10 ** 20, 100), "'item' must be an integer below 2^63, got '100000000000000000000'"),
-    ((-1, 10, 100), "'user' must be a non-negative integer, got '-1'"),
-    ((1, -10, 100), "'item' must be a non-negative integer, got '-10'"),
-    ((1, 10, -100), "'time' must be a non-negative integer (Unix seconds), got '-100'"),
-])
+@pytest.mark.parametrize(
+    "row, message",
+    [
+        ((2**63, 10, 100), "'user' must be an integer below 2^63, got '9223372036854775808'"),
+        ((1, 10**20, 100), "'item' must be an integer below 2^63, got '100000000000000000000'"),
+        ((-1, 10, 100), "'user' must be a non-negative integer, got '-1'"),
+        ((1, -10, 100), "'item' must be a non-negative integer, got '-10'"),
+        ((1, 10, -100), "'time' must be a non-negative integer (Unix seconds), got '-100'"),
+    ],
+)
 def test_ids_and_times_out_of_range_name_the_line(row, message, tmp_path):
     raw = write_raw(tmp_path / "raw", [(1, 11, 100), (1, 12, 101), row])
     prepare_fails(raw, tmp_path, f"train_ratings.csv:4: {message}")
@@ -422,9 +430,16 @@ def test_synthetic_data_never_replaces_data_without_force(tmp_path, capsys):
     small = [str(folder), "--users", "20", "--items", "30", "--median", "8", "--min-count", "5", "--max-count", "12"]
     assert synthetic_cli(small) == 2
     assert capsys.readouterr().err.splitlines() == [
-        f"error: {folder} already holds train_ratings.csv; add --force to replace it"]
+        f"error: {folder} already holds train_ratings.csv; add --force to replace it"
+    ]
     assert (folder / "train_ratings.csv").read_bytes() == before
     assert synthetic_cli([*small, "--force"]) == 0
     ratings = pd.read_csv(folder / "train_ratings.csv")
     assert ratings["user"].nunique() == 20 and sorted(p.name for p in folder.iterdir()) == [
-        "directors.tsv", "genres.tsv", "titles.tsv", "train_ratings.csv", "writers.tsv", "years.tsv"]
+        "directors.tsv",
+        "genres.tsv",
+        "titles.tsv",
+        "train_ratings.csv",
+        "writers.tsv",
+        "years.tsv",
+    ]

@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import ray
-import yaml
 from conftest import interrupt_when
 
+import yaml
 from recbole_ext import blend as blending
 from recbole_ext import ensemble
 from recbole_ext.blend.__main__ import main as blend_main
@@ -22,12 +22,19 @@ from recbole_ext.config import ConfigError
 from recbole_ext.tune.driver import start_ray
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = {"show_progress": False, "state": "WARNING", "train_batch_size": 256, "holdout": {"min_train": 8, "random": 3},
-        "tune": {"resources_per_trial": {"cpu": 0.5}}}  # four runs at once on two CPUs
+TINY = {
+    "show_progress": False,
+    "state": "WARNING",
+    "train_batch_size": 256,
+    "holdout": {"min_train": 8, "random": 3},
+    "tune": {"resources_per_trial": {"cpu": 0.5}},
+}  # four runs at once on two CPUs
 MEMBERS = {
     "EASE": {"model": "EASE", "set": {"reg_weight": 10.0}},
-    "MultiVAE": {"model": "MultiVAE", "set": {"epochs": 3, "mlp_hidden_size": [32], "latent_dimension": 16,
-                                              "train_batch_size": 32}},
+    "MultiVAE": {
+        "model": "MultiVAE",
+        "set": {"epochs": 3, "mlp_hidden_size": [32], "latent_dimension": 16, "train_batch_size": 32},
+    },
     "BPR": {"model": "BPR", "set": {"epochs": 3, "embedding_size": 16}, "seeds": [1, 2]},
 }
 BLEND = {"method": "score", "weights": "auto", "seed": 0}
@@ -45,8 +52,19 @@ def data_dir(tmp_path_factory):
 
 
 def cli(recipe, tiny_raw, data_dir, output, runs, *extra):
-    return blend_main([str(recipe), "--data", str(tiny_raw), "--output", str(output), "--runs", str(runs),
-                       f"data_dir={data_dir}", *extra])
+    return blend_main(
+        [
+            str(recipe),
+            "--data",
+            str(tiny_raw),
+            "--output",
+            str(output),
+            "--runs",
+            str(runs),
+            f"data_dir={data_dir}",
+            *extra,
+        ]
+    )
 
 
 def read_summary(folder):
@@ -61,32 +79,55 @@ def runs_by_member(summary):
 # a bad recipe stops in one line, before Ray starts and before anything is written
 
 
-@pytest.mark.parametrize("change, expected", [
-    (lambda r: r.update(memebrs=r.pop("members")), "memebrs: unknown key; known: members, blend, settings, quick; did you mean 'members'?"),
-    (lambda r: r["members"]["BPR"].update(seed=[1]), "members.BPR.seed: unknown key; known: config, model, set, seeds; did you mean 'seeds'?"),
-    (lambda r: r["members"]["BPR"].update(seeds=[1, 1]), "members.BPR.seeds must be a list of distinct integers"),
-    (lambda r: r["members"]["BPR"].update(seeds=3), "members.BPR.seeds must be a list of distinct integers"),
-    (lambda r: r["members"]["BPR"]["set"].update(epochs=-3),
-     "members.BPR.set: epochs must be an integer >= 1, got -3"),
-    (lambda r: r["members"]["EASE"]["set"].update(reg_wieght=1.0),
-     "members.EASE.set: unknown setting 'reg_wieght' for EASE; did you mean 'reg_weight'?"),
-    (lambda r: r["members"]["EASE"].update(config="nowhere.yaml"),
-     "members.EASE.config: nowhere.yaml: config file not found"),
-    (lambda r: r["members"].update(Broken={"model": "SASRek"}), "members.Broken: unknown model 'SASRek'"),
-    (lambda r: r["members"].pop("BPR") and r["members"].pop("MultiVAE"), "members must map at least two member"),
-    (lambda r: r["blend"].update(method="mean"), "blend.method must be one of priority, rank, score, got 'mean'"),
-    (lambda r: r["blend"].update(weights=[1, 2]), "blend.weights must be auto or a list of 3 numbers"),
-    (lambda r: r["settings"].update(holdout={"min_train": 0}), "settings: holdout"),
-    (lambda r: r["settings"]["tune"].update(resources_per_trial={"gpus": 1}),
-     "members.EASE: tune.resources_per_trial: unknown resource 'gpus'"),
-    (lambda r: r["quick"]["members"].update(EASE={"sett": {}}), "quick.members.EASE.sett: unknown key"),
-    (lambda r: r["quick"].update(settings=[1]), "quick.settings: expected `key: value` entries"),
-    (lambda r: r.update(settings=[1], quick={"settings": {"epochs": 1}}), ": settings: expected `key: value` entries"),
-    (lambda r: r["members"]["EASE"]["set"].update({"holdout.seed": 3}),
-     "the members would train on different prepared data"),
-])
-def test_a_bad_recipe_stops_in_one_line_naming_the_file_and_the_key(change, expected, tmp_path, tiny_raw, data_dir,
-                                                                    capsys):
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        (
+            lambda r: r.update(memebrs=r.pop("members")),
+            "memebrs: unknown key; known: members, blend, settings, quick; did you mean 'members'?",
+        ),
+        (
+            lambda r: r["members"]["BPR"].update(seed=[1]),
+            "members.BPR.seed: unknown key; known: config, model, set, seeds; did you mean 'seeds'?",
+        ),
+        (lambda r: r["members"]["BPR"].update(seeds=[1, 1]), "members.BPR.seeds must be a list of distinct integers"),
+        (lambda r: r["members"]["BPR"].update(seeds=3), "members.BPR.seeds must be a list of distinct integers"),
+        (
+            lambda r: r["members"]["BPR"]["set"].update(epochs=-3),
+            "members.BPR.set: epochs must be an integer >= 1, got -3",
+        ),
+        (
+            lambda r: r["members"]["EASE"]["set"].update(reg_wieght=1.0),
+            "members.EASE.set: unknown setting 'reg_wieght' for EASE; did you mean 'reg_weight'?",
+        ),
+        (
+            lambda r: r["members"]["EASE"].update(config="nowhere.yaml"),
+            "members.EASE.config: nowhere.yaml: config file not found",
+        ),
+        (lambda r: r["members"].update(Broken={"model": "SASRek"}), "members.Broken: unknown model 'SASRek'"),
+        (lambda r: r["members"].pop("BPR") and r["members"].pop("MultiVAE"), "members must map at least two member"),
+        (lambda r: r["blend"].update(method="mean"), "blend.method must be one of priority, rank, score, got 'mean'"),
+        (lambda r: r["blend"].update(weights=[1, 2]), "blend.weights must be auto or a list of 3 numbers"),
+        (lambda r: r["settings"].update(holdout={"min_train": 0}), "settings: holdout"),
+        (
+            lambda r: r["settings"]["tune"].update(resources_per_trial={"gpus": 1}),
+            "members.EASE: tune.resources_per_trial: unknown resource 'gpus'",
+        ),
+        (lambda r: r["quick"]["members"].update(EASE={"sett": {}}), "quick.members.EASE.sett: unknown key"),
+        (lambda r: r["quick"].update(settings=[1]), "quick.settings: expected `key: value` entries"),
+        (
+            lambda r: r.update(settings=[1], quick={"settings": {"epochs": 1}}),
+            ": settings: expected `key: value` entries",
+        ),
+        (
+            lambda r: r["members"]["EASE"]["set"].update({"holdout.seed": 3}),
+            "the members would train on different prepared data",
+        ),
+    ],
+)
+def test_a_bad_recipe_stops_in_one_line_naming_the_file_and_the_key(
+    change, expected, tmp_path, tiny_raw, data_dir, capsys
+):
     recipe = json.loads(json.dumps({"members": MEMBERS, "blend": BLEND, "settings": TINY, "quick": {"members": {}}}))
     change(recipe)
     path = tmp_path / "recipe.yaml"
@@ -105,8 +146,10 @@ def test_a_bad_member_yaml_is_named_with_its_member(tmp_path, tiny_raw, data_dir
     path = write_recipe(tmp_path / "recipe.yaml", {**MEMBERS, "EASE": {"config": str(member_yaml)}})
     assert cli(path, tiny_raw, data_dir, tmp_path / "out", tmp_path / "runs") == 2
     err = capsys.readouterr().err.strip()
-    assert err == (f"error: {path}: members.EASE: {member_yaml}: unknown setting 'lerning_rate' for EASE; "
-                   f"did you mean 'learning_rate'?")
+    assert err == (
+        f"error: {path}: members.EASE: {member_yaml}: unknown setting 'lerning_rate' for EASE; "
+        f"did you mean 'learning_rate'?"
+    )
     assert not ray.is_initialized()
 
 
@@ -127,21 +170,32 @@ def test_the_shipped_recipe_and_its_quick_variant_are_valid(tiny_raw, monkeypatc
 
 
 @pytest.mark.parametrize("signum, name", [(signal.SIGTERM, "SIGTERM"), (signal.SIGINT, "Ctrl-C")])
-def test_sigterm_or_ctrl_c_stops_a_blend_in_one_line_and_writes_no_output(signum, name, tmp_path, tiny_raw,
-                                                                          data_dir):
+def test_sigterm_or_ctrl_c_stops_a_blend_in_one_line_and_writes_no_output(signum, name, tmp_path, tiny_raw, data_dir):
     endless = {"model": "BPR", "set": {"epochs": 100000, "stopping_step": 100000, "embedding_size": 16}}
     recipe = write_recipe(tmp_path / "recipe.yaml", {"EASE": MEMBERS["EASE"], "Endless": endless})
     runs = tmp_path / "runs"
-    argv = [sys.executable, "-m", "recbole_ext.blend", str(recipe), "--data", str(tiny_raw), "--output",
-            str(tmp_path / "out"), "--runs", str(runs), f"data_dir={data_dir}"]
+    argv = [
+        sys.executable,
+        "-m",
+        "recbole_ext.blend",
+        str(recipe),
+        "--data",
+        str(tiny_raw),
+        "--output",
+        str(tmp_path / "out"),
+        "--runs",
+        str(runs),
+        f"data_dir={data_dir}",
+    ]
     process = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     stderr = interrupt_when(process, lambda: list(runs.glob(".Endless-*.partial-*")), signum)  # once it trains
     assert process.returncode == 130
     assert "Traceback" not in stderr
-    assert stderr.strip().splitlines()[-1] == (f"interrupted ({name}): finished runs are kept and reused by the "
-                                               "same command")
+    assert stderr.strip().splitlines()[-1] == (
+        f"interrupted ({name}): finished runs are kept and reused by the same command"
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["recipe.yaml", "runs"]  # no output, no staging folder
-    interrupted, = runs.glob("Endless-*.interrupted")  # the run cut short keeps its log, as run.py's do
+    (interrupted,) = runs.glob("Endless-*.interrupted")  # the run cut short keeps its log, as run.py's do
     assert (interrupted / "run.log").is_file() and not list(runs.glob(".*.partial-*"))
 
 
@@ -150,9 +204,26 @@ def test_a_blend_on_a_ray_cluster_with_address(tmp_path, tiny_raw, data_dir, ray
     members = {"EASE": MEMBERS["EASE"], "BPR": {"model": "BPR", "set": {"epochs": 1, "embedding_size": 16}}}
     write_recipe(tmp_path / "recipe.yaml", members)
     done = subprocess.run(
-        [sys.executable, "-m", "recbole_ext.blend", "recipe.yaml", "--data", str(tiny_raw), "--output", "out",
-         "--runs", "runs", f"data_dir={data_dir}", "--address", ray_cluster.address],
-        cwd=tmp_path, env={**ray_cluster.env, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "recbole_ext.blend",
+            "recipe.yaml",
+            "--data",
+            str(tiny_raw),
+            "--output",
+            "out",
+            "--runs",
+            "runs",
+            f"data_dir={data_dir}",
+            "--address",
+            ray_cluster.address,
+        ],
+        cwd=tmp_path,
+        env={**ray_cluster.env, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     runs = runs_by_member(read_summary(tmp_path / "out"))
@@ -222,7 +293,7 @@ def test_a_member_with_seeds_averages_its_runs_scaled_scores(first_blend):
     averaged = pd.read_csv(output / "members" / "BPR" / "valid_top50.csv")
     assert len(averaged) == len(lists[0])
     for user, rows in averaged.groupby("user"):
-        best = sorted((v for (u, _), v in expected.items() if u == user), reverse=True)[:len(rows)]
+        best = sorted((v for (u, _), v in expected.items() if u == user), reverse=True)[: len(rows)]
         assert np.allclose(rows["score"], best)  # the 50 best averages, best first
         assert all(expected[user, item] == pytest.approx(score) for item, score in zip(rows["item"], rows["score"]))
 
@@ -246,17 +317,22 @@ def test_a_changed_member_setting_retrains_only_that_member(first_blend, tiny_ra
     recipe = write_recipe(tmp_path / "recipe.yaml", members)
     assert cli(recipe, tiny_raw, data_dir, tmp_path / "out", runs) == 0
     status = {key: run["status"] for key, run in runs_by_member(read_summary(tmp_path / "out")).items()}
-    assert status == {("EASE", None): "trained", ("MultiVAE", None): "reused", ("BPR", 1): "reused",
-                      ("BPR", 2): "reused"}
+    assert status == {
+        ("EASE", None): "trained",
+        ("MultiVAE", None): "reused",
+        ("BPR", 1): "reused",
+        ("BPR", 2): "reused",
+    }
     ease = read_summary(tmp_path / "out" / "members" / "EASE")
     assert ease["config"]["reg_weight"] == 50.0
 
 
 def test_a_failing_member_is_left_out_with_a_warning(first_blend, tiny_raw, data_dir, tmp_path, capsys):
     _, _, _, runs, _ = first_blend
-    broken = {"model": "BPR", "set": {"epochs": 2, "embedding_size": 16, "learning_rate": 1.0e+30}}
-    recipe = write_recipe(tmp_path / "recipe.yaml", {"EASE": MEMBERS["EASE"], "Broken": broken,
-                                                     "MultiVAE": MEMBERS["MultiVAE"]})
+    broken = {"model": "BPR", "set": {"epochs": 2, "embedding_size": 16, "learning_rate": 1.0e30}}
+    recipe = write_recipe(
+        tmp_path / "recipe.yaml", {"EASE": MEMBERS["EASE"], "Broken": broken, "MultiVAE": MEMBERS["MultiVAE"]}
+    )
     assert cli(recipe, tiny_raw, data_dir, tmp_path / "out", runs) == 0
     err = capsys.readouterr().err
     assert "Broken failed: ValueError: Training loss is nan" in err

@@ -102,7 +102,9 @@ def test_interaction_sort_is_stable_without_numpy_deprecations():
 
     from recbole.data.interaction import Interaction
 
-    inter = Interaction({"u": torch.tensor([2, 1, 2, 1]), "t": torch.tensor([5.0, 7.0, 5.0, 3.0]), "i": torch.arange(4)})
+    inter = Interaction(
+        {"u": torch.tensor([2, 1, 2, 1]), "t": torch.tensor([5.0, 7.0, 5.0, 3.0]), "i": torch.arange(4)}
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("error", DeprecationWarning)
         inter.sort(by=["u", "t"])
@@ -125,9 +127,17 @@ def test_cpr_models_score_a_sequence_without_a_target_item(tiny_prepared, tmp_pa
 
     from recbole_ext.data import LazySequentialDataset
 
-    config = recbole_config(tiny_prepared, tmp_path, model=model_name, MAX_ITEM_LIST_LENGTH=10,
-                            train_neg_sample_args=None, embedding_size=16, hidden_size=16, inner_size=32,
-                            load_col={"inter": ["user_id", "item_id", "timestamp"]})
+    config = recbole_config(
+        tiny_prepared,
+        tmp_path,
+        model=model_name,
+        MAX_ITEM_LIST_LENGTH=10,
+        train_neg_sample_args=None,
+        embedding_size=16,
+        hidden_size=16,
+        inner_size=32,
+        load_col={"inter": ["user_id", "item_id", "timestamp"]},
+    )
     dataset = LazySequentialDataset(config)
     dataset._change_feat_format()
     model = get_model(model_name)(config, dataset).eval()
@@ -143,9 +153,16 @@ def test_cpr_models_score_a_sequence_without_a_target_item(tiny_prepared, tmp_pa
 def test_fearec_maps_each_target_item_to_its_rows(tiny_prepared, tmp_path):
     from recbole_ext.data import LazySequentialDataset
 
-    config = recbole_config(tiny_prepared, tmp_path, model="FEARec", MAX_ITEM_LIST_LENGTH=10, hidden_size=16,
-                            inner_size=32, train_neg_sample_args=None,
-                            load_col={"inter": ["user_id", "item_id", "timestamp"]})
+    config = recbole_config(
+        tiny_prepared,
+        tmp_path,
+        model="FEARec",
+        MAX_ITEM_LIST_LENGTH=10,
+        hidden_size=16,
+        inner_size=32,
+        train_neg_sample_args=None,
+        load_col={"inter": ["user_id", "item_id", "timestamp"]},
+    )
     dataset = LazySequentialDataset(config)
     dataset._change_feat_format()
     index = get_model("FEARec")(config, dataset).same_item_index

@@ -2,7 +2,13 @@ import pytest
 
 from recbole_ext import registry
 from recbole_ext.config import (
-    YAML_DIR, ConfigError, check_model, check_values, load_settings, read_yaml, setting_defaults,
+    YAML_DIR,
+    ConfigError,
+    check_model,
+    check_values,
+    load_settings,
+    read_yaml,
+    setting_defaults,
 )
 
 
@@ -24,7 +30,9 @@ def test_misspelt_key_names_its_file_and_the_closest_key(tmp_path):
 
 
 def test_misspelt_key_on_the_command_line():
-    with pytest.raises(ConfigError, match=r"command line: unknown setting 'embeding_size' for BPR; did you mean 'embedding_size'"):
+    with pytest.raises(
+        ConfigError, match=r"command line: unknown setting 'embeding_size' for BPR; did you mean 'embedding_size'"
+    ):
         load_settings("BPR", overrides=["embeding_size=32"])
 
 
@@ -46,8 +54,10 @@ def test_layers_apply_in_order(tmp_path):
 
 
 def test_a_quick_block_may_shrink_the_search(tmp_path):
-    config = write(tmp_path / "c.yaml", "model: BPR\ntune:\n  num_samples: 16\n  metric: recall@10\n"
-                                        "quick:\n  epochs: 2\n  tune: {num_samples: 2}\n")
+    config = write(
+        tmp_path / "c.yaml",
+        "model: BPR\ntune:\n  num_samples: 16\n  metric: recall@10\nquick:\n  epochs: 2\n  tune: {num_samples: 2}\n",
+    )
     assert load_settings(config_file=config)["tune"] == {"num_samples": 16, "metric": "recall@10"}
     quick = load_settings(config_file=config, quick=True)
     assert quick["tune"] == {"num_samples": 2, "metric": "recall@10"} and quick["epochs"] == 2
@@ -110,28 +120,37 @@ def test_float_notation_is_a_float():
 # ---------------------------------------------------------------- values checked against RecBole's defaults
 
 
-@pytest.mark.parametrize("model, override, expected", [
-    ("MultiVAE", "epochs=-3", "command line: epochs must be an integer >= 1, got -3"),
-    ("BPR", "epochs=abc", "command line: epochs must be an integer >= 1, got 'abc'"),
-    ("BPR", "epochs=2.5", "command line: epochs must be an integer >= 1, got 2.5"),
-    ("BPR", "learning_rate=abc", "command line: learning_rate must be a number > 0, got 'abc'"),
-    ("BPR", "learning_rate=0", "command line: learning_rate must be a number > 0, got 0"),
-    ("EASE", "reg_weight=abc", "command line: reg_weight must be a number >= 0, got 'abc'"),
-    ("RecBoleEASE", "reg_weight=-1", "command line: reg_weight must be a number >= 0, got -1"),
-    ("SASRec", "n_layers=0", "command line: n_layers must be an integer >= 1, got 0"),
-    ("SASRec", "hidden_dropout_prob=1.5", "command line: hidden_dropout_prob must be a number in [0, 1], got 1.5"),
-    ("MultiVAE", "mlp_hidden_size=[600, x]", "command line: mlp_hidden_size must be a list of integers >= 1, "
-                                             "got [600, 'x']"),
-    ("MultiVAE", "mlp_hidden_size=600", "command line: mlp_hidden_size must be a list of integers >= 1, got 600"),
-    ("BPR", "train_batch_size=~", "command line: train_batch_size must be an integer >= 1, got None"),
-    ("BPR", "shuffle=maybe", "command line: shuffle must be true or false, got 'maybe'"),
-    ("BPR", "seed=1.5", "command line: seed must be an integer, got 1.5"),
-    ("BPR", "refit_epochs=true", "command line: refit_epochs must be best or an integer >= 1, got True"),
-    ("BPR", "predict_batch_users=true", "command line: predict_batch_users must be an integer >= 1, got True"),
-    ("BPR", "top_n=true", "command line: top_n must be an integer >= 10, got True"),
-    ("S3Rec", "downstream_model=GRU4Rec", "command line: downstream_model must be one of SASRec, BERT4Rec, "
-                                          "got 'GRU4Rec'"),
-])
+@pytest.mark.parametrize(
+    "model, override, expected",
+    [
+        ("MultiVAE", "epochs=-3", "command line: epochs must be an integer >= 1, got -3"),
+        ("BPR", "epochs=abc", "command line: epochs must be an integer >= 1, got 'abc'"),
+        ("BPR", "epochs=2.5", "command line: epochs must be an integer >= 1, got 2.5"),
+        ("BPR", "learning_rate=abc", "command line: learning_rate must be a number > 0, got 'abc'"),
+        ("BPR", "learning_rate=0", "command line: learning_rate must be a number > 0, got 0"),
+        ("EASE", "reg_weight=abc", "command line: reg_weight must be a number >= 0, got 'abc'"),
+        ("RecBoleEASE", "reg_weight=-1", "command line: reg_weight must be a number >= 0, got -1"),
+        ("SASRec", "n_layers=0", "command line: n_layers must be an integer >= 1, got 0"),
+        ("SASRec", "hidden_dropout_prob=1.5", "command line: hidden_dropout_prob must be a number in [0, 1], got 1.5"),
+        (
+            "MultiVAE",
+            "mlp_hidden_size=[600, x]",
+            "command line: mlp_hidden_size must be a list of integers >= 1, got [600, 'x']",
+        ),
+        ("MultiVAE", "mlp_hidden_size=600", "command line: mlp_hidden_size must be a list of integers >= 1, got 600"),
+        ("BPR", "train_batch_size=~", "command line: train_batch_size must be an integer >= 1, got None"),
+        ("BPR", "shuffle=maybe", "command line: shuffle must be true or false, got 'maybe'"),
+        ("BPR", "seed=1.5", "command line: seed must be an integer, got 1.5"),
+        ("BPR", "refit_epochs=true", "command line: refit_epochs must be best or an integer >= 1, got True"),
+        ("BPR", "predict_batch_users=true", "command line: predict_batch_users must be an integer >= 1, got True"),
+        ("BPR", "top_n=true", "command line: top_n must be an integer >= 10, got True"),
+        (
+            "S3Rec",
+            "downstream_model=GRU4Rec",
+            "command line: downstream_model must be one of SASRec, BERT4Rec, got 'GRU4Rec'",
+        ),
+    ],
+)
 def test_a_value_of_the_wrong_kind_names_the_key_the_value_and_the_expected_kind(model, override, expected):
     with pytest.raises(ConfigError) as error:
         load_settings(model, overrides=[override])
@@ -158,10 +177,14 @@ def test_every_models_own_defaults_pass_the_checks():
 
 
 def test_numbers_of_the_right_kind_pass():
-    settings = load_settings("MultiVAE", overrides=["epochs=3", "learning_rate=1e-3", "dropout_prob=0",
-                                                    "mlp_hidden_size=[64, 32]", "anneal_cap=1"])
+    settings = load_settings(
+        "MultiVAE",
+        overrides=["epochs=3", "learning_rate=1e-3", "dropout_prob=0", "mlp_hidden_size=[64, 32]", "anneal_cap=1"],
+    )
     assert settings["mlp_hidden_size"] == [64, 32] and settings["anneal_cap"] == 1
-    assert load_settings("EASE", overrides=["reg_weight=100"])["reg_weight"] == 100  # an int where a float is the default
+    assert (
+        load_settings("EASE", overrides=["reg_weight=100"])["reg_weight"] == 100
+    )  # an int where a float is the default
 
 
 def test_model_names_are_case_insensitive(tmp_path):
@@ -170,15 +193,18 @@ def test_model_names_are_case_insensitive(tmp_path):
     assert load_settings("EASE", config_file=config).model == "EASE"
 
 
-@pytest.mark.parametrize("key, reason", [
-    ("nproc=2", "a run is one process on one device"),
-    ("world_size=2", "a run is one process on one device"),
-    ("local_rank=1", "a run is one process on one device"),
-    ("user_inter_num_interval=[5,inf)", "filters would drop users or items"),
-    ("item_inter_num_interval=[5,inf)", "filters would drop users or items"),
-    ("rm_dup_inter=first", "preparing the data drops duplicate interactions already"),
-    ("val_interval={timestamp: '[0, 1e9]'}", "filters would drop users or items"),
-])
+@pytest.mark.parametrize(
+    "key, reason",
+    [
+        ("nproc=2", "a run is one process on one device"),
+        ("world_size=2", "a run is one process on one device"),
+        ("local_rank=1", "a run is one process on one device"),
+        ("user_inter_num_interval=[5,inf)", "filters would drop users or items"),
+        ("item_inter_num_interval=[5,inf)", "filters would drop users or items"),
+        ("rm_dup_inter=first", "preparing the data drops duplicate interactions already"),
+        ("val_interval={timestamp: '[0, 1e9]'}", "filters would drop users or items"),
+    ],
+)
 def test_distributed_settings_and_recboles_filters_are_refused_with_the_reason(key, reason):
     with pytest.raises(ConfigError, match=f"^command line: '{key.split('=')[0]}' is managed by movierec: .*{reason}"):
         load_settings("BPR", overrides=[key])
@@ -186,7 +212,11 @@ def test_distributed_settings_and_recboles_filters_are_refused_with_the_reason(k
 
 def test_a_file_where_a_folder_is_expected_is_named(tmp_path):
     (tmp_path / "notes").write_text("a file")
-    with pytest.raises(ConfigError, match=f"^command line: data_dir '.*': {tmp_path / 'notes'} is a file, expected a folder$"):
+    with pytest.raises(
+        ConfigError, match=f"^command line: data_dir '.*': {tmp_path / 'notes'} is a file, expected a folder$"
+    ):
         load_settings("BPR", overrides=[f"data_dir={tmp_path / 'notes' / 'data'}"])
-    with pytest.raises(ConfigError, match=f"^command line: output_dir '.*': {tmp_path / 'notes'} is a file, expected a"):
+    with pytest.raises(
+        ConfigError, match=f"^command line: output_dir '.*': {tmp_path / 'notes'} is a file, expected a"
+    ):
         load_settings("BPR", overrides=[f"output_dir={tmp_path / 'notes'}"])

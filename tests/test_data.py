@@ -105,7 +105,7 @@ def test_history_in_internal_ids_and_time_order(tiny_prepared, tmp_path):
     assert last_times[0].tolist() == own.time.to_numpy()[-4:].astype(float).tolist()
     # a user with fewer items than the window is left-aligned and zero-padded
     short_items, _, short_length = history.last(uid, len(own) + 3)
-    assert short_length.item() == len(own) and short_items[0, len(own):].eq(0).all()
+    assert short_length.item() == len(own) and short_items[0, len(own) :].eq(0).all()
 
 
 def test_token_ids_of_unknown_tokens_are_zero(tiny_prepared, tmp_path):
@@ -132,8 +132,10 @@ def test_fearec_trains_on_the_lazy_dataset(tiny_prepared, tmp_path):
     from recbole_ext import registry
     from recbole_ext.data import dataset_class, train_loader
 
-    settings = load_settings("FEARec", overrides=["MAX_ITEM_LIST_LENGTH=7", "hidden_size=16", "inner_size=32",
-                                                  "train_batch_size=64", "state=ERROR"])
+    settings = load_settings(
+        "FEARec",
+        overrides=["MAX_ITEM_LIST_LENGTH=7", "hidden_size=16", "inner_size=32", "train_batch_size=64", "state=ERROR"],
+    )
     config = recbole_config(settings, tiny_prepared.data_path, tiny_prepared.valid_name, tmp_path)
     assert dataset_class(config) is LazySequentialDataset
     dataset = load_dataset(config)

@@ -53,8 +53,9 @@ def user_item_matrix(dataset):
 
 def pseudo_users(prepared, dataset, field):
     """One row per value of field, read from the atomic .item file: 1 on every item with that value."""
-    items = pd.read_csv(prepared.data_path / prepared.name / f"{prepared.name}.item", sep="\t", dtype=str,
-                        keep_default_na=False)
+    items = pd.read_csv(
+        prepared.data_path / prepared.name / f"{prepared.name}.item", sep="\t", dtype=str, keep_default_na=False
+    )
     column = next(c for c in items.columns if c.split(":")[0] == field)
     values = items[column].str.split(" ")
     rows = {}
@@ -89,18 +90,29 @@ def test_side_information_equals_ease_on_pseudo_users_stacked_under_X(tiny_prepa
     weights = {"genre": 3.0, "directors": 0.5, "year": 2.0}
     side = "side_weights={" + ", ".join(f"{f}: {w}" for f, w in weights.items()) + "}"
     model, dataset = fitted(tiny_prepared, tmp_path, LOAD_SIDE, side, "dtype=float64")
-    stacked = np.vstack([user_item_matrix(dataset)] + [w * pseudo_users(tiny_prepared, dataset, f)
-                                                       for f, w in weights.items()])
+    stacked = np.vstack(
+        [user_item_matrix(dataset)] + [w * pseudo_users(tiny_prepared, dataset, f) for f, w in weights.items()]
+    )
     assert np.abs(model.B.numpy() - reference_B(stacked, REG)).max() < 1e-12
     assert np.abs(model.B.numpy() - reference_B(user_item_matrix(dataset), REG)).max() > 1e-3  # it did change B
 
 
 def test_a_side_field_that_is_not_loaded_stops_the_run_before_anything_is_written(tiny_raw, tmp_path, capsys):
     output = tmp_path / "run"
-    args = ["--model=EASE", "--data", str(tiny_raw), "--output", str(output), f"data_dir={tmp_path / 'data'}",
-            LOAD_SIDE, "side_weights={genre: 1.0, writer: 2.0}"]
+    args = [
+        "--model=EASE",
+        "--data",
+        str(tiny_raw),
+        "--output",
+        str(output),
+        f"data_dir={tmp_path / 'data'}",
+        LOAD_SIDE,
+        "side_weights={genre: 1.0, writer: 2.0}",
+    ]
     assert run_cli(args) == 2
-    assert "command line: side_weights: item field 'writer' is not loaded; add it to load_col" in capsys.readouterr().err
+    assert (
+        "command line: side_weights: item field 'writer' is not loaded; add it to load_col" in capsys.readouterr().err
+    )
     assert list(tmp_path.iterdir()) == []  # no data prepared, no output or .failed folder
     with pytest.raises(ConfigError, match=r"command line: dtype: expected one of float32, float64, got 'float16'"):
         load_settings("EASE", overrides=["dtype=float16"])
@@ -141,8 +153,16 @@ def test_the_checkpoint_holds_B_and_not_the_user_item_matrix(tiny_prepared, tmp_
 
 
 def test_pipeline_and_predict_only_give_the_same_submission(tiny_raw, tmp_path):
-    common = [f"data={tiny_raw}", f"data_dir={tmp_path / 'data'}", "show_progress=false", "state=WARNING",
-              "holdout.min_train=8", "holdout.random=3", LOAD_SIDE, "side_weights={genre: 2.0}"]
+    common = [
+        f"data={tiny_raw}",
+        f"data_dir={tmp_path / 'data'}",
+        "show_progress=false",
+        "state=WARNING",
+        "holdout.min_train=8",
+        "holdout.random=3",
+        LOAD_SIDE,
+        "side_weights={genre: 2.0}",
+    ]
     summary = run(load_settings("EASE", overrides=common + [f"output_dir={tmp_path / 'run'}"]))
     assert summary["holdout"]["recall@10"] > 0 and summary["epochs_run"] == 1 and summary["best_epoch"] == 0
     checkpoint = torch.load(tmp_path / "run" / "model.pth", weights_only=False)

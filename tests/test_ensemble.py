@@ -58,8 +58,12 @@ def write_run(folder, data, valid, full, model="EASE", fingerprint="fp-1", holdo
         "model": model,
         "holdout": {"recall@10": 0.0, "ndcg@10": 0.0},
         "timings": {"valid_train": 1.0},
-        "data": {"fingerprint": fingerprint, "data_path": str(data),
-                 "holdout_path": str(holdout_path or data / "holdout.csv"), "counts": {}},
+        "data": {
+            "fingerprint": fingerprint,
+            "data_path": str(data),
+            "holdout_path": str(holdout_path or data / "holdout.csv"),
+            "counts": {},
+        },
         "config": {},
     }
     (folder / "summary.json").write_text(json.dumps(summary))
@@ -67,6 +71,7 @@ def write_run(folder, data, valid, full, model="EASE", fingerprint="fp-1", holdo
 
 
 # --- the methods on hand-made lists ---
+
 
 def test_priority_puts_shared_items_first_then_follows_the_run_order():
     a = lists_frame({1: [1, 2, 3, 4]})
@@ -91,7 +96,7 @@ def test_rank_fusion_sums_weighted_reciprocal_ranks():
     a = lists_frame({1: [10, 20, 30]})
     b = lists_frame({1: [30, 40, 10]})
     # 1 / (60 + rank + 1), rank 0 = best; a missing item adds nothing
-    by_hand = {10: .75 / 61 + .25 / 63, 20: .75 / 62, 30: .75 / 63 + .25 / 61, 40: .25 / 62}
+    by_hand = {10: 0.75 / 61 + 0.25 / 63, 20: 0.75 / 62, 30: 0.75 / 63 + 0.25 / 61, 40: 0.25 / 62}
     top = rank_fusion([a, b], [0.75, 0.25], k=4)
     assert fused(top) == {1: [10, 30, 20, 40]}
     assert dict(zip(top["item"], top["score"])) == pytest.approx(by_hand, rel=1e-12)
@@ -105,10 +110,10 @@ def test_score_fusion_sums_weighted_min_max_scores():
     top = score_fusion([a, b], [0.3, 0.7], k=4)
     assert fused(top)[1] == [30, 40, 10, 20]
     user_1 = top[top["user"] == 1]
-    assert dict(zip(user_1["item"], user_1["score"])) == pytest.approx({30: .7, 40: .35, 10: .3, 20: .15})
+    assert dict(zip(user_1["item"], user_1["score"])) == pytest.approx({30: 0.7, 40: 0.35, 10: 0.3, 20: 0.15})
     # user 2: a's equal scores all count 1; b -> 3: 1, 4: .5, 5: 0
     user_2 = top[top["user"] == 2]
-    assert dict(zip(user_2["item"], user_2["score"])) == pytest.approx({3: 1.0, 1: .3, 2: .3, 4: .35})
+    assert dict(zip(user_2["item"], user_2["score"])) == pytest.approx({3: 1.0, 1: 0.3, 2: 0.3, 4: 0.35})
     assert fused(top)[2] == [3, 4, 1, 2]  # 1 before 2 on a tie: 1 has the better rank in a
 
 
@@ -128,6 +133,7 @@ def test_a_user_with_fewer_than_ten_candidates_is_an_error_not_padding():
 
 
 # --- weights chosen on the holdout ---
+
 
 def test_split_users_is_two_seeded_halves():
     users = np.arange(1, 22)
@@ -203,6 +209,7 @@ def test_auto_priority_order_puts_the_better_run_first(noise_and_signal):
 
 # --- checks of the runs and the written ensemble ---
 
+
 @pytest.fixture
 def two_runs(tmp_path):
     """12 users who have seen items 1..5; runs a and b rank the other items in two different orders."""
@@ -274,8 +281,10 @@ def test_runs_with_different_holdouts_are_refused(two_runs, capsys):
     c = write_run(root / "c", data, {1: [6]}, {1: [6]}, holdout_path=other / "holdout.csv")
     code, error = refused(capsys, [str(a), str(c)], root)
     assert code == 2
-    assert error == (f"error: the runs differ in holdout: {data / 'holdout.csv'} (a); {other / 'holdout.csv'} (c). "
-                     "Blend runs made on the same prepared data.")
+    assert error == (
+        f"error: the runs differ in holdout: {data / 'holdout.csv'} (a); {other / 'holdout.csv'} (c). "
+        "Blend runs made on the same prepared data."
+    )
 
 
 def test_runs_on_the_same_data_under_two_data_folders_blend(two_runs):
@@ -307,9 +316,9 @@ def test_unfinished_runs_and_bad_weights_are_refused(two_runs, capsys):
         (str(a), str(b)): f"error: {b}: not a finished run (no full_top50.csv; a validate-only trial?)",
         (str(a), str(a)): f"error: the same run is given twice: {a} {a}",
         (str(a), str(b), "--weights", "1,x"): "error: --weights '1,x': expected auto or 2 comma-separated numbers, "
-                                              "one per run",
+        "one per run",
         (str(a), str(b), "--weights", "1,2,3"): "error: --weights '1,2,3': expected auto or 2 comma-separated numbers, "
-                                                "one per run; got 3",
+        "one per run; got 3",
         (str(a), str(b), "--weights", "0,0"): "error: --weights '0,0': weights must be non-negative and not all zero",
     }
     for argv, message in cases.items():
@@ -354,8 +363,11 @@ def test_the_blend_is_compared_with_its_best_member_over_the_same_users(two_runs
     assert users["recall@10"].to_dict() == {u: 0.5 if u >= 11 else 0.0 for u in range(1, 13)}
     # each member's interval, and the blend's, from the same resampled users
     assert summary["members"][0]["interval"]["recall@10"] == [0.5, 0.5]  # every user 0.5: no spread
-    assert summary["holdout_detail"]["interval"]["recall@10"][0] < 2 / 12 * 0.5 < \
-        summary["holdout_detail"]["interval"]["recall@10"][1]
+    assert (
+        summary["holdout_detail"]["interval"]["recall@10"][0]
+        < 2 / 12 * 0.5
+        < summary["holdout_detail"]["interval"]["recall@10"][1]
+    )
     assert summary["holdout_detail"]["parts"]["last"]["recall@10"] == pytest.approx(2 / 12 * 0.5)
 
 
@@ -364,5 +376,7 @@ def test_a_run_whose_final_fit_failed_is_refused_with_its_error(two_runs, capsys
     summary = json.loads((b / "summary.json").read_text())
     (b / "summary.json").write_text(json.dumps({**summary, "error": "RuntimeError: CUDA out of memory"}))
     assert refused(capsys, [str(a), str(b)], root) == (
-        2, f"error: {b}: a run that stopped early (RuntimeError: CUDA out of memory): it has its validation but "
-           "no final fit to blend")
+        2,
+        f"error: {b}: a run that stopped early (RuntimeError: CUDA out of memory): it has its validation but "
+        "no final fit to blend",
+    )

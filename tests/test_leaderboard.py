@@ -11,8 +11,12 @@ from recbole_ext.leaderboard import main, verdict
 
 def write_run(folder, recall, model="EASE", interval=None, fingerprint="fp-1", **extra):
     folder.mkdir(parents=True)
-    summary = {"model": model, "holdout": {"recall@10": recall, "ndcg@10": recall / 2},
-               "data": {"fingerprint": fingerprint}, **extra}
+    summary = {
+        "model": model,
+        "holdout": {"recall@10": recall, "ndcg@10": recall / 2},
+        "data": {"fingerprint": fingerprint},
+        **extra,
+    }
     if interval:
         summary["holdout_detail"] = {"interval": {"recall@10": interval}}
     (folder / "summary.json").write_text(json.dumps(summary))
@@ -34,23 +38,45 @@ def submitted(tmp_path):
         run = write_run(outputs / name, recall, interval=[recall - 0.01, recall + 0.01])
         assert main(["add", str(run), "--public", str(public), "--outputs", str(outputs)]) == 0
     for name, private in (("EASE-a", 0.17), ("EASE-b", 0.165)):
-        assert main(["add", str(outputs / name), "--public", str(runs[name][1]), "--private", str(private),
-                     "--outputs", str(outputs), "--replace"]) == 0
+        assert (
+            main(
+                [
+                    "add",
+                    str(outputs / name),
+                    "--public",
+                    str(runs[name][1]),
+                    "--private",
+                    str(private),
+                    "--outputs",
+                    str(outputs),
+                    "--replace",
+                ]
+            )
+            == 0
+        )
     return outputs
 
 
 def test_add_records_the_run_with_its_holdout_scores(submitted, tmp_path, capsys):
-    blend = write_run(tmp_path / "elsewhere" / "blend", 0.27, model="ensemble", method="rank",
-                      interval=[0.26, 0.28])
+    blend = write_run(tmp_path / "elsewhere" / "blend", 0.27, model="ensemble", method="rank", interval=[0.26, 0.28])
     assert main(["add", str(blend), "--public", "0.1612", "--outputs", str(submitted)]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == (
-        f"recorded {blend}: holdout recall@10 0.2700, public 0.1612 in {submitted / 'leaderboard.csv'}")
+        f"recorded {blend}: holdout recall@10 0.2700, public 0.1612 in {submitted / 'leaderboard.csv'}"
+    )
     log = pd.read_csv(submitted / "leaderboard.csv")
-    assert log["run"].tolist() == [str(submitted / name) for name in ("SASRec-c", "MultiVAE-d", "EASE-a", "EASE-b")] \
-        + [str(blend)]  # a replaced run moves to the end
+    assert log["run"].tolist() == [str(submitted / name) for name in ("SASRec-c", "MultiVAE-d", "EASE-a", "EASE-b")] + [
+        str(blend)
+    ]  # a replaced run moves to the end
     row = log.iloc[-1]
-    assert (row["model"], row["fingerprint"], row["recall@10"], row["ci low"], row["ci high"], row["ndcg@10"],
-            row["public"]) == ("ensemble(rank)", "fp-1", 0.27, 0.26, 0.28, 0.135, 0.1612)
+    assert (
+        row["model"],
+        row["fingerprint"],
+        row["recall@10"],
+        row["ci low"],
+        row["ci high"],
+        row["ndcg@10"],
+        row["public"],
+    ) == ("ensemble(rank)", "fp-1", 0.27, 0.26, 0.28, 0.135, 0.1612)
     assert pd.isna(row["private"])
     assert log.set_index("run").loc[str(submitted / "EASE-a"), ["public", "private"]].tolist() == [0.18, 0.17]
     assert not [p.name for p in submitted.iterdir() if p.name.startswith(".")]  # no temporary file left
@@ -61,21 +87,29 @@ def test_the_listing_judges_the_holdout_by_its_rank_correlation(submitted, capsy
     printed = capsys.readouterr().out
     assert printed.startswith("data fp-1 (4 submissions)")
     assert printed.index("EASE-a") < printed.index("EASE-b") < printed.index("SASRec-c") < printed.index("MultiVAE-d")
-    assert ("public (Spearman +0.80, 5 of 6 pairs in the same order): the holdout ranks submissions the way "
-            "the leaderboard does") in printed
+    assert (
+        "public (Spearman +0.80, 5 of 6 pairs in the same order): the holdout ranks submissions the way "
+        "the leaderboard does"
+    ) in printed
     assert "private: 2 submissions with a score; too few to tell (record at least 3)" in printed
     assert printed.rstrip().endswith(f"plot: {submitted / 'leaderboard.png'}")
     image = matplotlib.image.imread(submitted / "leaderboard.png")
     assert image.shape[0] > 400 and image.shape[1] > 500
 
 
-@pytest.mark.parametrize("board, words", [
-    ([0.10, 0.11, 0.12, 0.13, 0.14], "Spearman +1.00, 10 of 10 pairs in the same order): the holdout ranks"),
-    # board ranks 3, 1, 2, 5, 4: sum of squared rank differences 8, Spearman 1 - 6 * 8 / 120 = 0.6;
-    # the pairs (1, 2), (1, 3) and (4, 5) are swapped
-    ([0.12, 0.10, 0.11, 0.14, 0.13], "Spearman +0.60, 7 of 10 pairs in the same order): the holdout roughly agrees"),
-    ([0.14, 0.13, 0.12, 0.11, 0.10], "Spearman -1.00, 0 of 10 pairs in the same order): the holdout does not rank"),
-])
+@pytest.mark.parametrize(
+    "board, words",
+    [
+        ([0.10, 0.11, 0.12, 0.13, 0.14], "Spearman +1.00, 10 of 10 pairs in the same order): the holdout ranks"),
+        # board ranks 3, 1, 2, 5, 4: sum of squared rank differences 8, Spearman 1 - 6 * 8 / 120 = 0.6;
+        # the pairs (1, 2), (1, 3) and (4, 5) are swapped
+        (
+            [0.12, 0.10, 0.11, 0.14, 0.13],
+            "Spearman +0.60, 7 of 10 pairs in the same order): the holdout roughly agrees",
+        ),
+        ([0.14, 0.13, 0.12, 0.11, 0.10], "Spearman -1.00, 0 of 10 pairs in the same order): the holdout does not rank"),
+    ],
+)
 def test_the_verdict_follows_the_rank_correlation(board, words):
     local = pd.Series([0.20, 0.21, 0.22, 0.23, 0.24])
     assert verdict(local, pd.Series(board), "public").startswith(f"public ({words}")
@@ -109,27 +143,60 @@ def test_bad_input_gets_one_clear_line_and_changes_nothing(submitted, tmp_path, 
     (tmp_path / "unfinished").mkdir()
     cases = {
         ("add", str(tmp_path / "nowhere"), "--public", "0.16"): f"error: {tmp_path / 'nowhere'}: no such run folder",
-        ("add", str(tmp_path / "unfinished"), "--public", "0.16"):
-            f"error: {tmp_path / 'unfinished'}: not a finished run (no summary.json)",
-        ("add", str(run), "--public", "16", "--replace"):
-            "error: --public 16: a leaderboard score is a Recall@10, a number from 0 to 1",
-        ("add", str(run), "--public", "0.16", "--private", "-0.1", "--replace"):
-            "error: --private -0.1: a leaderboard score is a Recall@10, a number from 0 to 1",
-        ("add", str(run), "--public", "nan", "--replace"):
-            "error: --public nan: a leaderboard score is a Recall@10, a number from 0 to 1",
-        ("add", str(run), "--public", "0.2x"):
-            "error: --public 0.2x: a leaderboard score is a Recall@10, a number from 0 to 1",
-        ("add", str(run), "--public", "0.19"):
-            f"error: {run} is recorded already (public 0.1800, private 0.1700) in {log}; "
-            "add --replace to change its scores",
+        (
+            "add",
+            str(tmp_path / "unfinished"),
+            "--public",
+            "0.16",
+        ): f"error: {tmp_path / 'unfinished'}: not a finished run (no summary.json)",
+        (
+            "add",
+            str(run),
+            "--public",
+            "16",
+            "--replace",
+        ): "error: --public 16: a leaderboard score is a Recall@10, a number from 0 to 1",
+        (
+            "add",
+            str(run),
+            "--public",
+            "0.16",
+            "--private",
+            "-0.1",
+            "--replace",
+        ): "error: --private -0.1: a leaderboard score is a Recall@10, a number from 0 to 1",
+        (
+            "add",
+            str(run),
+            "--public",
+            "nan",
+            "--replace",
+        ): "error: --public nan: a leaderboard score is a Recall@10, a number from 0 to 1",
+        (
+            "add",
+            str(run),
+            "--public",
+            "0.2x",
+        ): "error: --public 0.2x: a leaderboard score is a Recall@10, a number from 0 to 1",
+        (
+            "add",
+            str(run),
+            "--public",
+            "0.19",
+        ): f"error: {run} is recorded already (public 0.1800, private 0.1700) in {log}; "
+        "add --replace to change its scores",
     }
     for argv, message in cases.items():
         assert refused(capsys, [*argv, "--outputs", str(submitted)], tmp_path) == (2, message)
     assert refused(capsys, ["--outputs", str(tmp_path / "empty")], tmp_path) == (
-        2, f"error: {tmp_path / 'empty' / 'leaderboard.csv'}: no submission recorded yet; record one with "
-           "`python -m recbole_ext.leaderboard add RUN_DIR --public SCORE`")
+        2,
+        f"error: {tmp_path / 'empty' / 'leaderboard.csv'}: no submission recorded yet; record one with "
+        "`python -m recbole_ext.leaderboard add RUN_DIR --public SCORE`",
+    )
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "leaderboard.csv").write_text("run,public\nx,0.1\n")
     assert refused(capsys, ["--outputs", str(tmp_path / "broken")], tmp_path) == (
-        2, f"error: {tmp_path / 'broken' / 'leaderboard.csv'}: not a leaderboard log (no column model, "
-           "fingerprint, recall@10, ci low, ci high, ndcg@10, private, recorded)")
+        2,
+        f"error: {tmp_path / 'broken' / 'leaderboard.csv'}: not a leaderboard log (no column model, "
+        "fingerprint, recall@10, ci low, ci high, ndcg@10, private, recorded)",
+    )

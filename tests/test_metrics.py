@@ -8,8 +8,14 @@ from recbole.evaluator import Evaluator
 from recbole.evaluator.collector import DataStruct
 
 from recbole_ext.metrics import (
-    activity_groups, bootstrap_interval, cross_fitted_choice, holdout_detail, holdout_metrics, paired_differences,
-    part_scores, split_users,
+    activity_groups,
+    bootstrap_interval,
+    cross_fitted_choice,
+    holdout_detail,
+    holdout_metrics,
+    paired_differences,
+    part_scores,
+    split_users,
 )
 
 
@@ -24,18 +30,22 @@ def hidden(sets):
 
 
 def test_recall_divides_by_min_of_k_and_hidden_count():
-    recommended = frame({
-        1: list(range(100, 110)),  # 2 of its 3 hidden items: 2/3
-        2: list(range(200, 210)),  # 6 of 15 hidden: 6/min(10, 15) = 0.6
-        3: [300, 301, 302, 303, 399, 304, 305, 306, 307, 308],  # its 1 hidden item at rank 4: 1
-        4: list(range(400, 410)),  # nothing: 0
-    })
-    truth = hidden({
-        1: [100, 105, 999],
-        2: [200, 201, 202, 203, 204, 205] + list(range(250, 259)),
-        3: [399],
-        4: [499, 498],
-    })
+    recommended = frame(
+        {
+            1: list(range(100, 110)),  # 2 of its 3 hidden items: 2/3
+            2: list(range(200, 210)),  # 6 of 15 hidden: 6/min(10, 15) = 0.6
+            3: [300, 301, 302, 303, 399, 304, 305, 306, 307, 308],  # its 1 hidden item at rank 4: 1
+            4: list(range(400, 410)),  # nothing: 0
+        }
+    )
+    truth = hidden(
+        {
+            1: [100, 105, 999],
+            2: [200, 201, 202, 203, 204, 205] + list(range(250, 259)),
+            3: [399],
+            4: [499, 498],
+        }
+    )
     result = holdout_metrics(recommended, truth)
     assert result["recall@10"] == pytest.approx((2 / 3 + 0.6 + 1 + 0) / 4)
 
@@ -83,6 +93,7 @@ def test_recbole_reports_the_same_recall_as_a_registered_metric(tiny_prepared, t
 
 # --- per part, per activity group, intervals, paired differences, cross-fitted choices ---
 
+
 def holdout_frame(parts):
     """{user: {"last": [items], "random": [items]}} -> the holdout frame (user, item, part)."""
     rows = [(u, i, part) for u, by_part in parts.items() for part, items in by_part.items() for i in items]
@@ -90,10 +101,12 @@ def holdout_frame(parts):
 
 
 def test_part_scores_cut_the_hidden_items_to_each_part():
-    recommended = frame({
-        1: [11, 31, 99, 32] + list(range(500, 506)),  # hits: last 11 (rank 0), random 31 (rank 1), 32 (rank 3)
-        2: [21] + list(range(600, 609)),  # its only (last) item at rank 0
-    })
+    recommended = frame(
+        {
+            1: [11, 31, 99, 32] + list(range(500, 506)),  # hits: last 11 (rank 0), random 31 (rank 1), 32 (rank 3)
+            2: [21] + list(range(600, 609)),  # its only (last) item at rank 0
+        }
+    )
     holdout = holdout_frame({1: {"last": [11, 12], "random": [31, 32, 33]}, 2: {"last": [21]}})
     scores = part_scores(recommended, holdout)
     d = [1 / math.log2(r + 2) for r in range(10)]  # the discount of rank r
@@ -107,8 +120,9 @@ def test_part_scores_cut_the_hidden_items_to_each_part():
 
     detail = holdout_detail(scores)
     assert detail["users"] == 2
-    assert detail["parts"]["last"] == pytest.approx({"users": 2, "recall@10": (1 / 2 + 1) / 2,
-                                                     "ndcg@10": (d[0] / (d[0] + d[1]) + 1) / 2})
+    assert detail["parts"]["last"] == pytest.approx(
+        {"users": 2, "recall@10": (1 / 2 + 1) / 2, "ndcg@10": (d[0] / (d[0] + d[1]) + 1) / 2}
+    )
     assert detail["parts"]["random"]["users"] == 1
     assert detail["parts"]["random"]["recall@10"] == pytest.approx(2 / 3)
 
@@ -122,12 +136,15 @@ def test_activity_terciles_put_a_user_at_a_cut_point_in_the_lower_group():
 
 
 def test_activity_groups_average_their_users():
-    scores = pd.DataFrame({
-        "recall@10": [0.1, 0.3, 0.5, 0.7, 0.2, 0.4],
-        "ndcg@10": [0.2, 0.2, 0.6, 0.6, 0.9, 0.3],
-        "train_interactions": [12, 15, 40, 41, 90, 300],
-        "activity": ["light", "light", "medium", "medium", "heavy", "heavy"],
-    }, index=[1, 2, 3, 4, 5, 6])
+    scores = pd.DataFrame(
+        {
+            "recall@10": [0.1, 0.3, 0.5, 0.7, 0.2, 0.4],
+            "ndcg@10": [0.2, 0.2, 0.6, 0.6, 0.9, 0.3],
+            "train_interactions": [12, 15, 40, 41, 90, 300],
+            "activity": ["light", "light", "medium", "medium", "heavy", "heavy"],
+        },
+        index=[1, 2, 3, 4, 5, 6],
+    )
     groups = holdout_detail(scores)["activity"]
     assert list(groups) == ["light", "medium", "heavy"]
     assert [groups[g]["train_interactions"] for g in groups] == [[12, 15], [40, 41], [90, 300]]

@@ -38,8 +38,16 @@ def data_dir(tmp_path_factory):
 
 
 def tiny_settings(model, tiny_raw, data_dir, output, extra=()):
-    common = [f"data={tiny_raw}", f"data_dir={data_dir}", f"output_dir={output}", "show_progress=false",
-              "state=WARNING", "holdout.min_train=8", "holdout.random=3", "train_batch_size=256"]
+    common = [
+        f"data={tiny_raw}",
+        f"data_dir={data_dir}",
+        f"output_dir={output}",
+        "show_progress=false",
+        "state=WARNING",
+        "holdout.min_train=8",
+        "holdout.random=3",
+        "train_batch_size=256",
+    ]
     return load_settings(model, overrides=common + list(TINY_MODELS.get(model, [])) + list(extra))
 
 
@@ -114,8 +122,10 @@ def test_without_refit_the_submission_masks_the_whole_history(tiny_raw, data_dir
     summary = run(tiny_settings("BPR", tiny_raw, data_dir, output, ["refit=false"]))
     assert summary["refit_epochs"] is None
     counts = summary["data"]["counts"]
-    assert (f"refit: false: the submission comes from the validation fit, which never saw the "
-            f"{counts['holdout_interactions']} holdout interactions") in caplog.text
+    assert (
+        f"refit: false: the submission comes from the validation fit, which never saw the "
+        f"{counts['holdout_interactions']} holdout interactions"
+    ) in caplog.text
     check_submission(pd.read_csv(output / "submission.csv"), tiny_raw)  # holdout items count as seen
 
 
@@ -196,8 +206,19 @@ def test_the_holdout_breakdown_agrees_with_a_count_by_hand(tiny_raw, data_dir, t
 
 def test_cli_takes_key_value_anywhere_and_model_names_in_any_case(tiny_raw, data_dir, tmp_path):
     output = tmp_path / "ease"
-    argv = ["--model=ease", "reg_weight=100", "--output", str(output), f"data_dir={data_dir}", "--data", str(tiny_raw),
-            "state=WARNING", "show_progress=false", "holdout.min_train=8", "holdout.random=3"]
+    argv = [
+        "--model=ease",
+        "reg_weight=100",
+        "--output",
+        str(output),
+        f"data_dir={data_dir}",
+        "--data",
+        str(tiny_raw),
+        "state=WARNING",
+        "show_progress=false",
+        "holdout.min_train=8",
+        "holdout.random=3",
+    ]
     assert run_cli(argv) == 0
     summary = json.loads((output / "summary.json").read_text())
     assert summary["model"] == "EASE" and summary["config"]["recbole"]["reg_weight"] == 100
@@ -209,12 +230,21 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_a_holdout_that_scores_no_user_is_refused_and_writes_nothing(tiny_raw, data_dir, tmp_path, capsys):
     settings = tiny_settings("EASE", tiny_raw, data_dir, tmp_path / "run", ["holdout.min_train=1000"])
-    with pytest.raises(ConfigError, match="^command line: holdout: no user can be scored: with last 2, random 3, "
-                                          "max_fraction 0.25, min_train 1000 every user keeps all interactions"):
+    with pytest.raises(
+        ConfigError,
+        match="^command line: holdout: no user can be scored: with last 2, random 3, "
+        "max_fraction 0.25, min_train 1000 every user keeps all interactions",
+    ):
         run(settings)
     assert list(tmp_path.iterdir()) == []
-    argv = ["--model=EASE", f"--data={tiny_raw}", f"data_dir={data_dir}", "holdout.min_train=1000",
-            f"--output={tmp_path / 'run'}", "state=WARNING"]
+    argv = [
+        "--model=EASE",
+        f"--data={tiny_raw}",
+        f"data_dir={data_dir}",
+        "holdout.min_train=1000",
+        f"--output={tmp_path / 'run'}",
+        "state=WARNING",
+    ]
     assert run_cli(argv) == 2 and len(capsys.readouterr().err.strip().splitlines()) == 1
     assert list(tmp_path.iterdir()) == []
 
@@ -222,7 +252,9 @@ def test_a_holdout_that_scores_no_user_is_refused_and_writes_nothing(tiny_raw, d
 def test_summary_json_is_strict_json():
     text = json_text({"recall@10": math.nan, "history": [math.inf, 0.5]})
     assert json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in JSON")) == {
-        "recall@10": None, "history": [None, 0.5]}
+        "recall@10": None,
+        "history": [None, 0.5],
+    }
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
@@ -234,17 +266,30 @@ def test_a_missing_gpu_is_refused_before_anything_is_written(tiny_raw, data_dir,
 
 def test_an_error_in_the_final_fit_keeps_the_finished_validation(tmp_path, capsys):
     # user 1 has seen 55 of the 60 items: 10 unseen without the holdout's 5, too few for top_n 10 with them
-    others = [(user, item, (item * 37 + user) % 61) for user in range(2, 32) for item in range(1, 61) if (item + user) % 3]
+    others = [
+        (user, item, (item * 37 + user) % 61) for user in range(2, 32) for item in range(1, 61) if (item + user) % 3
+    ]
     heavy = [(1, item, item) for item in range(1, 56)]
     raw = write_raw(tmp_path / "raw", heavy + others)
     output = tmp_path / "ease"
-    argv = ["--model=EASE", f"--data={raw}", f"--output={output}", f"data_dir={tmp_path / 'data'}", "top_n=10",
-            "state=WARNING", "show_progress=false", "holdout.random=3", "holdout.min_train=8"]
+    argv = [
+        "--model=EASE",
+        f"--data={raw}",
+        f"--output={output}",
+        f"data_dir={tmp_path / 'data'}",
+        "top_n=10",
+        "state=WARNING",
+        "show_progress=false",
+        "holdout.random=3",
+        "holdout.min_train=8",
+    ]
     assert run_cli(argv) == 1
     error = capsys.readouterr().err.strip().splitlines()
     failed = tmp_path / "ease.failed"
-    assert error == [f"error: the run failed: ValueError: fewer than 10 unseen items for some users: lower top_n "
-                     f"(its log and traceback: {failed})"]
+    assert error == [
+        f"error: the run failed: ValueError: fewer than 10 unseen items for some users: lower top_n "
+        f"(its log and traceback: {failed})"
+    ]
     assert not output.exists()
     assert sorted(p.name for p in failed.iterdir()) == ["error.txt", "run.log", "summary.json", "valid_top50.csv"]
     summary = json.loads((failed / "summary.json").read_text())
@@ -297,12 +342,31 @@ def test_an_atomic_write_removes_what_dead_processes_left_beside_it(tmp_path):
 @pytest.mark.parametrize("sent, name", [(signal.SIGINT, "Ctrl-C"), (signal.SIGTERM, "SIGTERM")])
 def test_an_interrupted_run_says_so_in_one_line_and_keeps_its_log(sent, name, tiny_raw, data_dir, tmp_path):
     output = tmp_path / "bpr"
-    argv = [sys.executable, "run.py", "--model=BPR", f"--data={tiny_raw}", f"--output={output}",
-            f"data_dir={data_dir}", "epochs=100000", "stopping_step=100000", "embedding_size=16", "state=INFO",
-            "show_progress=false", "holdout.min_train=8", "holdout.random=3", "train_batch_size=256"]
+    argv = [
+        sys.executable,
+        "run.py",
+        "--model=BPR",
+        f"--data={tiny_raw}",
+        f"--output={output}",
+        f"data_dir={data_dir}",
+        "epochs=100000",
+        "stopping_step=100000",
+        "embedding_size=16",
+        "state=INFO",
+        "show_progress=false",
+        "holdout.min_train=8",
+        "holdout.random=3",
+        "train_batch_size=256",
+    ]
     # started as a shell starts a background job (`nohup run.py ... &`): with SIGINT ignored
-    process = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    process = subprocess.Popen(
+        argv,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
     stderr = interrupt_when(process, lambda: "epoch 1 training" in read_log(tmp_path), sent)
     interrupted = tmp_path / "bpr.interrupted"
     assert process.returncode == 130

@@ -32,7 +32,7 @@ def user_sequence(prepared, user):
 
 def reference_top10(model, dataset, items, seen):
     """Scores from an explicit item sequence, written out without movierec's code."""
-    ids = dataset.token2id("item_id", [str(i) for i in items])[-model.max_seq_length:]
+    ids = dataset.token2id("item_id", [str(i) for i in items])[-model.max_seq_length :]
     padded = torch.zeros(1, model.max_seq_length, dtype=torch.long)
     padded[0, : len(ids)] = torch.as_tensor(ids)
     interaction = Interaction({"item_id_list": padded, "item_length": torch.tensor([len(ids)])})
@@ -54,7 +54,8 @@ def test_sequential_model_is_scored_from_the_whole_training_sequence(tiny_prepar
         holdout[holdout.part == "last"].groupby("user").time.min().rename("last_time"), on="user"
     )
     user, hidden_time = next(
-        (u, t) for u, t in zip(middle.user, middle.time)
+        (u, t)
+        for u, t in zip(middle.user, middle.time)
         if (user_sequence(tiny_prepared, u).time > t).sum() >= 3  # training items after the hidden one
     )
     sequence = user_sequence(tiny_prepared, user)
@@ -120,7 +121,7 @@ def resident_growth(function):
     """
 
     def status(key):
-        line = next(l for l in Path("/proc/self/status").read_text().splitlines() if l.startswith(key + ":"))
+        line = next(row for row in Path("/proc/self/status").read_text().splitlines() if row.startswith(key + ":"))
         return int(line.split()[1]) * 1024
 
     gc.collect()

@@ -7,22 +7,29 @@ import sys
 import matplotlib.image
 import pandas as pd
 import pytest
-
 from conftest import ROOT
+
 from recbole_ext.report import main, report_table
 
 
 @pytest.mark.parametrize("module", ["recbole_ext.report", "recbole_ext.leaderboard", "recbole_ext.ensemble"])
 def test_commands_that_read_outputs_start_without_torch_or_recbole(module):
-    check = f"import {module}, sys; loaded = {{'torch', 'recbole', 'ray'}} & set(sys.modules); assert not loaded, loaded"
+    check = (
+        f"import {module}, sys; loaded = {{'torch', 'recbole', 'ray'}} & set(sys.modules); assert not loaded, loaded"
+    )
     done = subprocess.run([sys.executable, "-c", check], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
 
 
 def write_summary(folder, model, recall, ndcg=0.1, fingerprint="fp-1", timings=None, submission=True, **extra):
     folder.mkdir(parents=True)
-    summary = {"model": model, "holdout": {"recall@10": recall, "ndcg@10": ndcg},
-               "timings": timings or {"train": 1.0}, "data": {"fingerprint": fingerprint}, **extra}
+    summary = {
+        "model": model,
+        "holdout": {"recall@10": recall, "ndcg@10": ndcg},
+        "timings": timings or {"train": 1.0},
+        "data": {"fingerprint": fingerprint},
+        **extra,
+    }
     (folder / "summary.json").write_text(json.dumps(summary))
     if submission:  # a finished run or ensemble; a validate-only tune trial writes none
         (folder / "submission.csv").write_text("user,item\n")
@@ -30,21 +37,35 @@ def write_summary(folder, model, recall, ndcg=0.1, fingerprint="fp-1", timings=N
 
 
 def ease(folder, recall, side_weights=None, **kw):
-    recbole = {"MODEL_TYPE": "ModelType.TRADITIONAL", "reg_weight": 250.0, "side_weights": side_weights or {},
-               "learning_rate": 0.001, "MAX_ITEM_LIST_LENGTH": 50, "epochs": 100}
+    recbole = {
+        "MODEL_TYPE": "ModelType.TRADITIONAL",
+        "reg_weight": 250.0,
+        "side_weights": side_weights or {},
+        "learning_rate": 0.001,
+        "MAX_ITEM_LIST_LENGTH": 50,
+        "epochs": 100,
+    }
     return write_summary(folder, "EASE", recall, config={"recbole": recbole}, epochs_run=1, **kw)
 
 
 def sasrec(folder, recall, **kw):
-    recbole = {"MODEL_TYPE": "ModelType.SEQUENTIAL", "hidden_size": 32, "n_layers": 2, "MAX_ITEM_LIST_LENGTH": 20,
-               "learning_rate": 0.001, "epochs": 5, "inner_size": 64}
+    recbole = {
+        "MODEL_TYPE": "ModelType.SEQUENTIAL",
+        "hidden_size": 32,
+        "n_layers": 2,
+        "MAX_ITEM_LIST_LENGTH": 20,
+        "learning_rate": 0.001,
+        "epochs": 5,
+        "inner_size": 64,
+    }
     return write_summary(folder, "SASRec", recall, config={"recbole": recbole}, epochs_run=5, **kw)
 
 
 def ensemble(folder, recall, **kw):
     members = [{"name": "EASE-1"}, {"name": "SASRec-1"}]
-    return write_summary(folder, "ensemble", recall, method="rank", members=members,
-                         weights={"EASE-1": 0.7, "SASRec-1": 0.3}, **kw)
+    return write_summary(
+        folder, "ensemble", recall, method="rank", members=members, weights={"EASE-1": 0.7, "SASRec-1": 0.3}, **kw
+    )
 
 
 @pytest.fixture
@@ -148,8 +169,7 @@ def test_nothing_to_report_is_an_error_that_writes_nothing(tmp_path, capsys):
     assert main([str(tmp_path / "empty")]) == 2
     assert capsys.readouterr().err.splitlines() == [
         f"error: {tmp_path / 'missing'}: no such folder",
-        f"error: {tmp_path / 'empty'}: no finished run or ensemble (no summary.json beside a submission.csv "
-        "below it)",
+        f"error: {tmp_path / 'empty'}: no finished run or ensemble (no summary.json beside a submission.csv below it)",
     ]
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["EASE-1.failed", "empty"]
 
@@ -163,12 +183,20 @@ def with_users(folder, recall_by_user):
 
 def breakdown(recall, low, high):
     """A holdout_detail whose parts and groups score recall, recall / 2, ...; ndcg one tenth of each."""
-    scores = {"last": recall / 2, "random": recall * 1.5, "light": recall * 1.2, "medium": recall,
-              "heavy": recall * 0.8}
+    scores = {
+        "last": recall / 2,
+        "random": recall * 1.5,
+        "light": recall * 1.2,
+        "medium": recall,
+        "heavy": recall * 0.8,
+    }
     groups = {name: {"users": 1, "recall@10": value, "ndcg@10": value / 10} for name, value in scores.items()}
-    return {"users": 4, "interval": {"recall@10": [low, high]},
-            "parts": {name: groups[name] for name in ("last", "random")},
-            "activity": {name: groups[name] for name in ("light", "medium", "heavy")}}
+    return {
+        "users": 4,
+        "interval": {"recall@10": [low, high]},
+        "parts": {name: groups[name] for name in ("last", "random")},
+        "activity": {name: groups[name] for name in ("light", "medium", "heavy")},
+    }
 
 
 def test_each_run_is_compared_with_the_best_over_the_same_users(tmp_path, capsys):
@@ -176,10 +204,10 @@ def test_each_run_is_compared_with_the_best_over_the_same_users(tmp_path, capsys
 
     root = tmp_path / "outputs"
     # per user: best 1, .5, 0, .5; other .5, .5, 0, 0: differences -.5, 0, 0, -.5, mean -.25
-    best = with_users(ease(root / "EASE-1", 0.5, holdout_detail=breakdown(0.5, 0.2, 0.8)),
-                      {1: 1.0, 2: 0.5, 3: 0.0, 4: 0.5})
-    other = with_users(sasrec(root / "SASRec-1", 0.25, holdout_detail=breakdown(0.25, 0.0, 0.5)),
-                       {1: 0.5, 2: 0.5, 3: 0.0, 4: 0.0})
+    with_users(ease(root / "EASE-1", 0.5, holdout_detail=breakdown(0.5, 0.2, 0.8)), {1: 1.0, 2: 0.5, 3: 0.0, 4: 0.5})
+    other = with_users(
+        sasrec(root / "SASRec-1", 0.25, holdout_detail=breakdown(0.25, 0.0, 0.5)), {1: 0.5, 2: 0.5, 3: 0.0, 4: 0.0}
+    )
     ease(root / "EASE-old", 0.1)  # written before per-user scores existed: no comparison, no interval
     assert leaderboard.main(["add", str(other), "--public", "0.1234", "--outputs", str(root)]) == 0
     capsys.readouterr()
@@ -190,8 +218,9 @@ def test_each_run_is_compared_with_the_best_over_the_same_users(tmp_path, capsys
     assert difference == pytest.approx(-0.25) and -0.5 <= low < difference < high <= 0.0
     assert table.loc["EASE-old", ["vs best", "ci low", "recall@10 last"]].isna().all()
     assert table.loc["SASRec-1", ["ci low", "ci high"]].tolist() == [0.0, 0.5]
-    assert table.loc["SASRec-1", ["recall@10 last", "ndcg@10 last", "recall@10 heavy"]].tolist() == \
-        pytest.approx([0.125, 0.0125, 0.2])
+    assert table.loc["SASRec-1", ["recall@10 last", "ndcg@10 last", "recall@10 heavy"]].tolist() == pytest.approx(
+        [0.125, 0.0125, 0.2]
+    )
     assert table.loc["SASRec-1", "public"] == 0.1234 and table[["public", "private"]].notna().sum().tolist() == [1, 0]
 
     assert main([str(root)]) == 0

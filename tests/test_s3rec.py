@@ -23,17 +23,32 @@ def data_dir(tmp_path_factory):
 
 
 def s3rec_settings(tiny_raw, data_dir, *extra):
-    common = [f"data={tiny_raw}", f"data_dir={data_dir}", "state=WARNING", "show_progress=false",
-              "holdout.min_train=8", "holdout.random=3", "item_attribute={genre: 1.0, year: 0.5}",
-              "pretrain_epochs=1", "epochs=2", "train_batch_size=256"]
+    common = [
+        f"data={tiny_raw}",
+        f"data_dir={data_dir}",
+        "state=WARNING",
+        "show_progress=false",
+        "holdout.min_train=8",
+        "holdout.random=3",
+        "item_attribute={genre: 1.0, year: 0.5}",
+        "pretrain_epochs=1",
+        "epochs=2",
+        "train_batch_size=256",
+    ]
     return load_settings("S3Rec", overrides=common + TINY_ENCODER + list(extra))
 
 
 def built_model(settings, tmp_path, dataset_name=None, **changes):
     prepared = prepare_data(settings)
     name = dataset_name or prepared.valid_name
-    config = recbole_config(settings, prepared.data_path, name, tmp_path,
-                            load_col={**settings["load_col"], "item": ["item_id", "genre", "year"]}, **changes)
+    config = recbole_config(
+        settings,
+        prepared.data_path,
+        name,
+        tmp_path,
+        load_col={**settings["load_col"], "item": ["item_id", "genre", "year"]},
+        **changes,
+    )
     init_seed(config["seed"], True)
     dataset = load_dataset(config)
     history = History.from_file(dataset, prepared.data_path / name / f"{name}.inter")
@@ -41,7 +56,9 @@ def built_model(settings, tmp_path, dataset_name=None, **changes):
 
 
 def test_pretraining_batch_invariants(tiny_raw, data_dir, tmp_path):
-    model, dataset, history, config, _ = built_model(s3rec_settings(tiny_raw, data_dir), tmp_path, train_batch_size=10_000)
+    model, dataset, history, config, _ = built_model(
+        s3rec_settings(tiny_raw, data_dir), tmp_path, train_batch_size=10_000
+    )
     batch = next(iter(SequenceWindows(history, config, "masked")))
     seq, length = batch["item_id_list"], batch["item_length"]
     valid = torch.arange(seq.shape[1]).unsqueeze(0) < length.unsqueeze(1)
@@ -86,9 +103,13 @@ def check_segments(b, seq, length, valid, mask):
 
 
 def test_attribute_targets_are_the_items_attributes(tiny_raw, data_dir, tmp_path):
-    model, dataset, *_ , prepared = built_model(s3rec_settings(tiny_raw, data_dir), tmp_path)
-    items = pd.read_csv(prepared.data_path / prepared.valid_name / f"{prepared.valid_name}.item", sep="\t",
-                        dtype=str, keep_default_na=False).set_index("item_id:token")
+    model, dataset, *_, prepared = built_model(s3rec_settings(tiny_raw, data_dir), tmp_path)
+    items = pd.read_csv(
+        prepared.data_path / prepared.valid_name / f"{prepared.valid_name}.item",
+        sep="\t",
+        dtype=str,
+        keep_default_na=False,
+    ).set_index("item_id:token")
     for field, column in (("genre", "genre:token_seq"), ("year", "year:token")):
         table = model.attributes[field].item_values
         for token in items.index[:40]:
@@ -140,9 +161,14 @@ def test_downstream_tensors_equal_the_checkpoint(tiny_raw, data_dir, tmp_path):
         shared = [(r, source_row[int(t)]) for r, t in enumerate(tokens) if r > 0 and int(t) in source_row]
         assert len(shared) > 0.9 * (len(tokens) - 1)
         for row, source in shared:
-            assert torch.equal(state["item_embedding.weight"][row], checkpoint["state_dict"]["item_embedding.weight"][source])
+            assert torch.equal(
+                state["item_embedding.weight"][row], checkpoint["state_dict"]["item_embedding.weight"][source]
+            )
         has_mask_row = downstream == "BERT4Rec"
-        assert torch.equal(state["item_embedding.weight"][-1], checkpoint["state_dict"]["item_embedding.weight"][-1]) == has_mask_row
+        assert (
+            torch.equal(state["item_embedding.weight"][-1], checkpoint["state_dict"]["item_embedding.weight"][-1])
+            == has_mask_row
+        )
         assert report["loaded"] and any(name.startswith("item_embedding.weight") for name in report["loaded"])
         if downstream == "BERT4Rec":
             assert "output_bias" in report["not_loaded"]
@@ -183,12 +209,28 @@ def test_the_pretraining_cache_key_follows_every_setting_pretraining_reads(tiny_
     prepared = prepare_data(settings)
     checkpoint = pretrain(settings, prepared, tmp_path).path
     assert find_pretrained(settings, prepared) == checkpoint
-    for change in ["weight_decay=0.001", "learner=sgd", "clip_grad_norm={max_norm: 5.0, norm_type: 2}",
-                   "load_col.inter=[user_id, item_id, timestamp, rating]", "pretrain_epochs=2",
-                   "pretrain_learning_rate=0.01", "pretrain_batch_size=64", "pretrain_mask_ratio=0.3",
-                   "item_attribute={genre: 1.0}", "hidden_dropout_prob=0.3", "MAX_ITEM_LIST_LENGTH=10", "seed=7"]:
+    for change in [
+        "weight_decay=0.001",
+        "learner=sgd",
+        "clip_grad_norm={max_norm: 5.0, norm_type: 2}",
+        "load_col.inter=[user_id, item_id, timestamp, rating]",
+        "pretrain_epochs=2",
+        "pretrain_learning_rate=0.01",
+        "pretrain_batch_size=64",
+        "pretrain_mask_ratio=0.3",
+        "item_attribute={genre: 1.0}",
+        "hidden_dropout_prob=0.3",
+        "MAX_ITEM_LIST_LENGTH=10",
+        "seed=7",
+    ]:
         assert find_pretrained(s3rec_settings(tiny_raw, data_dir, change), prepared) is None, change
     # finetuning settings: pretraining reads other values in their place, or none
-    for change in ["learning_rate=0.01", "epochs=7", "train_batch_size=64", "downstream_model=BERT4Rec",
-                   "device=cpu", "show_progress=true"]:
+    for change in [
+        "learning_rate=0.01",
+        "epochs=7",
+        "train_batch_size=64",
+        "downstream_model=BERT4Rec",
+        "device=cpu",
+        "show_progress=true",
+    ]:
         assert find_pretrained(s3rec_settings(tiny_raw, data_dir, change), prepared) == checkpoint, change

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import write_raw
 from recbole.data.interaction import Interaction
 
-from conftest import write_raw
 from recbole_ext import registry
 from recbole_ext.config import ConfigError, load_settings
 from recbole_ext.data import History, SequenceWindows, load_dataset, train_loader
@@ -22,8 +22,17 @@ L = 7
 
 
 def built(prepared, tmp_path, model, *overrides):
-    settings = load_settings(model, overrides=[f"MAX_ITEM_LIST_LENGTH={L}", "hidden_size=16", "inner_size=32",
-                                               "n_layers=1", "state=ERROR", *overrides])
+    settings = load_settings(
+        model,
+        overrides=[
+            f"MAX_ITEM_LIST_LENGTH={L}",
+            "hidden_size=16",
+            "inner_size=32",
+            "n_layers=1",
+            "state=ERROR",
+            *overrides,
+        ],
+    )
     config = recbole_config(settings, prepared.data_path, prepared.valid_name, tmp_path)
     dataset = load_dataset(config)
     history = History.from_file(dataset, prepared.inter_path(prepared.valid_name))
@@ -44,7 +53,7 @@ def windows_of_an_epoch(loader, dataset):
         items, lengths = batch["item_id_list"], batch["item_length"]
         assert items.shape[1] == loader.width
         for row in range(len(items)):
-            assert (items[row, lengths[row]:] == 0).all()  # left-aligned, 0-padded
+            assert (items[row, lengths[row] :] == 0).all()  # left-aligned, 0-padded
             user = int(dataset.id2token("user_id", batch["user_id"][row]))
             tokens = np.atleast_1d(dataset.id2token("item_id", items[row, : lengths[row]]))  # a 1-item window too
             result.append((user, [int(t) for t in tokens]))
@@ -53,7 +62,7 @@ def windows_of_an_epoch(loader, dataset):
 
 def assert_contiguous(window, sequence):
     start = sequence.index(window[0])
-    assert window == sequence[start: start + len(window)]
+    assert window == sequence[start : start + len(window)]
 
 
 def test_a_next_item_epoch_targets_each_training_interaction_but_a_users_first_exactly_once(tiny_prepared, tmp_path):
@@ -218,31 +227,59 @@ def cycle_raw(tmp_path_factory):
     return write_raw(tmp_path_factory.mktemp("cycle"), ratings)
 
 
-@pytest.mark.parametrize("model, settings", [
-    ("SASRec", ["loss_type=CE"]),
-    ("SASRec", ["loss_type=gBCE", "neg_samples=16", "gbce_t=0.75"]),
-    ("SASRec", ["loss_type=BPR"]),
-    ("BERT4Rec", ["loss_type=CE", "mask_ratio=0.3", "ft_ratio=0.2", "learning_rate=0.005", "epochs=40"]),
-])
+@pytest.mark.parametrize(
+    "model, settings",
+    [
+        ("SASRec", ["loss_type=CE"]),
+        ("SASRec", ["loss_type=gBCE", "neg_samples=16", "gbce_t=0.75"]),
+        ("SASRec", ["loss_type=BPR"]),
+        ("BERT4Rec", ["loss_type=CE", "mask_ratio=0.3", "ft_ratio=0.2", "learning_rate=0.005", "epochs=40"]),
+    ],
+)
 def test_whole_sequence_models_learn_the_next_item(model, settings, cycle_raw, tmp_path):
-    summary = run(load_settings(model, overrides=[
-        f"data={cycle_raw}", f"data_dir={tmp_path / 'data'}", f"output_dir={tmp_path / 'run'}",
-        "holdout.last=1", "holdout.random=0", "holdout.min_train=10", "MAX_ITEM_LIST_LENGTH=10",
-        "hidden_size=32", "inner_size=64", "n_layers=1", "n_heads=1", "hidden_dropout_prob=0.1",
-        "attn_dropout_prob=0.1", "train_batch_size=16", "learning_rate=0.01", "epochs=25", "stopping_step=40",
-        "show_progress=false", "state=WARNING", *settings]), validate_only=True)
+    summary = run(
+        load_settings(
+            model,
+            overrides=[
+                f"data={cycle_raw}",
+                f"data_dir={tmp_path / 'data'}",
+                f"output_dir={tmp_path / 'run'}",
+                "holdout.last=1",
+                "holdout.random=0",
+                "holdout.min_train=10",
+                "MAX_ITEM_LIST_LENGTH=10",
+                "hidden_size=32",
+                "inner_size=64",
+                "n_layers=1",
+                "n_heads=1",
+                "hidden_dropout_prob=0.1",
+                "attn_dropout_prob=0.1",
+                "train_batch_size=16",
+                "learning_rate=0.01",
+                "epochs=25",
+                "stopping_step=40",
+                "show_progress=false",
+                "state=WARNING",
+                *settings,
+            ],
+        ),
+        validate_only=True,
+    )
     # the hidden item is the next one on the cycle; popularity would find it 10 times in 60
     assert summary["holdout"]["recall@10"] >= 0.9
 
 
-@pytest.mark.parametrize("model, setting, message", [
-    ("SASRec", "loss_type=softmax", "loss_type must be one of CE, gBCE, BPR, got 'softmax'"),
-    ("SASRec", "gbce_t=1.5", "gbce_t must be a number in [0, 1], got 1.5"),
-    ("SASRec", "neg_samples=0", "neg_samples must be an integer >= 1, got 0"),
-    ("SASRec", "train_windows=last", "train_windows must be one of all, random, got 'last'"),
-    ("BERT4Rec", "ft_ratio=1.5", "ft_ratio must be a number in [0, 1], got 1.5"),
-    ("BERT4Rec", "loss_type=BCE", "loss_type must be one of CE, gBCE, BPR, got 'BCE'"),
-])
+@pytest.mark.parametrize(
+    "model, setting, message",
+    [
+        ("SASRec", "loss_type=softmax", "loss_type must be one of CE, gBCE, BPR, got 'softmax'"),
+        ("SASRec", "gbce_t=1.5", "gbce_t must be a number in [0, 1], got 1.5"),
+        ("SASRec", "neg_samples=0", "neg_samples must be an integer >= 1, got 0"),
+        ("SASRec", "train_windows=last", "train_windows must be one of all, random, got 'last'"),
+        ("BERT4Rec", "ft_ratio=1.5", "ft_ratio must be a number in [0, 1], got 1.5"),
+        ("BERT4Rec", "loss_type=BCE", "loss_type must be one of CE, gBCE, BPR, got 'BCE'"),
+    ],
+)
 def test_bad_whole_sequence_settings_are_refused_in_one_line(model, setting, message):
     with pytest.raises(ConfigError, match=f"^command line: {re.escape(message)}$"):
         load_settings(model, overrides=[setting])

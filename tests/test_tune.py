@@ -17,9 +17,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import ray
-import yaml
 from conftest import wait_for
 
+import yaml
 from recbole_ext.config import ConfigError, load_settings
 from recbole_ext.metrics import split_users
 from recbole_ext.tune.driver import start_ray
@@ -29,8 +29,7 @@ from run import main as run_cli
 from tune import main as tune_cli
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = {"show_progress": False, "state": "WARNING", "train_batch_size": 256,
-        "holdout": {"min_train": 8, "random": 3}}
+TINY = {"show_progress": False, "state": "WARNING", "train_batch_size": 256, "holdout": {"min_train": 8, "random": 3}}
 BPR = {"model": "BPR", "embedding_size": 16, **TINY}
 
 
@@ -68,41 +67,71 @@ def settings_with(tmp_path, tiny_raw, tune, model="EASE", **values):
     return load_settings(config_file=config, overrides=[f"data={tiny_raw}"]), config
 
 
-@pytest.mark.parametrize("tune, expected", [
-    ({"search_space": {"reg_weight": {"lognormal": [1, 2]}}},
-     "tune.search_space.reg_weight: unknown distribution 'lognormal'"),
-    ({"search_space": {"learning_rate": {"loguniform": [1.0e-2, 1.0e-4]}}},
-     "tune.search_space.learning_rate: loguniform: low must be below high"),
-    ({"search_space": {"learning_rate": {"loguniform": [0, 1.0e-2]}}}, "a log scale needs low > 0"),
-    ({"search_space": {"epochs": {"randint": [1.5, 3]}}}, "randint: expected integers"),
-    ({"search_space": {"reg_wieght": {"choice": [1, 2]}}},
-     "unknown setting 'reg_wieght' for EASE; did you mean 'reg_weight'?"),
-    ({"search_space": {"data": {"choice": ["a", "b"]}}}, "'data' cannot be searched"),
-    ({"search_space": {"user_inter_num_interval": {"choice": ["[5,inf)"]}}},
-     "'user_inter_num_interval' cannot be searched: it is managed by movierec: RecBole's filters would drop"),
-    ({"search_space": {"holdout.seed": {"choice": [1, 2]}}}, "dotted keys cannot be searched"),
-    ({"search_space": {"reg_weight": [1, 2]}}, "tune.search_space.reg_weight: expected {distribution: arguments}"),
-    ({"search_space": {"reg_weight": {"grid": [1, 2]}}, "search": "optuna"}, "grid needs search: random"),
-    ({"search_space": {"valid_metric": {"choice": ["recall@10", "mrr@10"]}}},
-     "valid_metric must be recall@10 or ndcg@10, got 'mrr@10'"),
-    ({"num_sample": 3, "search_space": {"reg_weight": {"choice": [1, 2]}}}, "did you mean 'num_samples'?"),
-    ({"search_space": {"reg_weight": {"choice": [1, 2]}}, "scheduler": {"asha": {"grace_period": 200}}},
-     "grace_period 200 exceeds max_t 100"),
-    ({"search_space": {"reg_weight": {"choice": [1, 2]}}, "scheduler": "hyperband"}, "tune.scheduler: expected one of"),
-    ({"search_space": {"reg_weight": {"choice": [1, 2]}}, "resources_per_trial": {"gpus": 1}},
-     "unknown resource 'gpus'; did you mean 'gpu'?"),
-    ({"search_space": {"reg_weight": {"choice": [1, 2]}}, "metric": "mrr@10"},
-     "tune.metric must be recall@10 or ndcg@10"),
-    ({"search_space": {}}, "tune.search_space must map settings to distributions"),
-    ({"search_space": {"reg_weight": {"choice": [100, "abc"]}}},
-     "tune.search_space.reg_weight: reg_weight must be a number >= 0, got 'abc'"),
-    ({"search_space": {"epochs": {"uniform": [1, 10]}}},
-     "tune.search_space.epochs: epochs must be an integer >= 1, got 1.0 (uniform samples floats)"),
-    ({"search_space": {"learning_rate": {"uniform": [0, 0.1]}}},
-     "tune.search_space.learning_rate: learning_rate must be a number > 0, got 0.0"),
-    ({"search_space": {"reg_weight": {"choice": [1, 2]}}, "resources_per_trial": {"gpu": 2}},
-     "tune.resources_per_trial.gpu must be a share of one GPU in [0, 1] (a run uses one device), got 2"),
-])
+@pytest.mark.parametrize(
+    "tune, expected",
+    [
+        (
+            {"search_space": {"reg_weight": {"lognormal": [1, 2]}}},
+            "tune.search_space.reg_weight: unknown distribution 'lognormal'",
+        ),
+        (
+            {"search_space": {"learning_rate": {"loguniform": [1.0e-2, 1.0e-4]}}},
+            "tune.search_space.learning_rate: loguniform: low must be below high",
+        ),
+        ({"search_space": {"learning_rate": {"loguniform": [0, 1.0e-2]}}}, "a log scale needs low > 0"),
+        ({"search_space": {"epochs": {"randint": [1.5, 3]}}}, "randint: expected integers"),
+        (
+            {"search_space": {"reg_wieght": {"choice": [1, 2]}}},
+            "unknown setting 'reg_wieght' for EASE; did you mean 'reg_weight'?",
+        ),
+        ({"search_space": {"data": {"choice": ["a", "b"]}}}, "'data' cannot be searched"),
+        (
+            {"search_space": {"user_inter_num_interval": {"choice": ["[5,inf)"]}}},
+            "'user_inter_num_interval' cannot be searched: it is managed by movierec: RecBole's filters would drop",
+        ),
+        ({"search_space": {"holdout.seed": {"choice": [1, 2]}}}, "dotted keys cannot be searched"),
+        ({"search_space": {"reg_weight": [1, 2]}}, "tune.search_space.reg_weight: expected {distribution: arguments}"),
+        ({"search_space": {"reg_weight": {"grid": [1, 2]}}, "search": "optuna"}, "grid needs search: random"),
+        (
+            {"search_space": {"valid_metric": {"choice": ["recall@10", "mrr@10"]}}},
+            "valid_metric must be recall@10 or ndcg@10, got 'mrr@10'",
+        ),
+        ({"num_sample": 3, "search_space": {"reg_weight": {"choice": [1, 2]}}}, "did you mean 'num_samples'?"),
+        (
+            {"search_space": {"reg_weight": {"choice": [1, 2]}}, "scheduler": {"asha": {"grace_period": 200}}},
+            "grace_period 200 exceeds max_t 100",
+        ),
+        (
+            {"search_space": {"reg_weight": {"choice": [1, 2]}}, "scheduler": "hyperband"},
+            "tune.scheduler: expected one of",
+        ),
+        (
+            {"search_space": {"reg_weight": {"choice": [1, 2]}}, "resources_per_trial": {"gpus": 1}},
+            "unknown resource 'gpus'; did you mean 'gpu'?",
+        ),
+        (
+            {"search_space": {"reg_weight": {"choice": [1, 2]}}, "metric": "mrr@10"},
+            "tune.metric must be recall@10 or ndcg@10",
+        ),
+        ({"search_space": {}}, "tune.search_space must map settings to distributions"),
+        (
+            {"search_space": {"reg_weight": {"choice": [100, "abc"]}}},
+            "tune.search_space.reg_weight: reg_weight must be a number >= 0, got 'abc'",
+        ),
+        (
+            {"search_space": {"epochs": {"uniform": [1, 10]}}},
+            "tune.search_space.epochs: epochs must be an integer >= 1, got 1.0 (uniform samples floats)",
+        ),
+        (
+            {"search_space": {"learning_rate": {"uniform": [0, 0.1]}}},
+            "tune.search_space.learning_rate: learning_rate must be a number > 0, got 0.0",
+        ),
+        (
+            {"search_space": {"reg_weight": {"choice": [1, 2]}}, "resources_per_trial": {"gpu": 2}},
+            "tune.resources_per_trial.gpu must be a share of one GPU in [0, 1] (a run uses one device), got 2",
+        ),
+    ],
+)
 def test_bad_tune_entries_stop_with_the_file_and_the_entry(tune, expected, tmp_path, tiny_raw):
     settings, config = settings_with(tmp_path, tiny_raw, tune)
     with pytest.raises(ConfigError) as error:
@@ -113,8 +142,9 @@ def test_bad_tune_entries_stop_with_the_file_and_the_entry(tune, expected, tmp_p
 
 def test_a_message_names_the_file_the_bad_entry_came_from(tmp_path, tiny_raw):
     # the bad search space is in the file; the command line changes another tune entry after it
-    config = write_yaml(tmp_path / "search.yaml", {"model": "EASE", "tune": {
-        "search_space": {"reg_weight": {"uniform": [9, 1]}}}})
+    config = write_yaml(
+        tmp_path / "search.yaml", {"model": "EASE", "tune": {"search_space": {"reg_weight": {"uniform": [9, 1]}}}}
+    )
     settings = load_settings(config_file=config, overrides=[f"data={tiny_raw}", "tune.num_samples=2"])
     with pytest.raises(ConfigError, match=f"^{config}: tune.search_space.reg_weight: uniform: low must be below"):
         parse_tune(settings)
@@ -126,8 +156,9 @@ def test_a_message_names_the_file_the_bad_entry_came_from(tmp_path, tiny_raw):
 def test_hyperopt_is_refused_only_when_missing(tmp_path, tiny_raw):
     import importlib.util
 
-    settings, _ = settings_with(tmp_path, tiny_raw, {"search_space": {"reg_weight": {"uniform": [1, 9]}},
-                                                     "search": "hyperopt"})
+    settings, _ = settings_with(
+        tmp_path, tiny_raw, {"search_space": {"reg_weight": {"uniform": [1, 9]}}, "search": "hyperopt"}
+    )
     if importlib.util.find_spec("hyperopt") is None:
         with pytest.raises(ConfigError, match="hyperopt needs the hyperopt package"):
             parse_tune(settings)
@@ -135,17 +166,24 @@ def test_hyperopt_is_refused_only_when_missing(tmp_path, tiny_raw):
         assert parse_tune(settings).search == "hyperopt"
 
 
-@pytest.mark.parametrize("override, expected", [
-    ("tune.search_space.reg_weight={normal: [1, 2]}", "unknown distribution 'normal'"),
-    ("tune.search_space.reg_weight={choice: [abc]}",
-     "command line: tune.search_space.reg_weight: reg_weight must be a number >= 0, got 'abc'"),
-    ("epochs=abc", "command line: epochs must be an integer >= 1, got 'abc'"),
-])
-def test_the_cli_reports_a_bad_entry_in_one_line_before_ray_starts(override, expected, tmp_path, tiny_raw, data_dir,
-                                                                    capsys):
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("tune.search_space.reg_weight={normal: [1, 2]}", "unknown distribution 'normal'"),
+        (
+            "tune.search_space.reg_weight={choice: [abc]}",
+            "command line: tune.search_space.reg_weight: reg_weight must be a number >= 0, got 'abc'",
+        ),
+        ("epochs=abc", "command line: epochs must be an integer >= 1, got 'abc'"),
+    ],
+)
+def test_the_cli_reports_a_bad_entry_in_one_line_before_ray_starts(
+    override, expected, tmp_path, tiny_raw, data_dir, capsys
+):
     assert not ray.is_initialized()
-    config = write_yaml(tmp_path / "ease.yaml", {"model": "EASE", "tune": {
-        "search_space": {"reg_weight": {"grid": [1, 2]}}}})
+    config = write_yaml(
+        tmp_path / "ease.yaml", {"model": "EASE", "tune": {"search_space": {"reg_weight": {"grid": [1, 2]}}}}
+    )
     code = tune_cli(cli_args(config, tiny_raw, data_dir, tmp_path / "out", override))
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("error: ") and len(err.splitlines()) == 1
@@ -154,13 +192,20 @@ def test_the_cli_reports_a_bad_entry_in_one_line_before_ray_starts(override, exp
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without a GPU")
 def test_device_cuda_without_a_gpu_is_refused_before_ray_starts(tmp_path, tiny_raw, data_dir):
-    config = write_yaml(tmp_path / "ease.yaml", {"model": "EASE", "tune": {
-        "search_space": {"reg_weight": {"grid": [1, 2]}}}})
-    done = subprocess.run([sys.executable, "tune.py", *cli_args(config, tiny_raw, data_dir, tmp_path / "out"),
-                           "--device", "cuda"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    config = write_yaml(
+        tmp_path / "ease.yaml", {"model": "EASE", "tune": {"search_space": {"reg_weight": {"grid": [1, 2]}}}}
+    )
+    done = subprocess.run(
+        [sys.executable, "tune.py", *cli_args(config, tiny_raw, data_dir, tmp_path / "out"), "--device", "cuda"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [  # no line of Ray's start-up
-        "error: device: cuda was asked for but torch sees no GPU (is the CUDA build of torch installed?)"]
+        "error: device: cuda was asked for but torch sees no GPU (is the CUDA build of torch installed?)"
+    ]
     assert not (tmp_path / "out").exists()
 
 
@@ -176,8 +221,9 @@ def test_every_shipped_tune_section_is_valid(tiny_raw):
 
 def test_each_trial_trains_with_its_sampled_value_and_best_yaml_reruns(ray_runtime, tmp_path, tiny_raw, data_dir):
     grid = [1.0, 10.0, 100.0, 1000.0]
-    config = write_yaml(tmp_path / "ease.yaml", {"model": "EASE", **TINY, "tune": {
-        "search_space": {"reg_weight": {"grid": grid}}}})
+    config = write_yaml(
+        tmp_path / "ease.yaml", {"model": "EASE", **TINY, "tune": {"search_space": {"reg_weight": {"grid": grid}}}}
+    )
     output = tmp_path / "search"
     assert tune_cli(cli_args(config, tiny_raw, data_dir, output, "--retrain-best")) == 0
 
@@ -207,8 +253,11 @@ def test_each_trial_trains_with_its_sampled_value_and_best_yaml_reruns(ray_runti
 
 def check_honest_estimate(trials, best_text, seed):
     """trials.csv's halves and honest number, recomputed here from the trials' holdout_users.csv."""
-    per_user = {row["trial"]: pd.read_csv(Path(row["output"]) / "holdout_users.csv", index_col="user")["recall@10"]
-                for _, row in trials.iterrows() if row["state"] in ("COMPLETED", "STOPPED")}
+    per_user = {
+        row["trial"]: pd.read_csv(Path(row["output"]) / "holdout_users.csv", index_col="user")["recall@10"]
+        for _, row in trials.iterrows()
+        if row["state"] in ("COMPLETED", "STOPPED")
+    }
     users = next(iter(per_user.values())).index
     half_a, half_b = split_users(users, seed)
     chosen = {}
@@ -230,11 +279,26 @@ def check_honest_estimate(trials, best_text, seed):
 
 def test_an_s3rec_search_pretrains_once_and_every_trial_finetunes_from_it(ray_runtime, tmp_path, tiny_raw, data_dir):
     rates = [1.0e-4, 3.0e-3]
-    config = write_yaml(tmp_path / "s3rec.yaml", {
-        "model": "S3Rec", **TINY, "item_attribute": {"genre": 1.0}, "pretrain_epochs": 1, "epochs": 1,
-        "MAX_ITEM_LIST_LENGTH": 10, "hidden_size": 16, "inner_size": 32, "n_layers": 1,
-        "tune": {"search_space": {"learning_rate": {"grid": rates}}, "scheduler": "fifo", "num_samples": 1,
-                 "max_concurrent_trials": 2}})
+    config = write_yaml(
+        tmp_path / "s3rec.yaml",
+        {
+            "model": "S3Rec",
+            **TINY,
+            "item_attribute": {"genre": 1.0},
+            "pretrain_epochs": 1,
+            "epochs": 1,
+            "MAX_ITEM_LIST_LENGTH": 10,
+            "hidden_size": 16,
+            "inner_size": 32,
+            "n_layers": 1,
+            "tune": {
+                "search_space": {"learning_rate": {"grid": rates}},
+                "scheduler": "fifo",
+                "num_samples": 1,
+                "max_concurrent_trials": 2,
+            },
+        },
+    )
     output = tmp_path / "search"
     assert tune_cli(cli_args(config, tiny_raw, data_dir, output)) == 0
 
@@ -252,9 +316,18 @@ def test_an_s3rec_search_pretrains_once_and_every_trial_finetunes_from_it(ray_ru
 
 def test_max_concurrent_trials_runs_one_trial_at_a_time(ray_runtime, tmp_path, tiny_raw, data_dir):
     # half a CPU per trial: without the limit Ray would run four side by side on two CPUs
-    config = write_yaml(tmp_path / "ease.yaml", {"model": "EASE", **TINY, "tune": {
-        "search_space": {"reg_weight": {"grid": [1.0, 10.0, 100.0]}},
-        "resources_per_trial": {"cpu": 0.5}, "max_concurrent_trials": 1}})
+    config = write_yaml(
+        tmp_path / "ease.yaml",
+        {
+            "model": "EASE",
+            **TINY,
+            "tune": {
+                "search_space": {"reg_weight": {"grid": [1.0, 10.0, 100.0]}},
+                "resources_per_trial": {"cpu": 0.5},
+                "max_concurrent_trials": 1,
+            },
+        },
+    )
     output = tmp_path / "search"
     assert tune_cli(cli_args(config, tiny_raw, data_dir, output)) == 0
     spans = []
@@ -269,8 +342,11 @@ def test_max_concurrent_trials_runs_one_trial_at_a_time(ray_runtime, tmp_path, t
 
 
 def test_trial_resources_follow_the_device_and_the_cluster(ray_runtime, tmp_path, tiny_raw, caplog):
-    settings, _ = settings_with(tmp_path, tiny_raw, {"search_space": {"reg_weight": {"choice": [1, 2]}},
-                                                     "resources_per_trial": {"cpu": 64, "gpu": 0.25}})
+    settings, _ = settings_with(
+        tmp_path,
+        tiny_raw,
+        {"search_space": {"reg_weight": {"choice": [1, 2]}}, "resources_per_trial": {"cpu": 64, "gpu": 0.25}},
+    )
     spec = parse_tune(settings)
     cpus, gpus = ray.cluster_resources()["CPU"], ray.cluster_resources().get("GPU", 0)
     driver_log = logging.getLogger("movierec.tune")  # tune.py's main stops its propagation
@@ -291,8 +367,11 @@ def test_trial_resources_follow_the_device_and_the_cluster(ray_runtime, tmp_path
 
 
 def test_trials_on_cpu_though_the_cluster_has_a_gpu_are_logged(tmp_path, tiny_raw, caplog):
-    settings, _ = settings_with(tmp_path, tiny_raw, {"search_space": {"reg_weight": {"choice": [1, 2]}},
-                                                     "resources_per_trial": {"cpu": 1, "gpu": 0}})
+    settings, _ = settings_with(
+        tmp_path,
+        tiny_raw,
+        {"search_space": {"reg_weight": {"choice": [1, 2]}}, "resources_per_trial": {"cpu": 1, "gpu": 0}},
+    )
     spec = parse_tune(settings)
     driver_log = logging.getLogger("movierec.tune")
     driver_log.addHandler(caplog.handler)
@@ -310,10 +389,18 @@ def test_trials_on_cpu_though_the_cluster_has_a_gpu_are_logged(tmp_path, tiny_ra
 def asha_search(ray_runtime, tmp_path_factory, tiny_raw, data_dir):
     """BPR, one trial at a time: two good learning rates, a poor one, one that blows up to NaN."""
     folder = tmp_path_factory.mktemp("asha")
-    config = write_yaml(folder / "bpr.yaml", {**BPR, "epochs": 4, "tune": {
-        "search_space": {"learning_rate": {"grid": [0.02, 0.01, 1.0e-7, 1.0e+30]}},
-        "scheduler": {"asha": {"grace_period": 1, "reduction_factor": 2}},
-        "max_concurrent_trials": 1}})
+    config = write_yaml(
+        folder / "bpr.yaml",
+        {
+            **BPR,
+            "epochs": 4,
+            "tune": {
+                "search_space": {"learning_rate": {"grid": [0.02, 0.01, 1.0e-7, 1.0e30]}},
+                "scheduler": {"asha": {"grace_period": 1, "reduction_factor": 2}},
+                "max_concurrent_trials": 1,
+            },
+        },
+    )
     code = tune_cli(cli_args(config, tiny_raw, data_dir, folder / "search"))
     return code, folder / "search", read_trials(folder / "search").set_index("learning_rate")
 
@@ -326,32 +413,45 @@ def test_asha_stops_a_poor_trial_early(asha_search):
     assert first["state"] == "COMPLETED" and first["epochs"] == 4
     assert poor["state"] == "STOPPED" and poor["epochs"] < 4
     assert poor["recall@10"] < first["recall@10"]
-    assert (Path(poor["output"]) / "error.txt").read_text().strip().endswith(
-        f"stopped by Ray Tune after epoch {poor['epochs']:.0f}")
+    assert (
+        (Path(poor["output"]) / "error.txt")
+        .read_text()
+        .strip()
+        .endswith(f"stopped by Ray Tune after epoch {poor['epochs']:.0f}")
+    )
     # a stopped trial keeps the per-user scores of its best evaluation: it takes part in the honest estimate
     assert pd.notna(poor["recall@10 half A"]) and pd.notna(poor["recall@10 half B"])
 
 
 def test_a_crashing_trial_is_recorded_and_the_others_finish(asha_search):
     code, output, trials = asha_search
-    crashed = trials.loc[1.0e+30]
+    crashed = trials.loc[1.0e30]
     assert crashed["state"] == "ERROR" and crashed["error"] == "ValueError: Training loss is nan"
     assert pd.isna(crashed["recall@10 half A"])
     assert "Training loss is nan" in (Path(crashed["output"]) / "error.txt").read_text()
-    assert trials.drop(index=1.0e+30)["state"].isin(["COMPLETED", "STOPPED"]).all()
+    assert trials.drop(index=1.0e30)["state"].isin(["COMPLETED", "STOPPED"]).all()
     best_text = (output / "best.yaml").read_text()
     best = yaml.safe_load(best_text)
     assert best["learning_rate"] == trials["recall@10"].idxmax()
     check_honest_estimate(read_trials(output), best_text, seed=best["seed"])
 
 
-def test_resume_finishes_a_search_stopped_by_sigterm_without_repeating_a_trial(ray_runtime, tmp_path, tiny_raw, data_dir):
+def test_resume_finishes_a_search_stopped_by_sigterm_without_repeating_a_trial(
+    ray_runtime, tmp_path, tiny_raw, data_dir
+):
     grid = [0.02, 0.015, 0.01, 0.005]
-    config = write_yaml(tmp_path / "bpr.yaml", {**BPR, "epochs": 6, "tune": {
-        "search_space": {"learning_rate": {"grid": grid}}, "max_concurrent_trials": 1}})
+    config = write_yaml(
+        tmp_path / "bpr.yaml",
+        {**BPR, "epochs": 6, "tune": {"search_space": {"learning_rate": {"grid": grid}}, "max_concurrent_trials": 1}},
+    )
     output = tmp_path / "search"
-    driver = subprocess.Popen([sys.executable, "tune.py", *cli_args(config, tiny_raw, data_dir, output)], cwd=ROOT,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    driver = subprocess.Popen(
+        [sys.executable, "tune.py", *cli_args(config, tiny_raw, data_dir, output)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         wait_for(lambda: list(output.glob("trials/*/summary.json")), timeout=240)
         driver.send_signal(signal.SIGTERM)  # as Ctrl-C: Ray Tune saves its state and stops
@@ -377,8 +477,9 @@ def test_resume_finishes_a_search_stopped_by_sigterm_without_repeating_a_trial(r
 
 
 def test_resume_refuses_changed_settings(ray_runtime, tmp_path, tiny_raw, data_dir, capsys):
-    config = write_yaml(tmp_path / "ease.yaml", {"model": "EASE", **TINY, "tune": {
-        "search_space": {"reg_weight": {"grid": [10.0]}}}})
+    config = write_yaml(
+        tmp_path / "ease.yaml", {"model": "EASE", **TINY, "tune": {"search_space": {"reg_weight": {"grid": [10.0]}}}}
+    )
     output = tmp_path / "search"
     assert tune_cli(cli_args(config, tiny_raw, data_dir, output)) == 0
     assert tune_cli(["--resume", "--output", str(output), "tune.num_samples=3"]) == 2
@@ -389,13 +490,24 @@ def test_resume_refuses_changed_settings(ray_runtime, tmp_path, tiny_raw, data_d
 def test_search_on_a_ray_cluster_with_address(tmp_path, tiny_raw, data_dir, ray_cluster):
     """Run from another folder with relative paths: neither the driver nor the cluster's workers rely
     on the working directory to find the project or the files."""
-    config = write_yaml(tmp_path / "ease.yaml", {"model": "EASE", **TINY, "tune": {
-        "search_space": {"reg_weight": {"grid": [10.0, 100.0]}}}})
+    config = write_yaml(
+        tmp_path / "ease.yaml",
+        {"model": "EASE", **TINY, "tune": {"search_space": {"reg_weight": {"grid": [10.0, 100.0]}}}},
+    )
     output = tmp_path / "search"
     done = subprocess.run(
-        [sys.executable, str(ROOT / "tune.py"), *cli_args(config.name, tiny_raw, data_dir, output.name),
-         "--address", ray_cluster.address],
-        cwd=tmp_path, env=ray_cluster.env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            str(ROOT / "tune.py"),
+            *cli_args(config.name, tiny_raw, data_dir, output.name),
+            "--address",
+            ray_cluster.address,
+        ],
+        cwd=tmp_path,
+        env=ray_cluster.env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     trials = read_trials(output)

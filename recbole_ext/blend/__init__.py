@@ -63,8 +63,17 @@ class BlendError(RuntimeError):
     """Training went through, but the blend cannot be made (too few members finished)."""
 
 
-def blend(recipe_path, data=None, output=None, runs_dir=None, quick=False, address=None, device=None,
-          max_parallel=None, overrides=()):
+def blend(
+    recipe_path,
+    data=None,
+    output=None,
+    runs_dir=None,
+    quick=False,
+    address=None,
+    device=None,
+    max_parallel=None,
+    overrides=(),
+):
     """Check the recipe, train what is missing, blend; returns the blend's summary."""
     if max_parallel is not None and max_parallel < 1:
         raise ConfigError(f"--max-parallel must be >= 1, got {max_parallel}")
@@ -80,8 +89,12 @@ def blend(recipe_path, data=None, output=None, runs_dir=None, quick=False, addre
     if not address:  # a local Ray has this machine's devices: refuse a missing GPU before Ray starts
         for run in runs:
             resolve_device(run.settings["device"])
-    logger.info("%d runs: %d to train, %d reused", len(runs), sum(r.status != "reused" for r in runs),
-                sum(r.status == "reused" for r in runs))
+    logger.info(
+        "%d runs: %d to train, %d reused",
+        len(runs),
+        sum(r.status != "reused" for r in runs),
+        sum(r.status == "reused" for r in runs),
+    )
     planned = time.perf_counter()
     train(runs, address, max_parallel)
     trained = time.perf_counter()
@@ -91,8 +104,10 @@ def blend(recipe_path, data=None, output=None, runs_dir=None, quick=False, addre
             logger.warning("member %s left out of the blend: none of its runs finished", spec.name)
     if len(folders) < 2:
         errors = "; ".join(f"{run.label}: {run.error}" for run in runs if run.status == "failed")
-        raise BlendError(f"only {len(folders)} of {len(recipe.members)} members finished, an ensemble needs two; "
-                         f"nothing blended ({errors})")
+        raise BlendError(
+            f"only {len(folders)} of {len(recipe.members)} members finished, an ensemble needs two; "
+            f"nothing blended ({errors})"
+        )
     return write_blend(recipe, runs, folders, output, {"plan": planned - started, "train": trained - planned})
 
 
@@ -119,14 +134,17 @@ def write_blend(recipe, runs, folders, output, seconds=None):
         for name, folder in folders.items():
             (staging / MEMBERS_DIR / name).symlink_to(Path(folder).resolve(), target_is_directory=True)
         inner = staging / "ensemble"
-        summary = ensemble.build([staging / MEMBERS_DIR / name for name in folders], recipe.method, weights,
-                                 recipe.seed, inner, recipe.depth)
+        summary = ensemble.build(
+            [staging / MEMBERS_DIR / name for name in folders], recipe.method, weights, recipe.seed, inner, recipe.depth
+        )
         for path in inner.iterdir():
             path.rename(staging / path.name)
         inner.rmdir()
         summary["output_dir"] = str(output)
-        summary["blend"] = {**blend_record(recipe, runs, folders),
-                            "seconds": {step: round(value, 2) for step, value in (seconds or {}).items()}}
+        summary["blend"] = {
+            **blend_record(recipe, runs, folders),
+            "seconds": {step: round(value, 2) for step, value in (seconds or {}).items()},
+        }
         (staging / run_folder.SUMMARY).write_text(json_text(summary))
         (staging / REPORT).write_text(report(summary))
     return summary
@@ -134,18 +152,35 @@ def write_blend(recipe, runs, folders, output, seconds=None):
 
 def blend_record(recipe, runs, folders):
     """What summary.json keeps of the recipe and of each run: reused, trained or failed, where, how long."""
+
     def record(run):
-        return {"seed": run.seed, "status": run.status, "key": run.key, "path": str(run.folder),
-                "resources": run.resources, "started": run.started, "finished": run.finished,
-                "seconds": round(run.finished - run.started, 2) if run.finished else None,
-                "worker": run.worker, "error": run.error, "log": run.log}
+        return {
+            "seed": run.seed,
+            "status": run.status,
+            "key": run.key,
+            "path": str(run.folder),
+            "resources": run.resources,
+            "started": run.started,
+            "finished": run.finished,
+            "seconds": round(run.finished - run.started, 2) if run.finished else None,
+            "worker": run.worker,
+            "error": run.error,
+            "log": run.log,
+        }
 
     return {
-        "recipe": str(recipe.path.resolve()), "quick": recipe.quick,
-        "members": [{"name": spec.name, "model": spec.model or None, "config": spec.config,
-                     "path": str(folders[spec.name]) if spec.name in folders else None,
-                     "runs": [record(run) for run in runs if run.member == spec.name]}
-                    for spec in recipe.members],
+        "recipe": str(recipe.path.resolve()),
+        "quick": recipe.quick,
+        "members": [
+            {
+                "name": spec.name,
+                "model": spec.model or None,
+                "config": spec.config,
+                "path": str(folders[spec.name]) if spec.name in folders else None,
+                "runs": [record(run) for run in runs if run.member == spec.name],
+            }
+            for spec in recipe.members
+        ],
         "left_out": [spec.name for spec in recipe.members if spec.name not in folders],
         **{status: sum(run.status == status for run in runs) for status in ("trained", "reused", "failed")},
     }
@@ -158,7 +193,10 @@ def report(summary):
     for member in summary["blend"]["members"]:
         for run in member["runs"]:
             name = member["name"] + (f" seed {run['seed']}" if run["seed"] is not None else "")
-            detail = {"trained": f"trained in {run['seconds']} s", "reused": "reused",
-                      "failed": f"FAILED: {run['error']}, left out"}[run["status"]]
+            detail = {
+                "trained": f"trained in {run['seconds']} s",
+                "reused": "reused",
+                "failed": f"FAILED: {run['error']}, left out",
+            }[run["status"]]
             print(f"  {name}: {detail} ({run['log'] or run['path']})", file=text)
     return text.getvalue()

@@ -12,8 +12,9 @@ from recbole_ext import ConfigError, fusion, run_folder
 
 def main(argv=None):
     doc = blending.__doc__
-    parser = argparse.ArgumentParser(prog="python -m recbole_ext.blend", description=doc.split("\n")[0],
-                                     usage=doc.split("\n\n")[1])
+    parser = argparse.ArgumentParser(
+        prog="python -m recbole_ext.blend", description=doc.split("\n")[0], usage=doc.split("\n\n")[1]
+    )
     parser.add_argument("recipe", help="a blend recipe, e.g. yaml/blends/leaderboard.yaml")
     parser.add_argument("--data", help="raw competition folder (default: the embedded MovieLens-100K)")
     parser.add_argument("--output", help="the blend's folder (default: outputs/blend-<recipe>[-quick])")
@@ -33,8 +34,17 @@ def main(argv=None):
         log.propagate = False
     run_folder.stop_on_signals()
     try:
-        summary = blending.blend(args.recipe, args.data, args.output, args.runs, args.quick, args.address,
-                                 args.device, args.max_parallel, args.overrides)
+        summary = blending.blend(
+            args.recipe,
+            args.data,
+            args.output,
+            args.runs,
+            args.quick,
+            args.address,
+            args.device,
+            args.max_parallel,
+            args.overrides,
+        )
     except (ConfigError, RawDataError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -42,8 +52,10 @@ def main(argv=None):
         print(f"error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"interrupted ({run_folder.stopped_by()}): finished runs are kept and reused by the same "
-              f"command", file=sys.stderr)
+        print(
+            f"interrupted ({run_folder.stopped_by()}): finished runs are kept and reused by the same command",
+            file=sys.stderr,
+        )
         return 130
     finally:
         for log in loggers:

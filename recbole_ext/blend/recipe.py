@@ -55,10 +55,18 @@ def read_recipe(path, quick=False):
     weights, depth = blend["weights"], blend["depth"]
     for key, ok, rule in (
         ("method", blend["method"] in fusion.METHODS, f"one of {', '.join(fusion.METHODS)}"),
-        ("weights", weights == "auto" or (isinstance(weights, list) and len(weights) == len(specs)
-                                          and all(is_number(w) and w >= 0 for w in weights) and sum(weights) > 0),
-         f"auto or a list of {len(specs)} numbers >= 0, not all 0, one per member "
-         f"({', '.join(s.name for s in specs)})"),
+        (
+            "weights",
+            weights == "auto"
+            or (
+                isinstance(weights, list)
+                and len(weights) == len(specs)
+                and all(is_number(w) and w >= 0 for w in weights)
+                and sum(weights) > 0
+            ),
+            f"auto or a list of {len(specs)} numbers >= 0, not all 0, one per member "
+            f"({', '.join(s.name for s in specs)})",
+        ),
         ("seed", is_int(blend["seed"]), "an integer"),
         ("depth", depth is None or (is_int(depth) and depth >= K), f"an integer >= {K} or ~"),
     ):
@@ -82,10 +90,14 @@ def _with_changes(values, changes, where):
     """The recipe with its quick: block applied: sections merged key by key, members entry by entry."""
     for key, change in changes.items():
         if not isinstance(change, dict):
-            raise ConfigError(f"{where}{key}: expected `key: value` entries to change (for members: a member "
-                              f"name with its changes, ~ to leave it out), got {change!r}")
+            raise ConfigError(
+                f"{where}{key}: expected `key: value` entries to change (for members: a member "
+                f"name with its changes, ~ to leave it out), got {change!r}"
+            )
         if not isinstance(values.get(key) or {}, dict):  # the section the change merges into
-            raise ConfigError(f"{where.removesuffix('quick.')}{key}: expected `key: value` entries, got {values[key]!r}")
+            raise ConfigError(
+                f"{where.removesuffix('quick.')}{key}: expected `key: value` entries, got {values[key]!r}"
+            )
     merged = {**values, **{key: {**(values.get(key) or {}), **change} for key, change in changes.items()}}
     members = dict(values.get("members") or {})
     for name, change in (changes.get("members") or {}).items():
@@ -105,8 +117,9 @@ def _member(name, entry, path):
     if not isinstance(name, str) or not NAME.fullmatch(name):
         raise ConfigError(f"{where}: a member name must be letters, digits, _ . - (a folder name)")
     if not isinstance(entry, dict):
-        raise ConfigError(f"{where}: expected {{config: FILE}} or {{model: NAME}} with optional set: and seeds:, "
-                          f"got {entry!r}")
+        raise ConfigError(
+            f"{where}: expected {{config: FILE}} or {{model: NAME}} with optional set: and seeds:, got {entry!r}"
+        )
     _check_section(entry, MEMBER_KEYS, f"{where}.")
     if not entry.get("config") and not entry.get("model"):
         raise ConfigError(f"{where}: needs config: (a model yaml or a search's best.yaml) or model: NAME")
@@ -116,8 +129,9 @@ def _member(name, entry, path):
     if not isinstance(overrides, dict):
         raise ConfigError(f"{where}.set: expected `setting: value` entries, got {overrides!r}")
     seeds = entry.get("seeds")
-    if seeds is not None and not (isinstance(seeds, list) and seeds and all(is_int(s) and s >= 0 for s in seeds)
-                                  and len(set(seeds)) == len(seeds)):
+    if seeds is not None and not (
+        isinstance(seeds, list) and seeds and all(is_int(s) and s >= 0 for s in seeds) and len(set(seeds)) == len(seeds)
+    ):
         raise ConfigError(f"{where}.seeds must be a list of distinct integers >= 0, e.g. [1, 2, 3, 4], got {seeds!r}")
     return MemberSpec(name, entry.get("config"), entry.get("model"), overrides, seeds)
 
@@ -131,8 +145,11 @@ def member_settings(recipe, spec, overrides=()):
     if quick:
         settings = _loaded(spec, [], quick, where)
     pairs = []
-    for label, layer in ((f"{recipe.path}: settings", _pairs(recipe.settings)), (f"{where}.set", _pairs(spec.set)),
-                         ("command line", list(overrides))):
+    for label, layer in (
+        (f"{recipe.path}: settings", _pairs(recipe.settings)),
+        (f"{where}.set", _pairs(spec.set)),
+        ("command line", list(overrides)),
+    ):
         if layer:  # loaded layer by layer: an error is named by the layer that brought it
             pairs += layer
             settings = _loaded(spec, pairs, quick, where, label)

@@ -62,8 +62,9 @@ def is_finished(folder):
     """A run folder with its validation lists, final lists and summary, without an error."""
     folder = Path(folder)
     try:
-        return (all((folder / name).is_file() for name in (run_folder.VALID_TOP, run_folder.FULL_TOP))
-                and not json.loads((folder / run_folder.SUMMARY).read_text()).get("error"))
+        return all(
+            (folder / name).is_file() for name in (run_folder.VALID_TOP, run_folder.FULL_TOP)
+        ) and not json.loads((folder / run_folder.SUMMARY).read_text()).get("error")
     except (OSError, ValueError):
         return False
 
@@ -73,9 +74,10 @@ def plan(recipe, runs_dir, overrides=()):
     members = []  # every member's settings are checked before any data is prepared
     for spec in recipe.members:
         settings = member_settings(recipe, spec, overrides)
-        resources = parse_resources((settings.values.get("tune") or {}).get(
-            "resources_per_trial", TUNE_DEFAULTS["resources_per_trial"]),
-            f"{recipe.path}: members.{spec.name}: tune.resources_per_trial")
+        resources = parse_resources(
+            (settings.values.get("tune") or {}).get("resources_per_trial", TUNE_DEFAULTS["resources_per_trial"]),
+            f"{recipe.path}: members.{spec.name}: tune.resources_per_trial",
+        )
         members.append((spec, settings, resources))
     runs, fingerprints = [], {}
     for spec, settings, resources in members:
@@ -87,12 +89,23 @@ def plan(recipe, runs_dir, overrides=()):
             key = run_key(run_settings, fingerprint)
             name = spec.name if seed is None else f"{spec.name}-seed{seed}"
             folder = Path(runs_dir) / f"{name}-{key}"
-            runs.append(Run(spec.name, seed, run_settings.with_values(output_dir=str(folder)), key, folder,
-                            resources, "reused" if is_finished(folder) else "planned"))
+            runs.append(
+                Run(
+                    spec.name,
+                    seed,
+                    run_settings.with_values(output_dir=str(folder)),
+                    key,
+                    folder,
+                    resources,
+                    "reused" if is_finished(folder) else "planned",
+                )
+            )
     if len(fingerprints) > 1:
         detail = "; ".join(f"{fp} ({', '.join(names)})" for fp, names in fingerprints.items())
-        raise ConfigError(f"{recipe.path}: the members would train on different prepared data (data, dataset or "
-                          f"holdout settings differ): {detail}; set them once under settings:")
+        raise ConfigError(
+            f"{recipe.path}: the members would train on different prepared data (data, dataset or "
+            f"holdout settings differ): {detail}; set them once under settings:"
+        )
     return runs
 
 
@@ -138,8 +151,10 @@ def train(runs, address=None, max_parallel=None):
                 run.status = "trained"
             except ray.exceptions.RayError as error:  # the run's exception, or its worker died
                 cause = getattr(error, "cause", None)
-                run.status, run.error = "failed", run_folder.error_line(cause if isinstance(cause, BaseException)
-                                                                      else error)
+                run.status, run.error = (
+                    "failed",
+                    run_folder.error_line(cause if isinstance(cause, BaseException) else error),
+                )
                 failed = run.folder.with_name(run.folder.name + run_folder.FAILED)
                 run.log = str(failed) if failed.exists() else None
                 logger.warning("%s failed: %s%s", run.label, run.error, f" (its log: {run.log})" if run.log else "")
@@ -180,8 +195,10 @@ def average_seeds(runs, folder):
         **{key: first[key] for key in ("model", "data", "config")},
         "holdout": mean_scores(users),
         "holdout_detail": holdout_detail(users),
-        "seeds": [{"seed": run.seed, "path": str(run.folder), "holdout": m.summary["holdout"]}
-                  for run, m in zip(runs, members)],
+        "seeds": [
+            {"seed": run.seed, "path": str(run.folder), "holdout": m.summary["holdout"]}
+            for run, m in zip(runs, members)
+        ],
         "averaged": "the mean of each seed run's per-user min-max scaled scores (ensemble score fusion)",
         "timings": {},
     }

@@ -22,8 +22,11 @@ import torch
 from recbole.model.sequential_recommender.bert4rec import BERT4Rec as RecBoleBERT4Rec
 
 from recbole_ext.models.losses import sequence_loss
-from recbole_ext.models.sasrec import WINDOW_SETTINGS, WindowTrained
-from recbole_ext.models.sasrec import check_settings  # noqa: F401  (the registry finds it here)
+from recbole_ext.models.sasrec import (
+    WINDOW_SETTINGS,
+    WindowTrained,
+    check_settings,  # noqa: F401  (the registry finds it here)
+)
 from recbole_ext.registry import recbole_properties
 
 PROPERTIES = {**recbole_properties("BERT4Rec"), **WINDOW_SETTINGS}
@@ -51,8 +54,15 @@ class BERT4Rec(WindowTrained, RecBoleBERT4Rec):
         masked = self.training_mask(item_seq, item_seq_len)
         hidden = self.forward(item_seq.masked_fill(masked, self.mask_token))
         targets = item_seq.masked_fill(~masked, 0)  # the masked items, 0 elsewhere
-        return sequence_loss(self.loss_type, hidden, targets, self.item_embedding.weight[: self.n_items],
-                             self.output_bias, neg_samples=self.neg_samples, gbce_t=self.gbce_t)
+        return sequence_loss(
+            self.loss_type,
+            hidden,
+            targets,
+            self.item_embedding.weight[: self.n_items],
+            self.output_bias,
+            neg_samples=self.neg_samples,
+            gbce_t=self.gbce_t,
+        )
 
     def reconstruct_test_data(self, item_seq, item_seq_len):
         """The latest items with the mask token after them, and the mask's position.
@@ -76,4 +86,3 @@ class BERT4Rec(WindowTrained, RecBoleBERT4Rec):
 
     def full_sort_predict(self, interaction):
         return self.mask_output(interaction) @ self.item_embedding.weight[: self.n_items].T + self.output_bias
-

@@ -125,8 +125,9 @@ def check_settings(values, where):
     loaded = (values.get("load_col") or {}).get("item") or []
     for field, weight in weights.items():
         if not isinstance(weight, (int, float)) or weight < 0:
-            raise ConfigError(f"{where('side_weights')}: side_weights: the weight of {field!r} must be a number >= 0, "
-                              f"got {weight!r}")
+            raise ConfigError(
+                f"{where('side_weights')}: side_weights: the weight of {field!r} must be a number >= 0, got {weight!r}"
+            )
         if weight and field not in loaded:
             raise ConfigError(
                 f"{where('side_weights')}: side_weights: item field {field!r} is not loaded; add it to load_col, "
@@ -148,9 +149,11 @@ def side_rows(dataset, weights):
         items = np.repeat(dataset.item_feat[dataset.iid_field].numpy(), values.shape[1])
         values = values.ravel()
         known = values > 0  # id 0: padding, or no value
-        A = binary(sp.csr_matrix(
-            (np.ones(known.sum()), (values[known], items[known])), shape=(dataset.num(field), dataset.item_num)
-        ))
+        A = binary(
+            sp.csr_matrix(
+                (np.ones(known.sum()), (values[known], items[known])), shape=(dataset.num(field), dataset.item_num)
+            )
+        )
         rows.append(weight * A.astype(np.float64))  # exact weights for dtype: float64
     return rows
 
@@ -173,19 +176,19 @@ def sparse_gram(rows, out):
     step = -(-n // CPU_GRAM_BLOCKS)
 
     def upper(start):
-        out[start:start + step, start:] = (items[start:start + step] @ rows[:, start:]).toarray()
+        out[start : start + step, start:] = (items[start : start + step] @ rows[:, start:]).toarray()
 
     with ThreadPoolExecutor(torch.get_num_threads()) as pool:
         list(pool.map(upper, range(0, n, step)))
     for start in range(step, n, step):
-        out[start:start + step, :start] = out[:start, start:start + step].T
+        out[start : start + step, :start] = out[:start, start : start + step].T
 
 
 def dense_gram(rows, out):
     """out = rows^T rows by dense products over blocks of rows: the fast way on a GPU."""
     out.zero_()
     for start in range(0, rows.shape[0], GPU_GRAM_BLOCK):
-        block = dense_rows(rows[start:start + GPU_GRAM_BLOCK], out)
+        block = dense_rows(rows[start : start + GPU_GRAM_BLOCK], out)
         out.addmm_(block.T, block)
 
 

@@ -63,8 +63,15 @@ PROPERTIES = {
     "downstream_model": "SASRec",  # SASRec or BERT4Rec, started from the pretrained encoder
 }
 ENCODER_KEYS = (
-    "hidden_size", "inner_size", "n_layers", "n_heads", "hidden_dropout_prob",
-    "attn_dropout_prob", "hidden_act", "layer_norm_eps", "initializer_range",
+    "hidden_size",
+    "inner_size",
+    "n_layers",
+    "n_heads",
+    "hidden_dropout_prob",
+    "attn_dropout_prob",
+    "hidden_act",
+    "layer_norm_eps",
+    "initializer_range",
 )
 
 
@@ -72,8 +79,10 @@ def check_settings(values, where):
     """downstream_model, checked before pretraining runs (from config.check_settings)."""
     downstream = values.get("downstream_model", PROPERTIES["downstream_model"])
     if downstream not in S3Rec.DOWNSTREAM_MODELS:
-        raise ConfigError(f"{where('downstream_model')}: downstream_model must be one of "
-                          f"{', '.join(S3Rec.DOWNSTREAM_MODELS)}, got {downstream!r}")
+        raise ConfigError(
+            f"{where('downstream_model')}: downstream_model must be one of "
+            f"{', '.join(S3Rec.DOWNSTREAM_MODELS)}, got {downstream!r}"
+        )
 
 
 def attribute_weights(setting):

@@ -77,5 +77,11 @@ class SASRec(WindowTrained, RecBoleSASRec):
 
     def calculate_loss(self, interaction):
         window = interaction[self.ITEM_SEQ]  # (B, L + 1): position t's target is the item at t + 1
-        return sequence_loss(self.loss_type, self.encode(window[:, :-1]), window[:, 1:], self.item_embedding.weight,
-                             neg_samples=self.neg_samples, gbce_t=self.gbce_t)
+        return sequence_loss(
+            self.loss_type,
+            self.encode(window[:, :-1]),
+            window[:, 1:],
+            self.item_embedding.weight,
+            neg_samples=self.neg_samples,
+            gbce_t=self.gbce_t,
+        )

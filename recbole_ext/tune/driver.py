@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pandas as pd
 import ray
-import yaml
 from ray import tune
 
+import yaml
 from recbole_ext import pipeline
 from recbole_ext.cache import ReadRecorder
 from recbole_ext.config import ConfigError, load_settings
@@ -31,10 +31,16 @@ from recbole_ext.pretrain import downstream_models, find_pretrained, pretrain
 from recbole_ext.recbole_config import recbole_config, resolve_device
 from recbole_ext.run_folder import default_output
 from recbole_ext.tune.results import (
-    BEST_FILE, TRIALS_CSV, TRIALS_PLOT, honest_estimate, plot_trials, trials_frame, write_best,
+    BEST_FILE,
+    TRIALS_CSV,
+    TRIALS_PLOT,
+    honest_estimate,
+    plot_trials,
+    trials_frame,
+    write_best,
 )
 from recbole_ext.tune.space import LISTED, TuneSpec, param_space, parse_tune, sampled_settings
-from recbole_ext.tune.trial import trial_dirname, run_trial, trial_resources
+from recbole_ext.tune.trial import run_trial, trial_dirname, trial_resources
 
 logger = logging.getLogger("movierec.tune")
 
@@ -67,8 +73,10 @@ def resume_settings(output, model=None, config_file=None, overrides=(), quick=Fa
     given = load_settings(model, config_file or saved_file, [*overrides, f"output_dir={output}"], quick=quick)
     changed = sorted(k for k in set(saved.values) | set(given.values) if saved.values.get(k) != given.values.get(k))
     if changed:
-        raise ConfigError(f"--resume: settings differ from the search in {saved_file}: {', '.join(changed)}; "
-                          f"resume with `python tune.py --resume --output {output}` alone")
+        raise ConfigError(
+            f"--resume: settings differ from the search in {saved_file}: {', '.join(changed)}; "
+            f"resume with `python tune.py --resume --output {output}` alone"
+        )
     return saved
 
 
@@ -97,15 +105,19 @@ def search(settings, address=None, resume=False, retrain_best=False):
         trainable = tune.with_resources(
             tune.with_parameters(run_trial, settings=settings, trials_dir=str(trials_dir)), resources
         )
-        logger.info("searching %s: %s trials, %s per trial, output %s", settings.model, spec.trial_count(),
-                    resources, output)
+        logger.info(
+            "searching %s: %s trials, %s per trial, output %s", settings.model, spec.trial_count(), resources, output
+        )
         if resume:
             tuner = tune.Tuner.restore(str(output / RAY_DIR), trainable, resume_unfinished=True, resume_errored=False)
         else:
             failures = tune.FailureConfig(max_failures=0, fail_fast=False)  # a failed trial is recorded; go on
-            tuner = tune.Tuner(trainable, param_space=param_space(spec), tune_config=_tune_config(spec, settings),
-                               run_config=tune.RunConfig(name=RAY_DIR, storage_path=str(output),
-                                                         failure_config=failures, verbose=1))
+            tuner = tune.Tuner(
+                trainable,
+                param_space=param_space(spec),
+                tune_config=_tune_config(spec, settings),
+                run_config=tune.RunConfig(name=RAY_DIR, storage_path=str(output), failure_config=failures, verbose=1),
+            )
         results = tuner.fit()
     finally:
         signal.signal(signal.SIGTERM, on_sigterm)
@@ -155,8 +167,10 @@ def start_ray(address=None):
             ray.init(address=address, runtime_env=runtime_env)
         except (ConnectionError, RuntimeError) as error:
             reason = str(error).strip().splitlines()[-1]
-            raise ConfigError(f"--address {address}: cannot attach to the Ray cluster: {reason} (a cluster with "
-                              f"token authentication also needs RAY_AUTH_MODE=token and its token)") from None
+            raise ConfigError(
+                f"--address {address}: cannot attach to the Ray cluster: {reason} (a cluster with "
+                f"token authentication also needs RAY_AUTH_MODE=token and its token)"
+            ) from None
     if callable(on_sigterm):
         signal.signal(signal.SIGTERM, on_sigterm)
     return True
@@ -183,9 +197,15 @@ def _tune_config(spec, settings):
     else:
         scheduler = tune.schedulers.FIFOScheduler()
     return tune.TuneConfig(
-        metric=spec.metric, mode=spec.mode, num_samples=spec.num_samples, search_alg=algorithm, scheduler=scheduler,
-        max_concurrent_trials=limit, reuse_actors=True,  # a worker imports torch once
-        trial_name_creator=trial_dirname, trial_dirname_creator=trial_dirname,
+        metric=spec.metric,
+        mode=spec.mode,
+        num_samples=spec.num_samples,
+        search_alg=algorithm,
+        scheduler=scheduler,
+        max_concurrent_trials=limit,
+        reuse_actors=True,  # a worker imports torch once
+        trial_name_creator=trial_dirname,
+        trial_dirname_creator=trial_dirname,
     )
 
 
@@ -219,17 +239,23 @@ def _pretrain_once(settings, spec, prepared):
         return
     with tempfile.TemporaryDirectory() as scratch:
         pretrain(settings, prepared, scratch)
-    own = [key for key, (name, args) in spec.search_space.items()
-           if any(find_pretrained(sampled_settings(settings, {key: value}, None), prepared) is None
-                  for value in (args if name in LISTED else args[:2]))]
+    own = [
+        key
+        for key, (name, args) in spec.search_space.items()
+        if any(
+            find_pretrained(sampled_settings(settings, {key: value}, None), prepared) is None
+            for value in (args if name in LISTED else args[:2])
+        )
+    ]
     if own:
         logger.info("trials pretrain for themselves (cached per value): pretraining reads %s", ", ".join(own))
 
 
 def _write_search_file(path, settings, fingerprint):
     values = {k: v for k, v in settings.values.items() if k != "output_dir"}
-    text = (f"# the settings of a tune.py search; data fingerprint {fingerprint}\n"
-            + yaml.safe_dump(values, sort_keys=False))
+    text = f"# the settings of a tune.py search; data fingerprint {fingerprint}\n" + yaml.safe_dump(
+        values, sort_keys=False
+    )
     write_atomic(path, lambda tmp: tmp.write_text(text))
 
 

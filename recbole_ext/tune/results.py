@@ -9,15 +9,14 @@ of its best evaluation before the stop).
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
+import yaml
 from recbole_ext.config import is_number
 from recbole_ext.files import write_atomic
 from recbole_ext.metrics import cross_fitted_choice
 from recbole_ext.run_folder import SUMMARY, error_line, read_holdout_users
 from recbole_ext.tune.space import LOG_SCALE, is_scalar, plain_value
 from recbole_ext.tune.trial import STOPPED, trial_folders
-
 
 TRIALS_CSV = "trials.csv"
 TRIALS_PLOT = "trials.png"
@@ -34,14 +33,25 @@ def trials_frame(results, configs, spec, trials_dir, unfinished=()):
         history = history if history is not None and spec.metric in history else pd.DataFrame()
         folder = trials_dir / trial_id
         state = "INTERRUPTED" if trial_id in unfinished else _state(result, folder)
-        row = {"trial": trial_id, "state": state, spec.metric: float("nan"),
-               "best_epoch": None, "epochs": None, "seconds": None}
+        row = {
+            "trial": trial_id,
+            "state": state,
+            spec.metric: float("nan"),
+            "best_epoch": None,
+            "epochs": None,
+            "seconds": None,
+        }
         if not history.empty:
             scores = history[spec.metric]
             best = scores.idxmax() if spec.mode == "max" else scores.idxmin()
-            row.update({spec.metric: scores[best], "best_epoch": int(history["epoch"][best]),
-                        "epochs": int(history["epoch"].iloc[-1]),
-                        "seconds": round(float(history["trial_seconds"].iloc[-1]), 2)})
+            row.update(
+                {
+                    spec.metric: scores[best],
+                    "best_epoch": int(history["epoch"][best]),
+                    "epochs": int(history["epoch"].iloc[-1]),
+                    "seconds": round(float(history["trial_seconds"].iloc[-1]), 2),
+                }
+            )
         row.update({key: _cell(configs[trial_id].get(key)) for key in spec.search_space})
         row["error"] = _error_line(result.error) if result.error else ""
         row["output"] = next((str(p) for p in trial_folders(folder) if p.exists()), "")
@@ -70,16 +80,25 @@ def honest_estimate(frame, spec, seed):
     best = frame.dropna(subset=[spec.metric]).index[0]
     frame[honest] = float("nan")
     frame.loc[best, honest] = choice["honest"]
-    return {"metric": spec.metric, "fitted": float(frame.loc[best, spec.metric]), "honest": choice["honest"],
-            "trial": frame.loc[best, "trial"], "trials": len(per_user), "users": choice["users"], "seed": seed}
+    return {
+        "metric": spec.metric,
+        "fitted": float(frame.loc[best, spec.metric]),
+        "honest": choice["honest"],
+        "trial": frame.loc[best, "trial"],
+        "trials": len(per_user),
+        "users": choice["users"],
+        "seed": seed,
+    }
 
 
 def describe_honest(honest):
     """The fitted and the honest number of a search, in words."""
-    return (f"{honest['metric']} {honest['fitted']:.4f} fitted (the best, chosen on the users it is scored "
-            f"on); {honest['honest']:.4f} honest (the best on one half of the holdout users, scored on the other "
-            f"half, both ways; {honest['trials']} settings compared, halves of {honest['users'][0]} and "
-            f"{honest['users'][1]} users)")
+    return (
+        f"{honest['metric']} {honest['fitted']:.4f} fitted (the best, chosen on the users it is scored "
+        f"on); {honest['honest']:.4f} honest (the best on one half of the holdout users, scored on the other "
+        f"half, both ways; {honest['trials']} settings compared, halves of {honest['users'][0]} and "
+        f"{honest['users'][1]} users)"
+    )
 
 
 def _state(result, folder):
@@ -104,16 +123,24 @@ def _error_line(error):
 
 def format_table(frame, spec):
     """The trials as printed at the end of a search, best first."""
-    forms = {"seconds": "{:.1f}", **{key: "{:g}" for key in spec.search_space},
-             **{column: "{:.4f}" for column in frame.columns if str(column).startswith(spec.metric)}}
+    forms = {
+        "seconds": "{:.1f}",
+        **{key: "{:g}" for key in spec.search_space},
+        **{column: "{:.4f}" for column in frame.columns if str(column).startswith(spec.metric)},
+    }
 
     def cell(value, form):
         if not isinstance(value, (list, dict)) and pd.isna(value):
             return ""
         return form.format(value) if is_number(value) else str(value)
 
-    shown = pd.DataFrame({column: [cell(v, forms.get(column, "{}")) for v in frame[column]]
-                          for column in frame.columns if column != "output"})
+    shown = pd.DataFrame(
+        {
+            column: [cell(v, forms.get(column, "{}")) for v in frame[column]]
+            for column in frame.columns
+            if column != "output"
+        }
+    )
     shown["error"] = shown["error"].str.slice(0, 70)
     return shown.to_string(index=False)
 
@@ -130,8 +157,13 @@ def write_best(frame, configs, spec, settings, path, honest=None):
         + (f"# {describe_honest(honest)}\n" if honest else "")
         + f"# reproduce it: python run.py --config {path}\n"
     )
-    text = (header + "# searched\n" + yaml.safe_dump(searched, sort_keys=False)
-            + "# the other settings of the search\n" + yaml.safe_dump(rest, sort_keys=False))
+    text = (
+        header
+        + "# searched\n"
+        + yaml.safe_dump(searched, sort_keys=False)
+        + "# the other settings of the search\n"
+        + yaml.safe_dump(rest, sort_keys=False)
+    )
     write_atomic(path, lambda tmp: tmp.write_text(text))
     return path
 
@@ -152,8 +184,11 @@ def plot_trials(frame, spec, model, path):
     failed = order.index[order["state"] == "ERROR"]
     axes[0].scatter(failed, [0] * len(failed), marker="x", color="tab:red", zorder=3, clip_on=False)
     axes[0].set_xticks(range(len(order)), [t[-5:] for t in order["trial"]], rotation=90, fontsize=7)
-    axes[0].set(title=f"{model}: {spec.metric} per trial", xlabel="trial (blue done, grey stopped, red failed)",
-                ylabel=spec.metric)
+    axes[0].set(
+        title=f"{model}: {spec.metric} per trial",
+        xlabel="trial (blue done, grey stopped, red failed)",
+        ylabel=spec.metric,
+    )
     scored = frame.dropna(subset=[spec.metric])
     for ax, key in zip(axes[1:], keys):
         values = scored[key]

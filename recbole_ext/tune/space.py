@@ -1,7 +1,7 @@
 """The ``tune:`` section of the settings -> a checked TuneSpec -> Ray Tune's search space.
 
 The syntax is defined once, here (TUNE_DEFAULTS, DISTRIBUTIONS, SCHEDULERS,
-SEARCHES), and documented in the README. Every value a trial can get is
+SEARCHES), and documented in docs/tuning.md. Every value a trial can get is
 checked like a run's settings before Ray starts (``sampled_settings``).
 """
 
@@ -12,10 +12,17 @@ from dataclasses import dataclass
 from ray import tune
 
 from recbole_ext.config import (
-    HOLDOUT_METRICS, MANAGED, MOVIEREC_KEYS, ConfigError, Settings, check_settings, did_you_mean, is_int, is_number,
+    HOLDOUT_METRICS,
+    MANAGED,
+    MOVIEREC_KEYS,
+    ConfigError,
+    Settings,
+    check_settings,
+    did_you_mean,
+    is_int,
+    is_number,
     known_keys,
 )
-
 
 TUNE_DEFAULTS = {
     "metric": "recall@10",
@@ -84,8 +91,9 @@ def parse_tune(settings: Settings) -> TuneSpec:
         return f"{source}: tune" + (f".{key}" if key else "")
 
     if not isinstance(section, dict) or not section:
-        raise ConfigError(f"{where()}: expected a `tune:` section with a search_space for {settings.model}, "
-                          f"got {section!r}")
+        raise ConfigError(
+            f"{where()}: expected a `tune:` section with a search_space for {settings.model}, got {section!r}"
+        )
     for key in section:
         if key not in TUNE_DEFAULTS:
             raise ConfigError(f"{where()}: unknown entry {key!r}{did_you_mean(key, TUNE_DEFAULTS)}")
@@ -104,19 +112,23 @@ def parse_tune(settings: Settings) -> TuneSpec:
     if not isinstance(search, str) or search not in SEARCHES:
         raise ConfigError(f"{where('search')}: unknown search {search!r}{did_you_mean(search, SEARCHES)}")
     if SEARCHES[search] and importlib.util.find_spec(SEARCHES[search]) is None:
-        raise ConfigError(f"{where('search')}: {search} needs the {SEARCHES[search]} package, which is not "
-                          f"installed; use search: random, or install it")
+        raise ConfigError(
+            f"{where('search')}: {search} needs the {SEARCHES[search]} package, which is not "
+            f"installed; use search: random, or install it"
+        )
     scheduler, options = _parse_scheduler(values["scheduler"], settings, where("scheduler"))
     resources = parse_resources(values["resources_per_trial"], where("resources_per_trial"))
     space = _parse_space(values["search_space"], settings, search, where("search_space"))
-    return TuneSpec(values["metric"], values["mode"], values["num_samples"], space, scheduler, options, search,
-                    resources, limit)
+    return TuneSpec(
+        values["metric"], values["mode"], values["num_samples"], space, scheduler, options, search, resources, limit
+    )
 
 
 def _parse_space(space, settings, search, where):
     if not isinstance(space, dict) or not space:
-        raise ConfigError(f"{where} must map settings to distributions, e.g. "
-                          f"`learning_rate: {{loguniform: [1.0e-4, 1.0e-2]}}`")
+        raise ConfigError(
+            f"{where} must map settings to distributions, e.g. `learning_rate: {{loguniform: [1.0e-4, 1.0e-2]}}`"
+        )
     valid = known_keys(settings.model)
     parsed = {}
     for key, entry in space.items():
@@ -125,25 +137,32 @@ def _parse_space(space, settings, search, where):
         if key not in valid:
             raise ConfigError(f"{where}: unknown setting {key!r} for {settings.model}{did_you_mean(key, valid)}")
         if key in MOVIEREC_KEYS:
-            raise ConfigError(f"{where}: {key!r} cannot be searched: every trial runs on the same data, "
-                              f"holdout and outputs (movierec settings)")
+            raise ConfigError(
+                f"{where}: {key!r} cannot be searched: every trial runs on the same data, "
+                f"holdout and outputs (movierec settings)"
+            )
         if key in MANAGED:
             raise ConfigError(f"{where}: {key!r} cannot be searched: it is managed by movierec: {MANAGED[key]}")
         if not isinstance(entry, dict) or len(entry) != 1:
-            raise ConfigError(f"{where}.{key}: expected {{distribution: arguments}}, e.g. {{choice: [64, 128]}}, "
-                              f"got {entry!r}")
-        (name, args), = entry.items()
+            raise ConfigError(
+                f"{where}.{key}: expected {{distribution: arguments}}, e.g. {{choice: [64, 128]}}, got {entry!r}"
+            )
+        ((name, args),) = entry.items()
         if name not in DISTRIBUTIONS:
-            raise ConfigError(f"{where}.{key}: unknown distribution {name!r}{did_you_mean(name, DISTRIBUTIONS)}; "
-                              f"known: {', '.join(DISTRIBUTIONS)}")
+            raise ConfigError(
+                f"{where}.{key}: unknown distribution {name!r}{did_you_mean(name, DISTRIBUTIONS)}; "
+                f"known: {', '.join(DISTRIBUTIONS)}"
+            )
         problem = _distribution_problem(name, args)
         if problem:
             raise ConfigError(f"{where}.{key}: {name}: {problem}")
         if name == "grid" and search != "random":
             raise ConfigError(f"{where}.{key}: grid needs search: random ({search} samples; use choice)")
         if name == "choice" and search != "random" and not all(is_scalar(v) for v in args):
-            raise ConfigError(f"{where}.{key}: {search} chooses among numbers, strings and booleans only; "
-                              f"use search: random for list values")
+            raise ConfigError(
+                f"{where}.{key}: {search} chooses among numbers, strings and booleans only; "
+                f"use search: random for list values"
+            )
         # the values a trial can get must make a valid run: check every listed value, or both bounds
         # as the distribution samples them (floats but for the integer distributions)
         for value in args if name in LISTED else args[:2] if name in INTEGER else map(float, args[:2]):
@@ -175,18 +194,21 @@ def _distribution_problem(name, args):
 
 
 def _parse_scheduler(value, settings, where):
-    name, options = (next(iter(value.items())) if isinstance(value, dict) and len(value) == 1 else (value, {}))
+    name, options = next(iter(value.items())) if isinstance(value, dict) and len(value) == 1 else (value, {})
     if not isinstance(name, str) or name not in SCHEDULERS:
-        raise ConfigError(f"{where}: expected one of {', '.join(SCHEDULERS)} or {{asha: {{option: value}}}}, "
-                          f"got {value!r}{did_you_mean(str(name), SCHEDULERS)}")
+        raise ConfigError(
+            f"{where}: expected one of {', '.join(SCHEDULERS)} or {{asha: {{option: value}}}}, "
+            f"got {value!r}{did_you_mean(str(name), SCHEDULERS)}"
+        )
     options = options or {}
     if not isinstance(options, dict):
         raise ConfigError(f"{where}.{name}: expected {{option: value}}, got {options!r}")
     for key in options:
         if key not in SCHEDULERS[name]:
             known = ", ".join(SCHEDULERS[name]) or "none"
-            raise ConfigError(f"{where}.{name}: unknown option {key!r}{did_you_mean(key, SCHEDULERS[name])}; "
-                              f"known: {known}")
+            raise ConfigError(
+                f"{where}.{name}: unknown option {key!r}{did_you_mean(key, SCHEDULERS[name])}; known: {known}"
+            )
     options = {**SCHEDULERS[name], **options}
     if name == "asha":
         options["max_t"] = options["max_t"] or settings["epochs"]
@@ -194,11 +216,14 @@ def _parse_scheduler(value, settings, where):
             if not is_int(options[key]) or options[key] < 1:
                 raise ConfigError(f"{where}.asha.{key} must be an integer >= 1, got {options[key]!r}")
         if not is_number(options["reduction_factor"]) or options["reduction_factor"] <= 1:
-            raise ConfigError(f"{where}.asha.reduction_factor must be a number > 1, "
-                              f"got {options['reduction_factor']!r}")
+            raise ConfigError(
+                f"{where}.asha.reduction_factor must be a number > 1, got {options['reduction_factor']!r}"
+            )
         if options["grace_period"] > options["max_t"]:
-            raise ConfigError(f"{where}.asha: grace_period {options['grace_period']} exceeds max_t "
-                              f"{options['max_t']} (max_t defaults to epochs)")
+            raise ConfigError(
+                f"{where}.asha: grace_period {options['grace_period']} exceeds max_t "
+                f"{options['max_t']} (max_t defaults to epochs)"
+            )
     return name, options
 
 
@@ -223,8 +248,10 @@ def is_scalar(value):
 
 def param_space(spec):
     """Ray's search space for the searched settings (a listed distribution takes its list whole)."""
-    return {key: DISTRIBUTIONS[name][1](args) if name in LISTED else DISTRIBUTIONS[name][1](*args)
-            for key, (name, args) in spec.search_space.items()}
+    return {
+        key: DISTRIBUTIONS[name][1](args) if name in LISTED else DISTRIBUTIONS[name][1](*args)
+        for key, (name, args) in spec.search_space.items()
+    }
 
 
 def sampled_settings(settings, sampled, output_dir):

@@ -108,6 +108,8 @@ def trial_resources(resources, device, nodes=None):
     if device == "cuda" and not gpu:
         raise ConfigError("device: cuda needs a GPU share per trial: set tune.resources_per_trial.gpu (e.g. 0.25)")
     if device == "auto" and not gpu and most_gpus:  # Ray hides the GPUs from a trial without a share
-        logger.warning("trials run on CPU though the Ray cluster has GPUs: tune.resources_per_trial.gpu is 0; "
-                       "set it (e.g. 0.25) to use them")
+        logger.warning(
+            "trials run on CPU though the Ray cluster has GPUs: tune.resources_per_trial.gpu is 0; "
+            "set it (e.g. 0.25) to use them"
+        )
     return {"cpu": cpu, "gpu": gpu}
