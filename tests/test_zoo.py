@@ -26,9 +26,19 @@ def data_dir(tmp_path_factory):
 
 @pytest.mark.parametrize("model", list(TINY_RUNS))
 def test_model_runs_end_to_end(model, tiny_raw, data_dir, tmp_path):
-    overrides = [f"data={tiny_raw}", f"data_dir={data_dir}", f"output_dir={tmp_path / model}", "epochs=1",
-                 "refit=false", "show_progress=false", "state=WARNING", "holdout.min_train=8", "holdout.random=3",
-                 "train_batch_size=256", *TINY_RUNS[model]]
+    overrides = [
+        f"data={tiny_raw}",
+        f"data_dir={data_dir}",
+        f"output_dir={tmp_path / model}",
+        "epochs=1",
+        "refit=false",
+        "show_progress=false",
+        "state=WARNING",
+        "holdout.min_train=8",
+        "holdout.random=3",
+        "train_batch_size=256",
+        *TINY_RUNS[model],
+    ]
     summary = run(load_settings(model, overrides=overrides))
     assert 0 <= summary["holdout"]["recall@10"] <= 1
     assert (tmp_path / model / "submission.csv").is_file()
@@ -58,9 +68,11 @@ def test_feature_models_select_fields_the_data_has(model):
     assert load_settings(model)["selected_features"] == ["genre"]  # yaml/<model>.yaml, not RecBole's 'class'
     with pytest.raises(ConfigError, match=r"^command line: selected_features: item field 'class' is not in load_col"):
         load_settings(model, overrides=["selected_features=[class]"])
-    with pytest.raises(ConfigError, match=rf"{model.lower()}.yaml: selected_features: item field 'genre' is not in load_col \(command line\)"):
+    with pytest.raises(
+        ConfigError,
+        match=rf"{model.lower()}.yaml: selected_features: item field 'genre' is not in load_col \(command line\)",
+    ):
         load_settings(model, overrides=["load_col={inter: [user_id, item_id, timestamp]}"])
-
 
 
 def test_recboles_s3rec_reads_an_attribute_the_data_has():
@@ -84,9 +96,9 @@ def test_models_on_a_knowledge_graph_are_refused_before_any_work(model):
         load_settings(model)
 
 
-def test_readme_zoo_table_lists_every_model_of_the_zoo():
-    readme = (ROOT / "README.md").read_text()
-    table = readme[readme.index("<!-- zoo table -->"):readme.index("<!-- end zoo table -->")]
+def test_the_docs_zoo_table_lists_every_model_of_the_zoo():
+    page = (ROOT / "docs" / "models.md").read_text()
+    table = page[page.index("<!-- zoo table -->") : page.index("<!-- end zoo table -->")]
     listed = {match.group(1): match.group(2) for match in re.finditer(r"^\| (\w+) \| ([\w-]+) \|", table, re.M)}
     listed.pop("model", None)  # the header
     assert listed == zoo_models()
