@@ -47,6 +47,21 @@ def memory_mb():
     return int(status["VmRSS"].split()[0]) / 1024, int(status["VmHWM"].split()[0]) / 1024
 
 
+HOLDOUT_HEADER = ("recall@10", "95% interval", "last", "random", "ndcg@10")
+
+
+def holdout_columns(summary):
+    """A run summary's holdout figures, in HOLDOUT_HEADER's order, as printed."""
+    detail = summary["holdout_detail"]
+    low, high = detail["interval"]["recall@10"]
+    return (
+        f"{summary['holdout']['recall@10']:.4f}",
+        f"{low:.4f} to {high:.4f}",
+        *(f"{detail['parts'][part]['recall@10']:.4f}" for part in ("last", "random")),
+        f"{summary['holdout']['ndcg@10']:.4f}",
+    )
+
+
 def table(rows, header):
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(header, widths))]

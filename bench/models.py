@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import BENCH_DATA, table
+from bench.common import BENCH_DATA, HOLDOUT_HEADER, holdout_columns, table
 from recbole_ext.config import YAML_DIR, load_settings, read_yaml
 from recbole_ext.pipeline import run
 
@@ -76,23 +76,11 @@ def main():
             rows.append((model, "failed", "", "", "", "", "", f"{type(error).__name__}: {error}"[:60]))
             continue
         seconds = time.perf_counter() - started
-        detail = summary["holdout_detail"]
-        low, high = detail["interval"]["recall@10"]
-        rows.append(
-            (
-                model,
-                f"{summary['holdout']['recall@10']:.4f}",
-                f"{low:.4f} to {high:.4f}",
-                *(f"{detail['parts'][part]['recall@10']:.4f}" for part in ("last", "random")),
-                f"{summary['holdout']['ndcg@10']:.4f}",
-                f"{seconds:.0f}",
-                "quick" if has_quick else "baseline settings",
-            )
-        )
+        rows.append((model, *holdout_columns(summary), f"{seconds:.0f}", "quick" if has_quick else "baseline settings"))
         print(f"{model}: recall@10 {rows[-1][1]}  ({seconds:.0f} s)", flush=True)
     rows.sort(key=lambda r: r[1] if r[1] != "failed" else "", reverse=True)
     print("\nholdout on MovieLens-100K (embedded default), CPU")
-    print(table(rows, ("model", "recall@10", "95% interval", "last", "random", "ndcg@10", "seconds", "settings")))
+    print(table(rows, ("model", *HOLDOUT_HEADER, "seconds", "settings")))
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ CACHE_FORMAT = 3  # bump when what is pickled changes
 
 def windows(values, end, length, max_length):
     """values[end - length : end] for every row, left-aligned in max_length columns, 0-padded (RecBole's layout)."""
-    steps = torch.arange(max_length)
+    steps = torch.arange(max_length, device=end.device)
     index = (end - length).unsqueeze(1) + steps
     padding = steps.unsqueeze(0) >= length.unsqueeze(1)
     gathered = values[index.masked_fill(padding, 0)]
@@ -298,12 +298,13 @@ class History:
     def seen(self, users):
         """(row in users, item) of every item each user has seen."""
         start, length = self.indptr[users], self.lengths(users)
-        row = torch.repeat_interleave(torch.arange(len(users)), length)
-        offset = torch.arange(int(length.sum())) - torch.repeat_interleave(torch.cumsum(length, 0) - length, length)
+        row = torch.repeat_interleave(torch.arange(len(users), device=length.device), length)
+        offset = torch.arange(int(length.sum()), device=length.device)
+        offset -= torch.repeat_interleave(torch.cumsum(length, 0) - length, length)
         return row, self.items[start[row] + offset]
 
     def last(self, users, max_length):
         """The last max_length items and times of each user, left-aligned, 0-padded, and lengths."""
         end = self.indptr[users + 1]
-        length = torch.minimum(self.lengths(users), torch.tensor(max_length))
+        length = self.lengths(users).clamp(max=max_length)
         return windows(self.items, end, length, max_length), windows(self.times, end, length, max_length), length

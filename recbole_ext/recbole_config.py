@@ -12,14 +12,20 @@ from recbole.config import Config
 from recbole.utils import ModelType
 
 from recbole_ext import ConfigError, registry
+from recbole_ext.models.window_trainer import amp_problem
 
 
-def resolve_device(setting):
-    if setting == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if setting == "cuda" and not torch.cuda.is_available():
+def resolve_device(settings):
+    """cpu or cuda, as the settings' device asks; refuses a missing GPU, and an amp the device cannot run."""
+    device = settings["device"]
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device: cuda was asked for but torch sees no GPU (is the CUDA build of torch installed?)")
-    return setting
+    problem = "amp" in settings.values and amp_problem(settings["amp"], device)
+    if problem:
+        raise ConfigError(f"{settings.sources.get('amp', 'settings')}: {problem} (device: {device})")
+    return device
 
 
 @dataclass(frozen=True)
@@ -59,9 +65,7 @@ def resolve(settings):
     """The settings of a checked run, resolved; a missing GPU is refused here (ConfigError)."""
     model_class = registry.get_model(settings.model)
     sampling = implicit_feedback_sampling(settings, model_class.type)
-    return Resolved(
-        settings, model_class, resolve_device(settings["device"]), {**sampling, **settings.recbole_values()}
-    )
+    return Resolved(settings, model_class, resolve_device(settings), {**sampling, **settings.recbole_values()})
 
 
 def recbole_config(settings, data_path, dataset_name, checkpoint_dir, **changes):

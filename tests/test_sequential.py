@@ -233,6 +233,7 @@ def cycle_raw(tmp_path_factory):
         ("SASRec", ["loss_type=CE"]),
         ("SASRec", ["loss_type=gBCE", "neg_samples=16", "gbce_t=0.75"]),
         ("SASRec", ["loss_type=BPR"]),
+        ("SASRec", ["loss_type=CE", "amp=bf16"]),  # mixed precision learns too
         ("BERT4Rec", ["loss_type=CE", "mask_ratio=0.3", "ft_ratio=0.2", "learning_rate=0.005", "epochs=40"]),
     ],
 )
@@ -278,6 +279,8 @@ def test_whole_sequence_models_learn_the_next_item(model, settings, cycle_raw, t
         ("SASRec", "train_windows=last", "train_windows must be one of all, random, got 'last'"),
         ("BERT4Rec", "ft_ratio=1.5", "ft_ratio must be a number in [0, 1], got 1.5"),
         ("BERT4Rec", "loss_type=BCE", "loss_type must be one of CE, gBCE, BPR, got 'BCE'"),
+        ("SASRec", "amp=fp32", "amp must be off, fp16 or bf16, got 'fp32'"),
+        ("BERT4Rec", "enable_amp=true", "enable_amp: movierec's window-trained models take amp: fp16 | bf16 instead"),
     ],
 )
 def test_bad_whole_sequence_settings_are_refused_in_one_line(model, setting, message):

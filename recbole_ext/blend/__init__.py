@@ -88,7 +88,7 @@ def blend(
     runs = plan(recipe, runs_dir, overrides)
     if not address:  # a local Ray has this machine's devices: refuse a missing GPU before Ray starts
         for run in runs:
-            resolve_device(run.settings["device"])
+            resolve_device(run.settings)
     logger.info(
         "%d runs: %d to train, %d reused",
         len(runs),

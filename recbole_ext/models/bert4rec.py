@@ -27,10 +27,12 @@ from recbole_ext.models.sasrec import (
     WindowTrained,
     check_settings,  # noqa: F401  (the registry finds it here)
 )
+from recbole_ext.models.window_trainer import WindowTrainer
 from recbole_ext.registry import recbole_properties
 
 PROPERTIES = {**recbole_properties("BERT4Rec"), **WINDOW_SETTINGS}
 del PROPERTIES["transform"]  # RecBole's dataloader masks with it; here the model masks on its device
+BERT4RecTrainer = WindowTrainer
 
 
 class BERT4Rec(WindowTrained, RecBoleBERT4Rec):

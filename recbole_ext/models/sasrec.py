@@ -23,6 +23,7 @@ from recbole.utils import InputType
 
 from recbole_ext.config import ConfigError, is_number
 from recbole_ext.models.losses import LOSS_TYPES, sequence_loss
+from recbole_ext.models.window_trainer import WindowTrainer, amp_problem
 from recbole_ext.registry import recbole_properties
 
 WINDOW_SETTINGS = {
@@ -32,6 +33,7 @@ WINDOW_SETTINGS = {
     "gbce_t": 0.75,  # calibration: 0 = plain BCE, 1 = fully calibrated
     "train_windows": "random",  # random: one window per user and epoch (measured better) | all: every window
     "train_neg_sample_args": None,  # negatives are drawn in the loss, not by RecBole's dataloader
+    "amp": "off",  # off | fp16 (CUDA) | bf16: mixed precision of training (recbole_ext/models/window_trainer.py)
 }
 PROPERTIES = {**recbole_properties("SASRec"), **WINDOW_SETTINGS}
 
@@ -44,6 +46,13 @@ def check_settings(values, where):
             raise ConfigError(f"{where(key)}: {key} must be one of {', '.join(valid)}, got {values[key]!r}")
     if "gbce_t" in values and not (is_number(values["gbce_t"]) and 0 <= values["gbce_t"] <= 1):
         raise ConfigError(f"{where('gbce_t')}: gbce_t must be a number in [0, 1], got {values['gbce_t']!r}")
+    # the device of auto is known once resolved (recbole_config.resolve_device checks again there)
+    problem = amp_problem(values.get("amp", "off"), "cpu" if values.get("device") == "cpu" else None)
+    if problem:
+        raise ConfigError(f"{where('amp')}: {problem}")
+    for key in ("enable_amp", "enable_scaler"):
+        if values.get(key):
+            raise ConfigError(f"{where(key)}: {key}: movierec's window-trained models take amp: fp16 | bf16 instead")
 
 
 class WindowTrained:
@@ -60,6 +69,9 @@ class WindowTrained:
             config["loss_type"] = loss_type
         self.loss_type = loss_type
         self.neg_samples, self.gbce_t = config["neg_samples"], config["gbce_t"]
+
+
+SASRecTrainer = WindowTrainer
 
 
 class SASRec(WindowTrained, RecBoleSASRec):

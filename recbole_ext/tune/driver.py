@@ -88,7 +88,7 @@ def search(settings, address=None, resume=False, retrain_best=False):
     if not resume and output.exists():
         raise ConfigError(f"output folder {output} already exists; choose another --output, or add --resume")
     if not address:  # a local Ray has this machine's devices: refuse a missing GPU before Ray starts
-        resolve_device(settings["device"])
+        resolve_device(settings)
     prepared = pipeline.prepare_data(settings)
     if resume and _saved_fingerprint(output / SEARCH_FILE) != prepared.fingerprint:
         raise ConfigError(f"--resume: the data changed since the search in {output} started")
