@@ -33,6 +33,7 @@ def apply():
     _anomaly_detection_off()
     _cpr_scores_without_a_target()
     _fearec_same_target_index_by_sorting()
+    _pop_counts_every_positive()
     quiet_known_warnings()
     _applied = True
 
@@ -224,6 +225,31 @@ def _fearec_same_target_index_by_sorting():
         return dict(zip(items.tolist(), np.split(order, starts[1:])))
 
     FEARec.get_same_item_index = get_same_item_index
+
+
+def _pop_counts_every_positive():
+    # Pop adds 1 with `item_cnt[item] = item_cnt[item] + 1`: an item that occurs twice in a batch is
+    # counted once (indexed assignment does not accumulate), so every item of a 2,048 batch counts at
+    # most once per batch and the most popular ones tie; the negatives that RecBole's pointwise loader
+    # samples (label 0) are counted too. Its ranking did not follow the training counts (MovieLens
+    # samples: 0.0651 against 0.0717 by true counts). Each positive interaction counts once.
+    from recbole.model.general_recommender.pop import Pop
+
+    init = Pop.__init__
+
+    def __init__(self, config, dataset):
+        init(self, config, dataset)
+        self.label_field = config["LABEL_FIELD"]
+
+    def calculate_loss(self, interaction):
+        item = interaction[self.ITEM_ID]
+        if self.label_field in interaction:
+            item = item[interaction[self.label_field] > 0]
+        self.item_cnt.index_add_(0, item, torch.ones_like(item).unsqueeze(1))
+        self.max_cnt = torch.max(self.item_cnt, dim=0)[0]
+        return torch.nn.Parameter(torch.zeros(1, device=self.device))
+
+    Pop.__init__, Pop.calculate_loss = __init__, calculate_loss
 
 
 def quiet_known_warnings():

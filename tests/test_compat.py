@@ -7,12 +7,17 @@ import pickle
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 import torch
+from conftest import write_raw
 from recbole.config import Config
 from recbole.data import create_dataset, data_preparation
+from recbole.data.interaction import Interaction
 from recbole.utils import get_model, get_trainer
+
+from atomic_data import HoldoutRule, prepare
 
 
 def recbole_config(prepared, tmp_path, model="BPR", **extra):
@@ -172,3 +177,34 @@ def test_fearec_maps_each_target_item_to_its_rows(tiny_prepared, tmp_path):
     assert index.keys() == expected.keys()
     for item, rows in expected.items():
         assert np.array_equal(index[item], rows)
+
+
+def test_pop_ranks_items_by_their_training_counts(tmp_path):
+    # item i is seen by 2 * i users, all in one batch: RecBole's Pop counted each item once per batch
+    # (and its sampled negatives too), so its scores did not follow these counts
+    ratings = [(user, item, 1000 * user + item) for item in range(1, 13) for user in range(2 * item)]
+    ratings += [(user, 100 + user, 999_999) for user in range(24)]  # every user has a first item of their own
+    no_holdout = HoldoutRule(last=0, random=0, max_fraction=1.0, min_train=1, seed=0)
+    prepared = prepare(write_raw(tmp_path / "raw", ratings), tmp_path / "prepared", "pop", no_holdout)
+    config = Config(
+        model="Pop",
+        dataset="pop",
+        config_dict={
+            "data_path": str(prepared.data_path),
+            "checkpoint_dir": str(tmp_path / "saved"),
+            "show_progress": False,
+            "state": "ERROR",
+            "eval_args": {"split": {"RS": [1.0, 0.0, 0.0]}, "order": "RO", "mode": "full"},
+        },
+    )
+    dataset = create_dataset(config)
+    train_data, _, _ = data_preparation(config, dataset)
+    model = get_model("Pop")(config, train_data.dataset)
+    trainer = get_trainer(config["MODEL_TYPE"], "Pop")(config, model)
+    trainer._train_epoch(train_data, 0)
+
+    scores = model.full_sort_predict(Interaction({"user_id": torch.tensor([1])})).view(-1)
+    counts = pd.Series([item for _, item, _ in ratings]).value_counts()
+    ids = dataset.field2id_token["item_id"]
+    expected = [counts[int(ids[i])] for i in range(1, len(ids))]
+    assert scores[1:].tolist() == pytest.approx([c / max(expected) for c in expected])
