@@ -24,6 +24,7 @@ from recbole.utils.argument_list import dataset_arguments, evaluation_arguments,
 
 import yaml
 from atomic_data import BASE_YAML, HoldoutRule
+from atomic_data.holdout import PART_NAMES
 from recbole_ext import ConfigError, registry
 
 YAML_DIR = BASE_YAML.parent
@@ -47,7 +48,10 @@ MOVIEREC_KEYS = {
     "pretrained_path",
 }
 SECTIONS = {"holdout", "quick", "tune"}  # set entry by entry by each layer
-HOLDOUT_METRICS = ("recall@10", "ndcg@10")
+ALL_USERS_METRICS = ("recall@10", "ndcg@10")
+# over the users of one holdout part too: a sequential model's job is the latest items (`recall@10 last`)
+HOLDOUT_METRICS = (*ALL_USERS_METRICS, *(f"{m} {part}" for part in PART_NAMES.values() for m in ALL_USERS_METRICS))
+METRICS_TEXT = f"{' or '.join(ALL_USERS_METRICS)}, or either over one holdout part ({', '.join(HOLDOUT_METRICS[2:])})"
 # RecBole settings that movierec sets itself
 MANAGED = {
     "data_path": "set `data` (raw folder) and `data_dir` instead",
@@ -265,7 +269,7 @@ def check_settings(settings):
         raise ConfigError(str(error)) from None
     checks = {
         "device": (lambda v: v in ("auto", "cpu", "cuda"), "auto, cpu or cuda"),
-        "valid_metric": (lambda v: str(v).lower() in HOLDOUT_METRICS, " or ".join(HOLDOUT_METRICS)),
+        "valid_metric": (lambda v: str(v).lower() in HOLDOUT_METRICS, METRICS_TEXT),
         "top_n": (lambda v: is_int(v) and v >= 10, "an integer >= 10"),
         "refit": (lambda v: isinstance(v, bool), "true or false"),
         "refit_epochs": (lambda v: v == "best" or (is_int(v) and v >= 1), "best or an integer >= 1"),
@@ -275,6 +279,12 @@ def check_settings(settings):
     for key, (ok, expected) in checks.items():
         if not ok(values[key]):
             raise ConfigError(f"{where(key)}: {key} must be {expected}, got {values[key]!r}")
+    part = str(values["valid_metric"]).lower().partition(" ")[2]
+    if part and not values["holdout"][part]:
+        raise ConfigError(
+            f"{where('valid_metric')}: valid_metric {values['valid_metric']!r} follows the holdout's {part} part, "
+            f"which holdout.{part}: 0 leaves empty"
+        )
     if values.get("data") is not None and not Path(values["data"]).expanduser().is_dir():
         raise ConfigError(f"{where('data')}: data folder {values['data']!r} does not exist")
     for key in ("data_dir", "output_dir"):  # folders made later: nothing in their way may be a file

@@ -16,7 +16,7 @@ import torch
 from recbole.trainer import Trainer
 
 from recbole_ext.data import token_ids
-from recbole_ext.metrics import K, mean_scores, part_scores
+from recbole_ext.metrics import K, evaluation_scores, part_scores
 from recbole_ext.predict import top_k
 
 
@@ -41,7 +41,7 @@ class HoldoutScorer:
     def __call__(self, model):
         recommended = top_k(model, self.dataset, self.history, K, self.batch_users, users=self.users)
         users = part_scores(recommended, self.holdout)
-        result = mean_scores(users)
+        result = evaluation_scores(users)
         # RecBole's rule (the checkpoint it keeps): ties move the best to the later evaluation
         if self.best is None or result[self.metric] >= self.results[self.best][self.metric]:
             self.best, self.best_users = len(self.results), users

@@ -56,6 +56,23 @@ def mean_scores(scores):
     return {metric: float(scores[metric].mean()) for metric in METRICS}
 
 
+def part_means(scores):
+    """{part: {"users": n, metric: mean}} of part_scores' columns, over the users with items in the part."""
+    parts = sorted({column.split(" ", 1)[1] for column in scores.columns if column.startswith(f"{RECALL} ")})
+    means = {}
+    for part in parts:
+        scored = scores[scores[f"{RECALL} {part}"].notna()]
+        means[part] = {"users": len(scored), **{m: float(scored[f"{m} {part}"].mean()) for m in METRICS}}
+    return means
+
+
+def evaluation_scores(scores):
+    """What an evaluation during training reports: the means over all users (recall@10, ndcg@10) and
+    over each part's users (`recall@10 last`...), any of which early stopping can follow."""
+    by_part = {f"{m} {part}": means[m] for part, means in part_means(scores).items() for m in METRICS}
+    return {**mean_scores(scores), **by_part}
+
+
 def holdout_metrics(recommended, hidden):
     """recall@10 and ndcg@10 of recommendation lists against hidden items: means over the users of hidden."""
     return mean_scores(user_scores(recommended, hidden))
@@ -164,10 +181,7 @@ def holdout_detail(scores, seed=BOOTSTRAP_SEED):
         "parts": {},
         "activity": {},
     }
-    parts = sorted({column.split(" ", 1)[1] for column in scores.columns if column.startswith(f"{RECALL} ")})
-    for part in parts:
-        scored = scores[scores[f"{RECALL} {part}"].notna()]
-        detail["parts"][part] = {"users": len(scored), **{m: float(scored[f"{m} {part}"].mean()) for m in METRICS}}
+    detail["parts"] = part_means(scores)
     if "activity" in scores:
         for group in ACTIVITY:
             members = scores[scores["activity"] == group]

@@ -167,6 +167,25 @@ def test_validate_only_stops_after_the_holdout_score(tiny_raw, data_dir, tmp_pat
     assert trial_users.equals(pd.read_csv(tmp_path / "full" / "holdout_users.csv", index_col="user"))
 
 
+@pytest.mark.parametrize("metric", ["recall@10 last", "recall@10 random"])
+def test_early_stopping_on_a_part_keeps_that_parts_best_epoch(metric, tiny_raw, data_dir, tmp_path):
+    extra = [f"valid_metric={metric}", "epochs=8", "stopping_step=8", "embedding_size=16"]
+    summary = run(tiny_settings("BPR", tiny_raw, data_dir, tmp_path / "run", extra), validate_only=True)
+    history = summary["valid_history"]
+    by_part = [r[metric] for r in history]
+    # the best is that part's (ties: the later evaluation, RecBole's rule), and the model kept is that epoch's
+    best = max(range(len(history)), key=lambda i: (by_part[i], i))
+    assert summary["best_epoch"] == history[best]["epoch"]
+    part = metric.split(" ")[1]
+    assert summary["holdout_detail"]["parts"][part]["recall@10"] == pytest.approx(by_part[best], abs=1e-12)
+    assert summary["holdout"]["recall@10"] == pytest.approx(history[best]["recall@10"], abs=1e-12)
+
+
+def test_early_stopping_on_a_part_the_holdout_leaves_empty_is_refused():
+    with pytest.raises(ConfigError, match=r"^command line: valid_metric 'recall@10 last' follows the holdout's last "):
+        load_settings("BPR", overrides=["valid_metric=recall@10 last", "holdout.last=0"])
+
+
 def test_the_holdout_breakdown_agrees_with_a_count_by_hand(tiny_raw, data_dir, tmp_path):
     output = tmp_path / "ease"
     run(tiny_settings("EASE", tiny_raw, data_dir, output, ["state=INFO"]))  # INFO: the scores in run.log

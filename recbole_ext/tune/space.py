@@ -14,6 +14,7 @@ from ray import tune
 from recbole_ext.config import (
     HOLDOUT_METRICS,
     MANAGED,
+    METRICS_TEXT,
     MOVIEREC_KEYS,
     ConfigError,
     Settings,
@@ -100,7 +101,7 @@ def parse_tune(settings: Settings) -> TuneSpec:
     values = {**TUNE_DEFAULTS, **section}
 
     if values["metric"] not in HOLDOUT_METRICS:
-        raise ConfigError(f"{where('metric')} must be {' or '.join(HOLDOUT_METRICS)}, got {values['metric']!r}")
+        raise ConfigError(f"{where('metric')} must be {METRICS_TEXT}, got {values['metric']!r}")
     if values["mode"] not in ("max", "min"):
         raise ConfigError(f"{where('mode')} must be max or min, got {values['mode']!r}")
     if not is_int(values["num_samples"]) or values["num_samples"] < 1:
