@@ -11,6 +11,7 @@ from atomic_data import HoldoutRule, RawDataError, prepare
 from atomic_data.__main__ import main as atomic_data_cli
 from atomic_data.holdout import LAST, NOT_HELD_OUT, RANDOM, holdout_parts
 from atomic_data.items import Watched, representative_credit, title_words, year_from_title
+from atomic_data.sample import main as sample_cli
 from atomic_data.synthetic import main as synthetic_cli
 from recbole_ext.files import staging_path
 
@@ -443,3 +444,23 @@ def test_synthetic_data_never_replaces_data_without_force(tmp_path, capsys):
         "writers.tsv",
         "years.tsv",
     ]
+
+
+def test_a_user_sample_keeps_every_interaction_of_the_drawn_users(tiny_raw, tmp_path, capsys):
+    out = tmp_path / "sample"
+    assert sample_cli([str(tiny_raw), str(out), "--users", "30", "--seed", "1"]) == 0
+    full, sample = pd.read_csv(tiny_raw / "train_ratings.csv"), pd.read_csv(out / "train_ratings.csv")
+    assert sample["user"].nunique() == 30
+    expected = full[full["user"].isin(sample["user"].unique())]
+    assert sample.reset_index(drop=True).equals(expected.reset_index(drop=True))  # same rows, same order
+    for side in sorted(tiny_raw.glob("*.tsv")):
+        assert (out / side.name).read_bytes() == side.read_bytes()
+    other = tmp_path / "other"
+    sample_cli([str(tiny_raw), str(other), "--users", "30", "--seed", "2"])
+    assert set(pd.read_csv(other / "train_ratings.csv")["user"]) != set(sample["user"])  # the seed draws
+    capsys.readouterr()
+    assert sample_cli([str(tiny_raw), str(tmp_path / "too-many"), "--users", "121"]) == 2
+    assert capsys.readouterr().err == f"error: --users must be between 1 and the 120 users of {tiny_raw}, got 121\n"
+    assert not (tmp_path / "too-many").exists()
+    assert sample_cli([str(tiny_raw), str(out), "--users", "3"]) == 2  # never over an existing folder
+    assert capsys.readouterr().err == f"error: {out}: already exists; choose another folder\n"
