@@ -46,6 +46,7 @@ MOVIEREC_KEYS = {
     "quick",
     "tune",
     "pretrained_path",
+    "min_epoch_steps",
 }
 SECTIONS = {"holdout", "quick", "tune"}  # set entry by entry by each layer
 ALL_USERS_METRICS = ("recall@10", "ndcg@10")
@@ -274,6 +275,7 @@ def check_settings(settings):
         "refit": (lambda v: isinstance(v, bool), "true or false"),
         "refit_epochs": (lambda v: v == "best" or (is_int(v) and v >= 1), "best or an integer >= 1"),
         "predict_batch_users": (lambda v: is_int(v) and v >= 1, "an integer >= 1"),
+        "min_epoch_steps": (lambda v: is_int(v) and v >= 1, "an integer >= 1"),
         "dataset": (lambda v: isinstance(v, str) and re.fullmatch(r"[\w.-]+", v), "a name of letters, digits, _ . -"),
     }
     for key, (ok, expected) in checks.items():

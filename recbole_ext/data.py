@@ -250,6 +250,26 @@ def train_loader(config, dataset, history):
     return get_dataloader(config, "train")(config, dataset, sampler, shuffle=config["shuffle"])
 
 
+class RepeatedPasses:
+    """A training loader passed over again within an epoch until the epoch has at least min_steps batches:
+    a small data set then gets as many optimizer steps between two evaluations as a large one, so that
+    epochs, eval_step, stopping_step and refit_epochs, all counted in epochs, mean the same on both."""
+
+    def __init__(self, loader, min_steps):
+        self.loader = loader
+        self.passes = max(1, -(-min_steps // max(len(loader), 1)))
+
+    def __len__(self):
+        return self.passes * len(self.loader)
+
+    def __iter__(self):
+        for _ in range(self.passes):
+            yield from self.loader
+
+    def __getattr__(self, name):  # RecBole's trainers read the loader's dataset, sampler, shuffle...
+        return getattr(self.loader, name)
+
+
 def token_ids(dataset, field, tokens):
     """Internal ids of integer tokens (0 for tokens the dataset does not know)."""
     known = dataset.field2id_token[field][1:].astype(np.int64)  # id 0 is [PAD]

@@ -22,7 +22,7 @@ import atomic_data
 from atomic_data.movielens import embedded_default
 from recbole_ext import registry
 from recbole_ext.config import ConfigError, Settings
-from recbole_ext.data import History, load_dataset, train_loader
+from recbole_ext.data import History, RepeatedPasses, load_dataset, train_loader
 from recbole_ext.early_stopping import HoldoutScorer, holdout_trainer
 from recbole_ext.files import json_text
 from recbole_ext.metrics import describe_holdout, holdout_detail, mean_scores, part_scores
@@ -158,7 +158,7 @@ def fit(resolved, prepared, dataset_name, workdir, timer, stage, holdout=None, e
         init_seed(config["seed"], config["reproducibility"])
         dataset = load_dataset(config)
         history = History.from_file(dataset, prepared.inter_path(dataset_name))
-        train_data = train_loader(config, dataset, history)
+        train_data = RepeatedPasses(train_loader(config, dataset, history), settings["min_epoch_steps"])
     with timer.step(f"{stage}_train"):
         init_seed(config["seed"], config["reproducibility"])
         model = resolved.model_class(config, dataset).to(config["device"])

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import torch
 from conftest import interrupt_when, write_raw
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from recbole_ext.config import ConfigError, load_settings
 from recbole_ext.files import json_text, staging_path, write_atomic
@@ -184,6 +185,31 @@ def test_early_stopping_on_a_part_keeps_that_parts_best_epoch(metric, tiny_raw, 
 def test_early_stopping_on_a_part_the_holdout_leaves_empty_is_refused():
     with pytest.raises(ConfigError, match=r"^command line: valid_metric 'recall@10 last' follows the holdout's last "):
         load_settings("BPR", overrides=["valid_metric=recall@10 last", "holdout.last=0"])
+
+
+@pytest.mark.parametrize(
+    "model, extra, batches_per_pass",
+    [
+        ("SASRec", ["train_batch_size=64"], 2),  # 120 users, one random window each: 2 batches
+        ("MultiVAE", ["train_batch_size=50"], 3),  # 120 users: 3 batches
+    ],
+)
+@pytest.mark.parametrize("min_steps", [1, 5])
+def test_an_epoch_of_a_small_data_set_makes_at_least_min_epoch_steps(
+    model, extra, batches_per_pass, min_steps, tiny_raw, data_dir, tmp_path
+):
+    steps = []
+    hook = register_optimizer_step_post_hook(lambda *args: steps.append(1))  # every optimizer of the run
+    try:
+        settings = tiny_settings(
+            model, tiny_raw, data_dir, tmp_path / "run", [*extra, "epochs=2", f"min_epoch_steps={min_steps}"]
+        )
+        summary = run(settings, validate_only=True)
+    finally:
+        hook.remove()
+    passes = -(-min_steps // batches_per_pass)  # whole passes over the data, as many as reach min_steps
+    assert summary["epochs_run"] == 2
+    assert len(steps) == 2 * passes * batches_per_pass >= 2 * min_steps
 
 
 def test_the_holdout_breakdown_agrees_with_a_count_by_hand(tiny_raw, data_dir, tmp_path):
