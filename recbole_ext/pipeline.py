@@ -20,7 +20,7 @@ from recbole.utils import init_seed
 
 import atomic_data
 from atomic_data.movielens import embedded_default
-from recbole_ext import registry
+from recbole_ext import registry, tracking
 from recbole_ext.config import ConfigError, Settings
 from recbole_ext.data import History, load_dataset, train_loader
 from recbole_ext.early_stopping import HoldoutScorer, holdout_trainer
@@ -78,17 +78,20 @@ def run(settings: Settings, on_result=None, validate_only=False):
     """
     resolved = resolve(settings)  # a missing GPU is refused before anything is written
     final = output_folder(settings.model, settings["output_dir"])
-    with run_folder(final, settings["state"]) as staging:
-        summary = _run(resolved, staging, on_result, validate_only)
+    tracking.connect(settings)
+    with tracking.tracked(settings, final, "trial" if validate_only else "run") as tracker:
+        with run_folder(final, settings["state"]) as staging:
+            summary = _run(resolved, staging, on_result, validate_only, tracker)
     summary["output_dir"] = str(final)
     return summary
 
 
-def _run(resolved, out, on_result, validate_only):
+def _run(resolved, out, on_result, validate_only, tracker):
     settings, timer = resolved.settings, Timer()
     logger.info("movierec run of %s on %s, output %s", settings.model, resolved.device, out)
     with timer.step("prepare"):
         prepared = prepare_data(settings)
+    tracker.start(tracking.run_params(settings, device=resolved.device, data_fingerprint=prepared.fingerprint))
     holdout = pd.read_csv(prepared.holdout_path)
     fitted, pretraining = resolved, None  # the model fitted: S3Rec pretrains, its downstream model is fitted
     if downstream_models(settings.model):
@@ -97,7 +100,17 @@ def _run(resolved, out, on_result, validate_only):
         fitted = resolve(downstream_settings(settings, pretrained.path))
         pretraining = {**pretrained.summary(), "downstream_model": fitted.name}
 
-    valid = fit(fitted, prepared, prepared.valid_name, out, timer, "valid", holdout=holdout, on_result=on_result)
+    valid = fit(
+        fitted,
+        prepared,
+        prepared.valid_name,
+        out,
+        timer,
+        "valid",
+        holdout=holdout,
+        on_result=on_result,
+        tracker=tracker,
+    )
     if validate_only and valid.best_users is not None:  # a trial: the scorer ranked the holdout users already
         users = valid.best_users
     else:
@@ -117,6 +130,7 @@ def _run(resolved, out, on_result, validate_only):
     for line in describe_holdout(scores, detail):
         logger.info(line)
     write_holdout_users(out, users)
+    tracker.log({**tracking.holdout_metrics(scores, detail), "best_epoch": valid.best_epoch})
     summary = {
         "model": settings.model,
         "holdout": scores,
@@ -145,12 +159,16 @@ def _run(resolved, out, on_result, validate_only):
         (out / SUMMARY).write_text(json_text(summary))  # the validation, kept should the final fit fail
         summary["refit_epochs"] = _final_fit(fitted, prepared, valid, out, timer)
     summary["timings"] = dict(timer)
+    tracker.log({f"seconds/{step}": seconds for step, seconds in timer.items()})
     (out / SUMMARY).write_text(json_text(summary))
     return summary
 
 
-def fit(resolved, prepared, dataset_name, workdir, timer, stage, holdout=None, epochs=None, on_result=None):
-    """Train one model on one dataset; with a holdout, early-stop on it and keep the best epoch."""
+def fit(
+    resolved, prepared, dataset_name, workdir, timer, stage, holdout=None, epochs=None, on_result=None, tracker=None
+):
+    """Train one model on one dataset; with a holdout, early-stop on it and keep the best epoch (each evaluation
+    logged to tracker by epoch)."""
     settings = resolved.settings
     changes = {"epochs": epochs} if epochs else {}
     config = resolved.config(prepared.data_path, dataset_name, Path(workdir) / "checkpoints", **changes)
@@ -172,13 +190,19 @@ def fit(resolved, prepared, dataset_name, workdir, timer, stage, holdout=None, e
                 dataset, history, holdout, settings["predict_batch_users"], on_result, config["valid_metric"]
             )
         eval_epochs = []
+
+        def evaluated(epoch, score):  # RecBole calls it after each evaluation
+            eval_epochs.append(epoch)
+            if tracker:
+                tracker.log({f"valid/{metric}": value for metric, value in scorer.results[-1].items()}, step=epoch)
+
         trainer.fit(
             train_data,
             scorer,
             verbose=True,
             saved=scorer is not None,
             show_progress=config["show_progress"],
-            callback_fn=lambda epoch, score: eval_epochs.append(epoch),
+            callback_fn=evaluated,
         )
     result = Fit(config, dataset, history, model, epochs_run=len(trainer.train_loss_dict) or 1, pretrained=pretrained)
     if scorer is not None and scorer.results:
