@@ -19,13 +19,16 @@ import torch
 from recbole.utils import init_seed
 
 import atomic_data
+from atomic_data import RawDataError
 from atomic_data.movielens import embedded_default
+from atomic_data.raw import RATINGS_FILE
+from atomic_data.tables import read_inter
 from recbole_ext import registry, tracking
 from recbole_ext.config import ConfigError, Settings
 from recbole_ext.data import History, load_dataset, train_loader
 from recbole_ext.early_stopping import HoldoutScorer, holdout_trainer
 from recbole_ext.files import json_text
-from recbole_ext.metrics import describe_holdout, holdout_detail, mean_scores, part_scores
+from recbole_ext.metrics import K, describe_holdout, holdout_detail, mean_scores, part_scores
 from recbole_ext.predict import top_k
 from recbole_ext.pretrain import downstream_models, downstream_settings, load_pretrained, pretrain
 from recbole_ext.recbole_config import resolve
@@ -58,6 +61,8 @@ class Fit:
 
 
 def prepare_data(settings):
+    """The prepared data (atomic_data.prepare), refused when the holdout scores nobody or a user has fewer unseen
+    items than a submission lists; a warning names the users whose top_n lists will be shorter."""
     raw = settings["data"] or embedded_default(settings["data_dir"])
     out = Path(settings["data_dir"]) / "prepared"
     prepared = atomic_data.prepare(raw, out, settings["dataset"], settings.holdout)
@@ -67,7 +72,29 @@ def prepare_data(settings):
             f"{settings.sources.get('holdout', 'settings')}: holdout: no user can be scored: with {rule} "
             f"every user keeps all interactions for training; lower holdout.min_train"
         )
+    # every interaction counts as seen in the final lists: they have the fewest unseen items to choose from
+    unseen = prepared.counts["items"] - pd.Series(read_inter(prepared.inter_path(prepared.name))[0]).value_counts()
+    too_few, short = (unseen[unseen < n].sort_values() for n in (K, settings["top_n"]))
+    if len(too_few):
+        raise RawDataError(
+            f"{Path(raw) / RATINGS_FILE}: {_few_unseen(too_few, prepared.counts['items'], K)}; a submission "
+            f"lists {K} unseen items for every user: leave such users out of the file"
+        )
+    if len(short):
+        logger.warning(
+            "top_n %d: %s; their lists hold all their unseen items",
+            settings["top_n"],
+            _few_unseen(short, prepared.counts["items"], settings["top_n"]),
+        )
     return prepared
+
+
+def _few_unseen(unseen, items, needed):
+    """The users of a Series of unseen-item counts, in words."""
+    if len(unseen) == 1:
+        return f"user {unseen.index[0]} has {unseen.iloc[0]} unseen items of {items}"
+    shown = ", ".join(f"user {user} ({count})" for user, count in unseen.head(3).items())
+    return f"{len(unseen)} users have fewer than {needed} unseen items of {items}: {shown}{', ...' * (len(unseen) > 3)}"
 
 
 def run(settings: Settings, on_result=None, validate_only=False):
