@@ -388,10 +388,12 @@ def _check_tracking(values, where):
 def _check_selected_features(model, values, where):
     """FDSA, GRU4RecF, SASRecF (selected_features) and RecBole's S3Rec (item_attribute) read the item fields
     they name: each must be loaded. RecBole's default is MovieLens-100K's raw field `class`, which prepared
-    data does not have."""
+    data does not have. movierec's S3Rec (a pretraining model) loads its item_attribute fields itself, in any
+    form: {field: weight}, [field, ...] or field."""
+    pretraining = bool(getattr(registry.get_model(model), "DOWNSTREAM_MODELS", ()))
     for key in ("selected_features", "item_attribute"):
         fields = values.get(key, registry.model_properties(model).get(key))
-        if fields is None or isinstance(fields, dict):  # movierec's S3Rec {field: weight} loads its own
+        if fields is None or (key == "item_attribute" and pretraining):
             continue
         loaded = (values.get("load_col") or {}).get("item") or []
         for name in fields if isinstance(fields, list) else [fields]:
