@@ -251,3 +251,15 @@ def test_an_mlflow_store_that_cannot_be_used_is_refused_before_any_work(tiny_raw
     with pytest.raises(ConfigError, match=rf"^command line: tracking: MLflow cannot log to {uri}: "):
         run(settings)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_wandb_without_a_login_is_refused_before_any_work(tiny_raw, data_dir, tmp_path, monkeypatch):
+    for variable in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_BASE_URL"):
+        monkeypatch.delenv(variable, raising=False)
+    for variable in ("HOME", "WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):  # no key saved anywhere
+        monkeypatch.setenv(variable, str(tmp_path / "home"))
+    output = tmp_path / "run"
+    settings = tiny_settings("EASE", tiny_raw, data_dir, output, ["tracking.backend=wandb", f"tracking.dir={tmp_path}"])
+    with pytest.raises(ConfigError, match=r"^command line: tracking: W&B cannot log: .*WANDB_MODE=offline"):
+        run(settings)  # pytest's standard input is no terminal: W&B cannot ask for a key
+    assert not output.exists() and not (tmp_path / "wandb").exists()
