@@ -11,6 +11,7 @@ reports, and Ray's folder instead of the trial's). Neither package is imported u
 
 import os
 import re
+import shutil
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,7 +26,7 @@ NOT_PARAMETERS = {"quick", "tune", "tracking"}  # settings that are not the run'
 
 
 class Stopped(Exception):
-    """A run ended on purpose before its end (Ray Tune's scheduler stopped a trial): logged as KILLED."""
+    """A run stopped on purpose before it finished (Ray Tune's scheduler stopped a trial): logged as KILLED."""
 
 
 def resolved(tracking):
@@ -208,8 +209,13 @@ class WandbRun:
         )
 
     def save(self, folder, files):
-        for path in files:  # linked into the run's folder, uploaded when it ends (offline: by `wandb sync`)
-            self.run.save(str(folder / path), base_path=str(folder), policy="now")
+        for path in files:  # in the run's files folder, uploaded when it ends (offline: by `wandb sync`)
+            target = Path(self.run.dir) / path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(folder / path, target)  # no copy, and kept should the run folder be moved or removed
+            except OSError:  # another filesystem
+                shutil.copy2(folder / path, target)
 
     def log(self, metrics, step):
         if step is None:
