@@ -18,6 +18,7 @@ folder that is renamed into place only when complete.
 
 import hashlib
 import json
+import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -30,7 +31,9 @@ from atomic_data.holdout import NOT_HELD_OUT, PART_NAMES, holdout_parts
 from atomic_data.items import build_item_table
 from atomic_data.raw import RATINGS_FILE, SIDE_FILES, RawDataError, read_ratings, read_side_file, require_file
 from atomic_data.tables import write_table
-from recbole_ext.files import staged
+from recbole_ext.files import remove_dead_partials, staged
+
+logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1  # bump when the written files change for the same input
 INTER_HEADER = ("user_id:token", "item_id:token", "timestamp:float")
@@ -92,6 +95,8 @@ def prepare(raw_dir, out_dir, name, rule):
     rule.check()
     key = fingerprint(raw_dir, name, rule)
     target = out_dir / key
+    if out_dir.is_dir():  # also when this version is cached: what killed preparations of any version left
+        remove_dead_partials(out_dir)
     if (target / MANIFEST_FILE).is_file():
         return Prepared.load(target, cached=True)
 
@@ -118,6 +123,17 @@ def prepare(raw_dir, out_dir, name, rule):
 def _write_version(raw_dir, staging, name, rule):
     ratings = read_ratings(raw_dir)
     side = {f: frame for f in SIDE_FILES if (frame := read_side_file(raw_dir, f)) is not None}
+    if side:
+        named = np.concatenate([frame["item"].to_numpy() for frame in side.values()])
+        unnamed = np.setdiff1d(ratings["item"], named)
+        if len(unnamed):
+            logger.warning(
+                "%s: %d items are in no side file (%s), e.g. %s: their item features are empty",
+                Path(raw_dir) / RATINGS_FILE,
+                len(unnamed),
+                ", ".join(side),
+                ", ".join(map(str, unnamed[:5])),
+            )
 
     users, items, times = ratings["user"], ratings["item"], ratings["time"]
     if not _sorted_by_user_and_time(users, times):  # the competition file already is

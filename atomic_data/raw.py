@@ -30,7 +30,10 @@ SIDE_FILES = {
     "genres.tsv": "genre",
 }
 INTEGER_SIDE_COLUMNS = {"year"}
+SINGLE_VALUED = {"titles.tsv", "years.tsv"}  # one value per item; the others list several
 UNITS = {"time": " (Unix seconds)"}  # what an integer column counts, for messages
+SECONDS_LIMIT = 10**11  # Unix seconds of the year 5138: larger times are not seconds (milliseconds are from 1973 on)
+SECONDS_PER_YEAR = 31_556_952  # the mean Gregorian year
 FALLBACK_ENCODING = "cp1252"  # Windows Western European: Latin-1's letters plus quotes, dashes, the euro
 
 
@@ -57,7 +60,32 @@ def read_ratings(raw_dir):
         raise RawDataError(f"{path}: cannot be parsed: {error}") from error
     if table.num_rows == 0:
         raise RawDataError(f"{path}: no interactions after the header")
+    _check_time_unit(path, columns["time"])
     return columns
+
+
+def _check_time_unit(path, times):
+    """Times in milliseconds are used as they are, with a warning (only their order matters); a mix of seconds and
+    milliseconds, which would misorder them, is refused. Lines are counted as rows + 2 (the header; no blank lines)."""
+    large = times >= SECONDS_LIMIT
+    if not large.any():
+        return
+    first = int(np.argmax(large))
+    if not large.all():
+        small = int(np.argmin(large))
+        raise RawDataError(
+            f"{path}:{first + 2}: time {times[first]} is not in Unix seconds (milliseconds?), unlike line "
+            f"{small + 2}'s {times[small]}: every row needs the same unit"
+        )
+    latest = int(np.argmax(times))
+    logger.warning(
+        "%s: times look like milliseconds, not Unix seconds (line %d: %d would be the year %s); used as they are: "
+        "only their order matters",
+        path,
+        latest + 2,
+        times[latest],
+        f"{1970 + int(times[latest]) // SECONDS_PER_YEAR:,}",
+    )
 
 
 def read_side_file(raw_dir, filename):
@@ -90,7 +118,30 @@ def read_side_file(raw_dir, filename):
         raise RawDataError(f"{path}: cannot be parsed: {error}") from error
     if frame.empty:
         raise RawDataError(f"{path}: no rows after the header")
+    if filename in SINGLE_VALUED:
+        _warn_conflicts(path, frame, column)
     return frame
+
+
+def _warn_conflicts(path, frame, column):
+    """An item's first row is its value (atomic_data.items); later rows that say otherwise get one warning."""
+    first_rows = frame.drop_duplicates("item").reset_index().set_index("item")
+    later = frame[frame.duplicated("item")]
+    conflicting = later[later[column].to_numpy() != first_rows.loc[later["item"], column].to_numpy()]
+    if len(conflicting):
+        row, item, value = conflicting.index[0], *conflicting.iloc[0].tolist()
+        first_row, first_value = first_rows.loc[item, ["index", column]].tolist()
+        logger.warning(
+            "%s:%d: item %d again, with %s %r; line %d said %r: an item's first row is used (%d such rows)",
+            path,
+            row + 2,  # the header is line 1 (blank lines are not counted)
+            item,
+            column,
+            value,
+            first_row + 2,
+            first_value,
+            len(conflicting),
+        )
 
 
 def require_file(path):

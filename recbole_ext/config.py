@@ -16,6 +16,7 @@ apart, the two halves would hand that record back and forth.
 
 import copy
 import difflib
+import importlib.util
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ from recbole.utils.argument_list import dataset_arguments, evaluation_arguments,
 import yaml
 from atomic_data import BASE_YAML, HoldoutRule
 from atomic_data.holdout import PART_NAMES
-from recbole_ext import ConfigError, registry
+from recbole_ext import ConfigError, registry, tracking
 
 YAML_DIR = BASE_YAML.parent
 RECBOLE_PROPERTIES = registry.RECBOLE_PROPERTIES.parent
@@ -47,8 +48,9 @@ MOVIEREC_KEYS = {
     "tune",
     "pretrained_path",
     "min_epoch_steps",
+    "tracking",
 }
-SECTIONS = {"holdout", "quick", "tune"}  # set entry by entry by each layer
+SECTIONS = {"holdout", "quick", "tune", "tracking"}  # set entry by entry by each layer
 ALL_USERS_METRICS = ("recall@10", "ndcg@10")
 # over the users of one holdout part too: a sequential model's job is the latest items (`recall@10 last`)
 HOLDOUT_METRICS = (*ALL_USERS_METRICS, *(f"{m} {part}" for part in PART_NAMES.values() for m in ALL_USERS_METRICS))
@@ -72,6 +74,9 @@ MANAGED = {
         ("user_inter_num_interval", "item_inter_num_interval", "val_interval", "filter_inter_by_user_or_item"),
         "RecBole's filters would drop users or items that the holdout and the submission need; "
         "filter the raw files instead",
+    ),
+    **dict.fromkeys(
+        ("log_wandb", "wandb_project"), "set `tracking: {backend: wandb, project: NAME}` (docs/tracking.md)"
     ),
     "rm_dup_inter": "preparing the data drops duplicate interactions already (keeping the earliest)",
 }
@@ -195,6 +200,7 @@ def load_settings(model=None, config_file=None, overrides=(), quick=False):
     for key in ("data", "data_dir", "output_dir", "pretrained_path"):
         if values.get(key) is not None:
             values[key] = str(Path(values[key]).expanduser().resolve())
+    values["tracking"] = tracking.resolved(values["tracking"])
     return settings
 
 
@@ -296,6 +302,7 @@ def check_settings(settings):
             raise ConfigError(f"{where(key)}: {key} {values[key]!r}: {blocking} is a file, expected a folder")
     if values.get("pretrained_path") is not None and not Path(values["pretrained_path"]).is_file():
         raise ConfigError(f"{where('pretrained_path')}: pretrained checkpoint {values['pretrained_path']!r} not found")
+    _check_tracking(values["tracking"], where)
     check_values(settings.model, settings.recbole_values(), where)
     _check_selected_features(settings.model, values, where)
     for key, only in registry.ONLY_VALUES.get(settings.model, {}).items():
@@ -359,13 +366,46 @@ def is_int(value):
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _check_tracking(values, where):
+    """The tracking: section's entries; a backend whose package is missing is refused with its install command."""
+    if not isinstance(values, dict):
+        raise ConfigError(
+            f"{where('tracking')}: tracking must be `key: value` entries ({', '.join(tracking.KEYS)}), got {values!r}"
+        )
+    for key in values:
+        if key not in tracking.KEYS:
+            raise ConfigError(
+                f"{where(f'tracking.{key}')}: unknown setting 'tracking.{key}'; known: "
+                f"{', '.join(tracking.KEYS)}{did_you_mean(key, tracking.KEYS)}"
+            )
+    name = r"[\w.-]+"
+    rules = {
+        "backend": (lambda v: v in tracking.BACKENDS, "none, mlflow or wandb"),
+        "project": (lambda v: isinstance(v, str) and re.fullmatch(name, v), "a name of letters, digits, _ . -"),
+        "group": (lambda v: v is None or (isinstance(v, str) and re.fullmatch(name, v)), "~ or a name"),
+        "uri": (lambda v: v is None or (isinstance(v, str) and v), "~ or an MLflow tracking URI"),
+        "dir": (lambda v: v is None or (isinstance(v, str) and v), "~ or a folder"),
+    }
+    for key, (ok, expected) in rules.items():
+        if not ok(values.get(key)):
+            raise ConfigError(f"{where(f'tracking.{key}')}: tracking.{key} must be {expected}, got {values.get(key)!r}")
+    package = tracking.BACKENDS[values["backend"]]
+    if package and importlib.util.find_spec(package[0]) is None:
+        raise ConfigError(
+            f"{where('tracking.backend')}: tracking.backend {values['backend']} needs the package {package[0]!r}, "
+            f"which is not installed: pip install {package[1]}"
+        )
+
+
 def _check_selected_features(model, values, where):
     """FDSA, GRU4RecF, SASRecF (selected_features) and RecBole's S3Rec (item_attribute) read the item fields
     they name: each must be loaded. RecBole's default is MovieLens-100K's raw field `class`, which prepared
-    data does not have."""
+    data does not have. movierec's S3Rec (a pretraining model) loads its item_attribute fields itself, in any
+    form: {field: weight}, [field, ...] or field."""
+    pretraining = bool(getattr(registry.get_model(model), "DOWNSTREAM_MODELS", ()))
     for key in ("selected_features", "item_attribute"):
         fields = values.get(key, registry.model_properties(model).get(key))
-        if fields is None or isinstance(fields, dict):  # movierec's S3Rec {field: weight} loads its own
+        if fields is None or (key == "item_attribute" and pretraining):
             continue
         loaded = (values.get("load_col") or {}).get("item") or []
         for name in fields if isinstance(fields, list) else [fields]:

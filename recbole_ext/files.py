@@ -21,6 +21,8 @@ logger = logging.getLogger(__name__)
 
 HOST = socket.gethostname()
 PARTIAL = re.compile(r"^\..+\.partial-(?P<host>.+)-(?P<pid>\d+)(\.[^.]*)?$")  # (the suffix of a file)
+# atomic_data's staging folders before these names, left in data folders prepared then: taken as this machine's
+LEGACY = re.compile(r"^\.staging-[0-9a-f]{16}-(?P<pid>\d+)$")
 
 
 def staging_path(final, pid=None):
@@ -73,9 +75,9 @@ def write_atomic(path, write):
 
 def remove_dead_partials(folder):
     """Remove the temporary files and folders in folder of processes of this machine that no longer run."""
-    for path in Path(folder).glob(".*.partial-*"):
-        found = PARTIAL.match(path.name)
-        if found and found["host"] == HOST and not _running(int(found["pid"])):
+    for path in Path(folder).glob(".*"):
+        found = PARTIAL.match(path.name) or LEGACY.match(path.name)
+        if found and found.groupdict().get("host", HOST) == HOST and not _running(int(found["pid"])):
             shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
             logger.info("removed %s, left by process %s, which ended before finishing it", path, found["pid"])
 

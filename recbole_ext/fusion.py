@@ -88,15 +88,18 @@ def candidates(lists, contribution):
 
 
 def weighted_fusion(table, weights, k=K):
-    _check_enough(table.counts, k)
-    by_user = np.full((len(table.starts), table.slot.max() + 1), -np.inf)
+    """The k best fused items of each user; all of a user's candidates when fewer (at least a submission's K:
+    a user with few unseen items has short lists)."""
+    _check_enough(table.counts, min(k, K))
+    by_user = np.full((len(table.starts), table.slot.max() + 1), -np.inf)  # -inf: a slot past a user's candidates
     by_user[table.block, table.slot] = table.values @ np.asarray(weights, dtype=float)
-    best_slots = np.argsort(-by_user, axis=1, kind="stable")[:, :k]  # stable: ties keep the (best rank, item) order
-    rows = (table.starts[:, None] + best_slots).ravel()
+    width = min(k, by_user.shape[1])
+    best_slots = np.argsort(-by_user, axis=1, kind="stable")[:, :width]  # stable: ties keep (best rank, item) order
+    scores = np.take_along_axis(by_user, best_slots, axis=1).ravel()
+    kept = np.isfinite(scores)
+    rows = (table.starts[:, None] + best_slots).ravel()[kept]
     top = table.keys.iloc[rows][["user", "item"]].reset_index(drop=True)
-    return top.assign(
-        score=np.take_along_axis(by_user, best_slots, axis=1).ravel(), rank=np.tile(np.arange(k), len(table.starts))
-    )
+    return top.assign(score=scores[kept], rank=np.tile(np.arange(width), len(table.starts))[kept])
 
 
 def rank_fusion(lists, weights, k=K):

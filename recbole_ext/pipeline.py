@@ -19,13 +19,16 @@ import torch
 from recbole.utils import init_seed
 
 import atomic_data
+from atomic_data import RawDataError
 from atomic_data.movielens import embedded_default
-from recbole_ext import registry
+from atomic_data.raw import RATINGS_FILE
+from atomic_data.tables import read_inter
+from recbole_ext import registry, tracking
 from recbole_ext.config import ConfigError, Settings
 from recbole_ext.data import History, RepeatedPasses, load_dataset, train_loader
 from recbole_ext.early_stopping import HoldoutScorer, holdout_trainer
 from recbole_ext.files import json_text
-from recbole_ext.metrics import describe_holdout, holdout_detail, mean_scores, part_scores
+from recbole_ext.metrics import K, describe_holdout, holdout_detail, mean_scores, part_scores
 from recbole_ext.predict import top_k
 from recbole_ext.pretrain import downstream_models, downstream_settings, load_pretrained, pretrain
 from recbole_ext.recbole_config import resolve
@@ -58,6 +61,8 @@ class Fit:
 
 
 def prepare_data(settings):
+    """The prepared data (atomic_data.prepare), refused when the holdout scores nobody or a user has fewer unseen
+    items than a submission lists; a warning names the users whose top_n lists will be shorter."""
     raw = settings["data"] or embedded_default(settings["data_dir"])
     out = Path(settings["data_dir"]) / "prepared"
     prepared = atomic_data.prepare(raw, out, settings["dataset"], settings.holdout)
@@ -67,7 +72,29 @@ def prepare_data(settings):
             f"{settings.sources.get('holdout', 'settings')}: holdout: no user can be scored: with {rule} "
             f"every user keeps all interactions for training; lower holdout.min_train"
         )
+    # every interaction counts as seen in the final lists: they have the fewest unseen items to choose from
+    unseen = prepared.counts["items"] - pd.Series(read_inter(prepared.inter_path(prepared.name))[0]).value_counts()
+    too_few, short = (unseen[unseen < n].sort_values() for n in (K, settings["top_n"]))
+    if len(too_few):
+        raise RawDataError(
+            f"{Path(raw) / RATINGS_FILE}: {_few_unseen(too_few, prepared.counts['items'], K)}; a submission "
+            f"lists {K} unseen items for every user: leave such users out of the file"
+        )
+    if len(short):
+        logger.warning(
+            "top_n %d: %s; their lists hold all their unseen items",
+            settings["top_n"],
+            _few_unseen(short, prepared.counts["items"], settings["top_n"]),
+        )
     return prepared
+
+
+def _few_unseen(unseen, items, needed):
+    """The users of a Series of unseen-item counts, in words."""
+    if len(unseen) == 1:
+        return f"user {unseen.index[0]} has {unseen.iloc[0]} unseen items of {items}"
+    shown = ", ".join(f"user {user} ({count})" for user, count in unseen.head(3).items())
+    return f"{len(unseen)} users have fewer than {needed} unseen items of {items}: {shown}{', ...' * (len(unseen) > 3)}"
 
 
 def run(settings: Settings, on_result=None, validate_only=False):
@@ -78,17 +105,20 @@ def run(settings: Settings, on_result=None, validate_only=False):
     """
     resolved = resolve(settings)  # a missing GPU is refused before anything is written
     final = output_folder(settings.model, settings["output_dir"])
-    with run_folder(final, settings["state"]) as staging:
-        summary = _run(resolved, staging, on_result, validate_only)
+    tracking.connect(settings)
+    with tracking.tracked(settings, final, "trial" if validate_only else "run") as tracker:
+        with run_folder(final, settings["state"]) as staging:
+            summary = _run(resolved, staging, on_result, validate_only, tracker)
     summary["output_dir"] = str(final)
     return summary
 
 
-def _run(resolved, out, on_result, validate_only):
+def _run(resolved, out, on_result, validate_only, tracker):
     settings, timer = resolved.settings, Timer()
     logger.info("movierec run of %s on %s, output %s", settings.model, resolved.device, out)
     with timer.step("prepare"):
         prepared = prepare_data(settings)
+    tracker.start(tracking.run_params(settings, device=resolved.device, data_fingerprint=prepared.fingerprint))
     holdout = pd.read_csv(prepared.holdout_path)
     fitted, pretraining = resolved, None  # the model fitted: S3Rec pretrains, its downstream model is fitted
     if downstream_models(settings.model):
@@ -97,7 +127,17 @@ def _run(resolved, out, on_result, validate_only):
         fitted = resolve(downstream_settings(settings, pretrained.path))
         pretraining = {**pretrained.summary(), "downstream_model": fitted.name}
 
-    valid = fit(fitted, prepared, prepared.valid_name, out, timer, "valid", holdout=holdout, on_result=on_result)
+    valid = fit(
+        fitted,
+        prepared,
+        prepared.valid_name,
+        out,
+        timer,
+        "valid",
+        holdout=holdout,
+        on_result=on_result,
+        tracker=tracker,
+    )
     if validate_only and valid.best_users is not None:  # a trial: the scorer ranked the holdout users already
         users = valid.best_users
     else:
@@ -117,6 +157,7 @@ def _run(resolved, out, on_result, validate_only):
     for line in describe_holdout(scores, detail):
         logger.info(line)
     write_holdout_users(out, users)
+    tracker.log({**tracking.holdout_metrics(scores, detail), "best_epoch": valid.best_epoch})
     summary = {
         "model": settings.model,
         "holdout": scores,
@@ -145,12 +186,16 @@ def _run(resolved, out, on_result, validate_only):
         (out / SUMMARY).write_text(json_text(summary))  # the validation, kept should the final fit fail
         summary["refit_epochs"] = _final_fit(fitted, prepared, valid, out, timer)
     summary["timings"] = dict(timer)
+    tracker.log({f"seconds/{step}": seconds for step, seconds in timer.items()})
     (out / SUMMARY).write_text(json_text(summary))
     return summary
 
 
-def fit(resolved, prepared, dataset_name, workdir, timer, stage, holdout=None, epochs=None, on_result=None):
-    """Train one model on one dataset; with a holdout, early-stop on it and keep the best epoch."""
+def fit(
+    resolved, prepared, dataset_name, workdir, timer, stage, holdout=None, epochs=None, on_result=None, tracker=None
+):
+    """Train one model on one dataset; with a holdout, early-stop on it and keep the best epoch (each evaluation
+    logged to tracker by epoch)."""
     settings = resolved.settings
     changes = {"epochs": epochs} if epochs else {}
     config = resolved.config(prepared.data_path, dataset_name, Path(workdir) / "checkpoints", **changes)
@@ -172,13 +217,19 @@ def fit(resolved, prepared, dataset_name, workdir, timer, stage, holdout=None, e
                 dataset, history, holdout, settings["predict_batch_users"], on_result, config["valid_metric"]
             )
         eval_epochs = []
+
+        def evaluated(epoch, score):  # RecBole calls it after each evaluation
+            eval_epochs.append(epoch)
+            if tracker:
+                tracker.log({f"valid/{metric}": value for metric, value in scorer.results[-1].items()}, step=epoch)
+
         trainer.fit(
             train_data,
             scorer,
             verbose=True,
             saved=scorer is not None,
             show_progress=config["show_progress"],
-            callback_fn=lambda epoch, score: eval_epochs.append(epoch),
+            callback_fn=evaluated,
         )
     result = Fit(config, dataset, history, model, epochs_run=len(trainer.train_loss_dict) or 1, pretrained=pretrained)
     if scorer is not None and scorer.results:

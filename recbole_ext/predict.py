@@ -30,7 +30,8 @@ class ModelScoresNaN(RuntimeError):
 
 @torch.no_grad()
 def top_k(model, dataset, history, k, batch_users=1024, users=None, show_progress=False, memory_budget=MEMORY_BUDGET):
-    """Top-k unseen items per user as a frame (user, item, score, rank), original ids.
+    """Top-k unseen items per user as a frame (user, item, score, rank), original ids; fewer for a user with
+    fewer unseen items.
 
     users: internal user ids (default: every user with a history).
     memory_budget: bytes a chunk of pair scoring may allocate (models without full_sort_predict).
@@ -54,10 +55,8 @@ def top_k(model, dataset, history, k, batch_users=1024, users=None, show_progres
         item_lists.append(items.cpu())
         score_lists.append(values.cpu())
     items, scores = torch.cat(item_lists).numpy(), torch.cat(score_lists).numpy()
-    if np.isneginf(scores).any():
-        raise ValueError(f"fewer than {k} unseen items for some users: lower top_n")
     width = items.shape[1]
-    return pd.DataFrame(
+    top = pd.DataFrame(
         {
             "user": np.repeat(original_ids(dataset, dataset.uid_field)[users.numpy()], width),
             "item": original_ids(dataset, dataset.iid_field)[items.ravel()],
@@ -65,6 +64,8 @@ def top_k(model, dataset, history, k, batch_users=1024, users=None, show_progres
             "rank": np.tile(np.arange(width), len(users)),
         }
     )
+    # a user with fewer than k unseen items gets them all: the masked ones (-inf) come last in a row
+    return top[~np.isneginf(top["score"].to_numpy())].reset_index(drop=True)
 
 
 def _full_scores(model, dataset, history, users, memory_budget):

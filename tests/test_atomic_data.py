@@ -315,6 +315,21 @@ def test_the_next_preparation_removes_what_a_killed_one_left(tiny_raw, tmp_path)
     assert not any(folder.exists() for folder in leftovers) and alive.is_dir()
 
 
+def test_a_cached_preparation_removes_what_killed_ones_left_under_old_and_new_names(tiny_raw, tmp_path):
+    prepare(tiny_raw, tmp_path, "m", TEST_RULE)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    leftovers = [
+        tmp_path / f".staging-0123456789abcdef-{dead.pid}",
+        staging_path(tmp_path / "fedcba9876543210", dead.pid),
+    ]
+    alive = tmp_path / f".staging-0123456789abcdef-{os.getppid()}"  # a live process's: not touched
+    for folder in (*leftovers, alive):
+        folder.mkdir()
+    assert prepare(tiny_raw, tmp_path, "m", TEST_RULE).cached
+    assert not any(folder.exists() for folder in leftovers) and alive.is_dir()
+
+
 def test_cli_prints_counts(tiny_raw, tmp_path, capsys):
     assert atomic_data_cli([str(tiny_raw), "--out", str(tmp_path), "--name", "x", "--holdout-seed", "3"]) == 0
     out = capsys.readouterr().out
@@ -464,3 +479,60 @@ def test_a_user_sample_keeps_every_interaction_of_the_drawn_users(tiny_raw, tmp_
     assert not (tmp_path / "too-many").exists()
     assert sample_cli([str(tiny_raw), str(out), "--users", "3"]) == 2  # never over an existing folder
     assert capsys.readouterr().err == f"error: {out}: already exists; choose another folder\n"
+
+
+# ---------------------------------------------------------------- input accepted with one warning
+
+
+def warnings_of(caplog):
+    return [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+
+
+def test_times_in_milliseconds_are_used_with_one_warning(tmp_path, caplog):
+    ms = 1_700_000_000_000  # 2023-11-14 in milliseconds: the year 55,840 in seconds
+    raw = write_raw(tmp_path / "raw", [(1, 10, ms + 2000), (1, 11, ms + 1000), (2, 10, ms)])
+    with caplog.at_level("WARNING"):
+        prepared = prepare(raw, tmp_path / "out", "m", HoldoutRule(0, 0, 1.0, 1, 0))
+    assert warnings_of(caplog) == [
+        f"{raw / 'train_ratings.csv'}: times look like milliseconds, not Unix seconds (line 2: {ms + 2000} would be "
+        "the year 55,840); used as they are: only their order matters"
+    ]
+    inter = pd.read_csv(prepared.data_path / "m" / "m.inter", sep="\t")
+    assert inter["item_id:token"].tolist() == [11, 10, 10]  # ordered by time
+
+
+def test_times_in_seconds_and_milliseconds_mixed_are_refused(tmp_path):
+    raw = write_raw(tmp_path / "raw", [(1, 10, 1_700_000_000), (1, 11, 1_700_000_001_000)])
+    prepare_fails(
+        raw,
+        tmp_path,
+        "train_ratings.csv:3: time 1700000001000 is not in Unix seconds (milliseconds?), unlike line 2's "
+        "1700000000: every row needs the same unit",
+    )
+
+
+def test_items_that_no_side_file_names_get_one_warning(tmp_path, caplog):
+    ratings = [(1, item, item) for item in (10, 11, 12, 13, 14)]
+    raw = write_raw(tmp_path / "raw", ratings, genres=[(10, "Drama"), (11, "Comedy")], years=[(11, 1999)])
+    with caplog.at_level("WARNING"):
+        prepared = prepare(raw, tmp_path / "out", "m", HoldoutRule(0, 0, 1.0, 1, 0))
+    assert warnings_of(caplog) == [
+        f"{raw / 'train_ratings.csv'}: 3 items are in no side file (years.tsv, genres.tsv), e.g. 12, 13, 14: "
+        "their item features are empty"
+    ]
+    table = read_item_file(prepared.data_path / "m" / "m.item")
+    assert table.loc[12, "genre:token_seq"] == "" and table.loc[12, "year:token"] == ""
+
+
+def test_conflicting_rows_of_a_single_valued_side_file_get_one_warning_and_the_first_wins(tmp_path, caplog):
+    ratings = [(1, 10, 1), (1, 11, 2)]
+    years = [(10, 1999), (11, 2005), (10, 1999), (10, 2001), (11, 2006)]
+    raw = write_raw(tmp_path / "raw", ratings, years=years, genres=[(10, "Drama"), (10, "Drama"), (11, "War")])
+    with caplog.at_level("WARNING"):
+        prepared = prepare(raw, tmp_path / "out", "m", HoldoutRule(0, 0, 1.0, 1, 0))
+    assert warnings_of(caplog) == [  # a repeated row saying the same (item 10's 1999, its Drama) is no conflict
+        f"{raw / 'years.tsv'}:5: item 10 again, with year 2001; line 2 said 1999: an item's first row is used "
+        "(2 such rows)"
+    ]
+    table = read_item_file(prepared.data_path / "m" / "m.item")
+    assert table.loc[10, "year:token"] == "1999" and table.loc[11, "year:token"] == "2005"

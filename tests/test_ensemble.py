@@ -124,6 +124,17 @@ def test_equal_fused_scores_fall_back_to_the_best_rank_then_the_item():
     assert fused(score_fusion([a, b], [1, 1], k=4)) == {1: [10, 30, 20, 40]}
 
 
+def test_a_user_with_fewer_candidates_than_k_but_ten_gets_them_all():
+    # a seed average of top_n lists: user 2 has only 12 unseen items, the lists of user 1 are full
+    a = lists_frame({1: list(range(1, 21)), 2: list(range(1, 13))})
+    b = lists_frame({1: list(range(11, 31)), 2: list(range(12, 0, -1))})
+    for blend in (rank_fusion, score_fusion):
+        top = blend([a, b], [1, 1], k=20)
+        assert top.groupby("user").size().to_dict() == {1: 20, 2: 12}
+        assert sorted(top[top.user == 2]["item"]) == list(range(1, 13))
+        assert top.groupby("user")["rank"].apply(list).to_dict() == {1: list(range(20)), 2: list(range(12))}
+
+
 def test_a_user_with_fewer_than_ten_candidates_is_an_error_not_padding():
     a = lists_frame({1: list(range(1, 11)), 2: [1, 2, 3, 4, 5, 6]})
     b = lists_frame({1: list(range(11, 21)), 2: [4, 5, 6, 7, 8, 9]})  # user 2: 9 distinct items

@@ -1,5 +1,6 @@
 """run.py end to end on small generated data, with tiny models."""
 
+import errno
 import json
 import math
 import signal
@@ -309,20 +310,17 @@ def test_a_missing_gpu_is_refused_before_anything_is_written(tiny_raw, data_dir,
     assert list(tmp_path.iterdir()) == []
 
 
-def test_an_error_in_the_final_fit_keeps_the_finished_validation(tmp_path, capsys):
-    # user 1 has seen 55 of the 60 items: 10 unseen without the holdout's 5, too few for top_n 10 with them
-    others = [
-        (user, item, (item * 37 + user) % 61) for user in range(2, 32) for item in range(1, 61) if (item + user) % 3
-    ]
-    heavy = [(1, item, item) for item in range(1, 56)]
-    raw = write_raw(tmp_path / "raw", heavy + others)
+def test_an_error_in_the_final_fit_keeps_the_finished_validation(tiny_raw, data_dir, tmp_path, capsys, monkeypatch):
+    def disk_full(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("recbole_ext.pipeline.write_full_lists", disk_full)  # the final fit's first write
     output = tmp_path / "ease"
     argv = [
         "--model=EASE",
-        f"--data={raw}",
+        f"--data={tiny_raw}",
         f"--output={output}",
-        f"data_dir={tmp_path / 'data'}",
-        "top_n=10",
+        f"data_dir={data_dir}",
         "state=WARNING",
         "show_progress=false",
         "holdout.random=3",
@@ -331,18 +329,52 @@ def test_an_error_in_the_final_fit_keeps_the_finished_validation(tmp_path, capsy
     assert run_cli(argv) == 1
     error = capsys.readouterr().err.strip().splitlines()
     failed = tmp_path / "ease.failed"
-    assert error == [
-        f"error: the run failed: ValueError: fewer than 10 unseen items for some users: lower top_n "
-        f"(its log and traceback: {failed})"
-    ]
+    line = "OSError: [Errno 28] No space left on device"
+    assert error == [f"error: the run failed: {line} (its log and traceback: {failed})"]
     assert not output.exists()
     assert sorted(p.name for p in failed.iterdir()) == ["error.txt", "run.log", "summary.json", "valid_top50.csv"]
     summary = json.loads((failed / "summary.json").read_text())
-    assert summary["error"] == "ValueError: fewer than 10 unseen items for some users: lower top_n"
+    assert summary["error"] == line
     holdout = pd.read_csv(summary["data"]["holdout_path"])
     valid_top = pd.read_csv(failed / "valid_top50.csv")
     assert summary["holdout"]["recall@10"] == pytest.approx(recall_at_10_by_hand(valid_top, holdout), abs=1e-12)
-    assert summary["refit_epochs"] is None and "full_train" not in summary["timings"]
+    assert summary["refit_epochs"] is None and "full_dataset" not in summary["timings"]
+
+
+def heavy_user_data(folder, seen):
+    """60 items; user 1 has seen `seen` of them, users 2-31 about two thirds."""
+    others = [
+        (user, item, (item * 37 + user) % 61) for user in range(2, 32) for item in range(1, 61) if (item + user) % 3
+    ]
+    return write_raw(folder, [(1, item, item) for item in range(1, seen + 1)] + others)
+
+
+def test_a_user_with_fewer_unseen_items_than_top_n_gets_them_all_with_one_warning(tmp_path, caplog):
+    raw = heavy_user_data(tmp_path / "raw", seen=48)  # 12 unseen: fewer than top_n 20, enough for a submission
+    output = tmp_path / "ease"
+    overrides = [f"data={raw}", f"data_dir={tmp_path / 'data'}", f"output_dir={output}", "show_progress=false"]
+    with caplog.at_level("WARNING"):
+        run(load_settings("EASE", overrides=[*overrides, "top_n=20", "holdout.random=3", "holdout.min_train=8"]))
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == ["top_n 20: user 1 has 12 unseen items of 60; their lists hold all their unseen items"]
+    full = pd.read_csv(output / "full_top50.csv")
+    assert sorted(full[full.user == 1].item) == list(range(49, 61))  # every item user 1 has not seen
+    assert full[full.user != 1].groupby("user").size().eq(20).all()
+    check_submission(pd.read_csv(output / "submission.csv"), raw)
+    valid = pd.read_csv(output / "valid_top50.csv")  # the holdout's items are unseen in the validation fit
+    held = pd.read_csv(json.loads((output / "summary.json").read_text())["data"]["holdout_path"])
+    assert len(valid[valid.user == 1]) == min(20, 12 + (held.user == 1).sum())
+
+
+def test_a_user_with_fewer_unseen_items_than_a_submission_lists_is_refused_before_training(tmp_path, capsys):
+    raw = heavy_user_data(tmp_path / "raw", seen=55)
+    argv = ["--model=BPR", f"--data={raw}", f"--output={tmp_path / 'bpr'}", f"data_dir={tmp_path / 'data'}"]
+    assert run_cli([*argv, "state=WARNING", "holdout.random=3", "holdout.min_train=8"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: {raw / 'train_ratings.csv'}: user 1 has 5 unseen items of 60; a submission lists 10 unseen items "
+        "for every user: leave such users out of the file"
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "raw"]  # no run folder
 
 
 def test_predict_only_on_a_file_that_is_not_a_checkpoint_is_one_line(tmp_path, capsys):

@@ -102,6 +102,12 @@ def check_segments(b, seq, length, valid, mask):
         assert any(all_items[i : i + size] == negative for i in range(len(all_items) - size + 1))
 
 
+def test_item_attribute_as_a_list_is_each_field_with_weight_one(tiny_raw, data_dir, tmp_path):
+    settings = s3rec_settings(tiny_raw, data_dir, "item_attribute=[genre, year]")  # how a RecBole user writes it
+    model, *_ = built_model(settings, tmp_path)
+    assert model.attribute_weights == {"genre": 1.0, "year": 1.0} and set(model.attributes) == {"genre", "year"}
+
+
 def test_attribute_targets_are_the_items_attributes(tiny_raw, data_dir, tmp_path):
     model, dataset, *_, prepared = built_model(s3rec_settings(tiny_raw, data_dir), tmp_path)
     items = pd.read_csv(

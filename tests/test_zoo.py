@@ -102,3 +102,16 @@ def test_the_docs_zoo_table_lists_every_model_of_the_zoo():
     listed = {match.group(1): match.group(2) for match in re.finditer(r"^\| (\w+) \| ([\w-]+) \|", table, re.M)}
     listed.pop("model", None)  # the header
     assert listed == zoo_models()
+
+
+def test_the_docs_example_of_an_own_recbole_script_trains_movierecs_ease(tiny_raw, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # RecBole's trainer saves its checkpoint in saved/ where it runs
+    page = (ROOT / "docs" / "models.md").read_text()
+    block = page[page.index("<!-- own script example -->") : page.index("<!-- end own script example -->")]
+    code = block.split("```python\n")[1].split("```")[0]
+    data = f'load_settings("EASE", overrides=["data={tiny_raw}", "data_dir={tmp_path}"])'
+    assert 'load_settings("EASE")' in code
+    exec(compile(code.replace('load_settings("EASE")', data), "docs/models.md", "exec"), {})
+    module, scores = capsys.readouterr().out.splitlines()[-2:]
+    assert module == "recbole_ext.models.ease"
+    assert "'recall@10'" in scores and "'leaderboardrecall@10'" in scores

@@ -45,7 +45,7 @@ import logging
 import time
 from pathlib import Path
 
-from recbole_ext import ConfigError, ensemble, run_folder
+from recbole_ext import ConfigError, ensemble, run_folder, tracking
 from recbole_ext.blend.recipe import member_settings, read_recipe
 from recbole_ext.blend.runs import member_folders, plan, train
 from recbole_ext.files import json_text, staged
@@ -89,6 +89,9 @@ def blend(
     if not address:  # a local Ray has this machine's devices: refuse a missing GPU before Ray starts
         for run in runs:
             resolve_device(run.settings)
+    for run in runs:  # the runs trained for this blend are logged as one group, with the blend
+        run.settings = tracking.in_group(run.settings, output.name)
+    tracking.connect(runs[0].settings)
     logger.info(
         "%d runs: %d to train, %d reused",
         len(runs),
@@ -108,7 +111,36 @@ def blend(
             f"only {len(folders)} of {len(recipe.members)} members finished, an ensemble needs two; "
             f"nothing blended ({errors})"
         )
-    return write_blend(recipe, runs, folders, output, {"plan": planned - started, "train": trained - planned})
+    summary = write_blend(recipe, runs, folders, output, {"plan": planned - started, "train": trained - planned})
+    track(runs[0].settings, output, summary)
+    return summary
+
+
+def track(settings, output, summary):
+    """The blend as a tracked run (the tracking: settings of its first member, in the group of its runs): the
+    recipe and members as parameters; the blend's holdout scores (cross-fitted, with interval, parts and
+    activity groups; fitted), each member's and the weights as metrics; the blend folder's files."""
+    with tracking.tracked(settings, output, "blend") as tracker:
+        record = summary["blend"]
+        members = {member["name"]: member for member in record["members"]}
+        tracker.start(
+            {
+                "recipe": record["recipe"],
+                "quick": record["quick"],
+                **summary["config"],
+                **{
+                    f"members.{name}.{key}": member[key]
+                    for name, member in members.items()
+                    for key in ("model", "config")
+                },
+                "left_out": record["left_out"],
+            }
+        )
+        tracker.log(tracking.holdout_metrics(summary["holdout"], summary["holdout_detail"]))
+        tracker.log({f"holdout_fitted/{metric}": value for metric, value in summary["holdout_fitted"].items()})
+        for member in summary["members"]:
+            tracker.log({f"member/{member['name']}/{metric}": value for metric, value in member["holdout"].items()})
+        tracker.log({f"weight/{name}": weight for name, weight in summary.get("weights", {}).items()})
 
 
 def check_output(output):

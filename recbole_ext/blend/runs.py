@@ -25,7 +25,17 @@ logger = logging.getLogger("movierec.blend")
 
 # settings that say where a run reads, writes or logs, or how it is scheduled: not part of a run's key
 # (the data is, through the prepared data's fingerprint)
-NOT_IN_KEY = {"output_dir", "data", "data_dir", "show_progress", "state", "quick", "tune", "predict_batch_users"}
+NOT_IN_KEY = {
+    "output_dir",
+    "data",
+    "data_dir",
+    "show_progress",
+    "state",
+    "quick",
+    "tune",
+    "predict_batch_users",
+    "tracking",
+}
 
 
 @dataclass

@@ -22,7 +22,7 @@ import ray
 from ray import tune
 
 import yaml
-from recbole_ext import pipeline
+from recbole_ext import pipeline, tracking
 from recbole_ext.cache import ReadRecorder
 from recbole_ext.config import ConfigError, load_settings
 from recbole_ext.data import load_dataset
@@ -89,6 +89,7 @@ def search(settings, address=None, resume=False, retrain_best=False):
         raise ConfigError(f"output folder {output} already exists; choose another --output, or add --resume")
     if not address:  # a local Ray has this machine's devices: refuse a missing GPU before Ray starts
         resolve_device(settings)
+    tracking.connect(settings)
     prepared = pipeline.prepare_data(settings)
     if resume and _saved_fingerprint(output / SEARCH_FILE) != prepared.fingerprint:
         raise ConfigError(f"--resume: the data changed since the search in {output} started")
@@ -102,8 +103,9 @@ def search(settings, address=None, resume=False, retrain_best=False):
         if not resume:
             trials_dir.mkdir(parents=True)
             _write_search_file(output / SEARCH_FILE, settings, prepared.fingerprint)
+        trial_settings = tracking.in_group(settings, output.name)  # the trials are logged as one group
         trainable = tune.with_resources(
-            tune.with_parameters(run_trial, settings=settings, trials_dir=str(trials_dir)), resources
+            tune.with_parameters(run_trial, settings=trial_settings, trials_dir=str(trials_dir)), resources
         )
         logger.info(
             "searching %s: %s trials, %s per trial, output %s", settings.model, spec.trial_count(), resources, output
@@ -139,7 +141,7 @@ def search(settings, address=None, resume=False, retrain_best=False):
     result = SearchResult(output, frame, spec, best, interrupted, honest)
     if retrain_best and best is not None:
         best_settings = load_settings(config_file=best, overrides=[f"output_dir={output / BEST_RUN}"])
-        result.retrained = pipeline.run(best_settings)
+        result.retrained = pipeline.run(tracking.in_group(best_settings, output.name))
     return result
 
 

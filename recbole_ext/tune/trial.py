@@ -14,7 +14,7 @@ import ray
 import torch
 from ray import tune
 
-from recbole_ext import pipeline
+from recbole_ext import pipeline, tracking
 from recbole_ext.config import ConfigError
 from recbole_ext.files import staging_path
 from recbole_ext.run_folder import FAILED, SUMMARY, kept_folders, write_holdout_users
@@ -25,7 +25,7 @@ logger = logging.getLogger("movierec.tune")
 STOPPED = ".stopped"  # the suffix of a trial Ray Tune stopped (the pipeline's are FAILED and INTERRUPTED)
 
 
-class TrialStopped(Exception):
+class TrialStopped(tracking.Stopped):
     """Ray Tune stopped this trial at a report: the scheduler (ASHA), or an interrupted search."""
 
 
