@@ -3,8 +3,8 @@
 ``amp`` chooses the precision of the forward pass and the loss:
 
     off    float32 everywhere (the default)
-    fp16   float16 autocast with a gradient scaler (tensor cores on a V100; CUDA only: CPU autocast has no fp16)
-    bf16   bfloat16 autocast, no scaler needed (the range of float32); GPUs from the A100 on, and CPUs
+    fp16   float16 autocast with a gradient scaler: for GPUs without bfloat16 (a V100's tensor cores); refused on a CPU
+    bf16   bfloat16 autocast, no scaler needed (the range of float32): GPUs from the A100 on, and CPUs
 
 The weights, the optimizer and top-k scoring stay float32: only the activations (above all the CE loss's
 batch x length x items scores) are held in half precision. RecBole's own ``enable_amp`` / ``enable_scaler``
@@ -30,8 +30,9 @@ def amp_problem(setting, device):
     if mode not in AMP_MODES:
         return f"amp must be off, fp16 or bf16, got {setting!r}"
     if mode == "fp16" and device == "cpu":
-        return "amp: fp16 needs a CUDA device (CPU autocast has no float16); use bf16 on a CPU, or off"
-    if mode == "bf16" and device == "cuda" and not torch.cuda.is_bf16_supported():
+        return "amp: fp16 is for GPUs without bfloat16; on a CPU use bf16 (float32's range, no gradient scaler), or off"
+    # torch's default check counts emulated bfloat16 as support: a V100 passes it, without bfloat16 tensor cores
+    if mode == "bf16" and device == "cuda" and not torch.cuda.is_bf16_supported(including_emulation=False):
         return f"amp: bf16 is not supported by {torch.cuda.get_device_name()} (a V100 has none); use fp16"
     return None
 
