@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 RECBOLE := recbole==1.2.1   # installed --no-deps: its metadata pins ray<=2.6.3 (pyproject.toml says why)
 PIP_FLAGS ?=                # e.g. --extra-index-url https://download.pytorch.org/whl/cpu
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench gpu-check clean
 
 install: $(VENV)/.installed
 
@@ -31,6 +31,9 @@ bench: install
 	$(PY) bench/ease.py
 	$(PY) bench/s3rec.py
 	$(PY) bench/tune.py
+
+gpu-check: install         # one GPU, at most 8 minutes: every CUDA path against the CPU (docs/gpu.md); no GPU: one line
+	$(PY) bench/gpu.py
 
 clean:
 	rm -rf data outputs
