@@ -213,7 +213,7 @@ def ease(check):
         "ease",
         f"fit {shape}, {run_settings['dtype']}",
         f"{seconds:.2f} s, {memory(check.device, peak)}",
-        f"CPU fit: {cpu_seconds:.2f} s ({cpu_seconds / seconds:.1f}x), {memory('cpu', cpu_peak)}",
+        f"CPU fit: {cpu_seconds:.2f} s, {cpu_seconds / seconds:.1f}x as long, {memory('cpu', cpu_peak)}",
         figures={"seconds": seconds, "peak_mb": peak, "cpu_seconds": cpu_seconds},
     )
     difference = abs(recall - reference_recall)
@@ -274,7 +274,7 @@ def sequential(check):
                     "sequential",
                     what,
                     measured,
-                    f"amp off: epoch {off['epoch_seconds']:.1f} s ({off['epoch_seconds'] / epoch:.2f}x), "
+                    f"amp off: epoch {off['epoch_seconds']:.1f} s, {off['epoch_seconds'] / epoch:.2f}x as long, "
                     f"{memory(check.device, off['peak_mb'])}, loss {off['loss']:.4f}",
                     verdict(abs(change) <= LOSS_TOLERANCE, f"loss {change:+.2%} of amp off's"),
                     figures,
@@ -313,73 +313,61 @@ def command(main, args):
     return time.perf_counter() - started
 
 
-def trials_span(spans):
-    """Seconds from the first span's start to the last one's end."""
-    return max(end for _, end in spans) - min(start for start, _ in spans)
+def packed(part, what, spans, devices, device, wall, first=None):
+    """The row of runs side by side (or, with first, the row of a second way of running them against the first's):
+    their time, how many ran at once, their devices."""
+    span = max(end for _, end in spans) - min(start for start, _ in spans)
+    at_once, n = most_at_once(spans), len(spans)
+    measured = f"{span:.1f} s first start to last end (wall {wall:.1f} s); {at_once} of {n} at once; {dict(devices)}"
+    figures = {"span": span, "wall": wall, "at_once": at_once}
+    if first:
+        against = f"the row above: {first['span']:.1f} s, {first['span'] / span:.2f}x as long"
+        return Row(part, what, measured, against, "", figures)
+    together = verdict(at_once > 1 and devices == {device: n}, f"they overlapped, every one on {device}")
+    added = f"their own seconds added up: {sum(end - start for start, end in spans):.1f} s"
+    return Row(part, what, measured, added, together, figures)
 
 
 def tune_trials(check):
     from tune import main as tune_main
 
-    work, runs = Path(check.work), {}
-    grid = "{reg_weight: {grid: [" + ", ".join(map(str, check.trials)) + "]}}"
+    work, grid, first = Path(check.work), "{reg_weight: {grid: [" + ", ".join(map(str, check.trials)) + "]}}", None
     with local_ray():
-        for name, extra in (("side by side", []), ("one at a time", ["tune.max_concurrent_trials=1"])):
-            output = work / f"tune-{name.replace(' ', '-')}"
+        for extra in ([], ["tune.max_concurrent_trials=1"]):
+            output = work / f"tune-{len(extra)}"
             args = ["--config", str(ROOT / "yaml/ease.yaml"), "--data", check.raw, "--output", str(output)]
             common = [f"data_dir={check.data_dir}", f"device={check.device}", "state=WARNING", "show_progress=false"]
-            search = [f"tune.search_space={grid}", f"tune.resources_per_trial={check.resources}"]
-            wall = command(tune_main, [*args, *common, *check.overrides, *search, *extra])
+            search = [f"tune.search_space={grid}", f"tune.resources_per_trial={check.resources}", *extra]
+            wall = command(tune_main, [*args, *common, *check.overrides, *search])
             summaries = [read_json(path) for path in output.glob("trials/*/summary.json")]
-            spans = [run_span(summary) for summary in summaries]
-            runs[name] = wall, trials_span(spans), most_at_once(spans), Counter(s["device"] for s in summaries)
-    (wall, span, at_once, devices), (serial_wall, serial_span, serial_at_once, _) = runs.values()
-    n = len(check.trials)
-    yield Row(
-        "tune",
-        f"tune.py, {n} EASE trials at {check.resources}",
-        f"trials {span:.1f} s from first start to last end, wall {wall:.1f} s; {at_once} of {n} at once; "
-        f"devices: {dict(devices)}",
-        f"one at a time: trials {serial_span:.1f} s ({serial_span / span:.2f}x), wall {serial_wall:.1f} s; "
-        f"{serial_at_once} at once",
-        verdict(at_once > 1 and devices == {check.device: n}, f"trials overlapped, every one on {check.device}"),
-        {"span": span, "wall": wall, "at_once": at_once, "serial_span": serial_span, "serial_at_once": serial_at_once},
-    )
+            what = f"tune.py, {len(check.trials)} EASE trials at {check.resources}{', one at a time' if extra else ''}"
+            devices = Counter(summary["device"] for summary in summaries)
+            row = packed("tune", what, [run_span(s) for s in summaries], devices, check.device, wall, first)
+            first = first or row.figures
+            yield row
 
 
 def blend(check):
     from recbole_ext.blend.__main__ import main as blend_main
 
-    work, blends = Path(check.work), []
+    work, blends, first = Path(check.work), [], None
     with local_ray():
         for name, device in (("run", check.device), ("reference", "cpu")):
             output = work / f"blend-{name}"
-            args = [
-                check.recipe,
-                *check.blend_args,
-                "--output",
-                str(output),
-                "--runs",
-                str(work / f"blend-{name}-runs"),
-            ]
+            runs = work / f"blend-{name}-runs"
+            args = [check.recipe, *check.blend_args, "--output", str(output), "--runs", str(runs)]
             flags = [f"data_dir={check.data_dir}", f"tune.resources_per_trial={check.resources}", "state=WARNING"]
             wall = command(blend_main, [*args, "--device", device, *flags, *check.overrides])
             members = read_json(output / "summary.json")["blend"]["members"]
-            spans = [(run["started"], run["finished"]) for member in members for run in member["runs"]]
             folders = {f"member {m['name']}": Path(m["runs"][0]["path"]) for m in members}  # one run each
-            blends.append((wall, trials_span(spans), most_at_once(spans), folders, output))
-    (wall, span, at_once, folders, output), (cpu_wall, cpu_span, cpu_at_once, cpu_folders, cpu_output) = blends
-    devices = Counter(read_json(folder / "summary.json")["device"] for folder in folders.values())
-    n = len(folders)
-    yield Row(
-        "blend",
-        f"{' '.join([Path(check.recipe).name, *check.blend_args])}: {n} members at {check.resources}",
-        f"members {span:.1f} s from first start to last end, wall {wall:.1f} s; {at_once} of {n} at once; "
-        f"devices: {dict(devices)}",
-        f"on the CPU: members {cpu_span:.1f} s, wall {cpu_wall:.1f} s; {cpu_at_once} at once",
-        verdict(at_once > 1 and devices == {check.device: n}, f"members overlapped, every one on {check.device}"),
-        {"span": span, "wall": wall, "at_once": at_once, "cpu_span": cpu_span, "cpu_wall": cpu_wall},
-    )
+            spans = [(run["started"], run["finished"]) for member in members for run in member["runs"]]
+            devices = Counter(read_json(folder / "summary.json")["device"] for folder in folders.values())
+            what = f"{' '.join([Path(check.recipe).name, *check.blend_args])}, members at {check.resources}"
+            row = packed("blend", f"{what}, --device {device}", spans, devices, device, wall, first)
+            first = first or row.figures
+            yield row
+            blends.append((folders, output))
+    (folders, output), (cpu_folders, cpu_output) = blends
     for name, folder in folders.items():
         yield compared_with_cpu(name, folder, cpu_folders[name])
     yield compared_with_cpu("the blend, cross-fitted", output, cpu_output)

@@ -91,16 +91,18 @@ def test_sequential_part_trains_each_model_in_each_precision_of_the_device(check
 
 
 def test_tune_part_sees_trials_side_by_side_and_one_at_a_time_on_real_ray(check):
-    (row,) = gpu.tune_trials(check)
-    assert row.figures["at_once"] == 2 and row.figures["serial_at_once"] == 1
-    assert "devices: {'cpu': 2}" in row.measured
-    assert row.check == "ok: trials overlapped, every one on cpu"
+    side_by_side, one_at_a_time = gpu.tune_trials(check)
+    assert side_by_side.figures["at_once"] == 2 and "2 of 2 at once; {'cpu': 2}" in side_by_side.measured
+    assert side_by_side.check == "ok: they overlapped, every one on cpu"
+    assert one_at_a_time.what.endswith("one at a time") and one_at_a_time.figures["at_once"] == 1
+    assert one_at_a_time.against.startswith(f"the row above: {side_by_side.figures['span']:.1f} s, ")
 
 
 def test_blend_part_compares_each_member_and_the_blend_with_a_cpu_run(check):
-    overlap, ease, sasrec, blend = gpu.blend(check)
-    assert overlap.figures["at_once"] == 2 and "devices: {'cpu': 2}" in overlap.measured
-    assert overlap.check == "ok: members overlapped, every one on cpu"
+    run, reference, ease, sasrec, blend = gpu.blend(check)
+    assert run.what.endswith("--device cpu") and run.figures["at_once"] == 2 and "{'cpu': 2}" in run.measured
+    assert run.check == "ok: they overlapped, every one on cpu"
+    assert reference.figures["at_once"] == 2 and reference.check == ""
     assert ease.what == "member EASE (EASE)" and ease.check.startswith("ok: ")
     assert ease.against.endswith("submission rows: identical")
     assert sasrec.what == "member SASRec (SASRec)" and sasrec.check == ""  # not deterministic: stated, not checked
