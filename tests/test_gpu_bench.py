@@ -81,7 +81,7 @@ def test_sequential_part_trains_each_model_in_each_precision_of_the_device(check
     ]
     assert [row.what.split()[-1] for row in rows] == ["off", "bf16"] * 3  # fp16 is for GPUs: not on a CPU
     for row in rows:
-        assert "L 20, hidden 16, 8 batches of 16" in row.what
+        assert "L 20, hidden 16, 32 batches of 16" in row.what  # 8 a pass, passed over until min_epoch_steps
         assert row.figures["timed_batches"] == 2 and row.figures["epoch_seconds"] > 0
         assert "extrapolated from 2 batches" in row.measured
     for off, bf16 in zip(rows[::2], rows[1::2]):
