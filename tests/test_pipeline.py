@@ -107,7 +107,9 @@ def test_run_writes_a_valid_submission_and_an_honest_score(model, tiny_raw, data
 def test_ease_beats_popularity_by_far(tiny_raw, data_dir, tmp_path):
     ease = run(tiny_settings("EASE", tiny_raw, data_dir, tmp_path / "ease"))
     pop = run(tiny_settings("Pop", tiny_raw, data_dir, tmp_path / "pop"))
-    assert ease["holdout"]["recall@10"] > 2 * pop["holdout"]["recall@10"]
+    # 1.97x here: Pop ranks by its true training counts since compat's Pop shim (it had tied popular items
+    # and scored about half as well), so the margin asked for is 1.5x, not the 2x of before the fix
+    assert ease["holdout"]["recall@10"] > 1.5 * pop["holdout"]["recall@10"]
 
 
 def test_predict_only_reproduces_the_submission(tiny_raw, data_dir, tmp_path):
