@@ -161,8 +161,9 @@ def test_the_shipped_recipe_and_its_quick_variant_are_valid(tiny_raw, monkeypatc
     for recipe, resources in ((full, {"cpu": 2, "gpu": 0.25}), (quick, {"cpu": 1, "gpu": 0})):
         settings = [blending.member_settings(recipe, spec, [f"data={tiny_raw}"]) for spec in recipe.members]
         assert all(s["tune"]["resources_per_trial"] == resources for s in settings)
-    gsasrec = settings[-1]  # the quick one: its yaml's quick: block, then the recipe's change
-    assert (gsasrec["loss_type"], gsasrec["MAX_ITEM_LIST_LENGTH"], gsasrec["epochs"]) == ("gBCE", 50, 20)
+    gsasrec = settings[-1]  # the quick one: its yaml's quick: block, then the recipe's changes
+    assert (gsasrec["loss_type"], gsasrec["MAX_ITEM_LIST_LENGTH"]) == ("gBCE", 50)
+    assert (gsasrec["valid_metric"], gsasrec["epochs"], gsasrec["stopping_step"]) == ("recall@10 last", 40, 10)
 
 
 # ---------------------------------------------------------------------------

@@ -49,6 +49,7 @@ def tiny_settings(model, tiny_raw, data_dir, output, extra=()):
         "holdout.min_train=8",
         "holdout.random=3",
         "train_batch_size=256",
+        "min_epoch_steps=1",  # the tiny models' epochs: one pass (test_an_epoch_of_a_small_data_set... sets its own)
     ]
     return load_settings(model, overrides=common + list(TINY_MODELS.get(model, [])) + list(extra))
 
