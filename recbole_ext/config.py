@@ -25,6 +25,7 @@ from recbole.utils.argument_list import dataset_arguments, evaluation_arguments,
 import yaml
 from atomic_data import BASE_YAML, HoldoutRule
 from recbole_ext import ConfigError, registry
+from recbole_ext.item_file import data_item_fields
 
 YAML_DIR = BASE_YAML.parent
 RECBOLE_PROPERTIES = registry.RECBOLE_PROPERTIES.parent
@@ -36,6 +37,7 @@ MOVIEREC_KEYS = {
     "data_dir",
     "dataset",
     "holdout",
+    "filter",
     "output_dir",
     "device",
     "top_n",
@@ -46,7 +48,8 @@ MOVIEREC_KEYS = {
     "tune",
     "pretrained_path",
 }
-SECTIONS = {"holdout", "quick", "tune"}  # set entry by entry by each layer
+SECTIONS = {"holdout", "filter", "quick", "tune"}  # set entry by entry by each layer
+FILTERS = {"future_items"}  # the entries of filter: (recbole_ext/future.py)
 HOLDOUT_METRICS = ("recall@10", "ndcg@10")
 # RecBole settings that movierec sets itself
 MANAGED = {
@@ -149,7 +152,11 @@ class Settings:
     def with_values(self, **changes):
         values = copy.deepcopy(self.values)
         values.update(changes)
-        return Settings(self.model, values, dict(self.sources))
+        # a section replaced whole: its entries' sources (holdout.seed...) no longer apply
+        sources = {
+            key: source for key, source in self.sources.items() if key.split(".")[0] not in changes or "." not in key
+        }
+        return Settings(self.model, values, sources)
 
 
 def load_settings(model=None, config_file=None, overrides=(), quick=False):
@@ -263,6 +270,7 @@ def check_settings(settings):
         HoldoutRule.from_dict(values["holdout"], where=f"{where('holdout')}: holdout")
     except ValueError as error:
         raise ConfigError(str(error)) from None
+    _check_filter(values, sources)
     checks = {
         "device": (lambda v: v in ("auto", "cpu", "cuda"), "auto, cpu or cuda"),
         "valid_metric": (lambda v: str(v).lower() in HOLDOUT_METRICS, " or ".join(HOLDOUT_METRICS)),
@@ -363,3 +371,22 @@ def _check_selected_features(model, values, where):
                     f"name fields of the .item file (genre, year, title...) and load them, "
                     f"e.g. load_col: {{inter: [user_id, item_id, timestamp], item: [item_id, genre]}}"
                 )
+
+
+def _check_filter(values, sources):
+    """filter: {future_items: N}: N an integer >= 0 or ~ (off), on data whose films have years."""
+    section, where = values["filter"], sources.get("filter", "settings")
+    if not isinstance(section, dict):
+        raise ConfigError(f"{where}: filter: expected {{future_items: N}}, got {section!r}")
+    for key in section:
+        if key not in FILTERS:
+            source = sources.get(f"filter.{key}", where)
+            raise ConfigError(f"{source}: filter: unknown entry {key!r}{did_you_mean(key, FILTERS)}")
+    years, where = section.get("future_items"), sources.get("filter.future_items", where)
+    if years is None:
+        return
+    if not is_int(years) or years < 0:
+        raise ConfigError(f"{where}: filter.future_items must be an integer >= 0 or ~ (off), got {years!r}")
+    fields, data = data_item_fields(values.get("data"))
+    if "year" not in fields:
+        raise ConfigError(f"{where}: filter.future_items needs the films' years: {data} has no years.tsv or titles.tsv")
