@@ -13,7 +13,6 @@ import pandas as pd
 from atomic_data.raw import RATINGS_FILE
 from recbole_ext.files import staged
 
-
 SIDE_FILES = ("titles.tsv", "years.tsv", "genres.tsv")  # what write_ml100k_raw writes besides the ratings
 
 

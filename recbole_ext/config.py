@@ -270,7 +270,6 @@ def check_settings(settings):
         HoldoutRule.from_dict(values["holdout"], where=f"{where('holdout')}: holdout")
     except ValueError as error:
         raise ConfigError(str(error)) from None
-    _check_filter(values, sources)
     checks = {
         "device": (lambda v: v in ("auto", "cpu", "cuda"), "auto, cpu or cuda"),
         "valid_metric": (lambda v: str(v).lower() in HOLDOUT_METRICS, " or ".join(HOLDOUT_METRICS)),
@@ -292,6 +291,7 @@ def check_settings(settings):
             raise ConfigError(f"{where(key)}: {key} {values[key]!r}: {blocking} is a file, expected a folder")
     if values.get("pretrained_path") is not None and not Path(values["pretrained_path"]).is_file():
         raise ConfigError(f"{where('pretrained_path')}: pretrained checkpoint {values['pretrained_path']!r} not found")
+    _check_filter(values, sources)  # after data: the films' years come from its side files
     check_values(settings.model, settings.recbole_values(), where)
     _check_selected_features(settings.model, values, where)
     for key, only in registry.ONLY_VALUES.get(settings.model, {}).items():
