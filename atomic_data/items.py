@@ -16,8 +16,23 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+# every field the .item file can hold, and the side files it is built from (any one of them suffices)
+ITEM_FIELDS = {
+    "title": ("titles.tsv",),
+    "year": ("years.tsv", "titles.tsv"),
+    "genre": ("genres.tsv",),
+    "director": ("directors.tsv",),
+    "directors": ("directors.tsv",),
+    "writer": ("writers.tsv",),
+    "writers": ("writers.tsv",),
+}
 TITLE_YEAR = re.compile(r"\((\d{4})(?:-\d{4})?-?\)\s*$")
 WORD = re.compile(r"\w+")
+
+
+def item_fields(side_files):
+    """The fields of the .item file prepared from a folder with these side files, in ITEM_FIELDS' order."""
+    return [field for field, sources in ITEM_FIELDS.items() if set(sources) & set(side_files)]
 
 
 def year_from_title(title):

@@ -13,6 +13,8 @@ import pandas as pd
 from atomic_data.raw import RATINGS_FILE
 from recbole_ext.files import staged
 
+SIDE_FILES = ("titles.tsv", "years.tsv", "genres.tsv")  # what write_ml100k_raw writes besides the ratings
+
 
 def ml100k_source():
     import importlib.util
@@ -47,9 +49,10 @@ def write_ml100k_raw(raw_dir):
 
     with staged(raw_dir) as staging:
         ratings.to_csv(staging / RATINGS_FILE, index=False)
-        _tsv(staging / "titles.tsv", "title", ids, titles)
-        _tsv(staging / "years.tsv", "year", ids[has_year], year[has_year])
-        _tsv(staging / "genres.tsv", "genre", ids[genres.index], genres)
+        titles_tsv, years_tsv, genres_tsv = SIDE_FILES
+        _tsv(staging / titles_tsv, "title", ids, titles)
+        _tsv(staging / years_tsv, "year", ids[has_year], year[has_year])
+        _tsv(staging / genres_tsv, "genre", ids[genres.index], genres)
     return raw_dir
 
 

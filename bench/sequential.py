@@ -1,6 +1,7 @@
 """Whole-sequence training against RecBole's prefix training: SASRec and BERT4Rec.
 
-    python bench/sequential.py [--parts 1 2 3] [--budget 1200] [--batches 20]
+    python bench/sequential.py [--parts 1 2 3 4] [--budget 1200] [--batches 20] [--data RAW_DIR]
+                               [--attributes genre "genre year"]
 
 Every model gets the same encoder (MAX_ITEM_LIST_LENGTH 50, hidden 64, inner
 256, 2 layers, 2 heads; the dropouts of RecBole's defaults) and learning
@@ -24,6 +25,14 @@ Each measurement runs in its own process.
    hidden 32, L 50): seconds per epoch (every window), timed on --batches
    batches and extrapolated to the epoch's batches (a full RecBole epoch
    takes hours on this CPU), and the peak memory; also SASRec with gBCE.
+4. Item attributes (item_attributes), on --data (default the embedded
+   MovieLens-100K): SASRec and BERT4Rec with their yaml's quick: block (L 50,
+   hidden 64, one random window per user and epoch), without attributes and
+   with each --attributes set: seconds of one training epoch (its own
+   process, as part 1) and the early-stopped holdout Recall@10 of run.py's
+   pipeline (validation only) with its interval, parts, the paired
+   difference with the run without attributes, and the training seconds.
+   Not part of the default run (--parts 4).
 
 Goals: >= 10x less time per epoch, >= 5x less time to reach RecBole's best
 Recall@10, best Recall@10 no lower than RecBole's (within 0.002), peak
@@ -40,7 +49,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import BENCH_DATA, competition_scale_raw, measured, memory_mb, table
+from bench.common import BENCH_DATA, HOLDOUT_HEADER, competition_scale_raw, holdout_columns, measured, memory_mb, table
 
 DATA_DIR = BENCH_DATA / "sequential"
 ENCODER = [
@@ -81,7 +90,9 @@ def child(model_name, task, overrides, budget, batches):
     scale = task == "scale"
     data = [f"data={competition_scale_raw()}"] if scale else []
     settings = load_settings(
-        model_name, overrides=[*data, f"data_dir={DATA_DIR}", "state=WARNING", "show_progress=false", *overrides]
+        model_name,
+        overrides=[*data, f"data_dir={DATA_DIR}", "state=WARNING", "show_progress=false", *overrides],
+        quick=task == "quick-epoch",
     )
     prepared = prepare_data(settings)
     checkpoints = tempfile.mkdtemp(prefix="sequential-bench-")
@@ -97,7 +108,7 @@ def child(model_name, task, overrides, budget, batches):
     Path("/proc/self/clear_refs").write_text("5")  # peak resident size := current
     result = {"batches": len(loader), "batch_size": config["train_batch_size"], "before_mb": before}
 
-    if task in ("epoch", "scale"):
+    if task in ("epoch", "quick-epoch", "scale"):
         limit = batches if scale else None
         started = time.perf_counter()
         trainer._train_epoch(_first(loader, limit), 0)
@@ -252,9 +263,53 @@ def part3(batches):
     print(table(ratios, ("", "time per epoch (goal >= 10x)", "peak ours/RecBole (goal <= 1)")))
 
 
+def part4(raw, attribute_sets):
+    import pandas as pd
+
+    from recbole_ext.config import load_settings
+    from recbole_ext.metrics import RECALL, paired_differences
+    from recbole_ext.pipeline import run
+    from recbole_ext.run_folder import read_holdout_users
+
+    name = str(raw) if raw else "embedded MovieLens-100K"
+    print(f"\n4. item attributes, {name}, each model's quick: block (L 50, hidden 64, one random window per user)")
+    data = [f"data={raw}"] if raw else []
+    for model in ("SASRec", "BERT4Rec"):
+        variants = {"none": []} | {f"[{', '.join(fields)}]": fields for fields in attribute_sets}
+        rows, per_user = [], {}
+        with tempfile.TemporaryDirectory(prefix="attributes-bench-", dir=BENCH_DATA) as out:
+            for label, fields in variants.items():
+                setting = f"item_attributes=[{', '.join(fields)}]"
+                epoch = measure(model, "quick-epoch", [*data, setting])
+                overrides = [*data, f"data_dir={DATA_DIR}", f"output_dir={out}/{len(rows)}", setting]
+                started = time.perf_counter()
+                summary = run(
+                    load_settings(model, overrides=[*overrides, "state=WARNING", "show_progress=false"], quick=True),
+                    validate_only=True,
+                )
+                seconds = time.perf_counter() - started
+                per_user[label] = read_holdout_users(summary["output_dir"])[RECALL]
+                rows.append([label, f"{epoch['seconds']:.1f}", *holdout_columns(summary)[:4], summary["best_epoch"]])
+                rows[-1] += [summary["epochs_run"], f"{seconds:.0f}"]
+        differences = paired_differences(pd.DataFrame(per_user), "none")
+        for row in rows:
+            difference = differences.get(row[0])
+            row.insert(6, "" if difference is None else "{:+.4f} ({:+.4f} to {:+.4f})".format(*difference))
+        header = ("attributes", "epoch s", *HOLDOUT_HEADER[:4], "- none (95% interval)", "best epoch", "epochs")
+        print(f"{model}:")
+        print(table(rows, (*header, "run s")))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--parts", nargs="*", type=int, default=[1, 2, 3])
+    parser.add_argument("--data", type=Path, help="part 4: a raw folder (default: the embedded MovieLens-100K)")
+    parser.add_argument(
+        "--attributes",
+        nargs="*",
+        default=["genre", "genre year"],
+        help='part 4: attribute sets, each one argument of space-separated fields (default: genre "genre year")',
+    )
     parser.add_argument("--budget", type=float, default=1200, help="part 2: seconds per model (default 1200)")
     parser.add_argument("--batches", type=int, default=20, help="part 3: batches timed per model (default 20)")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
@@ -268,7 +323,12 @@ def main():
         f"{torch.get_num_threads()}"
     )
     for part in args.parts:
-        {1: part1, 2: lambda: part2(args.budget), 3: lambda: part3(args.batches)}[part]()
+        {
+            1: part1,
+            2: lambda: part2(args.budget),
+            3: lambda: part3(args.batches),
+            4: lambda: part4(args.data, [fields.split() for fields in args.attributes]),
+        }[part]()
     print(f"\nload average after: {os.getloadavg()[0]:.2f}")
 
 

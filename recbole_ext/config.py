@@ -27,6 +27,7 @@ import yaml
 from atomic_data import BASE_YAML, HoldoutRule
 from atomic_data.holdout import PART_NAMES
 from recbole_ext import ConfigError, registry, tracking
+from recbole_ext.item_file import data_item_fields
 
 YAML_DIR = BASE_YAML.parent
 RECBOLE_PROPERTIES = registry.RECBOLE_PROPERTIES.parent
@@ -38,6 +39,7 @@ MOVIEREC_KEYS = {
     "data_dir",
     "dataset",
     "holdout",
+    "filter",
     "output_dir",
     "device",
     "top_n",
@@ -50,11 +52,12 @@ MOVIEREC_KEYS = {
     "min_epoch_steps",
     "tracking",
 }
-SECTIONS = {"holdout", "quick", "tune", "tracking"}  # set entry by entry by each layer
+SECTIONS = {"holdout", "filter", "quick", "tune", "tracking"}  # set entry by entry by each layer
 ALL_USERS_METRICS = ("recall@10", "ndcg@10")
 # over the users of one holdout part too: a sequential model's job is the latest items (`recall@10 last`)
 HOLDOUT_METRICS = (*ALL_USERS_METRICS, *(f"{m} {part}" for part in PART_NAMES.values() for m in ALL_USERS_METRICS))
 METRICS_TEXT = f"{' or '.join(ALL_USERS_METRICS)}, or either over one holdout part ({', '.join(HOLDOUT_METRICS[2:])})"
+FILTERS = {"future_items"}  # the entries of filter: (recbole_ext/future.py)
 # RecBole settings that movierec sets itself
 MANAGED = {
     "data_path": "set `data` (raw folder) and `data_dir` instead",
@@ -159,7 +162,11 @@ class Settings:
     def with_values(self, **changes):
         values = copy.deepcopy(self.values)
         values.update(changes)
-        return Settings(self.model, values, dict(self.sources))
+        # a section replaced whole: its entries' sources (holdout.seed...) no longer apply
+        sources = {
+            key: source for key, source in self.sources.items() if key.split(".")[0] not in changes or "." not in key
+        }
+        return Settings(self.model, values, sources)
 
 
 def load_settings(model=None, config_file=None, overrides=(), quick=False):
@@ -303,6 +310,7 @@ def check_settings(settings):
     if values.get("pretrained_path") is not None and not Path(values["pretrained_path"]).is_file():
         raise ConfigError(f"{where('pretrained_path')}: pretrained checkpoint {values['pretrained_path']!r} not found")
     _check_tracking(values["tracking"], where)
+    _check_filter(values, sources)  # after data: the films' years come from its side files
     check_values(settings.model, settings.recbole_values(), where)
     _check_selected_features(settings.model, values, where)
     for key, only in registry.ONLY_VALUES.get(settings.model, {}).items():
@@ -415,3 +423,22 @@ def _check_selected_features(model, values, where):
                     f"name fields of the .item file (genre, year, title...) and load them, "
                     f"e.g. load_col: {{inter: [user_id, item_id, timestamp], item: [item_id, genre]}}"
                 )
+
+
+def _check_filter(values, sources):
+    """filter: {future_items: N}: N an integer >= 0 or ~ (off), on data whose films have years."""
+    section, where = values["filter"], sources.get("filter", "settings")
+    if not isinstance(section, dict):
+        raise ConfigError(f"{where}: filter: expected {{future_items: N}}, got {section!r}")
+    for key in section:
+        if key not in FILTERS:
+            source = sources.get(f"filter.{key}", where)
+            raise ConfigError(f"{source}: filter: unknown entry {key!r}{did_you_mean(key, FILTERS)}")
+    years, where = section.get("future_items"), sources.get("filter.future_items", where)
+    if years is None:
+        return
+    if not is_int(years) or years < 0:
+        raise ConfigError(f"{where}: filter.future_items must be an integer >= 0 or ~ (off), got {years!r}")
+    fields, data = data_item_fields(values.get("data"))
+    if "year" not in fields:
+        raise ConfigError(f"{where}: filter.future_items needs the films' years: {data} has no years.tsv or titles.tsv")

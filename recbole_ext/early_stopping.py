@@ -25,11 +25,12 @@ class HoldoutScorer:
 
     on_result(result, best_users) is called after every evaluation: its mean
     scores, and the per-user scores (part_scores) of the best evaluation so far.
+    future: the run's future-film filter (a FutureItems), or None.
     """
 
-    def __init__(self, dataset, history, holdout, batch_users, on_result=None, metric="recall@10"):
+    def __init__(self, dataset, history, holdout, batch_users, on_result=None, metric="recall@10", future=None):
         self.dataset, self.history, self.holdout = dataset, history, holdout
-        self.batch_users = batch_users
+        self.batch_users, self.future = batch_users, future
         self.users = torch.from_numpy(token_ids(dataset, dataset.uid_field, holdout["user"].unique()))
         if (self.users == 0).any():
             raise ValueError("holdout users missing from the training data: prepared data is inconsistent")
@@ -39,7 +40,9 @@ class HoldoutScorer:
         self.best_users = None  # its per-user scores
 
     def __call__(self, model):
-        recommended = top_k(model, self.dataset, self.history, K, self.batch_users, users=self.users)
+        recommended = top_k(
+            model, self.dataset, self.history, K, self.batch_users, users=self.users, future=self.future
+        )
         users = part_scores(recommended, self.holdout)
         result = evaluation_scores(users)
         # RecBole's rule (the checkpoint it keeps): ties move the best to the later evaluation

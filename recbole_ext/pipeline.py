@@ -28,6 +28,7 @@ from recbole_ext.config import ConfigError, Settings
 from recbole_ext.data import History, RepeatedPasses, load_dataset, train_loader
 from recbole_ext.early_stopping import HoldoutScorer, holdout_trainer
 from recbole_ext.files import json_text
+from recbole_ext.future import future_filter
 from recbole_ext.metrics import K, describe_holdout, holdout_detail, mean_scores, part_scores
 from recbole_ext.predict import top_k
 from recbole_ext.pretrain import downstream_models, downstream_settings, load_pretrained, pretrain
@@ -58,6 +59,7 @@ class Fit:
     best_epoch: int | None = None
     valid_results: list = field(default_factory=list)  # [{"epoch": e, "recall@10": ...}]
     best_users: pd.DataFrame | None = None  # the best epoch's per-user holdout scores
+    future: object = None  # the future-film filter on this fit's items (FutureItems), or None
 
 
 def prepare_data(settings):
@@ -149,6 +151,7 @@ def _run(resolved, out, on_result, validate_only, tracker):
                 settings["top_n"],
                 settings["predict_batch_users"],
                 show_progress=settings["show_progress"],
+                future=valid.future,
             )
             valid_top[["user", "item", "score"]].to_csv(out / VALID_TOP, index=False)
         users = part_scores(valid_top, holdout)
@@ -204,6 +207,7 @@ def fit(
         dataset = load_dataset(config)
         history = History.from_file(dataset, prepared.inter_path(dataset_name))
         train_data = RepeatedPasses(train_loader(config, dataset, history), settings["min_epoch_steps"])
+        future = future_filter(settings, dataset)
     with timer.step(f"{stage}_train"):
         init_seed(config["seed"], config["reproducibility"])
         model = resolved.model_class(config, dataset).to(config["device"])
@@ -214,7 +218,7 @@ def fit(
         scorer = None
         if holdout is not None:
             scorer = HoldoutScorer(
-                dataset, history, holdout, settings["predict_batch_users"], on_result, config["valid_metric"]
+                dataset, history, holdout, settings["predict_batch_users"], on_result, config["valid_metric"], future
             )
         eval_epochs = []
 
@@ -231,7 +235,8 @@ def fit(
             show_progress=config["show_progress"],
             callback_fn=evaluated,
         )
-    result = Fit(config, dataset, history, model, epochs_run=len(trainer.train_loss_dict) or 1, pretrained=pretrained)
+    epochs_run = len(trainer.train_loss_dict) or 1
+    result = Fit(config, dataset, history, model, epochs_run, pretrained=pretrained, future=future)
     if scorer is not None and scorer.results:
         result.valid_results = [{"epoch": epoch, **scores} for epoch, scores in zip(eval_epochs, scorer.results)]
         result.best_epoch, result.best_users = eval_epochs[scorer.best], scorer.best_users
@@ -268,6 +273,7 @@ def _final_fit(resolved, prepared, valid, out, timer):
             settings["top_n"],
             settings["predict_batch_users"],
             show_progress=settings["show_progress"],
+            future=final_fit.future,
         )
     with timer.step("write"):
         write_full_lists(out, full_top, full_inter)
@@ -314,6 +320,7 @@ def predict_only(checkpoint_path, output_dir=None, device=None):
         model.load_other_parameter(checkpoint.get("other_parameter"))
         full_inter = prepared.inter_path(prepared.name)
         history = History.from_file(dataset, full_inter)
-        full_top = top_k(model, dataset, history, settings["top_n"], settings["predict_batch_users"])
+        future = future_filter(settings, dataset)
+        full_top = top_k(model, dataset, history, settings["top_n"], settings["predict_batch_users"], future=future)
         write_full_lists(staging, full_top, full_inter)
     return final

@@ -29,12 +29,23 @@ class ModelScoresNaN(RuntimeError):
 
 
 @torch.no_grad()
-def top_k(model, dataset, history, k, batch_users=1024, users=None, show_progress=False, memory_budget=MEMORY_BUDGET):
+def top_k(
+    model,
+    dataset,
+    history,
+    k,
+    batch_users=1024,
+    users=None,
+    show_progress=False,
+    memory_budget=MEMORY_BUDGET,
+    future=None,
+):
     """Top-k unseen items per user as a frame (user, item, score, rank), original ids; fewer for a user with
     fewer unseen items.
 
     users: internal user ids (default: every user with a history).
     memory_budget: bytes a chunk of pair scoring may allocate (models without full_sort_predict).
+    future: a FutureItems (filter.future_items), whose items go after the others in each list.
     """
     model.eval()
     device = model.device
@@ -51,7 +62,11 @@ def top_k(model, dataset, history, k, batch_users=1024, users=None, show_progres
         scores[:, 0] = -torch.inf  # [PAD]
         row, item = history.seen(batch)
         scores[row.to(device), item.to(device)] = -torch.inf
-        values, items = torch.topk(scores, min(k, n_items - 1), dim=1)
+        width = min(k, n_items - 1)
+        if future is None:
+            values, items = torch.topk(scores, width, dim=1)
+        else:
+            values, items = future.top_k(scores, history, batch, width)
         item_lists.append(items.cpu())
         score_lists.append(values.cpu())
     items, scores = torch.cat(item_lists).numpy(), torch.cat(score_lists).numpy()

@@ -29,6 +29,7 @@ from recbole.utils import utils as recbole_utils  # noqa: E402
 
 CUSTOM_MODELS = {  # model name: module that defines it
     "EASE": "recbole_ext.models.ease",
+    "UserEASE": "recbole_ext.models.user_ease",
     "S3Rec": "recbole_ext.models.s3rec",
     "SASRec": "recbole_ext.models.sasrec",
     "BERT4Rec": "recbole_ext.models.bert4rec",

@@ -16,6 +16,7 @@ from torch.utils._pytree import tree_flatten
 from recbole_ext import registry
 from recbole_ext.config import load_settings
 from recbole_ext.data import History, load_dataset
+from recbole_ext.future import FutureItems
 from recbole_ext.models.losses import LOSS_TYPES, sequence_loss
 from recbole_ext.predict import top_k
 from recbole_ext.recbole_config import recbole_config
@@ -69,6 +70,8 @@ def test_losses_create_their_tensors_on_the_inputs_device(loss_type):
         ("SASRec", ["loss_type=gBCE", "neg_samples=5"]),
         ("SASRec", ["loss_type=BPR"]),
         ("BERT4Rec", []),
+        ("SASRec", ["item_attributes=[genre, year]"]),
+        ("BERT4Rec", ["item_attributes=[genre]"]),
     ],
 )
 def test_window_models_train_and_score_on_the_inputs_device(tiny_prepared, tmp_path, model, overrides):
@@ -82,13 +85,16 @@ def test_window_models_train_and_score_on_the_inputs_device(tiny_prepared, tmp_p
     assert operations_off_device(lambda: top_k(network, dataset, history, 10)) == []
 
 
-def test_ease_fits_and_scores_on_its_device(tiny_prepared, tmp_path):
+@pytest.mark.parametrize("model", ["EASE", "UserEASE"])
+def test_ease_fits_and_scores_on_its_device(tiny_prepared, tmp_path, model):
     config = recbole_config(
-        load_settings("EASE", overrides=["state=ERROR"]), tiny_prepared.data_path, tiny_prepared.valid_name, tmp_path
+        load_settings(model, overrides=["state=ERROR"]), tiny_prepared.data_path, tiny_prepared.valid_name, tmp_path
     )
     dataset = load_dataset(config)
-    network = registry.get_model("EASE")(config, dataset)
+    network = registry.get_model(model)(config, dataset)
     history = History.from_file(dataset, tiny_prepared.inter_path(tiny_prepared.valid_name))
 
     assert operations_off_device(network.fit) == []
     assert operations_off_device(lambda: top_k(network, dataset, history, 10)) == []
+    future = FutureItems(dataset, 0)
+    assert operations_off_device(lambda: top_k(network, dataset, history, 10, future=future)) == []

@@ -15,6 +15,7 @@ from recbole_ext.config import ConfigError, load_settings
 from recbole_ext.data import load_dataset
 from recbole_ext.models import ease
 from recbole_ext.pipeline import predict_only, run
+from recbole_ext.predict import peak_memory
 from recbole_ext.recbole_config import recbole_config
 from run import main as run_cli
 
@@ -73,6 +74,13 @@ def test_B_equals_the_float64_reference_with_a_zero_diagonal(tiny_prepared, tmp_
     assert model.B.dtype == getattr(torch, dtype)
     assert np.abs(model.B.numpy() - expected).max() < tolerance
     assert (model.B.diagonal() == 0).all()
+
+
+def test_the_closed_form_holds_no_second_matrix(tiny_prepared, tmp_path):
+    model, _ = ease_model(tiny_prepared, tmp_path)
+    out = torch.empty_like(model.B)
+    _, peak = peak_memory(lambda: ease.closed_form(model.interactions, REG, out))
+    assert peak < out.numel() * out.element_size() / 10  # torch's factorization of G itself copies it whole
 
 
 def test_construction_leaves_the_closed_form_to_the_trainer(tiny_prepared, tmp_path):

@@ -90,6 +90,10 @@ def settings_with(tmp_path, tiny_raw, tune, model="EASE", **values):
             "'user_inter_num_interval' cannot be searched: it is managed by movierec: RecBole's filters would drop",
         ),
         ({"search_space": {"holdout.seed": {"choice": [1, 2]}}}, "dotted keys cannot be searched"),
+        (
+            {"search_space": {"filter": {"grid": [{"future_items": 2}, {"future_items": -1}]}}},
+            "tune.search_space.filter: filter.future_items must be an integer >= 0 or ~ (off), got -1",
+        ),
         ({"search_space": {"reg_weight": [1, 2]}}, "tune.search_space.reg_weight: expected {distribution: arguments}"),
         ({"search_space": {"reg_weight": {"grid": [1, 2]}}, "search": "optuna"}, "grid needs search: random"),
         (
@@ -211,9 +215,12 @@ def test_device_cuda_without_a_gpu_is_refused_before_ray_starts(tmp_path, tiny_r
 
 
 def test_every_shipped_tune_section_is_valid(tiny_raw):
-    for model in ("EASE", "MultiVAE", "SASRec", "S3Rec"):
+    for model in ("EASE", "UserEASE", "MultiVAE", "SASRec", "S3Rec"):
         spec = parse_tune(load_settings(model, overrides=[f"data={tiny_raw}"]))
         assert spec.search_space, model
+    for config, searched in (("ease-future.yaml", "filter"), ("sasrec-attributes.yaml", "item_attributes")):
+        spec = parse_tune(load_settings(config_file=ROOT / "yaml" / config, overrides=[f"data={tiny_raw}"]))
+        assert list(spec.search_space) == [searched]
 
 
 # ---------------------------------------------------------------------------
@@ -250,6 +257,22 @@ def test_each_trial_trains_with_its_sampled_value_and_best_yaml_reruns(ray_runti
     retrained = json.loads((output / "best" / "summary.json").read_text())
     assert retrained["holdout"] == rerun["holdout"] and retrained["refit_epochs"] == 1
     assert pd.read_csv(output / "best" / "submission.csv").equals(pd.read_csv(tmp_path / "rerun" / "submission.csv"))
+
+
+def test_a_search_over_the_future_filter_gives_each_trial_its_filter(ray_runtime, tmp_path, tiny_raw, data_dir):
+    grid = [{"future_items": None}, {"future_items": 0}]
+    search = {"search_space": {"filter": {"grid": grid}}, "max_concurrent_trials": 1}
+    config = write_yaml(tmp_path / "ease.yaml", {"model": "EASE", **TINY, "tune": search})
+    output = tmp_path / "search"
+    assert tune_cli(cli_args(config, tiny_raw, data_dir, output)) == 0
+    trials = read_trials(output)
+    assert (trials["state"] == "COMPLETED").all()
+    filters = [
+        json.loads((Path(folder) / "summary.json").read_text())["config"]["filter"] for folder in trials["output"]
+    ]
+    assert sorted(filters, key=str) == sorted(grid, key=str)
+    assert trials["recall@10"].nunique() == 2  # the synthetic times ignore release years: the filter costs here
+    assert yaml.safe_load((output / "best.yaml").read_text())["filter"] in grid
 
 
 def check_honest_estimate(trials, best_text, seed):

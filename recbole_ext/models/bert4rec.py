@@ -42,6 +42,14 @@ class BERT4Rec(WindowTrained, RecBoleBERT4Rec):
         super().__init__(config, dataset)
         self.ft_ratio = config["ft_ratio"]
 
+    def forward(self, item_seq):
+        """RecBole's encoder pass (B, L, H), its input from embed_items (the item attributes added)."""
+        positions = torch.arange(item_seq.size(1), device=item_seq.device)
+        embedded = self.dropout(self.LayerNorm(self.embed_items(item_seq) + self.position_embedding(positions)))
+        mask = self.get_attention_mask(item_seq, bidirectional=True)
+        hidden = self.trm_encoder(embedded, mask, output_all_encoded_layers=True)[-1]
+        return self.output_ln(self.output_gelu(self.output_ffn(hidden)))
+
     def training_mask(self, item_seq, item_seq_len):
         """The positions to mask in a batch of windows (B, L) bool."""
         positions = torch.arange(item_seq.size(1), device=item_seq.device).unsqueeze(0)

@@ -61,17 +61,7 @@ class EASE(GeneralRecommender):
     def fit(self):
         """The closed form, on the model's device, in the storage of B: one items x items matrix."""
         rows = sp.vstack([self.interactions, *self.pseudo_users], format="csr").astype(self.dtype)
-        G = gram(rows, out=self.B)
-        G.diagonal().add_(self.reg_weight)
-        try:
-            P = torch.cholesky_inverse(torch.linalg.cholesky(G, out=G), out=G)
-        except torch.linalg.LinAlgError:
-            raise ConfigError(
-                f"reg_weight: G = X^T X + {self.reg_weight} I is not positive definite in {self.dtype}; "
-                "raise reg_weight or use dtype: float64"
-            ) from None
-        P /= -P.diagonal().clone()  # column j divided by -P_jj
-        P.fill_diagonal_(0.0)  # P is B now
+        closed_form(rows, self.reg_weight, self.B)
 
     def full_sort_predict(self, interaction):
         users = interaction[self.USER_ID].cpu().numpy()
@@ -96,7 +86,8 @@ class EASETrainer(Trainer):
         self.model.fit()
         self.train_loss_dict[0] = 0.0  # a closed form has no training loss
         if verbose:
-            self.logger.info(f"EASE closed form ({self.model.dtype}) in {time.perf_counter() - started:.2f}s")
+            seconds = time.perf_counter() - started
+            self.logger.info(f"{type(self.model).__name__} closed form ({self.model.dtype}) in {seconds:.2f}s")
         if valid_data is not None:
             self.best_valid_score, self.best_valid_result = self._valid_epoch(valid_data, show_progress)
         if saved:
@@ -104,6 +95,27 @@ class EASETrainer(Trainer):
         if valid_data is not None and callback_fn:
             callback_fn(0, self.best_valid_score)
         return self.best_valid_score, self.best_valid_result
+
+
+def closed_form(rows, reg_weight, out, setting="reg_weight"):
+    """EASE's B for the CSR rows (m x n), with lambda = reg_weight, in the storage of out (n x n, the dtype
+    and device to compute in); returns out. setting: the name of lambda, for the error message."""
+    G = gram(rows, out=out)
+    G.diagonal().add_(reg_weight)
+    # G is symmetric: its transpose is the column-major matrix LAPACK works on, so the factor and the
+    # inverse are computed in its storage (given G itself, torch works on a column-major copy: twice the memory)
+    T = G.mT
+    try:
+        torch.linalg.cholesky(T, upper=True, out=T)  # U with U^T U = G; the lower triangle of G is L
+        P = torch.cholesky_inverse(T, upper=True, out=T).mT  # the whole of G^-1, symmetric
+    except torch.linalg.LinAlgError:
+        raise ConfigError(
+            f"{setting}: G = X^T X + {reg_weight} I is not positive definite in {str(out.dtype)[6:]}; "
+            f"raise {setting} or use dtype: float64"
+        ) from None
+    P /= -P.diagonal().clone()  # column j divided by -P_jj
+    P.fill_diagonal_(0.0)  # P is B now
+    return out
 
 
 def binary(matrix):
@@ -165,6 +177,14 @@ def gram(rows, out):
     else:
         dense_gram(rows, out)
     return out
+
+
+def gram_workspace(n, device, itemsize):
+    """Bytes gram() holds beside its n x n output: on the CPU each thread's block of rows, dense and as the
+    sparse product (values and int32 indices); on a GPU one block of rows of X, densified."""
+    if device.type == "cpu":
+        return torch.get_num_threads() * -(-n // CPU_GRAM_BLOCKS) * n * (2 * itemsize + 4)
+    return GPU_GRAM_BLOCK * n * itemsize
 
 
 def sparse_gram(rows, out):

@@ -22,6 +22,7 @@ from recbole.model.sequential_recommender.sasrec import SASRec as RecBoleSASRec
 from recbole.utils import InputType
 
 from recbole_ext.config import ConfigError, is_number
+from recbole_ext.models.attributes import ItemAttributes, check_item_attributes
 from recbole_ext.models.losses import LOSS_TYPES, sequence_loss
 from recbole_ext.models.window_trainer import WindowTrainer, amp_problem
 from recbole_ext.registry import recbole_properties
@@ -34,6 +35,7 @@ WINDOW_SETTINGS = {
     "train_windows": "random",  # random: one window per user and epoch (measured better) | all: every window
     "train_neg_sample_args": None,  # negatives are drawn in the loss, not by RecBole's dataloader
     "amp": "off",  # off | fp16 (CUDA) | bf16: mixed precision of training (recbole_ext/models/window_trainer.py)
+    "item_attributes": [],  # .item fields embedded and added to each input item: [genre, year, ...] (attributes.py)
 }
 PROPERTIES = {**recbole_properties("SASRec"), **WINDOW_SETTINGS}
 
@@ -53,6 +55,7 @@ def check_settings(values, where):
     for key in ("enable_amp", "enable_scaler"):
         if values.get(key):
             raise ConfigError(f"{where(key)}: {key}: movierec's window-trained models take amp: fp16 | bf16 instead")
+    check_item_attributes(values, where)
 
 
 class WindowTrained:
@@ -69,6 +72,17 @@ class WindowTrained:
             config["loss_type"] = loss_type
         self.loss_type = loss_type
         self.neg_samples, self.gbce_t = config["neg_samples"], config["gbce_t"]
+        fields = config["item_attributes"]  # None in the config of a model saved before the setting existed
+        self.attribute_embedding = (
+            ItemAttributes(dataset, fields, len(self.item_embedding.weight), self.hidden_size, self.initializer_range)
+            if fields
+            else None
+        )
+
+    def embed_items(self, item_seq):
+        """The input embedding of items: the item's own, plus its attributes' (item_attributes)."""
+        embedded = self.item_embedding(item_seq)
+        return embedded if self.attribute_embedding is None else embedded + self.attribute_embedding(item_seq)
 
 
 SASRecTrainer = WindowTrainer
@@ -80,7 +94,7 @@ class SASRec(WindowTrained, RecBoleSASRec):
     def encode(self, item_seq):
         """The encoder output at every position (B, L, H); position t sees the items up to t only."""
         positions = torch.arange(item_seq.size(1), device=item_seq.device)
-        embedded = self.dropout(self.LayerNorm(self.item_embedding(item_seq) + self.position_embedding(positions)))
+        embedded = self.dropout(self.LayerNorm(self.embed_items(item_seq) + self.position_embedding(positions)))
         mask = self.get_attention_mask(item_seq)  # causal, and blind to padding
         return self.trm_encoder(embedded, mask, output_all_encoded_layers=True)[-1]
 

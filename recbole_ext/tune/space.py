@@ -59,6 +59,8 @@ SCHEDULERS = {
 # search algorithm: the package it needs
 SEARCHES = {"random": None, "optuna": "optuna", "hyperopt": "hyperopt"}
 RESOURCES = {"cpu", "gpu"}
+# the movierec settings a search may vary: the filter changes each trial's lists, never its data or holdout
+SEARCHABLE = {"filter"}  # searched whole: filter: {grid: [{future_items: ~}, {future_items: 2}]}
 
 
 @dataclass
@@ -137,7 +139,7 @@ def _parse_space(space, settings, search, where):
             raise ConfigError(f"{where}: {key!r}: dotted keys cannot be searched, only top-level settings")
         if key not in valid:
             raise ConfigError(f"{where}: unknown setting {key!r} for {settings.model}{did_you_mean(key, valid)}")
-        if key in MOVIEREC_KEYS:
+        if key in MOVIEREC_KEYS - SEARCHABLE:
             raise ConfigError(
                 f"{where}: {key!r} cannot be searched: every trial runs on the same data, "
                 f"holdout and outputs (movierec settings)"
