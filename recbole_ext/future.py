@@ -41,11 +41,16 @@ class FutureItems:
 
     def top_k(self, scores, history, users, k):
         """The k best of scores (users x items; seen items at -inf) with every item the filter names ranked
-        after the others: (values, items) as torch.topk's."""
+        after the others: (values, items) as torch.topk's, values non-increasing along each row."""
         future = self.mask(history, users).to(scores.device)
         allowed = torch.topk(scores.masked_fill(future, -torch.inf), k, dim=1)
         later = torch.topk(scores.masked_fill(~future, -torch.inf), k, dim=1)
-        values, items = torch.cat([allowed.values, later.values], 1), torch.cat([allowed.indices, later.indices], 1)
+        # the later films' scores move below the allowed ones' (order kept): a score blend of the lists
+        # (min-max scaled per user) then keeps them last too, as rank fusion does
+        lowest = allowed.values.masked_fill(torch.isneginf(allowed.values), torch.inf).min(1, keepdim=True).values
+        gap = (later.values[:, :1] - lowest + 1).nan_to_num(0.0, posinf=0.0, neginf=0.0).clamp(min=0)
+        values = torch.cat([allowed.values, later.values - gap], 1)
+        items = torch.cat([allowed.indices, later.indices], 1)
         # allowed items, then future ones (where fewer than k allowed remain), then nothing (-inf)
         group = torch.cat([torch.isneginf(allowed.values).long() * 2, torch.ones_like(later.indices)], 1)
         order = torch.argsort(group, dim=1, stable=True)[:, :k]

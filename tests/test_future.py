@@ -115,6 +115,26 @@ def test_a_user_keeps_a_full_list_when_fewer_than_k_films_pass_the_filter(fitted
     assert lists[len(allowed) :] == [item for item in order if item not in allowed][:3]  # the later films, best first
 
 
+def test_scores_fall_along_a_filtered_list_so_a_score_blend_keeps_the_later_films_last(fitted):
+    model, dataset, history, inter = fitted
+    users = dataset.token2id("user_id", [str(user) for user in HISTORIES])
+    plain = top_k(model, dataset, history, len(ITEMS), users=users)  # every unseen item, unfiltered
+    lists = top_k(model, dataset, history, 12, users=users, future=FutureItems(dataset, 0))
+    outranked = 0  # lists where a later film had scored above an allowed film before it
+    for user in HISTORIES:
+        scores = lists[lists.user == user].sort_values("rank").score.to_numpy()
+        assert (np.diff(scores) <= 0).all(), user
+        limit = year_of(inter[inter.user == user].time.max())
+        items = ranked(lists, user)
+        first_later = next((i for i, item in enumerate(items) if is_later(item, limit)), None)
+        if first_later:  # the later films keep the model's order
+            order = [item for item in ranked(plain, user) if is_later(item, limit)]
+            assert items[first_later:] == order[: len(items) - first_later], user
+            model_score = plain[plain.user == user].set_index("item").score
+            outranked += model_score[items[first_later]] > model_score[items[first_later - 1]]
+    assert outranked  # the hand-made data has the case the scores' shift is for
+
+
 def test_validation_lists_and_the_submission_each_use_their_own_last_active_year(hand_raw, tmp_path):
     common = [f"data={hand_raw}", f"data_dir={tmp_path / 'data'}", "state=WARNING", "show_progress=false"]
     common += ["holdout.last=1", "holdout.random=0", "holdout.min_train=4", "holdout.max_fraction=0.3"]
