@@ -28,6 +28,15 @@ def competition_scale_raw(catalogue=None):
     return raw
 
 
+def model_settings(model_or_yaml, overrides=(), quick=False):
+    """A run's settings for a model name or a model yaml relative to the project (yaml/gsasrec.yaml)."""
+    from recbole_ext.config import load_settings
+
+    if model_or_yaml.endswith(".yaml"):
+        return load_settings(config_file=ROOT / model_or_yaml, overrides=overrides, quick=quick)
+    return load_settings(model_or_yaml, overrides=overrides, quick=quick)
+
+
 def measured(args, **kwargs):
     """Run a command; returns (wall seconds, peak resident MB, stdout)."""
     started = time.perf_counter()

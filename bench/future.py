@@ -24,7 +24,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from atomic_data import Prepared
-from bench.common import BENCH_DATA, competition_scale_raw, table
+from bench.common import BENCH_DATA, HOLDOUT_HEADER, competition_scale_raw, holdout_columns, table
 from recbole_ext.config import load_settings
 from recbole_ext.metrics import RECALL, paired_differences
 from recbole_ext.run_folder import read_holdout_users
@@ -83,16 +83,12 @@ def report(name, model, result, years):
     differences = paired_differences(scores, "off")
     rows = []
     for label, (summary, users, seconds) in result.items():
-        detail = summary["holdout_detail"]
-        low, high = detail["interval"][RECALL]
         difference = differences.get(label)
         n = None if label == "off" else int(label.split()[-1])
         rows.append(
             (
                 label,
-                f"{summary['holdout'][RECALL]:.4f}",
-                f"{low:.4f} to {high:.4f}",
-                *(f"{detail['parts'][part][RECALL]:.4f}" for part in ("last", "random")),
+                *holdout_columns(summary)[:4],
                 "" if difference is None else f"{difference[0]:+.4f} ({difference[1]:+.4f} to {difference[2]:+.4f})",
                 f"{users.loc[users.index.isin(early), RECALL].mean():.4f}",
                 "0" if n is None else f"{per_user[n]:.0f}",
@@ -100,7 +96,7 @@ def report(name, model, result, years):
             )
         )
     print(f"\n{name}, {model}: {len(reference)} holdout users, {len(early)} of them end before the data's last year")
-    header = ("filter", RECALL, "95% interval", "last", "random", "- off (95% interval)", "users ending early")
+    header = ("filter", *HOLDOUT_HEADER[:4], "- off (95% interval)", "users ending early")
     print(table(rows, (*header, "films put last / user", "seconds")))
 
 

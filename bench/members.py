@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import BENCH_DATA, ROOT, competition_scale_raw, holdout_columns, measured, table
+from bench.common import BENCH_DATA, HOLDOUT_HEADER, ROOT, competition_scale_raw, holdout_columns, measured, table
 from recbole_ext.config import load_settings
 
 RECIPE = ROOT / "yaml" / "blends" / "leaderboard.yaml"
@@ -113,7 +113,7 @@ def report(rows, summary):
     for name, (member, seconds, _) in rows.items():
         ratio = member["holdout"]["recall@10"] / pop
         lines.append((name, *holdout_columns(member)[:4], f"{ratio:.2f}x", f"{seconds:.0f}"))
-    header = ("model", "recall@10", "95% interval", "last", "random", "vs popularity (goal >= 2x)", "seconds")
+    header = ("model", *HOLDOUT_HEADER[:4], "vs popularity (goal >= 2x)", "seconds")
     print(table(lines, header))
     weights = ensemble.as_text(summary)
     versus = summary["vs_best_member"]

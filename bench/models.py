@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import BENCH_DATA, HOLDOUT_HEADER, holdout_columns, table
-from recbole_ext.config import YAML_DIR, load_settings, read_yaml
+from bench.common import BENCH_DATA, HOLDOUT_HEADER, holdout_columns, model_settings, table
+from recbole_ext.config import YAML_DIR, read_yaml
 from recbole_ext.pipeline import run
 
 # RecBole models without a yaml of their own, with small settings
@@ -47,12 +47,6 @@ def yaml_models():
     ]
 
 
-def settings(model_or_yaml, overrides=(), quick=False):
-    if model_or_yaml.endswith(".yaml"):
-        return load_settings(config_file=YAML_DIR.parent / model_or_yaml, overrides=overrides, quick=quick)
-    return load_settings(model_or_yaml, overrides=overrides, quick=quick)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="*", help="default: every yaml/ model plus a few RecBole baselines")
@@ -62,7 +56,7 @@ def main():
     output = BENCH_DATA / "models" / time.strftime("%Y%m%d-%H%M%S")
     rows = []
     for model in models:
-        has_quick = bool(settings(model).values.get("quick"))
+        has_quick = bool(model_settings(model).values.get("quick"))
         overrides = [
             *BASELINES.get(model, []),
             "show_progress=false",
@@ -71,7 +65,7 @@ def main():
         ]
         started = time.perf_counter()
         try:
-            summary = run(settings(model, overrides, has_quick), validate_only=not args.full)
+            summary = run(model_settings(model, overrides, has_quick), validate_only=not args.full)
         except Exception as error:  # a benchmark reports a failing model and goes on
             rows.append((model, "failed", "", "", "", "", "", f"{type(error).__name__}: {error}"[:60]))
             continue

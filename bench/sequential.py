@@ -50,7 +50,16 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import BENCH_DATA, HOLDOUT_HEADER, competition_scale_raw, holdout_columns, measured, memory_mb, table
+from bench.common import (
+    BENCH_DATA,
+    HOLDOUT_HEADER,
+    competition_scale_raw,
+    holdout_columns,
+    measured,
+    memory_mb,
+    model_settings,
+    table,
+)
 
 DATA_DIR = BENCH_DATA / "sequential"
 ENCODER = [
@@ -82,7 +91,6 @@ def child(model_name, task, overrides, budget, batches):
     from recbole.utils import init_seed
 
     from recbole_ext import registry
-    from recbole_ext.config import load_settings
     from recbole_ext.data import History, load_dataset, train_loader
     from recbole_ext.early_stopping import HoldoutScorer, holdout_trainer
     from recbole_ext.pipeline import prepare_data
@@ -90,9 +98,9 @@ def child(model_name, task, overrides, budget, batches):
 
     scale = task == "scale"
     data = [f"data={competition_scale_raw()}"] if scale else []
-    settings = load_settings(
-        **model_source(model_name),
-        overrides=[*data, f"data_dir={DATA_DIR}", "state=WARNING", "show_progress=false", *overrides],
+    settings = model_settings(
+        model_name,
+        [*data, f"data_dir={DATA_DIR}", "state=WARNING", "show_progress=false", *overrides],
         quick=task == "quick-epoch",
     )
     prepared = prepare_data(settings)
@@ -264,11 +272,6 @@ def part3(batches):
     print(table(ratios, ("", "time per epoch (goal >= 10x)", "peak ours/RecBole (goal <= 1)")))
 
 
-def model_source(model):
-    """load_settings' arguments for a model name or a model yaml (yaml/gsasrec.yaml)."""
-    return {"config_file": model} if model.endswith(".yaml") else {"model": model}
-
-
 ATTRIBUTE_MODELS = ("yaml/gsasrec.yaml", "yaml/bert4rec.yaml")  # the quick blend's sequential members
 MEMBER_SETTINGS = ["valid_metric=recall@10 last", "epochs=40", "stopping_step=10"]  # as the quick recipe sets them
 
@@ -276,7 +279,6 @@ MEMBER_SETTINGS = ["valid_metric=recall@10 last", "epochs=40", "stopping_step=10
 def part4(raw, attribute_sets):
     import pandas as pd
 
-    from recbole_ext.config import load_settings
     from recbole_ext.metrics import RECALL, paired_differences
     from recbole_ext.pipeline import run
     from recbole_ext.run_folder import read_holdout_users
@@ -293,9 +295,7 @@ def part4(raw, attribute_sets):
                 epoch = measure(model, "quick-epoch", [*data, setting])
                 overrides = [*data, f"data_dir={DATA_DIR}", f"output_dir={out}/{len(rows)}", setting, *MEMBER_SETTINGS]
                 started = time.perf_counter()
-                settings = load_settings(
-                    **model_source(model), overrides=[*overrides, "state=WARNING", "show_progress=false"], quick=True
-                )
+                settings = model_settings(model, [*overrides, "state=WARNING", "show_progress=false"], quick=True)
                 summary = run(settings, validate_only=True)
                 seconds = time.perf_counter() - started
                 per_user[label] = read_holdout_users(summary["output_dir"])

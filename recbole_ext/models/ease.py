@@ -126,11 +126,16 @@ def binary(matrix):
     return matrix.astype(np.float32)
 
 
-def check_settings(values, where):
-    """EASE's settings, checked before anything runs (from config.check_settings)."""
+def check_dtype(values, where):
+    """dtype, the precision of a closed form (EASE's, UserEASE's): float32 or float64."""
     dtype = values.get("dtype", PROPERTIES["dtype"])
     if dtype not in DTYPES:
         raise ConfigError(f"{where('dtype')}: dtype: expected one of {', '.join(DTYPES)}, got {dtype!r}")
+
+
+def check_settings(values, where):
+    """EASE's settings, checked before anything runs (from config.check_settings)."""
+    check_dtype(values, where)
     weights = values.get("side_weights") or {}
     if not isinstance(weights, dict):
         raise ConfigError(f"{where('side_weights')}: side_weights: expected {{field: weight}}, got {weights!r}")

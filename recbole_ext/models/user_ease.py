@@ -31,7 +31,7 @@ from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType, ModelType
 
 from recbole_ext.config import ConfigError
-from recbole_ext.models.ease import DTYPES, EASETrainer, binary, closed_form, dense_rows, gram_workspace
+from recbole_ext.models.ease import EASETrainer, binary, check_dtype, closed_form, dense_rows, gram_workspace
 
 PROPERTIES = {
     "user_reg_weight": 4573.0,  # lambda_U, the L2 penalty of the user side (the winners' value on the full data)
@@ -97,9 +97,7 @@ class UserEASE(GeneralRecommender):
 
 def check_settings(values, where):
     """UserEASE's settings, checked before anything runs (from config.check_settings)."""
-    dtype = values.get("dtype", PROPERTIES["dtype"])
-    if dtype not in DTYPES:
-        raise ConfigError(f"{where('dtype')}: dtype: expected one of {', '.join(DTYPES)}, got {dtype!r}")
+    check_dtype(values, where)
     weight = values.get("item_weight", PROPERTIES["item_weight"])
     if not 0 <= weight <= 1:  # config.py checked that it is a number >= 0
         raise ConfigError(f"{where('item_weight')}: item_weight must be a number in [0, 1], got {weight!r}")
