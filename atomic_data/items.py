@@ -9,6 +9,7 @@
 - ``title``: the lower-cased words of the title without its year.
 """
 
+import csv
 import re
 from collections import defaultdict
 
@@ -138,3 +139,13 @@ def _joined(frame, column, index):
     for item, value in zip(frame["item"].tolist(), frame[column].tolist()):
         values[item].append(value)
     return np.array([" ".join(values.get(item, ())) for item in index.tolist()], dtype=object)
+
+
+def read_item_text(path):
+    """A prepared .item file as text: a frame indexed by original item id, one column per field, named
+    without its type; a token_seq value is space-separated."""
+    # titles hold quotes (11'09"01): no quoting, as atomic_data writes them
+    table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, quoting=csv.QUOTE_NONE)
+    table.columns = [column.split(":")[0] for column in table.columns]
+    ids = table.pop(table.columns[0]).astype(np.int64)  # item_id: atomic_data writes it first
+    return table.set_index(pd.Index(ids.to_numpy(), name="item"))

@@ -6,13 +6,11 @@ hold from the raw folder's side files alone, so that settings naming a field can
 any data is prepared.
 """
 
-import csv
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from atomic_data.items import item_fields
+from atomic_data.items import item_fields, read_item_text
 from atomic_data.movielens import SIDE_FILES as EMBEDDED_SIDE_FILES
 from atomic_data.raw import SIDE_FILES
 from recbole_ext import ConfigError
@@ -34,8 +32,6 @@ def read_item_file(dataset):
     path = Path(dataset.config["data_path"]) / f"{dataset.config['dataset']}.item"
     if not path.is_file():
         raise ConfigError(f"{path}: no .item file (the raw folder has no side files)")
-    # titles hold quotes (11'09"01): no quoting, as atomic_data writes them
-    table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, quoting=csv.QUOTE_NONE)
-    table.columns = [column.split(":")[0] for column in table.columns]
-    items = token_ids(dataset, dataset.iid_field, table.pop(dataset.iid_field).astype(np.int64).to_numpy())
+    table = read_item_text(path)
+    items = token_ids(dataset, dataset.iid_field, table.index.to_numpy())
     return table.set_index(pd.Index(items, name="item"))[items > 0]

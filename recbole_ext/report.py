@@ -76,7 +76,9 @@ def key_settings(summary):
     """A short `key=value` text of the settings that tell runs of one model apart."""
     if summary.get("model") == ENSEMBLE_MODEL:
         members = "+".join(member["name"] for member in summary["members"])
-        if "priority_order" in summary:
+        if "stack" in summary:
+            blend = f"stack top{summary['stack']['candidates']} rounds={summary['stack']['rounds']}"
+        elif "priority_order" in summary:
             blend = "order=" + ">".join(summary["priority_order"])
         else:
             blend = "weights=" + "/".join(f"{w:.2f}" for w in summary["weights"].values())

@@ -106,7 +106,23 @@ def runs_by_member(summary):
         ),
         (lambda r: r["members"].update(Broken={"model": "SASRek"}), "members.Broken: unknown model 'SASRek'"),
         (lambda r: r["members"].pop("BPR") and r["members"].pop("MultiVAE"), "members must map at least two member"),
-        (lambda r: r["blend"].update(method="mean"), "blend.method must be one of priority, rank, score, got 'mean'"),
+        (
+            lambda r: r["blend"].update(method="mean"),
+            "blend.method must be one of priority, rank, score, stack, auto, got 'mean'",
+        ),
+        (
+            lambda r: r["blend"].update(method="stack", stack={"features": ["members", "genere"]}),
+            "blend.stack.features: unknown feature 'genere'; known: members, agreement",
+        ),
+        (
+            lambda r: r["blend"].update(method="stack", stack={"candidates": 5}),
+            "blend.stack.candidates must be an integer >= 10, got 5",
+        ),
+        (lambda r: r["blend"].update(stack={"depth": 5}), "blend.stack.depth: unknown key; known: candidates"),
+        (
+            lambda r: r["blend"].update(method="auto", weights=[1, 2, 3]),
+            "blend.weights must be auto with method auto",
+        ),
         (lambda r: r["blend"].update(weights=[1, 2]), "blend.weights must be auto or a list of 3 numbers"),
         (lambda r: r["settings"].update(holdout={"min_train": 0}), "settings: holdout"),
         (
@@ -309,6 +325,22 @@ def test_a_second_invocation_trains_nothing_and_writes_the_same_submission(first
     assert (output / "submission.csv").read_bytes() == submission
     assert again["holdout"] == first["holdout"]
     assert {p: p.stat().st_mtime_ns for p in runs.glob("*/summary.json")} == kept  # nothing rewritten
+
+
+def test_a_recipe_with_the_stage_reuses_the_runs_and_writes_the_same_blend_twice(
+    first_blend, tiny_raw, data_dir, tmp_path
+):
+    _, _, _, runs, _ = first_blend
+    recipe = write_recipe(tmp_path / "recipe.yaml", blend={**BLEND, "method": "stack", "stack": {"folds": 3}})
+    outputs = [tmp_path / "first", tmp_path / "second"]
+    for output in outputs:
+        assert cli(recipe, tiny_raw, data_dir, output, runs) == 0
+    first, second = (read_summary(output) for output in outputs)
+    assert first["blend"]["trained"] == 0 and first["blend"]["reused"] == 4  # the score blend's member runs
+    assert first["method"] == "stack" and len(first["cross_fit"]["folds"]) == 3
+    assert first["holdout"] == second["holdout"] and first["stack"] == second["stack"]
+    assert (outputs[0] / "submission.csv").read_bytes() == (outputs[1] / "submission.csv").read_bytes()
+    assert "second stage, LightGBM lambdarank" in (outputs[0] / "report.txt").read_text()
 
 
 def test_a_changed_member_setting_retrains_only_that_member(first_blend, tiny_raw, data_dir, tmp_path):

@@ -167,7 +167,13 @@ def write_blend(recipe, runs, folders, output, seconds=None):
             (staging / MEMBERS_DIR / name).symlink_to(Path(folder).resolve(), target_is_directory=True)
         inner = staging / "ensemble"
         summary = ensemble.build(
-            [staging / MEMBERS_DIR / name for name in folders], recipe.method, weights, recipe.seed, inner, recipe.depth
+            [staging / MEMBERS_DIR / name for name in folders],
+            recipe.method,
+            weights,
+            recipe.seed,
+            inner,
+            recipe.depth,
+            recipe.stack,
         )
         for path in inner.iterdir():
             path.rename(staging / path.name)

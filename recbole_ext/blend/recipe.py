@@ -5,13 +5,14 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from recbole_ext import ConfigError, fusion
+from recbole_ext import ConfigError, ensemble, stack
 from recbole_ext.config import did_you_mean, is_int, is_number, load_settings, read_yaml
 from recbole_ext.metrics import K
 
 RECIPE_KEYS = ("members", "blend", "settings", "quick")
 MEMBER_KEYS = ("config", "model", "set", "seeds")
-BLEND_DEFAULTS = {"method": "score", "weights": "auto", "seed": 0, "depth": None}
+BLEND_DEFAULTS = {"method": "score", "weights": "auto", "seed": 0, "depth": None, "stack": None}
+STACK_KEYS = ("candidates", "folds", "features")  # stack.Options
 NAME = re.compile(r"[A-Za-z0-9][\w.-]*")
 
 
@@ -32,6 +33,7 @@ class Recipe:
     weights: object  # "auto" or a list of numbers, one per member
     seed: int
     depth: int | None
+    stack: stack.Options  # the second stage's (method stack or auto)
     settings: dict  # for every member
     quick: bool
 
@@ -54,7 +56,7 @@ def read_recipe(path, quick=False):
     blend = {**BLEND_DEFAULTS, **blend}
     weights, depth = blend["weights"], blend["depth"]
     for key, ok, rule in (
-        ("method", blend["method"] in fusion.METHODS, f"one of {', '.join(fusion.METHODS)}"),
+        ("method", blend["method"] in ensemble.BLEND_METHODS, f"one of {', '.join(ensemble.BLEND_METHODS)}"),
         (
             "weights",
             weights == "auto"
@@ -72,10 +74,36 @@ def read_recipe(path, quick=False):
     ):
         if not ok:
             raise ConfigError(f"{path}: blend.{key} must be {rule}, got {blend[key]!r}")
+    if blend["method"] in (ensemble.STACK, ensemble.AUTO) and weights != "auto":
+        raise ConfigError(f"{path}: blend.weights must be auto with method {blend['method']} (it fits its own blend)")
+    options = _stack_options(blend["stack"], path)
     settings = values.get("settings") or {}
     if not isinstance(settings, dict):
         raise ConfigError(f"{path}: settings must map settings to values, got {settings!r}")
-    return Recipe(path, specs, blend["method"], weights, blend["seed"], depth, settings, quick)
+    return Recipe(path, specs, blend["method"], weights, blend["seed"], depth, options, settings, quick)
+
+
+def _stack_options(values, path):
+    """blend.stack: {candidates, folds, features}, checked; the defaults where absent."""
+    where = f"{path}: blend.stack"
+    values = values or {}
+    _check_section(values, STACK_KEYS, f"{where}.")
+    features = values.get("features")
+    if features is not None and not (isinstance(features, list) and features):
+        raise ConfigError(
+            f"{where}.features must be a list of feature groups ({', '.join(stack.FEATURES)}), got {features!r}"
+        )
+    defaults = stack.Options()
+    options = stack.Options(
+        values.get("candidates", defaults.candidates),
+        values.get("folds", defaults.folds),
+        tuple(features) if features else None,
+    )
+    try:
+        options.check(where)
+    except stack.EnsembleError as error:
+        raise ConfigError(str(error)) from None
+    return options
 
 
 def _check_section(values, known, where):

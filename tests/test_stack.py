@@ -1,0 +1,158 @@
+"""The learned second stage (blend method stack) on hand-made lists whose right answer is known."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from test_ensemble import write_data, write_run
+
+from recbole_ext import stack
+from recbole_ext.ensemble import build, main
+from recbole_ext.fusion import evaluate as simple_blend
+from recbole_ext.metrics import RECALL
+
+USERS, ITEMS, TRAIN_ITEMS = 200, 400, 20
+
+
+def last_item_case(seed=0):
+    """Member A (a static model) holds each user's three random hidden items somewhere in its top 10, its scores
+    falling evenly; member B (a sequential one) is right on its top item only, the user's last item, and its
+    scores are flat after it, so that no weighting of scaled scores takes B's top item without B's noise.
+    Returns (hidden {user: items}, lists A and B as {user: items best first}, scores of B, interactions)."""
+    rng = np.random.default_rng(seed)
+    hidden, a_lists, b_lists, interactions = {}, {}, {}, []
+    for user in range(1, USERS + 1):
+        items = rng.permutation(np.arange(1, ITEMS + 1)).tolist()
+        train, last, random_items, rest = items[:TRAIN_ITEMS], items[20], items[21:24], items[24:]
+        interactions += [(user, item) for item in train + random_items + [last]]
+        hidden[user] = {last, *random_items}
+        a_top = rest[:7]
+        for position, item in zip(sorted(rng.choice(10, 3, replace=False)), random_items):
+            a_top.insert(position, item)
+        a_lists[user] = a_top + rest[7:47]
+        b_lists[user] = [last] + rest[47:96]
+    b_scores = {user: [1.0] + [0.9999 - 1e-6 * r for r in range(48)] + [0.0] for user in b_lists}
+    return hidden, a_lists, b_lists, b_scores, interactions
+
+
+def frame(lists, scores=None):
+    rows = [
+        (user, item, scores[user][rank] if scores else float(len(items) - rank), rank)
+        for user, items in lists.items()
+        for rank, item in enumerate(items)
+    ]
+    return pd.DataFrame(rows, columns=["user", "item", "score", "rank"])
+
+
+def hidden_frame(hidden):
+    return pd.DataFrame([(u, i) for u, items in hidden.items() for i in sorted(items)], columns=["user", "item"])
+
+
+def context_of(interactions):
+    users, items = (np.array(column) for column in zip(*interactions))
+    return stack.context(users, items, np.arange(len(users)), pd.DataFrame(index=pd.Index([], name="item")))
+
+
+@pytest.fixture(scope="module")
+def case():
+    hidden, a, b, b_scores, interactions = last_item_case()
+    lists = [frame(a), frame(b, b_scores)]
+    return hidden_frame(hidden), lists, context_of(interactions)
+
+
+def test_the_stage_takes_a_members_top_item_where_the_score_blend_cannot(case):
+    hidden, lists, ctx = case
+    options = stack.Options(folds=4)
+    staged = stack.evaluate(lists, ["A", "B"], hidden, ctx, options, ["members", "history", "popularity"])
+    score = simple_blend("score", lists, hidden)
+    # the score blend's best: A's top 10 (3 of 4), or B's top item with a few of its flat followers
+    assert score["cross_fitted"][RECALL] <= 0.80
+    assert staged["cross_fitted"][RECALL] >= score["cross_fitted"][RECALL] + 0.10
+    top = staged["cross_fitted_lists"]
+    firsts = top[top["rank"] == 0].merge(lists[1][lists[1]["rank"] == 0], on=["user", "item"])
+    assert len(firsts) >= 0.9 * USERS  # B's top item leads nearly every user's list
+
+
+def test_the_cross_fit_never_trains_on_the_users_it_scores(case):
+    """Moving fold 0's hidden items changes nothing in fold 0's cross-fitted lists (its model never saw those
+    labels), while the models trained on fold 0 (the other folds', the final one) change."""
+    hidden, lists, ctx = case
+    options = stack.Options(folds=4)
+    groups = ["members", "history"]
+    first = stack.evaluate(lists, ["A", "B"], hidden, ctx, options, groups, seed=1)
+    fold = stack.user_folds(hidden["user"], options.folds, seed=1)
+    moved_users = fold.index[fold == 0]
+    b = lists[1]
+    moved = b[b["user"].isin(moved_users) & b["rank"].between(1, 4)][["user", "item"]]  # B's noise as the answers
+    changed = pd.concat([hidden[~hidden["user"].isin(moved_users)], moved]).sort_values(["user", "item"])
+    second = stack.evaluate(lists, ["A", "B"], changed, ctx, options, groups, seed=1)
+
+    def of(result, users, inside=True):
+        top = result["cross_fitted_lists"]
+        return top[top["user"].isin(users) == inside].reset_index(drop=True)
+
+    pd.testing.assert_frame_equal(of(first, moved_users), of(second, moved_users))
+    assert not of(first, moved_users, False)[["user", "item"]].equals(of(second, moved_users, False)[["user", "item"]])
+    assert first["stage"].model.model_to_string() != second["stage"].model.model_to_string()
+
+
+def test_a_stage_blend_writes_a_submission_from_the_refit_lists(tmp_path, capsys):
+    hidden, a, b, b_scores, interactions = last_item_case()
+    data = write_data(tmp_path / "data", interactions, hidden)
+    # the refit lists: the same members one step later, here their validation lists with the scores rescaled
+    run_a = write_run(tmp_path / "A", data, a, a)
+    run_b = write_run(tmp_path / "B", data, b, b, model="SASRec")
+    b_frame = frame(b, b_scores)
+    for name, scale in (("valid_top50.csv", 1), ("full_top50.csv", 3)):
+        b_frame.assign(score=b_frame["score"] * scale)[["user", "item", "score"]].to_csv(run_b / name, index=False)
+    assert main([str(run_a), str(run_b), "--method", "auto", "--folds", "4", "--output", str(tmp_path / "out")]) == 0
+    printed = capsys.readouterr().out
+    summary = pd.read_json(tmp_path / "out" / "summary.json", typ="series")
+    assert summary["method"] == "stack" and summary["choice"]["chosen"] == "stack"
+    assert "chose stack" in printed and "feature importance" in printed
+    submission = pd.read_csv(tmp_path / "out" / "submission.csv")
+    assert submission.groupby("user").size().eq(10).all() and submission["user"].nunique() == USERS
+    # the submission ranks B's top item first as on the holdout: rescaled refit scores do not move the stage
+    firsts = submission.groupby("user").head(1).merge(b_frame[b_frame["rank"] == 0], on=["user", "item"])
+    assert len(firsts) >= 0.9 * USERS
+    shift = summary["stack"]["refit_shift"]
+    members = {name: means for name, means in shift.items() if name.startswith(("A ", "B "))}
+    assert members and all(valid == pytest.approx(full, abs=1e-3) for valid, full in members.values())
+
+
+def test_the_stages_fit_reaches_a_submission_through_build_with_the_cross_fitted_estimate(tmp_path):
+    hidden, a, b, b_scores, interactions = last_item_case(seed=2)
+    data = write_data(tmp_path / "data", interactions, hidden)
+    runs = [write_run(tmp_path / "A", data, a, a), write_run(tmp_path / "B", data, b, b)]
+    summary = build(runs, "stack", "auto", 0, tmp_path / "out", options=stack.Options(folds=3))
+    assert summary["method"] == "stack" and len(summary["cross_fit"]["folds"]) == 3
+    assert sum(fold["users"] for fold in summary["cross_fit"]["folds"]) == USERS
+    assert summary["holdout"][RECALL] <= summary["holdout_fitted"][RECALL]  # the fitted estimate is optimistic
+
+
+@pytest.mark.parametrize(
+    "extra, expected",
+    [
+        (["--features", "members,genere"], "unknown feature 'genere'; known: members, agreement"),
+        (["--features", "members,year"], "'year' needs the item field 'year', which the data lacks"),
+        (["--candidates", "5"], "stack.candidates must be an integer >= 10, got 5"),
+        (["--folds", "1"], "stack.folds must be an integer >= 2, got 1"),
+        (["--weights", "1,2"], "--method stack fits its own blend: use --weights auto"),
+    ],
+)
+def test_bad_stage_settings_are_refused_in_one_line_before_any_work(extra, expected, tmp_path, capsys):
+    hidden, a, b, _, interactions = last_item_case()
+    data = write_data(tmp_path / "data", interactions, hidden)
+    runs = [str(write_run(tmp_path / name, data, a, b)) for name in "AB"]
+    code = main([*runs, "--method", "stack", "--output", str(tmp_path / "out"), *extra])
+    error = capsys.readouterr().err
+    assert code == 2 and error.count("\n") == 1 and expected in error, error
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_member_without_lists_is_refused_for_the_stage(tmp_path, capsys):
+    hidden, a, b, _, interactions = last_item_case()
+    data = write_data(tmp_path / "data", interactions, hidden)
+    runs = [write_run(tmp_path / name, data, a, b) for name in "AB"]
+    (runs[1] / "valid_top50.csv").unlink()
+    assert main([*map(str, runs), "--method", "stack", "--output", str(tmp_path / "out")]) == 2
+    assert "no valid_top50.csv" in capsys.readouterr().err
