@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from atomic_data import Prepared
-from recbole_ext import ConfigError, stack
+from recbole_ext import ConfigError, stack, stack_features
 from recbole_ext.files import json_text, staged
 from recbole_ext.fusion import DEFAULT_DEPTH, METHODS, RRF_OFFSET, EnsembleError, blender, evaluate, priority_order
 from recbole_ext.metrics import (
@@ -215,13 +215,17 @@ def build(run_dirs, method="rank", weights="auto", seed=0, output=None, depth=No
         hidden = pd.read_csv(data["holdout_path"])  # load_members checked that it exists
         prepared = load_prepared(data["data_path"])
         activity = holdout_activity(prepared, hidden)  # the users' training interactions, as the runs' own
-        groups = stack.feature_groups(options, stack.item_fields(prepared)) if method in (STACK, AUTO) else None
+        groups = (
+            stack_features.feature_groups(options, stack_features.item_fields(prepared))
+            if method in (STACK, AUTO)
+            else None
+        )
     names = [member.name for member in members]
     fits = {}
     for candidate in AUTO_ORDER if method == AUTO else (method,):
         with timer.step(f"fit {candidate}"):
             if candidate == STACK:
-                context = stack.fit_context(prepared, prepared.valid_name)
+                context = stack_features.fit_context(prepared, prepared.valid_name)
                 fits[STACK] = stack.evaluate([m.valid for m in members], names, hidden, context, options, groups, seed)
             else:
                 fits[candidate] = evaluate(candidate, [m.valid for m in members], hidden, weights, seed, depth)
@@ -233,7 +237,9 @@ def build(run_dirs, method="rank", weights="auto", seed=0, output=None, depth=No
     with timer.step("blend_full"):
         full_lists = [member.full for member in members]
         if chosen == STACK:
-            full_top, full_means = result["stage"].predict(full_lists, stack.fit_context(prepared, prepared.name))
+            full_top, full_means = result["stage"].predict(
+                full_lists, stack_features.fit_context(prepared, prepared.name)
+            )
         else:
             full_top = blender(chosen, full_lists, depth)(result["weights"])
         try:
@@ -403,7 +409,7 @@ def main(argv=None):
     parser.add_argument("--folds", type=int, default=stack.DEFAULT_FOLDS, help="stack: folds of the cross-fit")
     parser.add_argument(
         "--features",
-        help=f"stack: comma-separated feature groups (default: all the data allows: {','.join(stack.FEATURES)})",
+        help=f"stack: comma-separated feature groups (default: all the data allows: {','.join(stack_features.FEATURES)})",
     )
     args = parser.parse_args(argv)
     features = tuple(args.features.split(",")) if args.features else None
