@@ -159,7 +159,7 @@ def as_text(parameters):
         record = parameters[STACK]
         top = ", ".join(list(record["importance"])[:3])
         return (
-            f"second stage, LightGBM lambdarank, {record['rounds']} rounds on the members' top "
+            f"second stage, LightGBM, {record['rounds']} rounds on the members' top "
             f"{record['candidates']} (top features: {top})"
         )
     if "priority_order" in parameters:

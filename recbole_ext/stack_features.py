@@ -14,7 +14,7 @@ import pandas as pd
 
 from atomic_data.items import read_item_text
 from atomic_data.tables import read_inter
-from recbole_ext.fusion import EnsembleError
+from recbole_ext.fusion import RRF_OFFSET, EnsembleError
 from recbole_ext.metrics import K
 
 FEATURES = {
@@ -194,6 +194,11 @@ def features(table, n_members, groups, ctx, names):
             columns[f"{name} score"] = table[f"score_{m}"]
         for column in ("votes", "votes_top10", "best_rank"):
             columns[column] = table[column]
+        # the simple blends' scores with equal weights: a start trees cannot build from sums of their own
+        scores = table[[f"score_{m}" for m in range(len(names))]].to_numpy()
+        ranks = table[[f"rank_{m}" for m in range(len(names))]].to_numpy()
+        columns["scaled score sum"] = np.maximum(scores, 0).sum(axis=1)
+        columns["reciprocal rank sum"] = (1 / (RRF_OFFSET + ranks)).sum(axis=1)
     if "agreement" in groups:
         top10 = table[[f"rank_{m}" for m in range(n_members)]].to_numpy() < K
         others = top10.sum(axis=1, keepdims=True) - top10  # members other than m that hold the item in their top 10
