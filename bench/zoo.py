@@ -116,7 +116,7 @@ def main():
     )
     parser.add_argument("--memory-gb", type=float, default=8, help="address-space limit per model (default 8)")
     parser.add_argument("--jobs", type=int, default=1, help="models run at the same time (default 1)")
-    parser.add_argument("--markdown", action="store_true", help="print the table as markdown (docs/models.md's)")
+    parser.add_argument("--markdown", action="store_true", help="print the table as markdown (docs/results.md's)")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # through the finally that ends the running model
     zoo = zoo_models()

@@ -1,7 +1,7 @@
 """The one place that makes RecBole 1.2.1 work on a current stack.
 
-RecBole 1.2.1 was written for numpy 1, torch < 2.6, scipy < 1.13 and scripts
-that own ``sys.argv``. ``apply()`` patches the running process (never the
+RecBole 1.2.1 was written for numpy 1, pandas < 3, torch < 2.6, scipy < 1.13
+and scripts that own ``sys.argv``. ``apply()`` patches the running process (never the
 installed package) and is called when ``recbole_ext.registry`` is imported,
 which every module that uses RecBole does. Each shim is a small function with
 a test in tests/test_compat.py that fails when the shim is removed.
@@ -14,6 +14,7 @@ import types
 import warnings
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 import torch
 
@@ -34,6 +35,9 @@ def apply():
     _cpr_scores_without_a_target()
     _fearec_same_target_index_by_sorting()
     _pop_counts_every_positive()
+    _missing_sequences_read_as_empty()
+    _sequence_lengths_per_row()
+    _fill_nan_by_assignment()
     quiet_known_warnings()
     _applied = True
 
@@ -252,10 +256,89 @@ def _pop_counts_every_positive():
     Pop.__init__, Pop.calculate_loss = __init__, calculate_loss
 
 
+class _EmptySequencesPandas(types.ModuleType):
+    """``pandas`` as seen by RecBole's dataset module, whose ``read_csv`` gives a missing
+    token_seq or float_seq value as "" (the columns are named ``field:token_seq`` there)."""
+
+    def __init__(self):
+        super().__init__("pandas")
+
+    def __getattr__(self, name):
+        return getattr(pd, name)
+
+    @staticmethod
+    def read_csv(*args, **kwargs):
+        frame = pd.read_csv(*args, **kwargs)
+        for column in frame.columns:
+            if column.endswith("seq"):
+                frame[column] = frame[column].fillna("")
+        return frame
+
+
+def _missing_sequences_read_as_empty():
+    # Dataset._load_feat fills a missing sequence with `df[field].fillna(value="", inplace=True)`: under
+    # copy-on-write (always on from pandas 3) that fills a copy, the value stays NaN, and splitting it
+    # fails ('float' object has no attribute 'split'). Its read_csv fills them instead.
+    import recbole.data.dataset.dataset as dataset_module
+
+    dataset_module.pd = _EmptySequencesPandas()
+
+
+def _sequence_lengths_per_row():
+    # pandas 3's Series.agg(func) passes the whole Series to func; pandas 2 passed each row where it could.
+    # Dataset._remap, _normalize and _discretization split a token_seq or float_seq column's new values
+    # back into rows at np.cumsum(feat[field].agg(len)): under pandas 3 that is the number of rows ("Length
+    # of values (1) does not match length of index"). While RecBole processes its data, Series.agg(len)
+    # is each row's length again (their agg(np.concatenate) means the same under both).
+    from recbole.data.dataset.dataset import Dataset
+
+    data_processing = Dataset._data_processing
+    series_agg = pd.Series.agg
+
+    def agg(self, func=None, *args, **kwargs):
+        return self.map(len) if func is len else series_agg(self, func, *args, **kwargs)
+
+    def _data_processing(self):
+        pd.Series.agg = agg
+        try:
+            data_processing(self)
+        finally:
+            pd.Series.agg = series_agg
+
+    Dataset._data_processing = _data_processing
+
+
+def _fill_nan_by_assignment():
+    # Dataset._fill_nan fills a token field with 0 ([PAD]) and a float field with its mean through
+    # `feat[field].fillna(..., inplace=True)`: under copy-on-write it fills a copy, and the rows of
+    # users and items without a side-file row keep NaN (a token's NaN becomes a garbage id in the
+    # LongTensor). The same fills, assigned back to the column.
+    from recbole.data.dataset.dataset import Dataset
+    from recbole.utils import FeatureType
+
+    def _fill_nan(self):
+        for feat_name in self.feat_name_list:
+            feat = getattr(self, feat_name)
+            for field in feat:
+                ftype = self.field2type[field]
+                if ftype == FeatureType.TOKEN:
+                    feat[field] = feat[field].fillna(value=0)
+                elif ftype == FeatureType.FLOAT:
+                    feat[field] = feat[field].fillna(value=feat[field].mean())
+                else:  # a sequence of a row that the merge added
+                    empty = np.array([], dtype=np.int64 if ftype == FeatureType.TOKEN_SEQ else np.float64)
+                    feat[field] = feat[field].apply(lambda x, empty=empty: empty if isinstance(x, float) else x)
+
+    Dataset._fill_nan = _fill_nan
+
+
 def quiet_known_warnings():
-    # pandas 2.2/2.3 warn about RecBole's chained assignments
-    # (Dataset._fill_nan, _load_feat); they work until pandas 3.
+    # pandas 2.2/2.3 warn about RecBole's chained assignments (Dataset._fill_nan, _load_feat); under
+    # copy-on-write _load_feat's still runs, on values its read_csv filled already (the shims above)
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"recbole\.")
+    warnings.filterwarnings("ignore", category=pd.errors.ChainedAssignmentError, module=r"recbole\.data\.dataset\.")
+    # pandas 3.1 deprecates `inplace=` (drop, reset_index, sort_values...), which RecBole uses: gone in pandas 4
+    warnings.filterwarnings("ignore", message="The inplace keyword", category=DeprecationWarning, module=r"recbole\.")
     warnings.filterwarnings("ignore", message=".*torch.cuda.amp.GradScaler.*")
     # torch deprecations inside RecBole's models (LightGCN, NGCF, MultiVAE.predict)
     warnings.filterwarnings("ignore", message=r"torch\.sparse\.SparseTensor", category=UserWarning)

@@ -208,3 +208,131 @@ def test_pop_ranks_items_by_their_training_counts(tmp_path):
     ids = dataset.field2id_token["item_id"]
     expected = [counts[int(ids[i])] for i in range(1, len(ids))]
     assert scores[1:].tolist() == pytest.approx([c / max(expected) for c in expected])
+
+
+# pandas 3 always copies on write; pandas 2 does where asked, so these tests see the same RecBole under both
+@pytest.fixture
+def copy_on_write():
+    if int(pd.__version__.split(".")[0]) >= 3:
+        yield
+    else:
+        with pd.option_context("mode.copy_on_write", True):
+            yield
+
+
+def atomic_dataset(folder, inter, item=None, user=None, **settings):
+    """A RecBole dataset of atomic files given as rows of text (tab-separated, header first), every column loaded."""
+    folder.mkdir()
+    for suffix, rows in {"inter": inter, "item": item, "user": user}.items():
+        if rows:
+            (folder / f"{folder.name}.{suffix}").write_text("\n".join(rows) + "\n")
+    settings = {"data_path": str(folder.parent), "state": "ERROR", "show_progress": False, "load_col": None, **settings}
+    return create_dataset(Config(model="BPR", dataset=folder.name, config_dict=settings))
+
+
+INTER = ["user_id:token\titem_id:token"] + [f"u{u}\ti{i}" for u in range(1, 4) for i in range(1, 5)]
+
+
+def test_token_seq_fields_are_remapped_row_by_row(tmp_path, copy_on_write):
+    # Dataset._remap splits the new ids at np.cumsum(feat[field].agg(len)): pandas 3's agg(len) is the column's length
+    item = ["item_id:token\tgenre:token_seq", "i1\tDrama Comedy", "i2\tComedy", "i3\tWar Drama Comedy", "i4\tWar"]
+    dataset = atomic_dataset(tmp_path / "seq", INTER, item=item)
+    items = dataset.item_feat  # RecBole's DataFrame until data_preparation
+    genres = {
+        dataset.id2token("item_id", i): dataset.id2token("genre", ids).tolist()
+        for i, ids in zip(items["item_id"], items["genre"])
+    }
+    assert genres == {
+        "[PAD]": [],
+        "i1": ["Drama", "Comedy"],
+        "i2": ["Comedy"],
+        "i3": ["War", "Drama", "Comedy"],
+        "i4": ["War"],
+    }
+
+
+def test_a_missing_sequence_loads_as_an_empty_one(tmp_path, copy_on_write):
+    # Dataset._load_feat fills it with fillna(inplace=True) on a column copy: it stayed NaN, and split() failed on it
+    item = ["item_id:token\tgenre:token_seq", "i1\tDrama", "i2\t", "i3\tWar", "i4\t"]
+    dataset = atomic_dataset(tmp_path / "empty", INTER, item=item)
+    lengths = {
+        dataset.id2token("item_id", row): int((ids > 0).sum()) for row, ids in enumerate(dataset.item_feat["genre"])
+    }
+    assert lengths == {"[PAD]": 0, "i1": 1, "i2": 0, "i3": 1, "i4": 0}
+
+
+def test_every_recbole_column_fill_fills_under_copy_on_write(tmp_path, copy_on_write):
+    # Every fill RecBole makes: a missing token is [PAD] (0), a missing float the column's mean, a missing
+    # sequence empty; in each file, and for the users and items that have no row of their own (i5, u4)
+    inter = ["user_id:token\titem_id:token\trating:float\tsource:token"]
+    inter += ["u1\ti1\t4\tweb", "u1\ti2\t\tapp", "u2\ti3\t2\t", "u2\ti5\t3\tweb", "u3\ti4\t5\tapp", "u4\ti1\t1\tweb"]
+    item = ["item_id:token\tgenre:token_seq\tdirector:token\tyear:float\tvector:float_seq"]
+    item += ["i1\tDrama\td1\t1990\t0.5 1.5", "i2\t\t\t\t", "i3\tWar Drama\td2\t2000\t1", "i4\tWar\td1\t\t"]
+    user = ["user_id:token\tage:float\tgender:token", "u1\t20\tF", "u2\t\tM", "u3\t35\t"]
+    load_col = {
+        "inter": ["user_id", "item_id", "rating", "source"],
+        "item": ["item_id", "genre", "director", "year", "vector"],
+        "user": ["user_id", "age", "gender"],
+    }
+    # RecBole drops the interactions of users and items without a row unless told not to
+    dataset = atomic_dataset(
+        tmp_path / "fills", inter, item, user, load_col=load_col, filter_inter_by_user_or_item=False
+    )
+
+    def by_id(feat, field, *keys):
+        rows = zip(*(feat[key].tolist() for key in keys), feat[field].tolist())
+        return {tuple(dataset.id2token(key, int(k)) for key, k in zip(keys, row)): row[-1] for row in rows}
+
+    def tokens(values, field):
+        return {
+            key: dataset.id2token(field, [int(t) for t in np.atleast_1d(v) if t]).tolist() for key, v in values.items()
+        }
+
+    ratings = by_id(dataset.inter_feat, "rating", "user_id", "item_id")
+    assert ratings[("u1", "i2")] == pytest.approx((4 + 2 + 3 + 5 + 1) / 5)
+    sources = tokens(by_id(dataset.inter_feat, "source", "user_id", "item_id"), "source")
+    assert sources[("u2", "i3")] == [] and sources[("u1", "i1")] == ["web"]
+
+    items = dataset.item_feat
+    assert tokens(by_id(items, "genre", "item_id"), "genre") == {
+        ("[PAD]",): [],
+        ("i1",): ["Drama"],
+        ("i2",): [],
+        ("i3",): ["War", "Drama"],
+        ("i4",): ["War"],
+        ("i5",): [],
+    }
+    assert tokens(by_id(items, "director", "item_id"), "director") == {
+        ("[PAD]",): [],
+        ("i1",): ["d1"],
+        ("i2",): [],
+        ("i3",): ["d2"],
+        ("i4",): ["d1"],
+        ("i5",): [],
+    }
+    assert by_id(items, "year", "item_id") == {
+        ("[PAD]",): 1995,
+        ("i1",): 1990,
+        ("i2",): 1995,
+        ("i3",): 2000,
+        ("i4",): 1995,
+        ("i5",): 1995,
+    }
+    assert {key: list(v) for key, v in by_id(items, "vector", "item_id").items()} == {
+        ("[PAD]",): [],
+        ("i1",): [0.5, 1.5],
+        ("i2",): [],
+        ("i3",): [1],
+        ("i4",): [],
+        ("i5",): [],
+    }
+
+    users = dataset.user_feat
+    assert by_id(users, "age", "user_id") == {("[PAD]",): 27.5, ("u1",): 20, ("u2",): 27.5, ("u3",): 35, ("u4",): 27.5}
+    assert tokens(by_id(users, "gender", "user_id"), "gender") == {
+        ("[PAD]",): [],
+        ("u1",): ["F"],
+        ("u2",): ["M"],
+        ("u3",): [],
+        ("u4",): [],
+    }
