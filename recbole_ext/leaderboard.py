@@ -26,7 +26,7 @@ import pandas as pd
 from recbole_ext.ensemble import ENSEMBLE_MODEL
 from recbole_ext.files import write_atomic
 from recbole_ext.metrics import NDCG, RECALL
-from recbole_ext.run_folder import SUMMARY
+from recbole_ext.run_folder import SUBMISSION, SUMMARY
 
 LOG_FILE = "leaderboard.csv"
 PLOT_FILE = "leaderboard.png"
@@ -50,13 +50,28 @@ def read_log(path):
     if not path.is_file():
         return pd.DataFrame(columns=LOG_COLUMNS)
     try:
-        log = pd.read_csv(path)
+        log = pd.read_csv(path, dtype=str)  # numbers checked below, each bad cell named as written
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
         raise LeaderboardError(f"{path}: not a leaderboard log ({type(error).__name__})") from None
     missing = [column for column in LOG_COLUMNS if column not in log]
     if missing:
         raise LeaderboardError(f"{path}: not a leaderboard log (no column {', '.join(missing)})")
+    for column in (RECALL, "ci low", "ci high", NDCG, *SCORES):  # a hand-edited log: every number checked
+        log[column] = _checked_numbers(log[column], column, path, required=column in (RECALL, "public"))
     return log[LOG_COLUMNS]
+
+
+def _checked_numbers(values, column, path, required):
+    """A column of the log as numbers from 0 to 1 (empty where allowed); a bad cell names its line."""
+    numbers = pd.to_numeric(values, errors="coerce")
+    bad = (numbers.isna() & (values.notna() | required)) | ~numbers.between(0, 1) & numbers.notna()
+    if bad.any():
+        index = bad.to_numpy().argmax()
+        shown = "empty" if pd.isna(values.iloc[index]) else repr(str(values.iloc[index]))
+        raise LeaderboardError(
+            f"{path}:{index + 2}: {column} is {shown}, expected a Recall@10 or NDCG@10, a number from 0 to 1"
+        )  # line 1 is the header
+    return numbers.astype(float)
 
 
 def scores_by_run(path):
@@ -97,11 +112,16 @@ def submission_row(run_dir):
     if not run_dir.is_dir():
         raise LeaderboardError(f"{run_dir}: no such run folder")
     try:
-        return {"run": str(run_dir.resolve()), **summary_scores(json.loads((run_dir / SUMMARY).read_text()))}
+        row = {"run": str(run_dir.resolve()), **summary_scores(json.loads((run_dir / SUMMARY).read_text()))}
     except FileNotFoundError:
         raise LeaderboardError(f"{run_dir}: not a finished run (no {SUMMARY})") from None
     except (ValueError, KeyError, TypeError):  # json.JSONDecodeError is a ValueError
         raise LeaderboardError(f"{run_dir / SUMMARY}: not a run summary (no holdout scores)") from None
+    if not (run_dir / SUBMISSION).is_file():  # a stopped run (.interrupted, .failed) or a tune trial
+        raise LeaderboardError(
+            f"{run_dir}: not a submitted run (no {SUBMISSION}); record the run, ensemble or best/ folder that wrote it"
+        )
+    return row
 
 
 def add(run_dir, public, private=None, outputs="outputs", replace=False):
@@ -129,8 +149,9 @@ def add(run_dir, public, private=None, outputs="outputs", replace=False):
 
 def agreement(local, board):
     """(Spearman rank correlation, pairs in the same order, pairs compared) of two scores of the
-    same submissions; pairs tied in either are not compared."""
-    rho = local.rank().corr(board.rank())  # Spearman: the correlation of the ranks
+    same submissions; pairs tied in either are not compared. Spearman is NaN when one side is all tied."""
+    tied = local.nunique() < 2 or board.nunique() < 2  # no order on that side: nothing to correlate
+    rho = math.nan if tied else local.rank().corr(board.rank())  # Spearman: the correlation of the ranks
     same = compared = 0
     for i, j in itertools.combinations(range(len(local)), 2):
         order = (local.iloc[i] - local.iloc[j]) * (board.iloc[i] - board.iloc[j])
@@ -150,7 +171,11 @@ def verdict(local, board, board_name):
         )
     rho, same, compared = agreement(local, board)
     if pd.isna(rho):
-        return f"{board_name}: all scores tied on one side; nothing to compare"
+        side = f"holdout {RECALL}" if local.nunique() < 2 else f"{board_name} score"
+        return (
+            f"{board_name}: the {n} submissions have the same {side}; "
+            "it puts them in no order, so there is no ranking to compare"
+        )
     facts = f"Spearman {rho:+.2f}, {same} of {compared} pairs in the same order"
     rho = round(rho, 6)  # computed 0.8 can be 0.79999...
     if rho >= AGREES:
