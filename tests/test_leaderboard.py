@@ -95,7 +95,9 @@ def test_the_listing_judges_the_holdout_by_its_rank_correlation(submitted, capsy
         "the leaderboard does"
     ) in printed
     assert "private: 2 submissions with a score; too few to tell (record at least 3)" in printed
-    assert printed.rstrip().endswith(f"plot: {submitted / 'leaderboard.png'}")
+    assert printed.rstrip().endswith(
+        f"plot: {submitted / 'leaderboard.png'}\nestimates: {submitted / 'leaderboard.json'}"
+    )
     image = matplotlib.image.imread(submitted / "leaderboard.png")
     assert image.shape[0] > 400 and image.shape[1] > 500
 
@@ -210,7 +212,7 @@ def test_a_hand_edited_log_with_a_bad_score_is_refused_naming_its_line(submitted
     log = submitted / "leaderboard.csv"
     rows = log.read_text().splitlines()
     cells = rows[2].split(",")
-    cells[-3] = bad  # the public score of the second submission: line 3 of the file
+    cells[rows[0].split(",").index("public")] = bad  # the second submission's: line 3 of the file
     rows[2] = ",".join(cells)
     log.write_text("\n".join(rows) + "\n")
     message = f"error: {log}:3: public is {shown}, expected a Recall@10 or NDCG@10, a number from 0 to 1"

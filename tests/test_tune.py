@@ -98,8 +98,9 @@ def settings_with(tmp_path, tiny_raw, tune, model="EASE", **values):
         ({"search_space": {"reg_weight": {"grid": [1, 2]}}, "search": "optuna"}, "grid needs search: random"),
         (
             {"search_space": {"valid_metric": {"choice": ["recall@10", "mrr@10"]}}},
-            "valid_metric must be recall@10 or ndcg@10, or either over one holdout part (recall@10 last, ndcg@10 last, "
-            "recall@10 random, ndcg@10 random), got 'mrr@10'",
+            "valid_metric must be recall@10 or ndcg@10, of all users, of one holdout part (`recall@10 last`, "
+            "`recall@10 random`), or a mix of the parts: `recall@10 last:0.4` (the last part's share) or "
+            "`recall@10 calibrated` (the share the leaderboard log estimates), got 'mrr@10'",
         ),
         ({"num_sample": 3, "search_space": {"reg_weight": {"choice": [1, 2]}}}, "did you mean 'num_samples'?"),
         (
