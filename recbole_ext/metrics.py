@@ -80,6 +80,9 @@ class Objective:
         return float(self.user_values(scores).mean())
 
 
+COMPETITION = Objective(RECALL)  # the default: the leaderboard's metric over all holdout users
+
+
 def parse_objective(text):
     """The Objective a name says (any case); ValueError (`must be ...`, for after the setting's name) when
     it names none."""
@@ -142,6 +145,13 @@ def evaluation_scores(scores):
     by_part = {f"{m} {part}": means[m] for part, means in part_means(scores).items() for m in METRICS}
     mixes = {column: float(scores[column].mean()) for column in scores.columns if " last:" in column}
     return {**mean_scores(scores), **by_part, **mixes}
+
+
+def objective_means(recommended, holdout, objective):
+    """holdout_metrics of the lists, and the objective's value under its name (the same number when it is
+    recall@10 or ndcg@10 of all users)."""
+    users = part_scores(recommended, holdout) if objective.parts else user_scores(recommended, holdout)
+    return {**mean_scores(users), objective.name: objective.value(users)}
 
 
 def holdout_metrics(recommended, hidden):

@@ -24,7 +24,7 @@ import pandas as pd
 from atomic_data.items import read_item_text
 from atomic_data.tables import read_inter
 from recbole_ext.fusion import EnsembleError, _check_enough
-from recbole_ext.metrics import K, holdout_metrics
+from recbole_ext.metrics import COMPETITION, K, objective_means
 
 # feature group: what its features say (docs/blends.md lists them)
 FEATURES = {
@@ -260,7 +260,7 @@ def _groups(users):
     return np.diff(np.r_[starts, len(users)])
 
 
-def fit(x, labels, users, seed, rounds=None):
+def fit(x, labels, users, seed, rounds=None, gains=None):
     """A ranker (a lightgbm Booster) on these rows, sorted by user; users without a hidden item among their
     candidates teach nothing and are dropped. Without rounds: early stopping on EARLY_STOP_SHARE of the
     users. Returns (model, rounds)."""
@@ -271,6 +271,8 @@ def fit(x, labels, users, seed, rounds=None):
     if not len(users):
         raise EnsembleError("no holdout user has a hidden item among the candidates: the stage has nothing to learn")
     params = {**LGBM, "seed": seed, "num_threads": _threads(), "eval_at": [K]}
+    if gains is not None:  # graded labels: what a hit of each grade is worth (part_labels)
+        params["label_gain"] = gains
 
     def dataset(rows, reference=None):
         return lightgbm.Dataset(x[rows], labels[rows], group=_groups(users[rows]), reference=reference)
@@ -326,15 +328,31 @@ class Stage:
         return ranked(table, self.model.predict(x), k), x.mean()
 
 
-def evaluate(lists, names, hidden, ctx, options, groups, seed=0):
-    """Cross-fitted and fitted holdout scores of the stage on the members' validation lists, the cross-fitted
-    lists, the stage trained on every holdout user and the importance of its features."""
+def part_labels(table, hidden, objective):
+    """The candidates' labels and LightGBM's label_gain: 1 for a hidden item, gains None; for a mix of the
+    parts, 1 for a random-part item and 2 for a last-part one, each worth its part's share of a user's score
+    per item (share / items of the last part, (1 - share) / items of the random part, as the holdout has them)."""
+    keys = pd.MultiIndex.from_frame(table[["user", "item"]])
+    hidden = hidden.drop_duplicates(["user", "item"])
+    if objective.share is None or "part" not in hidden:
+        return keys.isin(pd.MultiIndex.from_frame(hidden[["user", "item"]])).astype(np.int32), None
+    grade = {"random": 1, "last": 2}
+    graded = pd.Series(hidden["part"].map(grade).to_numpy(), index=pd.MultiIndex.from_frame(hidden[["user", "item"]]))
+    labels = graded.reindex(keys).fillna(0).to_numpy(np.int32)
+    per_user = hidden.groupby("part").size() / hidden.groupby("part")["user"].nunique()
+    gains = [0.0, (1 - objective.share) / per_user.get("random", 1), objective.share / per_user.get("last", 1)]
+    return labels, [g / max(gains) for g in gains]
+
+
+def evaluate(lists, names, hidden, ctx, options, groups, seed=0, objective=COMPETITION):
+    """Cross-fitted and fitted holdout scores of the stage on the members' validation lists (with the
+    objective's, whose part shares weigh the labels), the cross-fitted lists, the stage trained on every
+    holdout user and the importance of its features."""
     table = candidate_table(lists, options.candidates)
     table = table[table["user"].isin(hidden["user"])].reset_index(drop=True)
     _check_enough(table.groupby("user").size(), K)
     x = features(table, len(lists), groups, ctx, names)
-    positives = pd.MultiIndex.from_frame(hidden[["user", "item"]].drop_duplicates())
-    labels = pd.MultiIndex.from_frame(table[["user", "item"]]).isin(positives).astype(np.int32)
+    labels, gains = part_labels(table, hidden, objective)
     users = table["user"].to_numpy()
     fold_of = user_folds(hidden["user"], options.folds, seed)
     row_fold = fold_of.reindex(users).to_numpy()
@@ -342,22 +360,22 @@ def evaluate(lists, names, hidden, ctx, options, groups, seed=0):
     fold_records = []
     for fold in range(options.folds):
         scored = row_fold == fold
-        model, rounds = fit(x[~scored], labels[~scored], users[~scored], seed)
+        model, rounds = fit(x[~scored], labels[~scored], users[~scored], seed, gains=gains)
         predictions[scored] = model.predict(x[scored])
         fold_records.append({"users": int((fold_of == fold).sum()), "rounds": rounds})
     cross = ranked(table, predictions)
     rounds = max(1, round(np.mean([record["rounds"] for record in fold_records])))
-    model, _ = fit(x, labels, users, seed, rounds)
+    model, _ = fit(x, labels, users, seed, rounds, gains)
     stage = Stage(options, groups, names, model, rounds)
     importance = pd.Series(model.feature_importance("gain"), index=x.columns)
     return {
-        "fitted": holdout_metrics(ranked(table, model.predict(x)), hidden),
-        "cross_fitted": holdout_metrics(cross, hidden),
+        "fitted": objective_means(ranked(table, model.predict(x)), hidden, objective),
+        "cross_fitted": objective_means(cross, hidden, objective),
         "cross_fitted_lists": cross,
         "stage": stage,
         "folds": fold_records,
         "candidates_per_user": float(len(table) / table["user"].nunique()),
-        "hidden_in_candidates": float(labels.sum() / len(hidden[["user", "item"]].drop_duplicates())),
+        "hidden_in_candidates": float((labels > 0).sum() / len(hidden[["user", "item"]].drop_duplicates())),
         "importance": (importance / importance.sum()).sort_values(ascending=False),
         "feature_means": x.mean(),
     }

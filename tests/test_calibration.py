@@ -6,12 +6,17 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from test_ensemble import write_data
+from test_ensemble import write_run as blend_run
 from test_leaderboard import write_run
+from test_stack import last_item_case
 
 from recbole_ext.calibration import fit_share
 from recbole_ext.config import ConfigError, load_settings
+from recbole_ext.ensemble import main as ensemble_main
 from recbole_ext.leaderboard import main
 from recbole_ext.metrics import Objective, parse_objective
+from recbole_ext.stack import part_labels
 
 # part recalls of five kinds of submission: EASE finds random earlier items, a sequential model the latest
 LAST = np.array([0.10, 0.27, 0.18, 0.14, 0.22])
@@ -132,3 +137,51 @@ def test_calibrated_without_an_estimate_is_refused_with_the_reason(tmp_path, mon
     assert main([]) == 0
     with pytest.raises(ConfigError, match=r"holds no estimate \(2 submissions with part scores; record at least 3\)"):
         load_settings("EASE", overrides=["valid_metric=recall@10 calibrated"])
+
+
+@pytest.fixture(scope="module")
+def parts_case(tmp_path_factory):
+    """Member A holds each user's three random-part items in its top 10, member B only the last item (its top
+    item): a blend cannot have both, so what it gives up follows the last part's share."""
+    hidden, a, b, _, interactions = last_item_case()
+    root = tmp_path_factory.mktemp("parts")
+    data = write_data(root / "data", interactions, hidden)
+    parts = [(u, i, 0, "last" if i == b[u][0] else "random") for u, items in hidden.items() for i in sorted(items)]
+    pd.DataFrame(parts, columns=["user", "item", "time", "part"]).to_csv(data / "holdout.csv", index=False)
+    return root, [str(blend_run(root / "A", data, a, a)), str(blend_run(root / "B", data, b, b, model="SASRec"))]
+
+
+def test_a_blend_objective_uses_the_share_it_prints(parts_case, monkeypatch, capsys):
+    root, runs = parts_case
+    monkeypatch.chdir(root)
+    (root / "outputs").mkdir(exist_ok=True)
+    estimate = {"board": "public", "last_share": 0.9, "interval": [0.8, 1.0], "submissions": 3}
+    (root / "outputs" / "leaderboard.json").write_text(json.dumps({"calibration": estimate}))
+    summaries = {}
+    for objective in ("recall@10 last:0.1", "recall@10 calibrated"):
+        output = root / objective.replace(" ", "-")
+        assert ensemble_main([*runs, "--method", "score", "--objective", objective, "--output", str(output)]) == 0
+        summaries[objective] = json.loads((output / "summary.json").read_text())
+    printed = capsys.readouterr()
+    assert "--objective: recall@10 last:0.1: the last part's share 0.1 (given)" in printed.err
+    assert "--objective: recall@10 calibrated: the last part's share 0.9 (95% interval 0.80 to 1.00" in printed.err
+    low, high = (summaries[o] for o in summaries)
+    assert high["config"]["objective"] == "recall@10 last:0.9" and low["config"]["objective"] == "recall@10 last:0.1"
+    assert "chosen for recall@10 last:0.9: cross-fitted" in printed.out
+    parts = {share: s["holdout_detail"]["parts"] for share, s in (("low", low), ("high", high))}
+    assert parts["high"]["last"]["recall@10"] > parts["low"]["last"]["recall@10"]
+    assert parts["high"]["random"]["recall@10"] < parts["low"]["random"]["recall@10"]
+    assert high["weights"]["B"] > low["weights"]["B"]
+
+
+def test_the_stage_grades_its_labels_by_the_parts_share():
+    hidden = pd.DataFrame(
+        {"user": [1, 1, 1, 2, 2], "item": [5, 6, 7, 5, 8], "part": ["last", *["random"] * 2] * 1 + ["last", "random"]}
+    )
+    table = pd.DataFrame({"user": [1, 1, 1, 2, 2], "item": [5, 6, 9, 8, 9]})
+    labels, gains = part_labels(table, hidden, Objective("recall@10", share=0.5))
+    assert labels.tolist() == [2, 1, 0, 1, 0]
+    # per user: one last item, 1.5 random ones: a last item is worth 0.5 / 1, a random one 0.5 / 1.5
+    assert gains == pytest.approx([0.0, (0.5 / 1.5) / 0.5, 1.0])
+    plain, none = part_labels(table, hidden, Objective("recall@10"))
+    assert plain.tolist() == [1, 1, 0, 1, 0] and none is None

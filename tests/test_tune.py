@@ -339,6 +339,30 @@ def test_an_s3rec_search_pretrains_once_and_every_trial_finetunes_from_it(ray_ru
     assert len(list(Path(summaries[0]["pretraining"]["checkpoint"]).parent.glob("pretrained-S3Rec-*.pth"))) == 1
 
 
+def test_a_calibrated_tune_metric_ranks_the_trials_by_the_share_it_prints(
+    ray_runtime, tmp_path, tiny_raw, data_dir, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)  # where the leaderboard listing writes outputs/leaderboard.json
+    (tmp_path / "outputs").mkdir()
+    estimate = {"board": "public", "last_share": 0.7, "interval": [0.5, 0.9], "submissions": 5}
+    (tmp_path / "outputs" / "leaderboard.json").write_text(json.dumps({"calibration": estimate}))
+    search = {"search_space": {"reg_weight": {"grid": [1.0, 100.0, 10000.0]}}, "metric": "recall@10 calibrated"}
+    config = write_yaml(tmp_path / "ease.yaml", {"model": "EASE", **TINY, "tune": search})
+    output = tmp_path / "search"
+    assert tune_cli(cli_args(config, tiny_raw, data_dir, output)) == 0
+    assert "tune.metric: recall@10 calibrated: the last part's share 0.7 (95% interval 0.50 to 0.90" in (
+        capsys.readouterr().err
+    )
+    trials = read_trials(output)
+    metric = "recall@10 last:0.7"
+    for _, row in trials.iterrows():  # each trial's score: 0.7 * last + 0.3 * random of each user, averaged
+        users = pd.read_csv(Path(row["output"]) / "holdout_users.csv", index_col="user")
+        mixed = (0.7 * users["recall@10 last"] + 0.3 * users["recall@10 random"]).fillna(users["recall@10 last"])
+        assert row[metric] == pytest.approx(mixed.fillna(users["recall@10 random"]).mean(), abs=1e-6)
+    assert trials[metric].nunique() == 3 and list(trials[metric]) == sorted(trials[metric], reverse=True)
+    assert f"{metric} honest" in trials
+
+
 def test_max_concurrent_trials_runs_one_trial_at_a_time(ray_runtime, tmp_path, tiny_raw, data_dir):
     # half a CPU per trial: without the limit Ray would run four side by side on two CPUs
     config = write_yaml(
