@@ -159,6 +159,10 @@ def resolve_objectives(values, sources):
     if isinstance(values.get("tune"), dict) and "metric" in values["tune"]:
         targets.append((values["tune"], "metric", "tune.metric"))
     for section, key, name in targets:
+        try:
+            parse_objective(section[key])
+        except ValueError:
+            continue  # refused with the checks of its section (check_settings, tune.space.parse_tune)
         where = f"{sources.get(name) or sources.get(name.split('.')[0], 'settings')}: {name}"
         objective = resolved_objective(section[key], where)
         section[key] = objective.name
