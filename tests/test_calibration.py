@@ -185,3 +185,15 @@ def test_the_stage_grades_its_labels_by_the_parts_share():
     assert gains == pytest.approx([0.0, (0.5 / 1.5) / 0.5, 1.0])
     plain, none = part_labels(table, hidden, Objective("recall@10"))
     assert plain.tolist() == [1, 1, 0, 1, 0] and none is None
+
+
+def test_a_log_written_before_the_parts_were_recorded_is_listed_without_an_estimate(tmp_path, capsys):
+    outputs = tmp_path / "outputs"
+    outputs.mkdir()
+    old = "run,model,fingerprint,recall@10,ci low,ci high,ndcg@10,public,private,recorded\n"
+    old += "".join(f"/r/{i},EASE,fp-1,0.{20 + i},,,0.1,0.1{i},,2026-01-01\n" for i in range(3))
+    (outputs / "leaderboard.csv").write_text(old)
+    assert main(["--outputs", str(outputs)]) == 0
+    assert "public latest-item share: cannot tell (0 submissions with part scores; record at least 3)" in (
+        capsys.readouterr().out
+    )
