@@ -14,7 +14,7 @@ their score blend with the default objective (recall@10). Each submission is sco
 leaderboard scores it (Recall@10 over the board's users) and logged with that public score
 (`python -m recbole_ext.leaderboard add`); the listing's estimate is printed against the true share.
 Then the same members are blended with `--objective "recall@10 calibrated"` (the share just estimated)
-and both blends' board scores are printed. Runs are kept and reused: data/bench/calibration/.
+and with the true share (what a perfect estimate would give), and the blends' board scores are printed. Runs are kept and reused: data/bench/calibration/.
 
 Goals (issue 27), printed beside the figures: the true share inside the estimate's interval in every
 case, the interval at most 0.3 wide with 4 submissions; the calibrated blend at least the default one on
@@ -123,7 +123,7 @@ def blend(runs, folder, name, objective):
 
 def measure_case(data_name, raw, last, random, epochs):
     from recbole_ext import calibration, leaderboard
-    from recbole_ext.metrics import COMPETITION
+    from recbole_ext.metrics import COMPETITION, RECALL, Objective
 
     folder = OUT / data_name / f"board-{last}+{random}"
     board = hide_board(raw, folder, last, random)
@@ -142,6 +142,8 @@ def measure_case(data_name, raw, last, random, epochs):
     )
     calibrated, summary = blend(runs, folder, f"calibrated-{objective.share:g}", objective)
     scores["blend (calibrated)"] = board_score(calibrated, board)
+    true_share = Objective(RECALL, share=round(last / (last + random), 2))  # what a perfect estimate would give
+    scores["blend (true share)"] = board_score(blend(runs, folder, f"true-{true_share.share:g}", true_share)[0], board)
     return {
         "data": data_name,
         "board": f"{last}+{random}",
@@ -188,6 +190,7 @@ def report(results):
                 "cannot tell" if e["last_share"] is None else f"{e['last_share']:.2f} ({low:.2f} to {high:.2f})",
                 *(f"{s[name]:.4f}" for name in ("EASE", "MultiVAE", "gSASRec", "blend (recall@10)")),
                 f"{s['blend (calibrated)']:.4f} ({gain:+.4f})",
+                f"{s['blend (true share)']:.4f}",
             ]
         )
         goals.append(
@@ -197,7 +200,7 @@ def report(results):
             + (f", higher: {'yes' if gain > 0 else 'NO'}" if abs(r["true share"] - DEFAULT_SHARE) >= 0.2 else "")
         )
     header = ["data", "board", "users", "true a", "estimated a (95%)", "EASE", "MultiVAE", "gSASRec"]
-    print(table(rows, [*header, "blend recall@10", "blend calibrated (gain)"]))
+    print(table(rows, [*header, "blend recall@10", "blend calibrated (gain)", "blend at true a"]))
     print("\n".join(goals))
 
 
