@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from atomic_data import Prepared
-from recbole_ext import ConfigError, calibration, stack
+from recbole_ext import ConfigError, calibration, stack, stack_features
 from recbole_ext.files import json_text, staged
 from recbole_ext.fusion import DEFAULT_DEPTH, METHODS, RRF_OFFSET, EnsembleError, blender, evaluate, priority_order
 from recbole_ext.metrics import (
@@ -160,7 +160,7 @@ def as_text(parameters):
         record = parameters[STACK]
         top = ", ".join(list(record["importance"])[:3])
         return (
-            f"second stage, LightGBM lambdarank, {record['rounds']} rounds on the members' top "
+            f"second stage, LightGBM, {record['rounds']} rounds on the members' top "
             f"{record['candidates']} (top features: {top})"
         )
     if "priority_order" in parameters:
@@ -219,13 +219,17 @@ def build(
         hidden = pd.read_csv(data["holdout_path"])  # load_members checked that it exists
         prepared = load_prepared(data["data_path"])
         activity = holdout_activity(prepared, hidden)  # the users' training interactions, as the runs' own
-        groups = stack.feature_groups(options, stack.item_fields(prepared)) if method in (STACK, AUTO) else None
+        groups = (
+            stack_features.feature_groups(options, stack_features.item_fields(prepared))
+            if method in (STACK, AUTO)
+            else None
+        )
     names = [member.name for member in members]
     fits = {}
     for candidate in AUTO_ORDER if method == AUTO else (method,):
         with timer.step(f"fit {candidate}"):
             if candidate == STACK:
-                context = stack.fit_context(prepared, prepared.valid_name)
+                context = stack_features.fit_context(prepared, prepared.valid_name)
                 valid = [m.valid for m in members]
                 fits[STACK] = stack.evaluate(valid, names, hidden, context, options, groups, seed, objective)
             else:
@@ -240,7 +244,9 @@ def build(
     with timer.step("blend_full"):
         full_lists = [member.full for member in members]
         if chosen == STACK:
-            full_top, full_means = result["stage"].predict(full_lists, stack.fit_context(prepared, prepared.name))
+            full_top, full_means = result["stage"].predict(
+                full_lists, stack_features.fit_context(prepared, prepared.name)
+            )
         else:
             full_top = blender(chosen, full_lists, depth)(result["weights"])
         try:
@@ -414,7 +420,7 @@ def main(argv=None):
     parser.add_argument("--folds", type=int, default=stack.DEFAULT_FOLDS, help="stack: folds of the cross-fit")
     parser.add_argument(
         "--features",
-        help=f"stack: comma-separated feature groups (default: all the data allows: {','.join(stack.FEATURES)})",
+        help=f"stack: comma-separated feature groups (default: all the data allows: {','.join(stack_features.FEATURES)})",
     )
     parser.add_argument(
         "--objective",

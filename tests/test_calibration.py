@@ -16,7 +16,7 @@ from recbole_ext.config import ConfigError, load_settings
 from recbole_ext.ensemble import main as ensemble_main
 from recbole_ext.leaderboard import main
 from recbole_ext.metrics import Objective, parse_objective
-from recbole_ext.stack import part_labels
+from recbole_ext.stack import part_weights
 
 # part recalls of five kinds of submission: EASE finds random earlier items, a sequential model the latest
 LAST = np.array([0.10, 0.27, 0.18, 0.14, 0.22])
@@ -174,17 +174,16 @@ def test_a_blend_objective_uses_the_share_it_prints(parts_case, monkeypatch, cap
     assert high["weights"]["B"] > low["weights"]["B"]
 
 
-def test_the_stage_grades_its_labels_by_the_parts_share():
-    hidden = pd.DataFrame(
-        {"user": [1, 1, 1, 2, 2], "item": [5, 6, 7, 5, 8], "part": ["last", *["random"] * 2] * 1 + ["last", "random"]}
-    )
+def test_the_stage_weighs_each_hidden_item_by_its_parts_share():
+    parts = ["last", "random", "random", "last", "random"]
+    hidden = pd.DataFrame({"user": [1, 1, 1, 2, 2], "item": [5, 6, 7, 5, 8], "part": parts})
     table = pd.DataFrame({"user": [1, 1, 1, 2, 2], "item": [5, 6, 9, 8, 9]})
-    labels, gains = part_labels(table, hidden, Objective("recall@10", share=0.5))
-    assert labels.tolist() == [2, 1, 0, 1, 0]
-    # per user: one last item, 1.5 random ones: a last item is worth 0.5 / 1, a random one 0.5 / 1.5
-    assert gains == pytest.approx([0.0, (0.5 / 1.5) / 0.5, 1.0])
-    plain, none = part_labels(table, hidden, Objective("recall@10"))
-    assert plain.tolist() == [1, 1, 0, 1, 0] and none is None
+    weights = part_weights(table, hidden, Objective("recall@10", share=0.5))
+    # per user: one last item, 1.5 random ones: a last item is worth 0.5 / 1, a random one 0.5 / 1.5;
+    # the hidden candidates (5 last, 6 and 8 random) scaled to a mean of 1; the others 1
+    worth = np.array([0.5, 0.5 / 1.5, 0.5 / 1.5])
+    assert weights.tolist() == pytest.approx([*(worth / worth.mean())[:2], 1.0, (worth / worth.mean())[2], 1.0])
+    assert part_weights(table, hidden, Objective("recall@10")).tolist() == [1.0] * 5
 
 
 def test_a_log_written_before_the_parts_were_recorded_is_listed_without_an_estimate(tmp_path, capsys):

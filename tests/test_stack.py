@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from test_ensemble import write_data, write_run
 
-from recbole_ext import stack
+from recbole_ext import stack, stack_features
 from recbole_ext.ensemble import build, main
 from recbole_ext.fusion import evaluate as simple_blend
 from recbole_ext.metrics import RECALL
@@ -49,7 +49,7 @@ def hidden_frame(hidden):
 
 def context_of(interactions):
     users, items = (np.array(column) for column in zip(*interactions))
-    return stack.context(users, items, np.arange(len(users)), pd.DataFrame(index=pd.Index([], name="item")))
+    return stack_features.context(users, items, np.arange(len(users)), pd.DataFrame(index=pd.Index([], name="item")))
 
 
 @pytest.fixture(scope="module")

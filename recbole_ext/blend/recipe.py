@@ -5,7 +5,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from recbole_ext import ConfigError, calibration, ensemble, stack
+from recbole_ext import ConfigError, calibration, ensemble, stack, stack_features
 from recbole_ext.config import did_you_mean, is_int, is_number, load_settings, read_yaml
 from recbole_ext.metrics import RECALL, K, Objective
 
@@ -93,7 +93,7 @@ def _stack_options(values, path):
     features = values.get("features")
     if features is not None and not (isinstance(features, list) and features):
         raise ConfigError(
-            f"{where}.features must be a list of feature groups ({', '.join(stack.FEATURES)}), got {features!r}"
+            f"{where}.features must be a list of feature groups ({', '.join(stack_features.FEATURES)}), got {features!r}"
         )
     defaults = stack.Options()
     options = stack.Options(
