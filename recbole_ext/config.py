@@ -25,9 +25,10 @@ from recbole.utils.argument_list import dataset_arguments, evaluation_arguments,
 
 import yaml
 from atomic_data import BASE_YAML, HoldoutRule
-from atomic_data.holdout import PART_NAMES
 from recbole_ext import ConfigError, registry, tracking
+from recbole_ext.calibration import check_parts, resolve_objectives
 from recbole_ext.item_file import data_item_fields
+from recbole_ext.metrics import OBJECTIVE_TEXT, parse_objective
 
 YAML_DIR = BASE_YAML.parent
 RECBOLE_PROPERTIES = registry.RECBOLE_PROPERTIES.parent
@@ -53,10 +54,6 @@ MOVIEREC_KEYS = {
     "tracking",
 }
 SECTIONS = {"holdout", "filter", "quick", "tune", "tracking"}  # set entry by entry by each layer
-ALL_USERS_METRICS = ("recall@10", "ndcg@10")
-# over the users of one holdout part too: a sequential model's job is the latest items (`recall@10 last`)
-HOLDOUT_METRICS = (*ALL_USERS_METRICS, *(f"{m} {part}" for part in PART_NAMES.values() for m in ALL_USERS_METRICS))
-METRICS_TEXT = f"{' or '.join(ALL_USERS_METRICS)}, or either over one holdout part ({', '.join(HOLDOUT_METRICS[2:])})"
 FILTERS = {"future_items"}  # the entries of filter: (recbole_ext/future.py)
 # RecBole settings that movierec sets itself
 MANAGED = {
@@ -208,6 +205,7 @@ def load_settings(model=None, config_file=None, overrides=(), quick=False):
         if values.get(key) is not None:
             values[key] = str(Path(values[key]).expanduser().resolve())
     values["tracking"] = tracking.resolved(values["tracking"])
+    resolve_objectives(settings.values, settings.sources)
     return settings
 
 
@@ -283,7 +281,7 @@ def check_settings(settings):
         raise ConfigError(str(error)) from None
     checks = {
         "device": (lambda v: v in ("auto", "cpu", "cuda"), "auto, cpu or cuda"),
-        "valid_metric": (lambda v: str(v).lower() in HOLDOUT_METRICS, METRICS_TEXT),
+        "valid_metric": (_is_objective, OBJECTIVE_TEXT),
         "top_n": (lambda v: is_int(v) and v >= 10, "an integer >= 10"),
         "refit": (lambda v: isinstance(v, bool), "true or false"),
         "refit_epochs": (lambda v: v == "best" or (is_int(v) and v >= 1), "best or an integer >= 1"),
@@ -294,12 +292,7 @@ def check_settings(settings):
     for key, (ok, expected) in checks.items():
         if not ok(values[key]):
             raise ConfigError(f"{where(key)}: {key} must be {expected}, got {values[key]!r}")
-    part = str(values["valid_metric"]).lower().partition(" ")[2]
-    if part and not values["holdout"][part]:
-        raise ConfigError(
-            f"{where('valid_metric')}: valid_metric {values['valid_metric']!r} follows the holdout's {part} part, "
-            f"which holdout.{part}: 0 leaves empty"
-        )
+    check_parts(parse_objective(values["valid_metric"]), values["holdout"], f"{where('valid_metric')}: valid_metric")
     if values.get("data") is not None and not Path(values["data"]).expanduser().is_dir():
         raise ConfigError(f"{where('data')}: data folder {values['data']!r} does not exist")
     for key in ("data_dir", "output_dir"):  # folders made later: nothing in their way may be a file
@@ -364,6 +357,13 @@ def _number_rule(key, default):
         if pattern.search(key) and (integer or not integers_only) and in_range(default):
             return (lambda v: is_kind(v) and in_range(v)), f"{kind} {text}"  # noqa: B023 (returned at once)
     return is_kind, kind
+
+
+def _is_objective(value):
+    try:
+        return bool(parse_objective(value))
+    except ValueError:
+        return False
 
 
 def is_number(value):

@@ -16,7 +16,7 @@ import torch
 from recbole.trainer import Trainer
 
 from recbole_ext.data import token_ids
-from recbole_ext.metrics import K, evaluation_scores, part_scores
+from recbole_ext.metrics import K, evaluation_scores, parse_objective, part_scores
 from recbole_ext.predict import top_k
 
 
@@ -26,15 +26,20 @@ class HoldoutScorer:
     on_result(result, best_users) is called after every evaluation: its mean
     scores, and the per-user scores (part_scores) of the best evaluation so far.
     future: the run's future-film filter (a FutureItems), or None.
+    metric: what the best evaluation maximises; also: other objectives every result reports (a search's
+    tune.metric), each a column of the per-user scores too.
     """
 
-    def __init__(self, dataset, history, holdout, batch_users, on_result=None, metric="recall@10", future=None):
+    def __init__(
+        self, dataset, history, holdout, batch_users, on_result=None, metric="recall@10", future=None, also=()
+    ):
         self.dataset, self.history, self.holdout = dataset, history, holdout
         self.batch_users, self.future = batch_users, future
         self.users = torch.from_numpy(token_ids(dataset, dataset.uid_field, holdout["user"].unique()))
         if (self.users == 0).any():
             raise ValueError("holdout users missing from the training data: prepared data is inconsistent")
         self.on_result, self.metric = on_result, metric
+        self.objectives = [parse_objective(name) for name in dict.fromkeys((metric, *also))]
         self.results = []  # one dict per evaluation, in order
         self.best = None  # the index of the best evaluation in results
         self.best_users = None  # its per-user scores
@@ -44,6 +49,9 @@ class HoldoutScorer:
             model, self.dataset, self.history, K, self.batch_users, users=self.users, future=self.future
         )
         users = part_scores(recommended, self.holdout)
+        for objective in self.objectives:
+            if objective.share is not None:  # a mix of the parts: its own per-user column
+                users[objective.name] = objective.user_values(users)
         result = evaluation_scores(users)
         # RecBole's rule (the checkpoint it keeps): ties move the best to the later evaluation
         if self.best is None or result[self.metric] >= self.results[self.best][self.metric]:

@@ -2,7 +2,7 @@
 
     python -m recbole_ext.ensemble RUN_DIR RUN_DIR ... [--method priority|rank|score|stack|auto]
                                    [--weights auto|w1,w2,...] [--depth N] [--seed N] [--output DIR]
-                                   [--candidates N] [--folds K] [--features a,b,...]
+                                   [--candidates N] [--folds K] [--features a,b,...] [--objective NAME]
 
 The methods, the fitted and the cross-fitted estimate and what is printed and
 written: docs/blends.md; the maths: fusion.py (priority, rank, score) and
@@ -24,10 +24,11 @@ from pathlib import Path
 import pandas as pd
 
 from atomic_data import Prepared
-from recbole_ext import ConfigError, stack, stack_features
+from recbole_ext import ConfigError, calibration, stack, stack_features
 from recbole_ext.files import json_text, staged
 from recbole_ext.fusion import DEFAULT_DEPTH, METHODS, RRF_OFFSET, EnsembleError, blender, evaluate, priority_order
 from recbole_ext.metrics import (
+    COMPETITION,
     RECALL,
     K,
     bootstrap_interval,
@@ -192,9 +193,12 @@ def compare_with_members(member_users, blend_users):
     return intervals, {"member": best, "difference": difference, "interval": [lo, hi]}
 
 
-def build(run_dirs, method="rank", weights="auto", seed=0, output=None, depth=None, options=None):
+def build(
+    run_dirs, method="rank", weights="auto", seed=0, output=None, depth=None, options=None, objective=COMPETITION
+):
     """Blend the runs, write the ensemble folder; returns its summary (with output_dir).
-    options: stack.Options of the second stage (method stack or auto)."""
+    options: stack.Options of the second stage (method stack or auto); objective: what the weights, the
+    stage's labels and auto's choice maximise (metrics.Objective, resolved: a share, not `calibrated`)."""
     options = options or stack.Options()
     if method not in BLEND_METHODS:
         raise EnsembleError(f"--method {method!r}: expected one of {', '.join(BLEND_METHODS)}")
@@ -226,10 +230,13 @@ def build(run_dirs, method="rank", weights="auto", seed=0, output=None, depth=No
         with timer.step(f"fit {candidate}"):
             if candidate == STACK:
                 context = stack_features.fit_context(prepared, prepared.valid_name)
-                fits[STACK] = stack.evaluate([m.valid for m in members], names, hidden, context, options, groups, seed)
+                valid = [m.valid for m in members]
+                fits[STACK] = stack.evaluate(valid, names, hidden, context, options, groups, seed, objective)
             else:
-                fits[candidate] = evaluate(candidate, [m.valid for m in members], hidden, weights, seed, depth)
-    chosen = max(fits, key=lambda m: fits[m]["cross_fitted"][RECALL])  # ties: the earlier (AUTO_ORDER)
+                fits[candidate] = evaluate(
+                    candidate, [m.valid for m in members], hidden, weights, seed, depth, objective
+                )
+    chosen = max(fits, key=lambda m: fits[m]["cross_fitted"][objective.name])  # ties: the earlier (AUTO_ORDER)
     result = fits[chosen]
     member_users = {m.name: part_scores(m.valid, hidden) for m in members}
     blend_users = activity.join(part_scores(result["cross_fitted_lists"], hidden))
@@ -271,6 +278,7 @@ def build(run_dirs, method="rank", weights="auto", seed=0, output=None, depth=No
             "method": method,
             "weights": "auto" if weights == "auto" else list(weights),
             "seed": seed,
+            "objective": objective.name,
             "depth": depth or DEFAULT_DEPTH.get(chosen),
             "rrf_offset": RRF_OFFSET,
             "grid_points": result.get("grid_points"),
@@ -351,6 +359,9 @@ def print_table(summary, file=None):
     fitted = "weights auto (fitted on the holdout)" if summary["weights_fitted"] else "weights given (nothing fitted)"
     fitted = "a ranker trained on the holdout" if summary["method"] == STACK else fitted
     print(f"ensemble of {len(summary['members'])} runs, method {summary['method']}, {fitted}", file=file)
+    objective = summary["config"].get("objective", RECALL)
+    if objective != RECALL:
+        print(f"chosen for {objective}: cross-fitted {summary['holdout'][objective]:.4f}", file=file)
     print(f"{'':{width}}recall@10   95% interval      ndcg@10", file=file)
     for name, scores, interval in rows:
         shown = f"{interval[0]:.4f} to {interval[1]:.4f}" if interval else ""
@@ -411,11 +422,18 @@ def main(argv=None):
         "--features",
         help=f"stack: comma-separated feature groups (default: all the data allows: {','.join(stack_features.FEATURES)})",
     )
+    parser.add_argument(
+        "--objective",
+        default=RECALL,
+        help=f"what the blend maximises: {RECALL} (default), `{RECALL} last:0.4` (the last part's share of a mix "
+        f"of the holdout's parts) or `{RECALL} calibrated` (the share the leaderboard log estimates)",
+    )
     args = parser.parse_args(argv)
     features = tuple(args.features.split(",")) if args.features else None
     try:
         options = stack.Options(args.candidates, args.folds, features)
-        summary = build(args.runs, args.method, args.weights, args.seed, args.output, args.depth, options)
+        objective = calibration.resolved_objective(args.objective, "--objective")
+        summary = build(args.runs, args.method, args.weights, args.seed, args.output, args.depth, options, objective)
     except (EnsembleError, ConfigError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from recbole_ext.metrics import K, holdout_metrics, split_users
+from recbole_ext.metrics import COMPETITION, NDCG, K, objective_means, split_users
 
 METHODS = ("priority", "rank", "score")
 RRF_OFFSET = 60  # reciprocal-rank fusion's usual constant (Cormack et al. 2009)
@@ -161,35 +161,36 @@ def _compositions(total, parts):
             yield (first, *rest)
 
 
-def fit_weights(blend, grid, hidden, user_groups):
-    """For each group of holdout users, the grid point with the best (recall@10, ndcg@10) on it."""
+def fit_weights(blend, grid, hidden, user_groups, objective):
+    """For each group of holdout users, the grid point with the best (objective, ndcg@10) on it."""
     group_hidden = [hidden[hidden["user"].isin(users)] for users in user_groups]
     best = [None] * len(user_groups)
     for weights in grid:
         top = blend(weights)
         for g, group in enumerate(group_hidden):
-            scores = holdout_metrics(top, group)
-            key = (scores["recall@10"], scores["ndcg@10"])
+            scores = objective_means(top, group, objective)
+            key = (scores[objective.name], scores[NDCG])
             if best[g] is None or key > best[g][0]:  # ties: the earlier grid point
                 best[g] = (key, weights)
     return [weights for _, weights in best]
 
 
-def evaluate(method, lists, hidden, weights="auto", seed=0, depth=None):
-    """Fitted and cross-fitted holdout scores of a blend of validation lists, the weights behind them,
-    and the cross-fitted lists (each half blended with the weights fitted on the other)."""
+def evaluate(method, lists, hidden, weights="auto", seed=0, depth=None, objective=COMPETITION):
+    """Fitted and cross-fitted holdout scores of a blend of validation lists (with the objective's, which
+    the weights maximise), the weights behind them, and the cross-fitted lists (each half blended with the
+    weights fitted on the other)."""
     blend = blender(method, lists, depth)
     half_a, half_b = split_users(hidden["user"], seed)
     grid = weight_grid(method, len(lists)) if weights == "auto" else None
     if grid:
         all_users = np.concatenate([half_a, half_b])
-        fitted, fit_a, fit_b = fit_weights(blend, grid, hidden, [all_users, half_a, half_b])
+        fitted, fit_a, fit_b = fit_weights(blend, grid, hidden, [all_users, half_a, half_b], objective)
     else:
         fitted = fit_a = fit_b = tuple(weights)
     cross = pd.concat([_of_users(blend(fit_b), half_a), _of_users(blend(fit_a), half_b)])
     return {
-        "fitted": holdout_metrics(blend(fitted), hidden),
-        "cross_fitted": holdout_metrics(cross, hidden),
+        "fitted": objective_means(blend(fitted), hidden, objective),
+        "cross_fitted": objective_means(cross, hidden, objective),
         "cross_fitted_lists": cross,
         "weights": fitted,
         "halves": [(half_a, fit_a), (half_b, fit_b)],

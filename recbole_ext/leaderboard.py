@@ -3,9 +3,11 @@
     python -m recbole_ext.leaderboard add RUN_DIR --public SCORE [--private SCORE] [--outputs DIR] [--replace]
     python -m recbole_ext.leaderboard [--outputs DIR]
 
-`add` records a submitted run with its holdout scores in DIR/leaderboard.csv;
-without a command, it judges per data version whether the holdout ranks the
-submissions like the leaderboard (docs/numbers.md).
+`add` records a submitted run with its holdout scores (all users and by part)
+in DIR/leaderboard.csv; without a command, it judges per data version whether
+the holdout ranks the submissions like the leaderboard and estimates the
+board's share of latest items (calibration.py; DIR/leaderboard.json), see
+docs/numbers.md.
 """
 
 import argparse
@@ -23,15 +25,18 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from recbole_ext import calibration
 from recbole_ext.ensemble import ENSEMBLE_MODEL
-from recbole_ext.files import write_atomic
+from recbole_ext.files import json_text, write_atomic
 from recbole_ext.metrics import NDCG, RECALL
-from recbole_ext.run_folder import SUMMARY
+from recbole_ext.run_folder import SUBMISSION, SUMMARY
 
 LOG_FILE = "leaderboard.csv"
 PLOT_FILE = "leaderboard.png"
+ESTIMATE_FILE = calibration.ESTIMATE_FILE.name
 SCORES = ("public", "private")
-LOG_COLUMNS = ["run", "model", "fingerprint", RECALL, "ci low", "ci high", NDCG, *SCORES, "recorded"]
+PART_COLUMNS = [calibration.LAST, calibration.RANDOM]  # absent from logs written before they were recorded
+LOG_COLUMNS = ["run", "model", "fingerprint", RECALL, "ci low", "ci high", NDCG, *SCORES, "recorded", *PART_COLUMNS]
 MIN_SUBMISSIONS = 3  # fewer cannot show an order
 # Spearman correlations: from AGREES up the local split ranks like the leaderboard, below ROUGHLY it does not
 AGREES, ROUGHLY = 0.8, 0.4
@@ -50,13 +55,36 @@ def read_log(path):
     if not path.is_file():
         return pd.DataFrame(columns=LOG_COLUMNS)
     try:
-        log = pd.read_csv(path)
+        log = pd.read_csv(path, dtype=str)  # numbers checked below, each bad cell named as written
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
         raise LeaderboardError(f"{path}: not a leaderboard log ({type(error).__name__})") from None
-    missing = [column for column in LOG_COLUMNS if column not in log]
+    missing = [column for column in LOG_COLUMNS if column not in log and column not in PART_COLUMNS]
     if missing:
         raise LeaderboardError(f"{path}: not a leaderboard log (no column {', '.join(missing)})")
+    log = log.reindex(columns=LOG_COLUMNS)
+    for column in (
+        RECALL,
+        "ci low",
+        "ci high",
+        NDCG,
+        *SCORES,
+        *PART_COLUMNS,
+    ):  # a hand-edited log: every number checked
+        log[column] = _checked_numbers(log[column], column, path, required=column in (RECALL, "public"))
     return log[LOG_COLUMNS]
+
+
+def _checked_numbers(values, column, path, required):
+    """A column of the log as numbers from 0 to 1 (empty where allowed); a bad cell names its line."""
+    numbers = pd.to_numeric(values, errors="coerce")
+    bad = (numbers.isna() & (values.notna() | required)) | ~numbers.between(0, 1) & numbers.notna()
+    if bad.any():
+        index = bad.to_numpy().argmax()
+        shown = "empty" if pd.isna(values.iloc[index]) else repr(str(values.iloc[index]))
+        raise LeaderboardError(
+            f"{path}:{index + 2}: {column} is {shown}, expected a Recall@10 or NDCG@10, a number from 0 to 1"
+        )  # line 1 is the header
+    return numbers.astype(float)
 
 
 def scores_by_run(path):
@@ -80,7 +108,9 @@ def summary_scores(summary):
     """A run's model (`ensemble(<method>)` for a blend, whose holdout score is cross-fitted), data fingerprint,
     holdout scores and recall@10 interval, from its summary.json: the columns the log and the report share."""
     model, holdout = summary["model"], summary["holdout"]
-    low, high = summary.get("holdout_detail", {}).get("interval", {}).get(RECALL, [math.nan, math.nan])
+    detail = summary.get("holdout_detail", {})
+    low, high = detail.get("interval", {}).get(RECALL, [math.nan, math.nan])
+    parts = detail.get("parts", {})
     return {
         "model": f"{ENSEMBLE_MODEL}({summary.get('method')})" if model == ENSEMBLE_MODEL else model,
         "fingerprint": summary.get("data", {}).get("fingerprint"),
@@ -88,6 +118,7 @@ def summary_scores(summary):
         "ci low": low,
         "ci high": high,
         NDCG: holdout[NDCG],
+        **{column: parts.get(column.split(" ")[1], {}).get(RECALL, math.nan) for column in PART_COLUMNS},
     }
 
 
@@ -97,11 +128,16 @@ def submission_row(run_dir):
     if not run_dir.is_dir():
         raise LeaderboardError(f"{run_dir}: no such run folder")
     try:
-        return {"run": str(run_dir.resolve()), **summary_scores(json.loads((run_dir / SUMMARY).read_text()))}
+        row = {"run": str(run_dir.resolve()), **summary_scores(json.loads((run_dir / SUMMARY).read_text()))}
     except FileNotFoundError:
         raise LeaderboardError(f"{run_dir}: not a finished run (no {SUMMARY})") from None
     except (ValueError, KeyError, TypeError):  # json.JSONDecodeError is a ValueError
         raise LeaderboardError(f"{run_dir / SUMMARY}: not a run summary (no holdout scores)") from None
+    if not (run_dir / SUBMISSION).is_file():  # a stopped run (.interrupted, .failed) or a tune trial
+        raise LeaderboardError(
+            f"{run_dir}: not a submitted run (no {SUBMISSION}); record the run, ensemble or best/ folder that wrote it"
+        )
+    return row
 
 
 def add(run_dir, public, private=None, outputs="outputs", replace=False):
@@ -129,8 +165,9 @@ def add(run_dir, public, private=None, outputs="outputs", replace=False):
 
 def agreement(local, board):
     """(Spearman rank correlation, pairs in the same order, pairs compared) of two scores of the
-    same submissions; pairs tied in either are not compared."""
-    rho = local.rank().corr(board.rank())  # Spearman: the correlation of the ranks
+    same submissions; pairs tied in either are not compared. Spearman is NaN when one side is all tied."""
+    tied = local.nunique() < 2 or board.nunique() < 2  # no order on that side: nothing to correlate
+    rho = math.nan if tied else local.rank().corr(board.rank())  # Spearman: the correlation of the ranks
     same = compared = 0
     for i, j in itertools.combinations(range(len(local)), 2):
         order = (local.iloc[i] - local.iloc[j]) * (board.iloc[i] - board.iloc[j])
@@ -150,7 +187,11 @@ def verdict(local, board, board_name):
         )
     rho, same, compared = agreement(local, board)
     if pd.isna(rho):
-        return f"{board_name}: all scores tied on one side; nothing to compare"
+        side = f"holdout {RECALL}" if local.nunique() < 2 else f"{board_name} score"
+        return (
+            f"{board_name}: the {n} submissions have the same {side}; "
+            "it puts them in no order, so there is no ranking to compare"
+        )
     facts = f"Spearman {rho:+.2f}, {same} of {compared} pairs in the same order"
     rho = round(rho, 6)  # computed 0.8 can be 0.79999...
     if rho >= AGREES:
@@ -172,22 +213,26 @@ def verdict(local, board, board_name):
 
 
 def listing(log):
-    """[(fingerprint, rows as printed, verdict lines)] per data version, most submissions first."""
+    """[(fingerprint, rows as printed, verdict lines, {board: Calibration})] per data version, most
+    submissions first."""
     result = []
     for fingerprint, rows in sorted(log.groupby("fingerprint", dropna=False), key=lambda item: -len(item[1])):
         rows = rows.sort_values(RECALL, ascending=False)
-        lines = []
+        lines, estimates = [], {}
         for name in SCORES:
             scored = rows[rows[name].notna()]
             if name == "public" or len(scored):
                 lines.append(verdict(scored[RECALL], scored[name], name))
-        result.append((fingerprint, rows, lines))
+                with_parts = scored.dropna(subset=PART_COLUMNS)
+                estimates[name] = calibration.fit_share(*(with_parts[c] for c in (*PART_COLUMNS, name)), name)
+                lines.append(estimates[name].describe())
+        result.append((fingerprint, rows, lines, estimates))
     return result
 
 
-def as_text(log, outputs):
+def as_text(listed, outputs):
     blocks = []
-    for fingerprint, rows, lines in listing(log):
+    for fingerprint, rows, lines, _ in listed:
         shown = pd.DataFrame(
             {
                 "run": [_short(run, outputs) for run in rows["run"]],
@@ -212,11 +257,13 @@ def _short(run, outputs):
         return run
 
 
-def scatter(log, outputs, path):
-    """Holdout recall@10 (with its interval) against the leaderboard scores, one colour per data version."""
-    figure, axis = plt.subplots(figsize=(7, 5.5))
+def scatter(listed, outputs, path):
+    """Left: holdout recall@10 (with its interval) against the leaderboard scores, one colour per data
+    version; right: the leaderboard scores against the calibrated holdout score, with the fitted line."""
+    figure, (axis, fitted) = plt.subplots(1, 2, figsize=(13, 5.5))
     markers = {"public": "o", "private": "^"}
-    for (fingerprint, rows, _), colour in zip(listing(log), itertools.cycle(plt.cm.tab10.colors)):
+    for (fingerprint, rows, _, estimates), colour in zip(listed, itertools.cycle(plt.cm.tab10.colors)):
+        calibration.plot_fit(fitted, rows, estimates, f"data {fingerprint}", colour, markers)
         for name in SCORES:
             scored = rows[rows[name].notna()]
             if len(scored):
@@ -247,8 +294,17 @@ def scatter(log, outputs, path):
         ylabel="leaderboard Recall@10",
         title="Does the local holdout rank submissions like the leaderboard?",
     )
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize=8)
+    fitted.set(
+        xlabel=f"calibrated holdout: a · {calibration.LAST} + (1 - a) · {calibration.RANDOM}",
+        ylabel="leaderboard Recall@10",
+        title="The fitted board share a of latest items (line: board = level × calibrated)",
+    )
+    if not fitted.get_legend_handles_labels()[0]:
+        fitted.text(0.5, 0.5, "no estimate: see the listing", ha="center", transform=fitted.transAxes)
+    for panel in (axis, fitted):
+        panel.grid(alpha=0.3)
+        if panel.get_legend_handles_labels()[0]:
+            panel.legend(fontsize=8)
     figure.tight_layout()
     write_atomic(path, lambda tmp: figure.savefig(tmp, dpi=110))
     plt.close(figure)
@@ -285,9 +341,12 @@ def main(argv=None):
             raise LeaderboardError(
                 f"{path}: no submission recorded yet; record one with `{prog} add RUN_DIR --public SCORE`"
             )
-        print(as_text(log, args.outputs))
-        scatter(log, args.outputs, Path(args.outputs) / PLOT_FILE)
-        print(f"\nplot: {Path(args.outputs) / PLOT_FILE}")
+        listed = listing(log)
+        print(as_text(listed, args.outputs))
+        estimates = json_text(calibration.estimates_json([(fp, e) for fp, *_, e in listed]))
+        write_atomic(Path(args.outputs) / ESTIMATE_FILE, lambda tmp: Path(tmp).write_text(estimates))
+        scatter(listed, args.outputs, Path(args.outputs) / PLOT_FILE)
+        print(f"\nplot: {Path(args.outputs) / PLOT_FILE}\nestimates: {Path(args.outputs) / ESTIMATE_FILE}")
         return 0
     except LeaderboardError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -16,8 +16,13 @@ user. Everything else averages per-user values:
 - a paired difference of two runs: the per-user differences resampled, the
   same users for both runs (``paired_differences``);
 - a choice made on one half of the users and scored on the other
-  (``cross_fitted_choice``: tune.py's honest estimate).
+  (``cross_fitted_choice``: tune.py's honest estimate);
+- what a choice maximises (``Objective``, parsed from a name in one place,
+  ``parse_objective``): a metric of all users, of one part, or a mix of the
+  two parts, `recall@10 last:0.4` (calibration.py reads `calibrated` shares).
 """
+
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -29,6 +34,73 @@ ACTIVITY = ("light", "medium", "heavy")  # terciles of training interactions, fe
 LEVEL = 0.95  # of every interval
 BOOTSTRAP_SAMPLES = 1000
 BOOTSTRAP_SEED = 0  # one seed for every run: the same resampled users, comparable intervals
+
+
+PARTS = ("last", "random")  # a holdout's parts (atomic_data.holdout.PART_NAMES)
+CALIBRATED = "calibrated"  # the share estimated from the leaderboard log (calibration.py)
+OBJECTIVE_TEXT = (
+    f"{' or '.join(METRICS)}, of all users, of one holdout part (`{RECALL} last`, `{RECALL} random`), or a mix "
+    f"of the parts: `{RECALL} last:0.4` (the last part's share) or `{RECALL} {CALIBRATED}` (the share the "
+    "leaderboard log estimates)"
+)
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What a choice maximises: metric over all users, over one part, or the mix share * last + (1 - share) *
+    random of each user's part scores (a user with one part: that part's score)."""
+
+    metric: str
+    part: str | None = None
+    share: float | str | None = None  # a number in [0, 1], or CALIBRATED until calibration.py reads it
+
+    @property
+    def name(self):
+        if self.share is None:
+            return f"{self.metric} {self.part}" if self.part else self.metric
+        return f"{self.metric} {CALIBRATED}" if self.share == CALIBRATED else f"{self.metric} last:{self.share:g}"
+
+    @property
+    def parts(self):
+        """The holdout parts it needs items in."""
+        if self.share is None:
+            return (self.part,) if self.part else ()
+        if self.share == CALIBRATED:
+            return PARTS
+        return tuple(part for part, weight in zip(PARTS, (self.share, 1 - self.share)) if weight != 0)
+
+    def user_values(self, scores):
+        """Its value for each user of part_scores' columns."""
+        if self.share is None:
+            return scores[self.name]
+        last, random = scores[f"{self.metric} last"], scores[f"{self.metric} random"]
+        return (self.share * last + (1 - self.share) * random).fillna(last).fillna(random).rename(self.name)
+
+    def value(self, scores):
+        return float(self.user_values(scores).mean())
+
+
+COMPETITION = Objective(RECALL)  # the default: the leaderboard's metric over all holdout users
+
+
+def parse_objective(text):
+    """The Objective a name says (any case); ValueError (`must be ...`, for after the setting's name) when
+    it names none."""
+    words = str(text).lower().split()
+    if len(words) in (1, 2) and words[0] in METRICS:
+        rest = words[1] if len(words) == 2 else None
+        if rest is None or rest in PARTS:
+            return Objective(words[0], rest)
+        if rest == CALIBRATED:
+            return Objective(words[0], share=CALIBRATED)
+        if rest.startswith("last:"):
+            try:
+                share = float(rest[len("last:") :])
+            except ValueError:
+                share = -1.0
+            if 0 <= share <= 1:
+                return Objective(words[0], share=share)
+    raise ValueError(f"must be {OBJECTIVE_TEXT}, got {text!r}")
 
 
 def user_scores(recommended, hidden, k=K):
@@ -58,7 +130,7 @@ def mean_scores(scores):
 
 def part_means(scores):
     """{part: {"users": n, metric: mean}} of part_scores' columns, over the users with items in the part."""
-    parts = sorted({column.split(" ", 1)[1] for column in scores.columns if column.startswith(f"{RECALL} ")})
+    parts = [part for part in PARTS if f"{RECALL} {part}" in scores]  # not an objective's mix column
     means = {}
     for part in parts:
         scored = scores[scores[f"{RECALL} {part}"].notna()]
@@ -67,10 +139,19 @@ def part_means(scores):
 
 
 def evaluation_scores(scores):
-    """What an evaluation during training reports: the means over all users (recall@10, ndcg@10) and
-    over each part's users (`recall@10 last`...), any of which early stopping can follow."""
+    """What an evaluation during training reports: the means over all users (recall@10, ndcg@10),
+    over each part's users (`recall@10 last`...) and of any objective's column (`recall@10 last:0.4`),
+    any of which early stopping can follow."""
     by_part = {f"{m} {part}": means[m] for part, means in part_means(scores).items() for m in METRICS}
-    return {**mean_scores(scores), **by_part}
+    mixes = {column: float(scores[column].mean()) for column in scores.columns if " last:" in column}
+    return {**mean_scores(scores), **by_part, **mixes}
+
+
+def objective_means(recommended, holdout, objective):
+    """holdout_metrics of the lists, and the objective's value under its name (the same number when it is
+    recall@10 or ndcg@10 of all users)."""
+    users = part_scores(recommended, holdout) if objective.parts else user_scores(recommended, holdout)
+    return {**mean_scores(users), objective.name: objective.value(users)}
 
 
 def holdout_metrics(recommended, hidden):

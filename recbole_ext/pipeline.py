@@ -217,8 +217,16 @@ def fit(
         trainer = holdout_trainer(registry.get_trainer(resolved.model_class.type, resolved.name))(config, model)
         scorer = None
         if holdout is not None:
+            tune_metric = (settings.values.get("tune") or {}).get("metric")  # a search's trials report it too
             scorer = HoldoutScorer(
-                dataset, history, holdout, settings["predict_batch_users"], on_result, config["valid_metric"], future
+                dataset,
+                history,
+                holdout,
+                settings["predict_batch_users"],
+                on_result,
+                config["valid_metric"],
+                future,
+                also=[tune_metric] if tune_metric else [],
             )
         eval_epochs = []
 

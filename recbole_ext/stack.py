@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from recbole_ext.fusion import EnsembleError, _check_enough
-from recbole_ext.metrics import K, holdout_metrics
+from recbole_ext.metrics import COMPETITION, K, objective_means
 from recbole_ext.stack_features import FEATURES, candidate_table, features
 
 DEFAULT_CANDIDATES = 50
@@ -74,20 +74,21 @@ def _threads():
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
-def fit(x, labels, users, seed, rounds=None):
-    """A model (a lightgbm Booster) of each candidate's chance to be hidden, on these rows sorted by user;
-    users without a hidden item among their candidates teach nothing and are dropped. Without rounds:
-    early stopping on EARLY_STOP_SHARE of the users. Returns (model, rounds)."""
+def fit(x, labels, users, seed, rounds=None, weights=None):
+    """A model (a lightgbm Booster) of each candidate's chance to be hidden, on these rows sorted by user
+    (weights: each row's, part_weights'); users without a hidden item among their candidates teach nothing
+    and are dropped. Without rounds: early stopping on EARLY_STOP_SHARE of the users. Returns (model, rounds)."""
     import lightgbm
 
     useful = pd.Series(labels).groupby(users).transform("max").to_numpy() > 0
-    x, labels, users = x[useful], labels[useful], users[useful]
+    weights = np.ones(len(labels)) if weights is None else weights
+    x, labels, users, weights = x[useful], labels[useful], users[useful], weights[useful]
     if not len(users):
         raise EnsembleError("no holdout user has a hidden item among the candidates: the stage has nothing to learn")
     params = {**LGBM, "seed": seed, "num_threads": _threads()}
 
     def dataset(rows, reference=None):
-        return lightgbm.Dataset(x[rows], labels[rows], reference=reference)
+        return lightgbm.Dataset(x[rows], labels[rows], weight=weights[rows], reference=reference)
 
     if rounds is not None:
         return lightgbm.train(params, dataset(slice(None)), num_boost_round=rounds), rounds
@@ -140,33 +141,54 @@ class Stage:
         return ranked(table, self.model.predict(x), k), x.mean()
 
 
-def evaluate(lists, names, hidden, ctx, options, groups, seed=0):
-    """Cross-fitted and fitted holdout scores of the stage on the members' validation lists, the cross-fitted
-    lists, the stage trained on every holdout user and the importance of its features."""
+def part_weights(table, hidden, objective):
+    """Each candidate's training weight: 1, and for a hidden item under a mix of the parts, its part's share
+    of a user's score per item (share / items of the last part, (1 - share) / items of the random part, as
+    the holdout has them), scaled to a mean of 1 over the hidden items."""
+    weights = np.ones(len(table))
+    hidden = hidden.drop_duplicates(["user", "item"])
+    if objective.share is None or "part" not in hidden:
+        return weights
+    per_user = hidden.groupby("part").size() / hidden.groupby("part")["user"].nunique()
+    worth = {
+        "last": objective.share / per_user.get("last", 1),
+        "random": (1 - objective.share) / per_user.get("random", 1),
+    }
+    part = pd.Series(hidden["part"].to_numpy(), index=pd.MultiIndex.from_frame(hidden[["user", "item"]]))
+    of_row = part.reindex(pd.MultiIndex.from_frame(table[["user", "item"]])).map(worth).to_numpy(float)
+    hit = ~np.isnan(of_row)
+    weights[hit] = of_row[hit] / of_row[hit].mean()
+    return weights
+
+
+def evaluate(lists, names, hidden, ctx, options, groups, seed=0, objective=COMPETITION):
+    """Cross-fitted and fitted holdout scores of the stage on the members' validation lists (with the
+    objective's, whose part shares weigh the hidden items in training), the cross-fitted lists, the stage
+    trained on every holdout user and the importance of its features."""
     table = candidate_table(lists, options.candidates)
     table = table[table["user"].isin(hidden["user"])].reset_index(drop=True)
     _check_enough(table.groupby("user").size(), K)
     x = features(table, len(lists), groups, ctx, names)
     positives = pd.MultiIndex.from_frame(hidden[["user", "item"]].drop_duplicates())
     labels = pd.MultiIndex.from_frame(table[["user", "item"]]).isin(positives).astype(np.int32)
-    users = table["user"].to_numpy()
+    users, weights = table["user"].to_numpy(), part_weights(table, hidden, objective)
     fold_of = user_folds(hidden["user"], options.folds, seed)
     row_fold = fold_of.reindex(users).to_numpy()
     predictions = np.empty(len(table))
     fold_records = []
     for fold in range(options.folds):
         scored = row_fold == fold
-        model, rounds = fit(x[~scored], labels[~scored], users[~scored], seed)
+        model, rounds = fit(x[~scored], labels[~scored], users[~scored], seed, weights=weights[~scored])
         predictions[scored] = model.predict(x[scored])
         fold_records.append({"users": int((fold_of == fold).sum()), "rounds": rounds})
     cross = ranked(table, predictions)
     rounds = max(1, round(np.mean([record["rounds"] for record in fold_records])))
-    model, _ = fit(x, labels, users, seed, rounds)
+    model, _ = fit(x, labels, users, seed, rounds, weights)
     stage = Stage(options, groups, names, model, rounds)
     importance = pd.Series(model.feature_importance("gain"), index=x.columns)
     return {
-        "fitted": holdout_metrics(ranked(table, model.predict(x)), hidden),
-        "cross_fitted": holdout_metrics(cross, hidden),
+        "fitted": objective_means(ranked(table, model.predict(x)), hidden, objective),
+        "cross_fitted": objective_means(cross, hidden, objective),
         "cross_fitted_lists": cross,
         "stage": stage,
         "folds": fold_records,

@@ -119,9 +119,11 @@ class Tracker:
             self.backend = backend(self.tracking, self.name, self.kind, flat(params))
 
     def log(self, metrics, step=None):
-        """Numbers by name ('recall@10' is logged as 'recall_at_10': MLflow allows no '@'); step: the epoch."""
+        """Numbers by name ('recall@10 last:0.4' is logged as 'recall_at_10 last_0.4': MLflow allows no '@' nor ':'); step: the epoch."""
         if self.backend:
-            self.backend.log({name.replace("@", "_at_"): value for name, value in metrics.items()}, step)
+            self.backend.log(
+                {name.replace("@", "_at_").replace(":", "_"): value for name, value in metrics.items()}, step
+            )
 
     def end(self, folder, status):
         """The files of folder (None: no folder) saved with the run, which ends with status."""

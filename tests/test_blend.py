@@ -124,6 +124,10 @@ def runs_by_member(summary):
             "blend.weights must be auto with method auto",
         ),
         (lambda r: r["blend"].update(weights=[1, 2]), "blend.weights must be auto or a list of 3 numbers"),
+        (
+            lambda r: r["blend"].update(objective="recall@10 last:2"),
+            "blend.objective must be recall@10 or ndcg@10, of all users, of one holdout part",
+        ),
         (lambda r: r["settings"].update(holdout={"min_train": 0}), "settings: holdout"),
         (
             lambda r: r["settings"]["tune"].update(resources_per_trial={"gpus": 1}),

@@ -1,6 +1,7 @@
 """The leaderboard log on hand-made run folders: add, list, rank correlation, plot; bad input in one line."""
 
 import json
+import warnings
 
 import matplotlib.image
 import pandas as pd
@@ -9,8 +10,10 @@ import pytest
 from recbole_ext.leaderboard import main, verdict
 
 
-def write_run(folder, recall, model="EASE", interval=None, fingerprint="fp-1", **extra):
+def write_run(folder, recall, model="EASE", interval=None, fingerprint="fp-1", submission=True, **extra):
     folder.mkdir(parents=True)
+    if submission:
+        (folder / "submission.csv").write_text("user,item\n1,2\n")
     summary = {
         "model": model,
         "holdout": {"recall@10": recall, "ndcg@10": recall / 2},
@@ -92,7 +95,9 @@ def test_the_listing_judges_the_holdout_by_its_rank_correlation(submitted, capsy
         "the leaderboard does"
     ) in printed
     assert "private: 2 submissions with a score; too few to tell (record at least 3)" in printed
-    assert printed.rstrip().endswith(f"plot: {submitted / 'leaderboard.png'}")
+    assert printed.rstrip().endswith(
+        f"plot: {submitted / 'leaderboard.png'}\nestimates: {submitted / 'leaderboard.json'}"
+    )
     image = matplotlib.image.imread(submitted / "leaderboard.png")
     assert image.shape[0] > 400 and image.shape[1] > 500
 
@@ -200,3 +205,45 @@ def test_bad_input_gets_one_clear_line_and_changes_nothing(submitted, tmp_path, 
         f"error: {tmp_path / 'broken' / 'leaderboard.csv'}: not a leaderboard log (no column model, "
         "fingerprint, recall@10, ci low, ci high, ndcg@10, private, recorded)",
     )
+
+
+@pytest.mark.parametrize("bad, shown", [("abc", "'abc'"), ("-0.5", "'-0.5'"), ("16", "'16'"), ("", "empty")])
+def test_a_hand_edited_log_with_a_bad_score_is_refused_naming_its_line(submitted, capsys, bad, shown):
+    log = submitted / "leaderboard.csv"
+    rows = log.read_text().splitlines()
+    cells = rows[2].split(",")
+    cells[rows[0].split(",").index("public")] = bad  # the second submission's: line 3 of the file
+    rows[2] = ",".join(cells)
+    log.write_text("\n".join(rows) + "\n")
+    message = f"error: {log}:3: public is {shown}, expected a Recall@10 or NDCG@10, a number from 0 to 1"
+    assert refused(capsys, ["--outputs", str(submitted)], submitted) == (2, message)
+    other = write_run(submitted.parent / "other", 0.2)
+    argv = ["add", str(other), "--public", "0.15", "--outputs", str(submitted)]
+    assert refused(capsys, argv, submitted) == (2, message)  # add does not carry the bad row on
+
+
+def test_only_a_folder_holding_a_submission_is_recorded(submitted, tmp_path, capsys):
+    stopped = write_run(tmp_path / "EASE-x.interrupted", 0.2, submission=False)
+    trial = write_run(tmp_path / "tune" / "trials" / "abc_00001", 0.2, submission=False)
+    for folder in (stopped, trial):
+        argv = ["add", str(folder), "--public", "0.15", "--outputs", str(submitted)]
+        assert refused(capsys, argv, tmp_path) == (
+            2,
+            f"error: {folder}: not a submitted run (no submission.csv); "
+            "record the run, ensemble or best/ folder that wrote it",
+        )
+
+
+def test_tied_scores_are_stated_without_a_warning(tmp_path, capsys):
+    outputs = tmp_path / "outputs"
+    for name, recall in (("a", 0.30), ("b", 0.25), ("c", 0.22)):
+        run = write_run(outputs / name, recall)
+        assert main(["add", str(run), "--public", "0.15", "--outputs", str(outputs)]) == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's RuntimeWarning of a correlation of constants fails the test
+        assert main(["--outputs", str(outputs)]) == 0
+    printed = capsys.readouterr().out
+    assert (
+        "public: the 3 submissions have the same public score; it puts them in no order, "
+        "so there is no ranking to compare"
+    ) in printed

@@ -186,6 +186,28 @@ def test_early_stopping_on_a_part_keeps_that_parts_best_epoch(metric, tiny_raw, 
     assert summary["holdout"]["recall@10"] == pytest.approx(history[best]["recall@10"], abs=1e-12)
 
 
+def test_early_stopping_on_the_calibrated_mix_uses_the_share_it_prints(
+    tiny_raw, data_dir, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)  # where the listing writes outputs/leaderboard.json
+    (tmp_path / "outputs").mkdir()
+    estimate = {"board": "public", "last_share": 0.3, "interval": [0.2, 0.4], "submissions": 4}
+    (tmp_path / "outputs" / "leaderboard.json").write_text(json.dumps({"calibration": estimate}))
+    extra = ["valid_metric=recall@10 calibrated", "epochs=8", "stopping_step=8", "embedding_size=16"]
+    settings = tiny_settings("BPR", tiny_raw, data_dir, tmp_path / "run", extra)
+    assert "recall@10 calibrated: the last part's share 0.3 (95% interval 0.20 to 0.40" in capsys.readouterr().err
+    summary = run(settings, validate_only=True)
+    history = summary["valid_history"]
+    mixed = [r["recall@10 last:0.3"] for r in history]
+    best = max(range(len(history)), key=lambda i: (mixed[i], i))  # RecBole's rule: ties to the later
+    assert summary["best_epoch"] == history[best]["epoch"]
+    assert len(set(mixed)) > 1  # the epochs differ: the choice is a real one
+    # the printed share weighs each user's parts: 0.3 * last + 0.7 * random (a user with one part: that part)
+    users = pd.read_csv(tmp_path / "run" / "holdout_users.csv", index_col="user")
+    by_hand = (0.3 * users["recall@10 last"] + 0.7 * users["recall@10 random"]).fillna(users["recall@10 last"])
+    assert mixed[best] == pytest.approx(by_hand.fillna(users["recall@10 random"]).mean(), abs=1e-6)  # csv: 8 digits
+
+
 def test_early_stopping_on_a_part_the_holdout_leaves_empty_is_refused():
     with pytest.raises(ConfigError, match=r"^command line: valid_metric 'recall@10 last' follows the holdout's last "):
         load_settings("BPR", overrides=["valid_metric=recall@10 last", "holdout.last=0"])

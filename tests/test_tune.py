@@ -98,8 +98,9 @@ def settings_with(tmp_path, tiny_raw, tune, model="EASE", **values):
         ({"search_space": {"reg_weight": {"grid": [1, 2]}}, "search": "optuna"}, "grid needs search: random"),
         (
             {"search_space": {"valid_metric": {"choice": ["recall@10", "mrr@10"]}}},
-            "valid_metric must be recall@10 or ndcg@10, or either over one holdout part (recall@10 last, ndcg@10 last, "
-            "recall@10 random, ndcg@10 random), got 'mrr@10'",
+            "valid_metric must be recall@10 or ndcg@10, of all users, of one holdout part (`recall@10 last`, "
+            "`recall@10 random`), or a mix of the parts: `recall@10 last:0.4` (the last part's share) or "
+            "`recall@10 calibrated` (the share the leaderboard log estimates), got 'mrr@10'",
         ),
         ({"num_sample": 3, "search_space": {"reg_weight": {"choice": [1, 2]}}}, "did you mean 'num_samples'?"),
         (
@@ -336,6 +337,30 @@ def test_an_s3rec_search_pretrains_once_and_every_trial_finetunes_from_it(ray_ru
     assert all(any(name.startswith("item_embedding") for name in s["pretrained_tensors"]["loaded"]) for s in summaries)
     assert sorted(s["config"]["recbole"]["learning_rate"] for s in summaries) == rates
     assert len(list(Path(summaries[0]["pretraining"]["checkpoint"]).parent.glob("pretrained-S3Rec-*.pth"))) == 1
+
+
+def test_a_calibrated_tune_metric_ranks_the_trials_by_the_share_it_prints(
+    ray_runtime, tmp_path, tiny_raw, data_dir, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)  # where the leaderboard listing writes outputs/leaderboard.json
+    (tmp_path / "outputs").mkdir()
+    estimate = {"board": "public", "last_share": 0.7, "interval": [0.5, 0.9], "submissions": 5}
+    (tmp_path / "outputs" / "leaderboard.json").write_text(json.dumps({"calibration": estimate}))
+    search = {"search_space": {"reg_weight": {"grid": [1.0, 100.0, 10000.0]}}, "metric": "recall@10 calibrated"}
+    config = write_yaml(tmp_path / "ease.yaml", {"model": "EASE", **TINY, "tune": search})
+    output = tmp_path / "search"
+    assert tune_cli(cli_args(config, tiny_raw, data_dir, output)) == 0
+    assert "tune.metric: recall@10 calibrated: the last part's share 0.7 (95% interval 0.50 to 0.90" in (
+        capsys.readouterr().err
+    )
+    trials = read_trials(output)
+    metric = "recall@10 last:0.7"
+    for _, row in trials.iterrows():  # each trial's score: 0.7 * last + 0.3 * random of each user, averaged
+        users = pd.read_csv(Path(row["output"]) / "holdout_users.csv", index_col="user")
+        mixed = (0.7 * users["recall@10 last"] + 0.3 * users["recall@10 random"]).fillna(users["recall@10 last"])
+        assert row[metric] == pytest.approx(mixed.fillna(users["recall@10 random"]).mean(), abs=1e-6)
+    assert trials[metric].nunique() == 3 and list(trials[metric]) == sorted(trials[metric], reverse=True)
+    assert f"{metric} honest" in trials
 
 
 def test_max_concurrent_trials_runs_one_trial_at_a_time(ray_runtime, tmp_path, tiny_raw, data_dir):

@@ -13,7 +13,7 @@ A recipe (yaml/blends/*.yaml) names its members and the blend:
       SASRec:
         config: yaml/sasrec.yaml
         seeds: [1, 2, 3, 4]           # one run per seed, their lists averaged
-    blend: {method: score, weights: auto, seed: 0, depth: ~}   # recbole_ext.ensemble's options
+    blend: {method: score, weights: auto, seed: 0, depth: ~, objective: recall@10}   # recbole_ext.ensemble's options
     settings: {}                      # settings for every member
     quick:                            # --quick: changes to the recipe above (a member set to ~ is left out)
       members: {SASRec: {seeds: [1]}}
@@ -174,6 +174,7 @@ def write_blend(recipe, runs, folders, output, seconds=None):
             inner,
             recipe.depth,
             recipe.stack,
+            recipe.objective,
         )
         for path in inner.iterdir():
             path.rename(staging / path.name)

@@ -5,13 +5,13 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from recbole_ext import ConfigError, ensemble, stack, stack_features
+from recbole_ext import ConfigError, calibration, ensemble, stack, stack_features
 from recbole_ext.config import did_you_mean, is_int, is_number, load_settings, read_yaml
-from recbole_ext.metrics import K
+from recbole_ext.metrics import RECALL, K, Objective
 
 RECIPE_KEYS = ("members", "blend", "settings", "quick")
 MEMBER_KEYS = ("config", "model", "set", "seeds")
-BLEND_DEFAULTS = {"method": "score", "weights": "auto", "seed": 0, "depth": None, "stack": None}
+BLEND_DEFAULTS = {"method": "score", "weights": "auto", "seed": 0, "depth": None, "stack": None, "objective": RECALL}
 STACK_KEYS = ("candidates", "folds", "features")  # stack.Options
 NAME = re.compile(r"[A-Za-z0-9][\w.-]*")
 
@@ -34,6 +34,7 @@ class Recipe:
     seed: int
     depth: int | None
     stack: stack.Options  # the second stage's (method stack or auto)
+    objective: Objective  # what the weights, the stage and auto's choice maximise (a share read or given)
     settings: dict  # for every member
     quick: bool
 
@@ -77,10 +78,11 @@ def read_recipe(path, quick=False):
     if blend["method"] in (ensemble.STACK, ensemble.AUTO) and weights != "auto":
         raise ConfigError(f"{path}: blend.weights must be auto with method {blend['method']} (it fits its own blend)")
     options = _stack_options(blend["stack"], path)
+    objective = calibration.resolved_objective(blend["objective"], f"{path}: blend.objective")
     settings = values.get("settings") or {}
     if not isinstance(settings, dict):
         raise ConfigError(f"{path}: settings must map settings to values, got {settings!r}")
-    return Recipe(path, specs, blend["method"], weights, blend["seed"], depth, options, settings, quick)
+    return Recipe(path, specs, blend["method"], weights, blend["seed"], depth, options, objective, settings, quick)
 
 
 def _stack_options(values, path):

@@ -12,9 +12,7 @@ from dataclasses import dataclass
 from ray import tune
 
 from recbole_ext.config import (
-    HOLDOUT_METRICS,
     MANAGED,
-    METRICS_TEXT,
     MOVIEREC_KEYS,
     ConfigError,
     Settings,
@@ -24,6 +22,7 @@ from recbole_ext.config import (
     is_number,
     known_keys,
 )
+from recbole_ext.metrics import parse_objective
 
 TUNE_DEFAULTS = {
     "metric": "recall@10",
@@ -102,8 +101,10 @@ def parse_tune(settings: Settings) -> TuneSpec:
             raise ConfigError(f"{where()}: unknown entry {key!r}{did_you_mean(key, TUNE_DEFAULTS)}")
     values = {**TUNE_DEFAULTS, **section}
 
-    if values["metric"] not in HOLDOUT_METRICS:
-        raise ConfigError(f"{where('metric')} must be {METRICS_TEXT}, got {values['metric']!r}")
+    try:
+        values["metric"] = parse_objective(values["metric"]).name  # `calibrated` was resolved by load_settings
+    except ValueError as error:
+        raise ConfigError(f"{where('metric')} {error}") from None
     if values["mode"] not in ("max", "min"):
         raise ConfigError(f"{where('mode')} must be max or min, got {values['mode']!r}")
     if not is_int(values["num_samples"]) or values["num_samples"] < 1:

@@ -1,0 +1,208 @@
+"""The leaderboard calibration on simulated boards: is the board's share of latest items found, and does a
+blend chosen for it score higher on the board than one chosen on the default holdout?
+
+    python bench/calibration.py [--data embedded latest-small] [--boards 5+5 1+9] [--epochs 10]
+                                [--latest-small DIR]
+
+For each data set (the embedded MovieLens-100K; MovieLens ml-latest-small from ../shared/data) and each
+board make-up LAST+RANDOM, a board set is hidden from the raw interactions before anything trains: for
+every user with at least MIN_INTERACTIONS, the LAST latest interactions and RANDOM random earlier ones
+(seed 0); the board's true share of latest items is LAST / (LAST + RANDOM). On the rest, with movierec's
+default holdout (2 last + 8 random): EASE, MultiVAE and gSASRec (their quick settings, at most --epochs
+epochs; gSASRec stops early on the holdout's last part, as the blend recipe's sequential members do), and
+their score blend with the default objective (recall@10). Each submission is scored on the board as the
+leaderboard scores it (Recall@10 over the board's users) and logged with that public score
+(`python -m recbole_ext.leaderboard add`); the listing's estimate is printed against the true share.
+Then the same members are blended with `--objective "recall@10 calibrated"` (the share just estimated)
+and with the true share (what a perfect estimate would give), and the blends' board scores are printed. Runs are kept and reused: data/bench/calibration/.
+
+Goals (issue 27), printed beside the figures: the true share inside the estimate's interval in every
+case, the interval at most 0.3 wide with 4 submissions; the calibrated blend at least the default one on
+the board in every case, higher where the true share is far from the default holdout's 0.2.
+"""
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.common import BENCH_DATA, ROOT, model_settings, table
+
+OUT = BENCH_DATA / "calibration"
+LATEST_SMALL = ROOT.parent / "shared" / "data" / "ml-latest-small"
+MIN_INTERACTIONS = 40  # board (10) + holdout (at most 10) + enough left to train on
+QUIET = ["state=WARNING", "show_progress=false", "device=cpu"]
+MEMBERS = {  # name: (model yaml, settings)
+    "EASE": ("yaml/ease.yaml", []),
+    "MultiVAE": ("yaml/multivae.yaml", []),
+    "gSASRec": ("yaml/gsasrec.yaml", ["valid_metric=recall@10 last", "stopping_step=3"]),
+}
+DEFAULT_SHARE = 0.2  # the default holdout's: 2 last of 10
+
+
+def source_raw(name, latest_small):
+    """The raw competition folder of a data set, or None when it is not here."""
+    from atomic_data import base_settings
+    from atomic_data.movielens import embedded_default, write_movielens_raw
+
+    if name == "embedded":
+        return embedded_default(ROOT / base_settings()["data_dir"])
+    folder = OUT / "ml-latest-small-raw"
+    if not (folder / "train_ratings.csv").is_file():
+        if not (Path(latest_small) / "ratings.csv").is_file():
+            return None
+        write_movielens_raw(latest_small, folder)
+    return folder
+
+
+def hide_board(raw, folder, last, random):
+    """folder/raw: raw without the board set; folder/board.csv: the board (user, item, part)."""
+    from atomic_data.raw import RATINGS_FILE, SIDE_FILES, read_ratings
+    from atomic_data.tables import write_table
+
+    if (folder / "board.csv").is_file():
+        return pd.read_csv(folder / "board.csv")
+    ratings = pd.DataFrame(read_ratings(raw))
+    ratings = ratings.sort_values(["user", "time"], kind="stable")  # file order breaks ties
+    rng = np.random.default_rng(0)
+    board = []
+    for user, rows in ratings.groupby("user", sort=True):
+        if len(rows) >= MIN_INTERACTIONS:
+            earlier = rows.index[: len(rows) - last]
+            board += [(user, i, "last") for i in rows.index[len(rows) - last :]]
+            board += [(user, i, "random") for i in rng.choice(earlier, random, replace=False)]
+    hidden = pd.DataFrame(board, columns=["user", "row", "part"])
+    rest = ratings.drop(index=hidden["row"]).sort_index()
+    (folder / "raw").mkdir(parents=True, exist_ok=True)
+    write_table(folder / "raw" / RATINGS_FILE, ["user", "item", "time"], [rest[c].to_numpy() for c in rest], sep=",")
+    for filename in SIDE_FILES:
+        if (Path(raw) / filename).is_file():
+            shutil.copyfile(Path(raw) / filename, folder / "raw" / filename)
+    hidden = hidden.assign(item=ratings.loc[hidden["row"], "item"].to_numpy())[["user", "item", "part"]]
+    hidden.to_csv(folder / "board.csv", index=False)
+    return hidden
+
+
+def board_score(run, board):
+    """The leaderboard's Recall@10 of a run's submission.csv on the board."""
+    from recbole_ext.metrics import RECALL, user_scores
+
+    top = pd.read_csv(Path(run) / "submission.csv")
+    return float(user_scores(top.assign(rank=top.groupby("user").cumcount()), board)[RECALL].mean())
+
+
+def train(folder, epochs):
+    """The members' run folders on folder/raw (trained once, then reused)."""
+    from recbole_ext.pipeline import run
+
+    runs = {}
+    for name, (model_yaml, extra) in MEMBERS.items():
+        runs[name] = folder / "runs" / name
+        if not (runs[name] / "summary.json").is_file():
+            shutil.rmtree(runs[name], ignore_errors=True)
+            epochs_setting = [] if name == "EASE" else [f"epochs={epochs}"]
+            overrides = [f"data={folder / 'raw'}", f"data_dir={OUT / 'prepared'}", f"output_dir={runs[name]}"]
+            run(model_settings(model_yaml, [*overrides, *QUIET, *epochs_setting, *extra], quick=True))
+    return runs
+
+
+def blend(runs, folder, name, objective):
+    from recbole_ext import ensemble
+
+    output = folder / "blends" / name
+    if not (output / "summary.json").is_file():
+        shutil.rmtree(output, ignore_errors=True)
+        ensemble.build([str(r) for r in runs.values()], "score", "auto", output=output, objective=objective)
+    return output, json.loads((output / "summary.json").read_text())
+
+
+def measure_case(data_name, raw, last, random, epochs):
+    from recbole_ext import calibration, leaderboard
+    from recbole_ext.metrics import COMPETITION, RECALL, Objective
+
+    folder = OUT / data_name / f"board-{last}+{random}"
+    board = hide_board(raw, folder, last, random)
+    runs = train(folder, epochs)
+    default_blend, _ = blend(runs, folder, "default", COMPETITION)
+    outputs = folder / "outputs"
+    shutil.rmtree(outputs, ignore_errors=True)
+    scores = {}
+    for name, run in {**runs, "blend (recall@10)": default_blend}.items():
+        scores[name] = board_score(run, board)
+        leaderboard.main(["add", str(run), "--public", f"{scores[name]:.6f}", "--outputs", str(outputs)])
+    leaderboard.main(["--outputs", str(outputs)])
+    estimate = json.loads((outputs / leaderboard.ESTIMATE_FILE).read_text())["calibration"]
+    objective = calibration.resolved_objective(
+        "recall@10 calibrated", "bench", estimate_file=outputs / leaderboard.ESTIMATE_FILE
+    )
+    calibrated, summary = blend(runs, folder, f"calibrated-{objective.share:g}", objective)
+    scores["blend (calibrated)"] = board_score(calibrated, board)
+    true_share = Objective(RECALL, share=round(last / (last + random), 2))  # what a perfect estimate would give
+    scores["blend (true share)"] = board_score(blend(runs, folder, f"true-{true_share.share:g}", true_share)[0], board)
+    return {
+        "data": data_name,
+        "board": f"{last}+{random}",
+        "users": board["user"].nunique(),
+        "true share": last / (last + random),
+        "estimate": estimate,
+        "scores": scores,
+        "weights": summary.get("weights"),
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", nargs="+", default=["embedded", "latest-small"])
+    parser.add_argument("--boards", nargs="+", default=["5+5", "1+9"], help="LAST+RANDOM per user")
+    parser.add_argument("--epochs", type=int, default=10, help="at most this many epochs for MultiVAE and gSASRec")
+    parser.add_argument("--latest-small", default=str(LATEST_SMALL))
+    args = parser.parse_args()
+    results = []
+    for data_name in args.data:
+        raw = source_raw(data_name, args.latest_small)
+        if raw is None:
+            print(f"{data_name}: not at {args.latest_small}; skipped")
+            continue
+        for board in args.boards:
+            last, random = (int(n) for n in board.split("+"))
+            results.append(measure_case(data_name, raw, last, random, args.epochs))
+    report(results)
+
+
+def report(results):
+    rows, goals = [], []
+    for r in results:
+        e, s = r["estimate"], r["scores"]
+        low, high = e["interval"] or (np.nan, np.nan)
+        inside = e["last_share"] is not None and low <= r["true share"] <= high
+        gain = s["blend (calibrated)"] - s["blend (recall@10)"]
+        rows.append(
+            [
+                r["data"],
+                r["board"],
+                r["users"],
+                f"{r['true share']:.2f}",
+                "cannot tell" if e["last_share"] is None else f"{e['last_share']:.2f} ({low:.2f} to {high:.2f})",
+                *(f"{s[name]:.4f}" for name in ("EASE", "MultiVAE", "gSASRec", "blend (recall@10)")),
+                f"{s['blend (calibrated)']:.4f} ({gain:+.4f})",
+                f"{s['blend (true share)']:.4f}",
+            ]
+        )
+        goals.append(
+            f"{r['data']} {r['board']}: true share inside the interval: {'yes' if inside else 'NO'}; width "
+            f"{high - low:.2f} (goal <= 0.30 with {e['submissions']} submissions): "
+            f"{'yes' if high - low <= 0.3 else 'NO'}; calibrated blend >= default: {'yes' if gain >= 0 else 'NO'}"
+            + (f", higher: {'yes' if gain > 0 else 'NO'}" if abs(r["true share"] - DEFAULT_SHARE) >= 0.2 else "")
+        )
+    header = ["data", "board", "users", "true a", "estimated a (95%)", "EASE", "MultiVAE", "gSASRec"]
+    print(table(rows, [*header, "blend recall@10", "blend calibrated (gain)", "blend at true a"]))
+    print("\n".join(goals))
+
+
+if __name__ == "__main__":
+    main()

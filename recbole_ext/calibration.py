@@ -1,0 +1,207 @@
+"""The board's share of latest items, estimated from the leaderboard log, and the objectives that read it.
+
+A board score is close to a mix of the holdout's part recalls (docs/numbers.md):
+
+    board ≈ s · (a · recall@10 last + (1 - a) · recall@10 random)
+
+a the share of latest items in the hidden set (exactly so where every user
+has the same number of hidden items), s the board's level against the
+holdout's (the board's later items may be harder for every model). a is
+fitted by least squares over a grid of [0, 1] (s in closed form for each
+a); its 95% interval holds the shares whose fit is not worse than the best's
+by the F test of one parameter (n - 2 degrees of freedom). Fewer than
+MIN_SUBMISSIONS submissions, or parts too alike across them, cannot tell a.
+
+The listing writes the estimate to outputs/leaderboard.json; the objective
+`recall@10 calibrated` (valid_metric, tune.metric, blend.objective) reads it
+there and becomes `recall@10 last:<a>` (metrics.Objective).
+"""
+
+import json
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+import yaml
+from atomic_data import BASE_YAML
+from recbole_ext import ConfigError
+from recbole_ext.metrics import CALIBRATED, LEVEL, RECALL, Objective, parse_objective
+
+LAST, RANDOM = f"{RECALL} last", f"{RECALL} random"
+MIN_SUBMISSIONS = 3  # two parameters (a, s) and one degree of freedom left to judge the fit
+ALIKE = 0.02  # below this sine of the angle between the parts' score vectors, a is not identified
+GRID = np.linspace(0, 1, 1001)
+ESTIMATE_FILE = Path("outputs") / "leaderboard.json"  # where the listing writes, where objectives read
+
+
+@dataclass
+class Calibration:
+    """The share of latest items of one board (public or private) of one data version."""
+
+    board: str
+    submissions: int
+    last_share: float | None = None  # None: cannot tell (reason says why)
+    interval: tuple | None = None
+    level: float | None = None  # s: board score / holdout mix
+    residuals: np.ndarray | None = None  # board score minus the fitted line, per submission
+    reason: str | None = None
+
+    def suggested_holdout(self, total=None):
+        """holdout.last / holdout.random with the same total as base.yaml's holdout, the last part's share a."""
+        if self.last_share is None:
+            return None
+        if total is None:
+            holdout = yaml.safe_load(BASE_YAML.read_text())["holdout"]
+            total = holdout["last"] + holdout["random"]
+        last = round(self.last_share * total)
+        return {"last": last, "random": total - last}
+
+    def as_json(self):
+        return {
+            "board": self.board,
+            "last_share": self.last_share,
+            "interval": list(self.interval) if self.interval else None,
+            "submissions": self.submissions,
+            "suggested_holdout": self.suggested_holdout(),
+            "level": self.level,
+            "rms_residual": None if self.residuals is None else float(np.sqrt(np.mean(self.residuals**2))),
+            "cannot_tell": self.reason,
+        }
+
+    def describe(self):
+        """The estimate in words, for the listing."""
+        head = f"{self.board} latest-item share"
+        if self.last_share is None:
+            return f"{head}: cannot tell ({self.reason})"
+        low, high = self.interval
+        worst = np.abs(self.residuals).max()
+        holdout = self.suggested_holdout()
+        return (
+            f"{head} {self.last_share:.2f} ({LEVEL:.0%} interval {low:.2f} to {high:.2f}, {self.submissions} "
+            f"submissions): board ≈ {self.level:.2f} × ({self.last_share:.2f} · {LAST} + "
+            f"{1 - self.last_share:.2f} · {RANDOM}), residuals up to {worst:.4f} "
+            f"(rms {np.sqrt(np.mean(self.residuals**2)):.4f}); the matching holdout: "
+            f"holdout.last: {holdout['last']}, holdout.random: {holdout['random']}"
+        )
+
+
+def fit_share(last, random, board, board_name="public"):
+    """The Calibration of one board from its submissions' part recalls and board scores (equal lengths)."""
+    last, random, board = (np.asarray(values, dtype=float) for values in (last, random, board))
+    n = len(board)
+    if n < MIN_SUBMISSIONS:
+        return Calibration(board_name, n, reason=f"{n} submissions with part scores; record at least {MIN_SUBMISSIONS}")
+    cosine = last @ random / (np.linalg.norm(last) * np.linalg.norm(random) or 1)
+    if math.sqrt(max(0.0, 1 - cosine**2)) < ALIKE:
+        return Calibration(
+            board_name,
+            n,
+            reason="the submissions' last and random part scores are too alike (in proportion) to separate the parts; "
+            "record submissions of different kinds (EASE, a sequential model, a blend)",
+        )
+    mixes = np.outer(GRID, last) + np.outer(1 - GRID, random)  # grid points x submissions
+    levels = mixes @ board / np.einsum("ij,ij->i", mixes, mixes)
+    rss = ((board - levels[:, None] * mixes) ** 2).sum(axis=1)
+    best = int(rss.argmin())
+    bound = rss[best] * (1 + stats.f.ppf(LEVEL, 1, n - 2) / (n - 2))
+    inside = GRID[rss <= bound + 1e-15]
+    return Calibration(
+        board_name,
+        n,
+        last_share=float(GRID[best]),
+        interval=(float(inside.min()), float(inside.max())),
+        level=float(levels[best]),
+        residuals=board - levels[best] * mixes[best],
+    )
+
+
+def resolved_objective(text, where, estimate_file=ESTIMATE_FILE, file=None):
+    """The objective a setting names, `calibrated` replaced by the share the log estimates (as `last:<a>`);
+    prints which share it uses. ConfigError (naming where) when it names none or there is no estimate to read."""
+    try:
+        objective, file = parse_objective(text), file or sys.stderr
+    except ValueError as error:
+        raise ConfigError(f"{where} {error}") from None
+    if objective.share is None:
+        return objective
+    if objective.share != CALIBRATED:
+        print(f"{where}: {objective.name}: the last part's share {objective.share:g} (given)", file=file)
+        return objective
+    advice = f"or give the share yourself: `{objective.metric} last:0.5`"
+    try:
+        estimate = json.loads(Path(estimate_file).read_text())["calibration"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ConfigError(
+            f"{where}: {objective.name} reads the leaderboard's estimate in {estimate_file}, which is missing or "
+            f"unreadable: record submissions (`python -m recbole_ext.leaderboard add`) and list them "
+            f"(`python -m recbole_ext.leaderboard`), {advice}"
+        ) from None
+    if not isinstance(estimate, dict) or estimate.get("last_share") is None:
+        reason = estimate.get("cannot_tell") if isinstance(estimate, dict) else None
+        raise ConfigError(f"{where}: {objective.name}: {estimate_file} holds no estimate ({reason}); {advice}")
+    share = round(float(estimate["last_share"]), 2)
+    low, high = estimate["interval"]
+    print(
+        f"{where}: {objective.name}: the last part's share {share:g} ({LEVEL:.0%} interval {low:.2f} to "
+        f"{high:.2f}, {estimate['submissions']} {estimate['board']} submissions, from {estimate_file})",
+        file=file,
+    )
+    return Objective(objective.metric, share=share)
+
+
+def resolve_objectives(values, sources):
+    """Settings' valid_metric and tune.metric with `calibrated` replaced by the log's share (printed)."""
+    targets = [(values, "valid_metric", "valid_metric")]
+    if isinstance(values.get("tune"), dict) and "metric" in values["tune"]:
+        targets.append((values["tune"], "metric", "tune.metric"))
+    for section, key, name in targets:
+        try:
+            parse_objective(section[key])
+        except ValueError:
+            continue  # refused with the checks of its section (check_settings, tune.space.parse_tune)
+        where = f"{sources.get(name) or sources.get(name.split('.')[0], 'settings')}: {name}"
+        objective = resolved_objective(section[key], where)
+        section[key] = objective.name
+        check_parts(objective, values["holdout"], where)
+
+
+def check_parts(objective, holdout, where):
+    """An objective that follows a holdout part the holdout leaves empty is refused."""
+    for part in objective.parts:
+        if not holdout[part]:
+            raise ConfigError(
+                f"{where} {objective.name!r} follows the holdout's {part} part, which holdout.{part}: 0 leaves empty"
+            )
+
+
+def estimates_json(versions):
+    """leaderboard.json from [(fingerprint, {board: Calibration})], most submissions first: `calibration`,
+    the first version's public estimate (what `recall@10 calibrated` reads), and every version's by board."""
+    return {
+        "calibration": versions[0][1]["public"].as_json(),
+        "data": {str(fp): {board: e.as_json() for board, e in estimates.items()} for fp, estimates in versions},
+    }
+
+
+def plot_fit(axis, rows, estimates, label, colour, markers):
+    """The boards of one data version's log rows against their calibrated holdout scores, with the fitted
+    lines (board = level × calibrated)."""
+    for board, estimate in estimates.items():
+        if estimate.last_share is None:
+            continue
+        scored = rows.dropna(subset=[board, LAST, RANDOM])
+        a, (low, high) = estimate.last_share, estimate.interval
+        mix = a * scored[LAST] + (1 - a) * scored[RANDOM]
+        axis.plot(
+            mix,
+            scored[board],
+            markers[board],
+            color=colour,
+            label=f"{board}, {label}: a = {a:.2f} ({low:.2f} to {high:.2f})",
+        )
+        ends = np.array([mix.min(), mix.max()])
+        axis.plot(ends, estimate.level * ends, "-" if board == "public" else "--", color=colour, linewidth=1)

@@ -1,0 +1,198 @@
+"""The board's share of latest items: the fit on synthetic scores, the listing's estimate and
+leaderboard.json, and the objectives that read it (`recall@10 calibrated`, `recall@10 last:0.5`)."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from test_ensemble import write_data
+from test_ensemble import write_run as blend_run
+from test_leaderboard import write_run
+from test_stack import last_item_case
+
+from recbole_ext.calibration import fit_share
+from recbole_ext.config import ConfigError, load_settings
+from recbole_ext.ensemble import main as ensemble_main
+from recbole_ext.leaderboard import main
+from recbole_ext.metrics import Objective, parse_objective
+from recbole_ext.stack import part_weights
+
+# part recalls of five kinds of submission: EASE finds random earlier items, a sequential model the latest
+LAST = np.array([0.10, 0.27, 0.18, 0.14, 0.22])
+RANDOM = np.array([0.30, 0.12, 0.24, 0.28, 0.20])
+
+
+def board_scores(share, level=0.8, noise=0.0, seed=0):
+    """What a board with this share of latest items scores, at this level against the holdout."""
+    exact = level * (share * LAST + (1 - share) * RANDOM)
+    return exact + np.random.default_rng(seed).normal(0, noise, len(exact))
+
+
+@pytest.mark.parametrize("share", [0.1, 0.2, 0.5, 0.8])
+def test_the_fit_recovers_a_known_share_from_synthetic_scores(share):
+    exact = fit_share(LAST, RANDOM, board_scores(share))
+    assert exact.last_share == pytest.approx(share, abs=1e-9) and exact.interval == pytest.approx((share, share))
+    assert exact.level == pytest.approx(0.8, abs=1e-3) and np.abs(exact.residuals).max() < 1e-3
+    noisy = fit_share(LAST[:4], RANDOM[:4], board_scores(share, noise=0.002)[:4])
+    low, high = noisy.interval
+    assert low <= share <= high and high - low <= 0.3
+    assert abs(noisy.last_share - share) < 0.1
+
+
+def test_a_wider_noise_gives_a_wider_interval():
+    widths = [np.diff(fit_share(LAST, RANDOM, board_scores(0.4, noise=noise)).interval)[0] for noise in (0.001, 0.01)]
+    assert widths[0] < widths[1]
+
+
+def test_too_few_submissions_or_parts_alike_cannot_tell():
+    few = fit_share(LAST[:2], RANDOM[:2], board_scores(0.5)[:2])
+    assert few.last_share is None and few.interval is None
+    assert few.describe() == "public latest-item share: cannot tell (2 submissions with part scores; record at least 3)"
+    alike = fit_share(LAST, 2.0 * LAST, 0.9 * LAST)  # every submission has the same profile of the parts
+    assert alike.last_share is None and alike.describe().startswith(
+        "public latest-item share: cannot tell (the submissions' last and random part scores are too alike"
+    )
+    assert alike.as_json()["suggested_holdout"] is None
+
+
+def log_submissions(outputs, share, n=4, private_share=None):
+    """n run folders with part scores, recorded with the board scores of a board of this share."""
+    public = board_scores(share)
+    private = None if private_share is None else board_scores(private_share)
+    for i in range(n):
+        parts = {"last": {"recall@10": LAST[i]}, "random": {"recall@10": RANDOM[i]}}
+        summary_recall = 0.2 * LAST[i] + 0.8 * RANDOM[i]
+        run = write_run(outputs / f"run-{i}", summary_recall, holdout_detail={"parts": parts})
+        argv = ["add", str(run), "--public", f"{public[i]:.6f}", "--outputs", str(outputs)]
+        if private is not None:
+            argv += ["--private", f"{private[i]:.6f}"]
+        assert main(argv) == 0
+
+
+def test_the_listing_estimates_each_board_and_writes_leaderboard_json(tmp_path, capsys):
+    outputs = tmp_path / "outputs"
+    log_submissions(outputs, 0.3, private_share=0.6)
+    assert pd.read_csv(outputs / "leaderboard.csv")["recall@10 last"].tolist() == LAST[:4].tolist()
+    assert main(["--outputs", str(outputs)]) == 0
+    printed = capsys.readouterr().out
+    assert "public latest-item share 0.30 (95% interval 0.30 to 0.30, 4 submissions)" in printed
+    assert "private latest-item share 0.60 (95% interval 0.60 to 0.60, 4 submissions)" in printed
+    assert "the matching holdout: holdout.last: 3, holdout.random: 7" in printed  # base.yaml's total: 10
+    estimates = json.loads((outputs / "leaderboard.json").read_text())
+    calibration = estimates["calibration"]
+    assert calibration["board"] == "public" and calibration["submissions"] == 4
+    assert calibration["last_share"] == pytest.approx(0.3) and calibration["interval"] == pytest.approx([0.3, 0.3])
+    assert calibration["suggested_holdout"] == {"last": 3, "random": 7}
+    assert estimates["data"]["fp-1"]["private"]["last_share"] == pytest.approx(0.6)
+
+
+def test_a_log_of_two_submissions_says_cannot_tell_and_writes_no_share(tmp_path, capsys):
+    outputs = tmp_path / "outputs"
+    log_submissions(outputs, 0.3, n=2)
+    assert main(["--outputs", str(outputs)]) == 0
+    assert "public latest-item share: cannot tell (2 submissions" in capsys.readouterr().out
+    calibration = json.loads((outputs / "leaderboard.json").read_text())["calibration"]
+    assert calibration["last_share"] is None and calibration["interval"] is None
+
+
+def test_objective_names_are_parsed_in_one_place():
+    assert parse_objective("Recall@10 last:0.25") == Objective("recall@10", share=0.25)
+    assert parse_objective("recall@10 calibrated").name == "recall@10 calibrated"
+    assert parse_objective("ndcg@10 random") == Objective("ndcg@10", "random")
+    for bad in ("recall@10 last:1.5", "recall@10 last:x", "mrr@10", "recall@10 first", "recall@10 last random"):
+        with pytest.raises(ValueError, match="must be recall@10 or ndcg@10"):
+            parse_objective(bad)
+
+
+def test_a_mix_scores_each_user_by_the_share_and_a_user_with_one_part_by_that_part():
+    scores = pd.DataFrame({"recall@10 last": [1.0, 0.5, np.nan], "recall@10 random": [0.0, 0.25, 0.5]})
+    values = Objective("recall@10", share=0.25).user_values(scores)
+    assert values.tolist() == [0.25, 0.25 * 0.5 + 0.75 * 0.25, 0.5]
+
+
+def test_valid_metric_calibrated_reads_the_logs_share_and_prints_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="reads the leaderboard's estimate in outputs/leaderboard.json, which is"):
+        load_settings("EASE", overrides=["valid_metric=recall@10 calibrated"])
+    log_submissions(tmp_path / "outputs", 0.35)
+    assert main([]) == 0
+    capsys.readouterr()
+    settings = load_settings("EASE", overrides=["valid_metric=recall@10 calibrated"])
+    assert settings["valid_metric"] == "recall@10 last:0.35"
+    assert capsys.readouterr().err.strip() == (
+        "command line: valid_metric: recall@10 calibrated: the last part's share 0.35 (95% interval 0.35 to 0.35, "
+        "4 public submissions, from outputs/leaderboard.json)"
+    )
+    given = load_settings("EASE", overrides=["valid_metric=recall@10 last:0.5"])
+    assert given["valid_metric"] == "recall@10 last:0.5"
+    assert "valid_metric: recall@10 last:0.5: the last part's share 0.5 (given)" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="'recall@10 last:0.5' follows the holdout's random part, which holdout"):
+        load_settings("EASE", overrides=["valid_metric=recall@10 last:0.5", "holdout.random=0"])
+
+
+def test_calibrated_without_an_estimate_is_refused_with_the_reason(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    log_submissions(tmp_path / "outputs", 0.35, n=2)
+    assert main([]) == 0
+    with pytest.raises(ConfigError, match=r"holds no estimate \(2 submissions with part scores; record at least 3\)"):
+        load_settings("EASE", overrides=["valid_metric=recall@10 calibrated"])
+
+
+@pytest.fixture(scope="module")
+def parts_case(tmp_path_factory):
+    """Member A holds each user's three random-part items in its top 10, member B only the last item (its top
+    item): a blend cannot have both, so what it gives up follows the last part's share."""
+    hidden, a, b, _, interactions = last_item_case()
+    root = tmp_path_factory.mktemp("parts")
+    data = write_data(root / "data", interactions, hidden)
+    parts = [(u, i, 0, "last" if i == b[u][0] else "random") for u, items in hidden.items() for i in sorted(items)]
+    pd.DataFrame(parts, columns=["user", "item", "time", "part"]).to_csv(data / "holdout.csv", index=False)
+    return root, [str(blend_run(root / "A", data, a, a)), str(blend_run(root / "B", data, b, b, model="SASRec"))]
+
+
+def test_a_blend_objective_uses_the_share_it_prints(parts_case, monkeypatch, capsys):
+    root, runs = parts_case
+    monkeypatch.chdir(root)
+    (root / "outputs").mkdir(exist_ok=True)
+    estimate = {"board": "public", "last_share": 0.9, "interval": [0.8, 1.0], "submissions": 3}
+    (root / "outputs" / "leaderboard.json").write_text(json.dumps({"calibration": estimate}))
+    summaries = {}
+    for objective in ("recall@10 last:0.1", "recall@10 calibrated"):
+        output = root / objective.replace(" ", "-")
+        assert ensemble_main([*runs, "--method", "score", "--objective", objective, "--output", str(output)]) == 0
+        summaries[objective] = json.loads((output / "summary.json").read_text())
+    printed = capsys.readouterr()
+    assert "--objective: recall@10 last:0.1: the last part's share 0.1 (given)" in printed.err
+    assert "--objective: recall@10 calibrated: the last part's share 0.9 (95% interval 0.80 to 1.00" in printed.err
+    low, high = (summaries[o] for o in summaries)
+    assert high["config"]["objective"] == "recall@10 last:0.9" and low["config"]["objective"] == "recall@10 last:0.1"
+    assert "chosen for recall@10 last:0.9: cross-fitted" in printed.out
+    parts = {share: s["holdout_detail"]["parts"] for share, s in (("low", low), ("high", high))}
+    assert parts["high"]["last"]["recall@10"] > parts["low"]["last"]["recall@10"]
+    assert parts["high"]["random"]["recall@10"] < parts["low"]["random"]["recall@10"]
+    assert high["weights"]["B"] > low["weights"]["B"]
+
+
+def test_the_stage_weighs_each_hidden_item_by_its_parts_share():
+    parts = ["last", "random", "random", "last", "random"]
+    hidden = pd.DataFrame({"user": [1, 1, 1, 2, 2], "item": [5, 6, 7, 5, 8], "part": parts})
+    table = pd.DataFrame({"user": [1, 1, 1, 2, 2], "item": [5, 6, 9, 8, 9]})
+    weights = part_weights(table, hidden, Objective("recall@10", share=0.5))
+    # per user: one last item, 1.5 random ones: a last item is worth 0.5 / 1, a random one 0.5 / 1.5;
+    # the hidden candidates (5 last, 6 and 8 random) scaled to a mean of 1; the others 1
+    worth = np.array([0.5, 0.5 / 1.5, 0.5 / 1.5])
+    assert weights.tolist() == pytest.approx([*(worth / worth.mean())[:2], 1.0, (worth / worth.mean())[2], 1.0])
+    assert part_weights(table, hidden, Objective("recall@10")).tolist() == [1.0] * 5
+
+
+def test_a_log_written_before_the_parts_were_recorded_is_listed_without_an_estimate(tmp_path, capsys):
+    outputs = tmp_path / "outputs"
+    outputs.mkdir()
+    old = "run,model,fingerprint,recall@10,ci low,ci high,ndcg@10,public,private,recorded\n"
+    old += "".join(f"/r/{i},EASE,fp-1,0.{20 + i},,,0.1,0.1{i},,2026-01-01\n" for i in range(3))
+    (outputs / "leaderboard.csv").write_text(old)
+    assert main(["--outputs", str(outputs)]) == 0
+    assert "public latest-item share: cannot tell (0 submissions with part scores; record at least 3)" in (
+        capsys.readouterr().out
+    )
