@@ -2,15 +2,20 @@
 
 A board score is close to a mix of the holdout's part recalls (docs/numbers.md):
 
-    board ≈ s · (a · recall@10 last + (1 - a) · recall@10 random)
+    board ≈ a · recall@10 last + (1 - a) · recall@10 random
 
 a the share of latest items in the hidden set (exactly so where every user
-has the same number of hidden items), s the board's level against the
-holdout's (the board's later items may be harder for every model). a is
-fitted by least squares over a grid of [0, 1] (s in closed form for each
-a); its 95% interval holds the shares whose fit is not worse than the best's
-by the F test of one parameter (n - 2 degrees of freedom). Fewer than
-MIN_SUBMISSIONS submissions, or parts too alike across them, cannot tell a.
+has the same number of hidden items). a is fitted by least squares over a
+grid of [0, 1]; its 95% interval holds the shares whose fit is not worse than
+the best's by the F test of one parameter (n - 1 degrees of freedom). Fewer
+than MIN_SUBMISSIONS submissions, or parts too alike across them, cannot tell a.
+
+A diagnostic, not the estimate: the fit with a free level s (board ≈ s · mix),
+and whether it fits significantly better than level 1 (a nested F test). A
+free level trades against the share (a board at 0.63 times the holdout's
+random part fits as well as one at level 1 with half latest items), so it
+only says when the board is harder or easier than the holdout overall, and
+the share is then less sure.
 
 The listing writes the estimate to outputs/leaderboard.json; the objective
 `recall@10 calibrated` (valid_metric, tune.metric, blend.objective) reads it
@@ -32,7 +37,7 @@ from recbole_ext import ConfigError
 from recbole_ext.metrics import CALIBRATED, LEVEL, RECALL, Objective, parse_objective
 
 LAST, RANDOM = f"{RECALL} last", f"{RECALL} random"
-MIN_SUBMISSIONS = 3  # two parameters (a, s) and one degree of freedom left to judge the fit
+MIN_SUBMISSIONS = 3  # the diagnostic's two parameters (a, s) and one degree of freedom left to judge its fit
 ALIKE = 0.02  # below this sine of the angle between the parts' score vectors, a is not identified
 GRID = np.linspace(0, 1, 1001)
 ESTIMATE_FILE = Path("outputs") / "leaderboard.json"  # where the listing writes, where objectives read
@@ -46,8 +51,9 @@ class Calibration:
     submissions: int
     last_share: float | None = None  # None: cannot tell (reason says why)
     interval: tuple | None = None
-    level: float | None = None  # s: board score / holdout mix
-    residuals: np.ndarray | None = None  # board score minus the fitted line, per submission
+    residuals: np.ndarray | None = None  # board score minus the fitted mix, per submission
+    free_level: tuple | None = None  # (a, s) of the fit board ≈ s · mix: the diagnostic
+    level_rejected: bool | None = None  # the free level fits significantly better than level 1
     reason: str | None = None
 
     def suggested_holdout(self, total=None):
@@ -67,7 +73,8 @@ class Calibration:
             "interval": list(self.interval) if self.interval else None,
             "submissions": self.submissions,
             "suggested_holdout": self.suggested_holdout(),
-            "level": self.level,
+            "free_level": None if self.free_level is None else dict(zip(("last_share", "level"), self.free_level)),
+            "level_rejected": self.level_rejected,
             "rms_residual": None if self.residuals is None else float(np.sqrt(np.mean(self.residuals**2))),
             "cannot_tell": self.reason,
         }
@@ -80,13 +87,26 @@ class Calibration:
         low, high = self.interval
         worst = np.abs(self.residuals).max()
         holdout = self.suggested_holdout()
+        share, level = self.free_level
+        verdict = (
+            f"rejects level 1 (F test): the board scores {'below' if level < 1 else 'above'} the mix ("
+            f"{'harder' if level < 1 else 'easier'} than the holdout, for all or some submissions), so the share "
+            "is less sure"
+            if self.level_rejected
+            else "level 1 not rejected"
+        )
         return (
             f"{head} {self.last_share:.2f} ({LEVEL:.0%} interval {low:.2f} to {high:.2f}, {self.submissions} "
-            f"submissions): board ≈ {self.level:.2f} × ({self.last_share:.2f} · {LAST} + "
-            f"{1 - self.last_share:.2f} · {RANDOM}), residuals up to {worst:.4f} "
-            f"(rms {np.sqrt(np.mean(self.residuals**2)):.4f}); the matching holdout: "
-            f"holdout.last: {holdout['last']}, holdout.random: {holdout['random']}"
+            f"submissions): board ≈ {self.last_share:.2f} · {LAST} + {1 - self.last_share:.2f} · {RANDOM}, "
+            f"residuals up to {worst:.4f} (rms {np.sqrt(np.mean(self.residuals**2)):.4f}); the matching holdout: "
+            f"holdout.last: {holdout['last']}, holdout.random: {holdout['random']}; with a free level: "
+            f"{level:.2f} × ({share:.2f} · last + {1 - share:.2f} · random), {verdict}"
         )
+
+
+def _within(rss, degrees_of_freedom):
+    """The residual sum of squares up to which a fit with one parameter fewer is not significantly worse."""
+    return rss * (1 + stats.f.ppf(LEVEL, 1, degrees_of_freedom) / degrees_of_freedom) + 1e-15
 
 
 def fit_share(last, random, board, board_name="public"):
@@ -104,18 +124,20 @@ def fit_share(last, random, board, board_name="public"):
             "record submissions of different kinds (EASE, a sequential model, a blend)",
         )
     mixes = np.outer(GRID, last) + np.outer(1 - GRID, random)  # grid points x submissions
-    levels = mixes @ board / np.einsum("ij,ij->i", mixes, mixes)
-    rss = ((board - levels[:, None] * mixes) ** 2).sum(axis=1)
+    rss = ((board - mixes) ** 2).sum(axis=1)
     best = int(rss.argmin())
-    bound = rss[best] * (1 + stats.f.ppf(LEVEL, 1, n - 2) / (n - 2))
-    inside = GRID[rss <= bound + 1e-15]
+    inside = GRID[rss <= _within(rss[best], n - 1)]
+    levels = mixes @ board / np.einsum("ij,ij->i", mixes, mixes)
+    free_rss = ((board - levels[:, None] * mixes) ** 2).sum(axis=1)
+    free = int(free_rss.argmin())
     return Calibration(
         board_name,
         n,
         last_share=float(GRID[best]),
         interval=(float(inside.min()), float(inside.max())),
-        level=float(levels[best]),
-        residuals=board - levels[best] * mixes[best],
+        residuals=board - mixes[best],
+        free_level=(float(GRID[free]), float(levels[free])),
+        level_rejected=bool(rss[best] > _within(free_rss[free], n - 2)),
     )
 
 
@@ -189,7 +211,7 @@ def estimates_json(versions):
 
 def plot_fit(axis, rows, estimates, label, colour, markers):
     """The boards of one data version's log rows against their calibrated holdout scores, with the fitted
-    lines (board = level × calibrated)."""
+    lines (board = calibrated)."""
     for board, estimate in estimates.items():
         if estimate.last_share is None:
             continue
@@ -204,4 +226,4 @@ def plot_fit(axis, rows, estimates, label, colour, markers):
             label=f"{board}, {label}: a = {a:.2f} ({low:.2f} to {high:.2f})",
         )
         ends = np.array([mix.min(), mix.max()])
-        axis.plot(ends, estimate.level * ends, "-" if board == "public" else "--", color=colour, linewidth=1)
+        axis.plot(ends, ends, "-" if board == "public" else "--", color=colour, linewidth=1)
