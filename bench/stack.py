@@ -65,9 +65,13 @@ def member_runs(raw, folder):
 
     summary = blend(RECIPE, data=raw, output=folder / "blend", runs_dir=folder / "runs", quick=True, overrides=QUIET)
     members = summary["blend"]["members"]
-    seconds = {m["name"]: sum(run["seconds"] or 0 for run in m["runs"]) for m in members}
     trained = {m["name"]: m["runs"][0]["status"] for m in members}
-    return {m["name"]: Path(m["path"]) for m in members if m["path"]}, seconds, trained
+    runs = {m["name"]: Path(m["path"]) for m in members if m["path"]}
+    # each run's own timings: a reused run took its seconds when it was trained
+    seconds = {
+        name: sum(json.loads((path / "summary.json").read_text())["timings"].values()) for name, path in runs.items()
+    }
+    return runs, seconds, trained
 
 
 def per_user(folder):
