@@ -31,7 +31,7 @@ import pandas as pd
 from atomic_data import RawDataError
 from atomic_data.tables import read_inter
 from recbole_ext import ConfigError
-from recbole_ext.files import json_text, new_staging
+from recbole_ext.files import claimed, json_text, new_staging
 from recbole_ext.metrics import K, activity_groups
 
 logger = logging.getLogger("movierec")
@@ -68,7 +68,14 @@ def kept_folders(final):
 @contextmanager
 def run_folder(final, state):
     """A run's folder: staged, with its run.log (``state``: the log level); a run that stops early keeps
-    what _keep_finished_work says (the exception's kept_in)."""
+    what _keep_finished_work says (the exception's kept_in). A second job writing final is refused."""
+    with claimed(final), _run_folder(final, state) as staging:
+        yield staging
+
+
+@contextmanager
+def _run_folder(final, state):
+    output_folder(final.name, final)  # made by a job that finished since this one started
     staging = new_staging(final)
     try:
         with run_logging(staging / LOG_FILE, state):

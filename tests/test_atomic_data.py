@@ -13,6 +13,7 @@ from atomic_data.holdout import LAST, NOT_HELD_OUT, RANDOM, holdout_parts
 from atomic_data.items import Watched, representative_credit, title_words, year_from_title
 from atomic_data.sample import main as sample_cli
 from atomic_data.synthetic import main as synthetic_cli
+from atomic_data.tables import read_inter
 from recbole_ext.files import staging_path
 
 # ---------------------------------------------------------------- bad input
@@ -536,3 +537,27 @@ def test_conflicting_rows_of_a_single_valued_side_file_get_one_warning_and_the_f
     ]
     table = read_item_file(prepared.data_path / "m" / "m.item")
     assert table.loc[10, "year:token"] == "1999" and table.loc[11, "year:token"] == "2005"
+
+
+@pytest.mark.parametrize(
+    "broken, damage",
+    [
+        ("manifest.json", lambda path: path.write_text('{"name": "tiny", ')),
+        ("tiny/tiny.inter", lambda path: path.write_bytes(path.read_bytes()[:-20])),  # cut short
+    ],
+)
+def test_a_broken_prepared_file_is_named_with_how_to_prepare_again(broken, damage, tiny_raw, tmp_path):
+    prepared = prepare(tiny_raw, tmp_path, "tiny", TEST_RULE)
+    damage(prepared.data_path / broken)
+    with pytest.raises(RawDataError) as refused:
+        prepare(tiny_raw, tmp_path, "tiny", TEST_RULE)
+    assert str(refused.value).startswith(f"{prepared.data_path / broken}: ")
+    assert str(refused.value).endswith(f"delete {prepared.data_path} to prepare the data again")
+
+
+def test_a_prepared_inter_file_edited_by_hand_is_named(tiny_prepared):
+    path = tiny_prepared.inter_path(tiny_prepared.valid_name)
+    edited = path.with_name("edited.inter")
+    edited.write_text(path.read_text().replace("\n1\t", "\nx\t", 1))  # the same size: a user id not a number
+    with pytest.raises(RawDataError, match=f"^{edited}: not an .inter file written by atomic_data: "):
+        read_inter(edited)
