@@ -9,9 +9,11 @@ interrupted search and the cluster search run tune.py in a subprocess.
 import datetime
 import json
 import logging
+import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -475,14 +477,20 @@ def test_resume_finishes_a_search_stopped_by_sigterm_without_repeating_a_trial(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        start_new_session=True,  # its own process group, as under `timeout`, SLURM or Kubernetes
     )
     try:
         wait_for(lambda: list(output.glob("trials/*/summary.json")), timeout=240)
-        driver.send_signal(signal.SIGTERM)  # as Ctrl-C: Ray Tune saves its state and stops
-        log = driver.communicate(timeout=120)[0]
+        # SIGTERM to the whole group, as `timeout` sends it: the driver and every Ray process it started;
+        # as Ctrl-C: Ray Tune saves its state and stops, within the 30 s schedulers wait before SIGKILL
+        os.killpg(driver.pid, signal.SIGTERM)
+        stopped = time.monotonic()
+        log = driver.communicate(timeout=60)[0]
+        seconds = time.monotonic() - stopped
     finally:
         driver.kill()
     assert driver.returncode == 130, log[-3000:]
+    assert seconds < 30 and "interrupted; continue with: python tune.py --resume" in log, log[-3000:]
     finished = {path: (path.read_bytes(), path.stat().st_mtime_ns) for path in output.glob("trials/*/summary.json")}
     assert finished and len(finished) < len(grid)
     interrupted = read_trials(output)

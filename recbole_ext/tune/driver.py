@@ -14,12 +14,14 @@ import os
 import re
 import signal
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import ray
 from ray import tune
+from ray._private import services
 
 import yaml
 from recbole_ext import pipeline, tracking
@@ -163,7 +165,8 @@ def start_ray(address=None):
     pythonpath = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     runtime_env = {"env_vars": {"PYTHONPATH": pythonpath}}
     if not address:  # "local": a new runtime, never a cluster someone else started on this machine
-        ray.init(address="local", include_dashboard=False, runtime_env=runtime_env)
+        with _ray_processes_in_their_own_group():
+            ray.init(address="local", include_dashboard=False, runtime_env=runtime_env)
     else:
         try:
             ray.init(address=address, runtime_env=runtime_env)
@@ -176,6 +179,27 @@ def start_ray(address=None):
     if callable(on_sigterm):
         signal.signal(signal.SIGTERM, on_sigterm)
     return True
+
+
+@contextmanager
+def _ray_processes_in_their_own_group():
+    """Ray's processes started meanwhile (its GCS, raylet, agents) get a process group of their own.
+
+    `timeout`, SLURM and Kubernetes send SIGTERM to the command's whole process group: in it, Ray's GCS
+    would die at once while the driver, stopping as on Ctrl-C, waits 60 s for it to save the search, then
+    fails. Out of it, only the driver receives the signal; it saves the search and shuts its Ray down.
+    They still end with the driver (Ray's kernel fate sharing); on Windows Ray does this itself."""
+    plain = services.ConsolePopen
+
+    class OwnGroup(plain):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, process_group=0, **kwargs)
+
+    services.ConsolePopen = OwnGroup
+    try:
+        yield
+    finally:
+        services.ConsolePopen = plain
 
 
 def _tune_config(spec, settings):
