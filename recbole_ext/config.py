@@ -173,9 +173,12 @@ def load_settings(model=None, config_file=None, overrides=(), quick=False):
     """Resolve and check the layered settings of a run."""
     file_layer = read_yaml(config_file) if config_file else {}
     override_layer = parse_overrides(overrides)
+    preset = model_preset(model)  # --model=gSASRec: yaml/gsasrec.yaml, as if given with --config
+    preset_layer = read_yaml(preset) if preset else {}
     named = {
-        "--model": model,
+        "--model": None if preset else model,
         "command line": override_layer.pop(("model",), None),
+        str(preset): preset_layer.get("model"),
         str(config_file): file_layer.get("model"),
     }
     named = {source: check_model(name) for source, name in named.items() if name}
@@ -189,6 +192,8 @@ def load_settings(model=None, config_file=None, overrides=(), quick=False):
     model_yaml = YAML_DIR / f"{model.lower()}.yaml"
     if model_yaml.is_file():
         layers.append((str(model_yaml), read_yaml(model_yaml)))
+    if preset:
+        layers.append((str(preset), preset_layer))
     if config_file:
         layers.append((str(config_file), file_layer))
     values, sources = {}, {}
@@ -209,6 +214,15 @@ def load_settings(model=None, config_file=None, overrides=(), quick=False):
             values[key] = str(Path(values[key]).expanduser().resolve())
     values["tracking"] = tracking.resolved(values["tracking"])
     return settings
+
+
+def model_preset(name):
+    """The yaml of a name that is not a model but has a yaml of its own naming one (gSASRec: yaml/gsasrec.yaml,
+    model: SASRec), or None."""
+    path = YAML_DIR / f"{str(name).lower()}.yaml"
+    if not name or str(name).lower() in {n.lower() for n in registry.model_names()} or not path.is_file():
+        return None
+    return path if read_yaml(path).get("model") else None
 
 
 def did_you_mean(name, valid, cutoff=0.6):

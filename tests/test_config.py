@@ -193,6 +193,17 @@ def test_model_names_are_case_insensitive(tmp_path):
     assert load_settings("EASE", config_file=config).model == "EASE"
 
 
+def test_a_name_with_a_yaml_of_its_own_runs_by_name():
+    by_name = load_settings("gSASRec", overrides=["epochs=2"])
+    by_config = load_settings(config_file=YAML_DIR / "gsasrec.yaml", overrides=["epochs=2"])
+    assert by_name.model == "SASRec" and by_name.values["loss_type"] == "gBCE"
+    assert by_name.values == by_config.values
+    assert (
+        load_settings("gsasrec", quick=True).values["MAX_ITEM_LIST_LENGTH"]
+        == by_config.values["quick"]["MAX_ITEM_LIST_LENGTH"]
+    )
+
+
 @pytest.mark.parametrize(
     "key, reason",
     [
