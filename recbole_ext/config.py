@@ -17,6 +17,7 @@ apart, the two halves would hand that record back and forth.
 import copy
 import difflib
 import importlib.util
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -373,7 +374,7 @@ def check_values(model, values, where):
 
 def _number_rule(key, default):
     integer = isinstance(default, int) and (COUNT_NAME.search(key) or key in INTEGER_SETTINGS)
-    kind, is_kind = ("an integer", is_int) if integer else ("a number", is_number)
+    kind, is_kind = ("an integer", is_int) if integer else ("a number", is_finite)
     for pattern, integers_only, in_range, text in RANGES:
         if pattern.search(key) and (integer or not integers_only) and in_range(default):
             return (lambda v: is_kind(v) and in_range(v)), f"{kind} {text}"  # noqa: B023 (returned at once)
@@ -382,6 +383,11 @@ def _number_rule(key, default):
 
 def is_number(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def is_finite(value):
+    """A number, neither infinite nor NaN (yaml's .inf, .nan)."""
+    return is_number(value) and math.isfinite(value)
 
 
 def is_int(value):

@@ -130,6 +130,10 @@ def test_float_notation_is_a_float():
         ("BPR", "learning_rate=0", "command line: learning_rate must be a number > 0, got 0"),
         ("EASE", "reg_weight=abc", "command line: reg_weight must be a number >= 0, got 'abc'"),
         ("RecBoleEASE", "reg_weight=-1", "command line: reg_weight must be a number >= 0, got -1"),
+        ("EASE", "reg_weight=.inf", "command line: reg_weight must be a number >= 0, got inf"),
+        ("UserEASE", "user_reg_weight=.inf", "command line: user_reg_weight must be a number >= 0, got inf"),
+        ("BPR", "learning_rate=.inf", "command line: learning_rate must be a number > 0, got inf"),
+        ("BPR", "learning_rate=-.inf", "command line: learning_rate must be a number > 0, got -inf"),
         ("SASRec", "n_layers=0", "command line: n_layers must be an integer >= 1, got 0"),
         ("SASRec", "hidden_dropout_prob=1.5", "command line: hidden_dropout_prob must be a number in [0, 1], got 1.5"),
         (
