@@ -131,6 +131,12 @@ def test_float_notation_is_a_float():
         ("EASE", "reg_weight=abc", "command line: reg_weight must be a number >= 0, got 'abc'"),
         ("RecBoleEASE", "reg_weight=-1", "command line: reg_weight must be a number >= 0, got -1"),
         ("EASE", "reg_weight=.inf", "command line: reg_weight must be a number >= 0, got inf"),
+        ("EASE", "reg_weight=0", "command line: reg_weight must be a number > 0 (the Gram's inverse needs it), got 0"),
+        (
+            "UserEASE",
+            "user_reg_weight=0",
+            "command line: user_reg_weight must be a number > 0 (the Gram's inverse needs it), got 0",
+        ),
         ("UserEASE", "user_reg_weight=.inf", "command line: user_reg_weight must be a number >= 0, got inf"),
         ("BPR", "learning_rate=.inf", "command line: learning_rate must be a number > 0, got inf"),
         ("BPR", "learning_rate=-.inf", "command line: learning_rate must be a number > 0, got -inf"),

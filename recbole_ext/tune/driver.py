@@ -89,10 +89,12 @@ def search(settings, address=None, resume=False, retrain_best=False):
     settings = settings.with_values(output_dir=str(output))
     if not resume and output.exists():
         raise ConfigError(f"output folder {output} already exists; choose another --output, or add --resume")
-    if not address:  # a local Ray has this machine's devices: refuse a missing GPU before Ray starts
-        resolve_device(settings)
+    # a local Ray has this machine's devices: a missing GPU (and UserEASE's memory) is refused before Ray starts
+    device = None if address else resolve_device(settings)
     tracking.connect(settings)
     prepared = pipeline.prepare_data(settings)
+    if device:
+        pipeline.check_prepared(settings, prepared, device)
     if resume and _saved_fingerprint(output / SEARCH_FILE) != prepared.fingerprint:
         raise ConfigError(f"--resume: the data changed since the search in {output} started")
     started_ray = start_ray(address)
