@@ -33,6 +33,7 @@ from tune import main as tune_cli
 ROOT = Path(__file__).resolve().parent.parent
 TINY = {"show_progress": False, "state": "WARNING", "train_batch_size": 256, "holdout": {"min_train": 8, "random": 3}}
 BPR = {"model": "BPR", "embedding_size": 16, **TINY}
+SASREC = {"model": "SASRec", "MAX_ITEM_LIST_LENGTH": 10, "hidden_size": 16, "inner_size": 32, "n_layers": 1, **TINY}
 
 
 @pytest.fixture(scope="module")
@@ -214,6 +215,20 @@ def test_device_cuda_without_a_gpu_is_refused_before_ray_starts(tmp_path, tiny_r
         "error: device: cuda was asked for but torch sees no GPU (is the CUDA build of torch installed?)"
     ]
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without a GPU")
+def test_a_searched_amp_the_device_cannot_run_is_refused_before_ray_starts(tmp_path, tiny_raw, data_dir, capsys):
+    config = write_yaml(
+        tmp_path / "sasrec.yaml",
+        {**SASREC, "epochs": 1, "tune": {"scheduler": "fifo", "search_space": {"amp": {"grid": ["bf16", "fp16"]}}}},
+    )
+    assert tune_cli(cli_args(config, tiny_raw, data_dir, tmp_path / "out", "--device", "auto")) == 2
+    assert not ray.is_initialized() and not (tmp_path / "out").exists()
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: {config}: tune.search_space.amp: amp: fp16 is for GPUs without bfloat16; on a CPU use bf16 "
+        "(float32's range, no gradient scaler), or off (device: cpu)"
+    ]
 
 
 def test_every_shipped_tune_section_is_valid(tiny_raw):

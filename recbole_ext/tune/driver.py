@@ -91,6 +91,8 @@ def search(settings, address=None, resume=False, retrain_best=False):
         raise ConfigError(f"output folder {output} already exists; choose another --output, or add --resume")
     # a local Ray has this machine's devices: a missing GPU (and UserEASE's memory) is refused before Ray starts
     device = None if address else resolve_device(settings)
+    if device:
+        _check_devices(settings, spec)
     tracking.connect(settings)
     prepared = pipeline.prepare_data(settings)
     if device:
@@ -147,6 +149,14 @@ def search(settings, address=None, resume=False, retrain_best=False):
         best_settings = load_settings(config_file=best, overrides=[f"output_dir={output / BEST_RUN}"])
         result.retrained = pipeline.run(tracking.in_group(best_settings, output.name))
     return result
+
+
+def _check_devices(settings, spec):
+    """Each listed value of a searched amp or device on this machine (fp16 on a CPU), as a run checks its own."""
+    for key, (name, args) in spec.search_space.items():
+        if key in ("amp", "device") and name in LISTED:
+            for value in args:
+                resolve_device(sampled_settings(settings, {key: value}, None))
 
 
 def _as_ctrl_c(signum, frame):
