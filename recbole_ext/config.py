@@ -170,8 +170,9 @@ class Settings:
         return Settings(self.model, values, sources)
 
 
-def load_settings(model=None, config_file=None, overrides=(), quick=False):
-    """Resolve and check the layered settings of a run."""
+def load_settings(model=None, config_file=None, overrides=(), quick=False, named_overrides=()):
+    """Resolve and check the layered settings of a run. named_overrides: (source, key=value list) pairs applied before
+    the command line's overrides, each named by its source in messages (a blend recipe's settings)."""
     file_layer = read_yaml(config_file) if config_file else {}
     override_layer = parse_overrides(overrides)
     preset = model_preset(model)  # --model=gSASRec: yaml/gsasrec.yaml, as if given with --config
@@ -204,6 +205,8 @@ def load_settings(model=None, config_file=None, overrides=(), quick=False):
         if not values.get("quick"):
             raise ConfigError(f"--quick: no `quick:` block for {model} in {', '.join(s for s, _ in layers)}")
         apply_layer(values, sources, values["quick"], f"{sources['quick']} (quick:)")
+    for source, pairs in named_overrides:
+        apply_layer(values, sources, parse_overrides(pairs), source)
     apply_layer(values, sources, override_layer, "command line")
     if check_model(values.get("model", model)) != model:
         raise ConfigError(f"{sources['model']}: model {values['model']!r} conflicts with {model!r}")
