@@ -1,11 +1,13 @@
 import json
 import os
+import signal
 import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import TEST_RULE, write_raw
+from conftest import ROOT, TEST_RULE, write_raw
 
 from atomic_data import HoldoutRule, RawDataError, prepare
 from atomic_data.__main__ import main as atomic_data_cli
@@ -561,3 +563,56 @@ def test_a_prepared_inter_file_edited_by_hand_is_named(tiny_prepared):
     edited.write_text(path.read_text().replace("\n1\t", "\nx\t", 1))  # the same size: a user id not a number
     with pytest.raises(RawDataError, match=f"^{edited}: not an .inter file written by atomic_data: "):
         read_inter(edited)
+
+
+SLOW_PREPARATION = """
+import sys, time
+from atomic_data.__main__ import main
+prepare = sys.modules["atomic_data.prepare"]  # (atomic_data.prepare is also the function's name)
+write_version = prepare._write_version
+def slow(*args):
+    print("preparing", flush=True)
+    time.sleep(60)
+    return write_version(*args)
+prepare._write_version = slow  # time to be interrupted while preparing
+sys.exit(main(sys.argv[1:]))
+"""
+
+SMALL_FILES = """
+import resource, signal, sys
+from atomic_data.__main__ import main
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with an OSError, as on a full disk
+resource.setrlimit(resource.RLIMIT_FSIZE, (2000, resource.RLIM_INFINITY))
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("sent, name", [(signal.SIGINT, "Ctrl-C"), (signal.SIGTERM, "SIGTERM")])
+def test_an_interrupted_preparation_says_so_in_one_line_and_leaves_nothing(sent, name, tiny_raw, tmp_path):
+    process = subprocess.Popen(
+        [sys.executable, "-c", SLOW_PREPARATION, str(tiny_raw), "--out", str(tmp_path / "out")],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout.readline() == "preparing\n"
+        process.send_signal(sent)
+        stderr = process.communicate(timeout=30)[1]
+    finally:
+        process.kill()
+    assert process.returncode == 130 and stderr.splitlines() == [f"interrupted ({name}): nothing was written"]
+    assert list((tmp_path / "out").iterdir()) == []  # no staging folder left
+
+
+def test_a_preparation_that_cannot_write_says_so_in_one_line_and_leaves_nothing(tiny_raw, tmp_path):
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, "-c", SMALL_FILES, str(tiny_raw), "--out", str(out)], cwd=ROOT, capture_output=True, text=True
+    )
+    assert done.returncode == 1, done.stderr
+    [line] = done.stderr.splitlines()
+    assert line.startswith(f"error: preparing {out} failed: ") and line.endswith("; nothing was written")
+    assert "File too large" in line
+    assert list(out.iterdir()) == []
