@@ -511,6 +511,8 @@ def test_resume_finishes_a_search_stopped_by_sigterm_without_repeating_a_trial(
     interrupted = read_trials(output)
     # a trial cut short, or grid points not started yet
     assert (interrupted["state"] == "INTERRUPTED").any() or len(interrupted) < len(grid)
+    cut_short = interrupted.loc[interrupted["state"] == "INTERRUPTED", "trial"]
+    assert not [p.name for trial in cut_short for p in output.glob(f"trials/{trial}.stopped")]  # .interrupted/
     assert not (output / "best.yaml").exists()
 
     assert tune_cli(["--resume", "--output", str(output)]) == 0

@@ -31,7 +31,7 @@ from recbole_ext.data import load_dataset
 from recbole_ext.files import write_atomic
 from recbole_ext.pretrain import downstream_models, find_pretrained, pretrain
 from recbole_ext.recbole_config import recbole_config, resolve_device
-from recbole_ext.run_folder import default_output
+from recbole_ext.run_folder import INTERRUPTED, default_output
 from recbole_ext.tune.results import (
     BEST_FILE,
     TRIALS_CSV,
@@ -42,7 +42,7 @@ from recbole_ext.tune.results import (
     write_best,
 )
 from recbole_ext.tune.space import LISTED, TuneSpec, param_space, parse_tune, sampled_settings
-from recbole_ext.tune.trial import run_trial, trial_dirname, trial_resources
+from recbole_ext.tune.trial import STOPPED, run_trial, trial_dirname, trial_resources
 
 logger = logging.getLogger("movierec.tune")
 
@@ -136,6 +136,10 @@ def search(settings, address=None, resume=False, retrain_best=False):
     saved = {trial.trial_id: trial for trial in tune.ExperimentAnalysis(str(output / RAY_DIR)).trials}
     unfinished = {key for key, trial in saved.items() if trial.status not in ("TERMINATED", "ERROR")}
     interrupted = bool(unfinished) or len(saved) < spec.trial_count()
+    for trial_id in unfinished:  # stopped by the interruption, not by the scheduler: kept as the docs say
+        stopped = trials_dir / f"{trial_id}{STOPPED}"
+        if stopped.is_dir():
+            stopped.replace(trials_dir / f"{trial_id}{INTERRUPTED}")
     configs = {key: trial.config for key, trial in saved.items()}  # also of trials that never started
     frame = trials_frame(results, configs, spec, trials_dir, unfinished)
     honest = honest_estimate(frame, spec, settings["seed"])
