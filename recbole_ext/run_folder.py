@@ -16,6 +16,7 @@ Nothing here imports torch or RecBole: the commands that only read outputs
 """
 
 import datetime
+import errno
 import json
 import logging
 import shutil
@@ -134,11 +135,18 @@ def stopped_by():
     return "SIGTERM" if Terminated.received else "Ctrl-C"
 
 
+WRITE_FAILED = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
 def error_line(error):
-    """An exception as one line: its type and the last line of its message."""
+    """An exception as one line: its type and the last line of its message; a write that failed says why."""
     lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
     text = lines[-1] if lines else ""
-    return text if text.startswith(type(error).__name__) else f"{type(error).__name__}: {text}".rstrip(": ")
+    line = text if text.startswith(type(error).__name__) else f"{type(error).__name__}: {text}".rstrip(": ")
+    # torch.save's error when a write fails: "[enforce fail at inline_container.cc:672] . unexpected pos"
+    if getattr(error, "errno", None) in WRITE_FAILED or "unexpected pos" in text:
+        line += " (a file could not be written whole: the disk is full, or a quota or file size limit was reached)"
+    return line
 
 
 @contextmanager

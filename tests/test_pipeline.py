@@ -495,3 +495,27 @@ def test_a_cache_file_cut_short_is_named_and_built_again(tiny_raw, tmp_path, cap
         f"{cache}: a cache file that cannot be read (UnpicklingError: pickle data was truncated): removed, built again"
     ]
     assert isinstance(pickle.loads(cache.read_bytes()), Dataset)  # whole again
+
+
+FILE_SIZE_LIMITED_RUN = """
+import resource, signal, sys
+import run
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails as on a full disk
+resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[1]), resource.RLIM_INFINITY))
+sys.exit(run.main(sys.argv[2:]))
+"""
+
+
+def test_a_run_whose_files_cannot_be_written_whole_says_why(tiny_raw, data_dir, tmp_path):
+    model = ["--model=MultiVAE", "epochs=1", "mlp_hidden_size=[600]", "latent_dimension=16"]
+    common = [f"--data={tiny_raw}", f"data_dir={data_dir}", "state=WARNING", "holdout.min_train=8", "holdout.random=3"]
+    output = tmp_path / "limited"
+    # a file of 300 kB at most: the model file (MultiVAE with 600 hidden units) cannot be written whole
+    argv = [sys.executable, "-c", FILE_SIZE_LIMITED_RUN, "300000", *model, *common, f"--output={output}"]
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 1, done.stderr[-2000:]
+    line = done.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: the run failed: ") and line.endswith(
+        "(a file could not be written whole: the disk is full, or a quota or file size limit was reached) "
+        f"(its log and traceback: {output}.failed)"
+    ), line
