@@ -31,7 +31,7 @@ from atomic_data.holdout import NOT_HELD_OUT, PART_NAMES, holdout_parts
 from atomic_data.items import build_item_table
 from atomic_data.raw import RATINGS_FILE, SIDE_FILES, RawDataError, read_ratings, read_side_file, require_file
 from atomic_data.tables import write_table
-from recbole_ext.files import remove_dead_partials, staged
+from recbole_ext.files import claimed, remove_dead_partials, staged
 
 logger = logging.getLogger(__name__)
 
@@ -116,8 +116,10 @@ def prepare(raw_dir, out_dir, name, rule):
     if (target / MANIFEST_FILE).is_file():
         return Prepared.load(target, cached=True)
 
-    started = time.perf_counter()
-    try:
+    with claimed(target, wait=True):  # a twin preparing this version at the same time is waited for, then used
+        if (target / MANIFEST_FILE).is_file():
+            return Prepared.load(target, cached=True)
+        started = time.perf_counter()
         with staged(target) as staging:  # a killed preparation's folder is removed by the next one
             counts = _write_version(raw_dir, staging, name, rule)
             manifest = {
@@ -135,9 +137,6 @@ def prepare(raw_dir, out_dir, name, rule):
                 },
             }
             (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
-    except OSError:
-        if not (target / MANIFEST_FILE).is_file():  # not a concurrent twin that finished first: a real error
-            raise
     return Prepared.load(target, cached=False)
 
 

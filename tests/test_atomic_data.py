@@ -566,13 +566,13 @@ def test_a_prepared_inter_file_edited_by_hand_is_named(tiny_prepared):
 
 
 SLOW_PREPARATION = """
-import sys, time
+import os, sys, time
 from atomic_data.__main__ import main
 prepare = sys.modules["atomic_data.prepare"]  # (atomic_data.prepare is also the function's name)
 write_version = prepare._write_version
 def slow(*args):
     print("preparing", flush=True)
-    time.sleep(60)
+    time.sleep(float(os.environ.get("PREPARING_SECONDS", 60)))
     return write_version(*args)
 prepare._write_version = slow  # time to be interrupted while preparing
 sys.exit(main(sys.argv[1:]))
@@ -616,3 +616,30 @@ def test_a_preparation_that_cannot_write_says_so_in_one_line_and_leaves_nothing(
     assert line.startswith(f"error: preparing {out} failed: ") and line.endswith("; nothing was written")
     assert "File too large" in line
     assert list(out.iterdir()) == []
+
+
+def test_two_preparations_of_the_same_version_at_once_both_succeed(tiny_raw, tmp_path):
+    out = tmp_path / "out"
+    first = subprocess.Popen(
+        [sys.executable, "-c", SLOW_PREPARATION, str(tiny_raw), "--out", str(out)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PREPARING_SECONDS": "3"},
+    )
+    try:
+        assert first.stdout.readline() == "preparing\n"
+        second = subprocess.run(
+            [sys.executable, "-m", "atomic_data", str(tiny_raw), "--out", str(out)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
+        first_out, first_err = first.communicate(timeout=60)
+    finally:
+        first.kill()
+    assert first.returncode == 0 and second.returncode == 0, first_err + second.stderr
+    [version] = out.iterdir()
+    assert first_out.splitlines()[0] == f"{version} (written)"
+    assert second.stdout.splitlines()[0] == f"{version} (cached, nothing to do)"  # it waited for the first
