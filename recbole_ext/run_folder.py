@@ -135,7 +135,6 @@ def stopped_by():
     return "SIGTERM" if Terminated.received else "Ctrl-C"
 
 
-WRITE_FAILED = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 def error_line(error):
@@ -143,8 +142,9 @@ def error_line(error):
     lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
     text = lines[-1] if lines else ""
     line = text if text.startswith(type(error).__name__) else f"{type(error).__name__}: {text}".rstrip(": ")
-    # torch.save's error when a write fails: "[enforce fail at inline_container.cc:672] . unexpected pos"
-    if getattr(error, "errno", None) in WRITE_FAILED or "unexpected pos" in text:
+    # torch.save's error when a write fails ("[enforce fail at inline_container.cc:672] . unexpected pos"), and
+    # "File too large", say nothing of why (ENOSPC's and EDQUOT's own text does)
+    if getattr(error, "errno", None) == errno.EFBIG or "unexpected pos" in text:
         line += " (a file could not be written whole: the disk is full, or a quota or file size limit was reached)"
     return line
 
