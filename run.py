@@ -24,7 +24,9 @@ from recbole_ext.run_folder import SUBMISSION, error_line, stop_on_signals, stop
 def main(argv=None):
     usage = textwrap.dedent(__doc__.split("\n\n")[1]).strip()
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], usage=usage)
-    parser.add_argument("--model", help="RecBole or movierec model name, e.g. SASRec, EASE")
+    parser.add_argument(
+        "--model", help="RecBole or movierec model name, e.g. SASRec, EASE, or a yaml/ name, e.g. gSASRec"
+    )
     parser.add_argument("--config", help="a yaml file (its `model:` names the model when --model is absent)")
     parser.add_argument("--data", help="raw competition folder (default: the embedded MovieLens-100K)")
     parser.add_argument("--output", help="output folder (default: outputs/<model>-<time>)")

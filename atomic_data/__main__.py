@@ -10,6 +10,7 @@ from pathlib import Path
 
 from atomic_data import HoldoutRule, RawDataError, base_settings, prepare
 from atomic_data.movielens import embedded_default
+from recbole_ext.run_folder import stop_on_signals, stopped_by
 
 
 def main(argv=None):
@@ -39,6 +40,7 @@ def main(argv=None):
         )
     args = parser.parse_args(argv)
     logging.basicConfig(format="warning: %(message)s", level=logging.WARNING)  # e.g. a side file read as cp1252
+    stop_on_signals()
     try:
         rule = HoldoutRule.from_dict({key: getattr(args, key) for key in rule_defaults})
         raw_dir = args.raw_dir or embedded_default(defaults["data_dir"])
@@ -46,6 +48,12 @@ def main(argv=None):
     except (RawDataError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # a full disk, a quota: what was half written is removed
+        print(f"error: preparing {args.out} failed: {error}; nothing was written", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"interrupted ({stopped_by()}): nothing was written", file=sys.stderr)
+        return 130
     report(prepared)
     return 0
 

@@ -19,7 +19,7 @@ import pandas as pd
 
 from atomic_data.items import year_from_title
 from atomic_data.raw import RATINGS_FILE, RawDataError
-from recbole_ext.files import staged
+from recbole_ext.files import claimed, staged
 
 MIN_INTERACTIONS = 16  # the competition's least active user has 16
 NO_GENRE = "(no genres listed)"  # movies.csv's placeholder
@@ -41,6 +41,13 @@ def write_ml100k_raw(raw_dir):
     raw_dir = Path(raw_dir)
     if (raw_dir / RATINGS_FILE).is_file():
         return raw_dir
+    with claimed(raw_dir, wait=True):  # a second command writing it at the same time waits, then uses it
+        if not (raw_dir / RATINGS_FILE).is_file():
+            _write_ml100k_raw(raw_dir)
+    return raw_dir
+
+
+def _write_ml100k_raw(raw_dir):
     source = ml100k_source()
     inter = pd.read_csv(source / "ml-100k.inter", sep="\t")
     item = pd.read_csv(source / "ml-100k.item", sep="\t", dtype=str, keep_default_na=False)
@@ -64,7 +71,6 @@ def write_ml100k_raw(raw_dir):
         _tsv(staging / titles_tsv, "title", ids, titles)
         _tsv(staging / years_tsv, "year", ids[has_year], year[has_year])
         _tsv(staging / genres_tsv, "genre", ids[genres.index], genres)
-    return raw_dir
 
 
 def _tsv(path, column, items, values):

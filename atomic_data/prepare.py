@@ -31,7 +31,7 @@ from atomic_data.holdout import NOT_HELD_OUT, PART_NAMES, holdout_parts
 from atomic_data.items import build_item_table
 from atomic_data.raw import RATINGS_FILE, SIDE_FILES, RawDataError, read_ratings, read_side_file, require_file
 from atomic_data.tables import write_table
-from recbole_ext.files import remove_dead_partials, staged
+from recbole_ext.files import claimed, remove_dead_partials, staged
 
 logger = logging.getLogger(__name__)
 
@@ -66,8 +66,24 @@ class Prepared:
 
     @classmethod
     def load(cls, data_path, cached=True):
-        manifest = json.loads((Path(data_path) / MANIFEST_FILE).read_text())
-        return cls(Path(data_path), manifest["name"], manifest["fingerprint"], manifest["counts"], cached)
+        """The prepared version at data_path, its files checked against the sizes its manifest recorded."""
+        data_path = Path(data_path)
+        again = f"delete {data_path} to prepare the data again"
+        try:
+            manifest = json.loads((data_path / MANIFEST_FILE).read_text())
+            prepared = cls(data_path, manifest["name"], manifest["fingerprint"], manifest["counts"], cached)
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise RawDataError(
+                f"{data_path / MANIFEST_FILE}: not a readable manifest of prepared data ({type(error).__name__}); "
+                + again
+            ) from None
+        for name, size in manifest.get("files", {}).items():  # (older versions recorded none)
+            path = data_path / name
+            found = path.stat().st_size if path.is_file() else None
+            if found != size:
+                state = "missing" if found is None else f"{found} bytes"
+                raise RawDataError(f"{path}: {state}, its manifest says {size} bytes (changed or cut short); {again}")
+        return prepared
 
 
 def fingerprint(raw_dir, name, rule):
@@ -100,8 +116,10 @@ def prepare(raw_dir, out_dir, name, rule):
     if (target / MANIFEST_FILE).is_file():
         return Prepared.load(target, cached=True)
 
-    started = time.perf_counter()
-    try:
+    with claimed(target, wait=True):  # a twin preparing this version at the same time is waited for, then used
+        if (target / MANIFEST_FILE).is_file():
+            return Prepared.load(target, cached=True)
+        started = time.perf_counter()
         with staged(target) as staging:  # a killed preparation's folder is removed by the next one
             counts = _write_version(raw_dir, staging, name, rule)
             manifest = {
@@ -112,11 +130,13 @@ def prepare(raw_dir, out_dir, name, rule):
                 "format": FORMAT_VERSION,
                 "counts": counts,
                 "seconds": round(time.perf_counter() - started, 3),
+                "files": {  # checked by Prepared.load: a file cut short or edited by hand is named
+                    str(path.relative_to(staging)): path.stat().st_size
+                    for path in sorted(staging.rglob("*"))
+                    if path.is_file()
+                },
             }
             (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
-    except OSError:
-        if not (target / MANIFEST_FILE).is_file():  # not a concurrent twin that finished first: a real error
-            raise
     return Prepared.load(target, cached=False)
 
 

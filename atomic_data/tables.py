@@ -10,6 +10,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
+from atomic_data.raw import RawDataError
+
 
 def write_table(path, header, columns, sep="\t"):
     """Write equally long columns under header; no value may contain sep."""
@@ -31,11 +33,14 @@ def write_table(path, header, columns, sep="\t"):
 
 def read_inter(path):
     """An atomic .inter file written by atomic_data as int64 arrays user, item, time."""
-    table = pa_csv.read_csv(
-        path,
-        parse_options=pa_csv.ParseOptions(delimiter="\t"),
-        convert_options=pa_csv.ConvertOptions(
-            column_types=dict.fromkeys(("user_id:token", "item_id:token", "timestamp:float"), pa.int64())
-        ),
-    )
+    try:
+        table = pa_csv.read_csv(
+            path,
+            parse_options=pa_csv.ParseOptions(delimiter="\t"),
+            convert_options=pa_csv.ConvertOptions(
+                column_types=dict.fromkeys(("user_id:token", "item_id:token", "timestamp:float"), pa.int64())
+            ),
+        )
+    except pa.ArrowInvalid as error:  # a prepared file edited by hand
+        raise RawDataError(f"{path}: not an .inter file written by atomic_data: {error}") from None
     return tuple(table.column(i).to_numpy() for i in range(3))

@@ -16,9 +16,12 @@ later lookup then misses and rebuilds, nothing worse.
 
 import hashlib
 import json
+import logging
 from pathlib import Path
 
 from recbole_ext.files import write_atomic
+
+logger = logging.getLogger(__name__)
 
 # where and how a computation runs or reports, not what it computes
 NOT_COMPUTED = {
@@ -83,6 +86,23 @@ class ReadKeyedCache:
             if path.is_file():
                 return path
         return None
+
+    def load(self, config, read):
+        """(read(file), file) for the file of a computation that read the values config has now, or (None, None).
+
+        A file that cannot be read (cut short by a full disk, edited by hand) is removed with a warning
+        naming it: the caller builds it again, instead of every later run failing on it."""
+        path = self.find(config)
+        if path is None:
+            return None, None
+        try:
+            return read(path), path
+        except Exception as error:  # unpickling and torch's errors alike
+            logger.warning(
+                "%s: a cache file that cannot be read (%s: %s): removed, built again", path, type(error).__name__, error
+            )
+            path.unlink(missing_ok=True)
+            return None, None
 
     def path_for(self, config, reads):
         """Where the result of a computation that read these keys of config goes; remembers the keys."""

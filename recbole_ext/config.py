@@ -17,6 +17,7 @@ apart, the two halves would hand that record back and forth.
 import copy
 import difflib
 import importlib.util
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -166,13 +167,17 @@ class Settings:
         return Settings(self.model, values, sources)
 
 
-def load_settings(model=None, config_file=None, overrides=(), quick=False):
-    """Resolve and check the layered settings of a run."""
+def load_settings(model=None, config_file=None, overrides=(), quick=False, named_overrides=()):
+    """Resolve and check the layered settings of a run. named_overrides: (source, key=value list) pairs applied before
+    the command line's overrides, each named by its source in messages (a blend recipe's settings)."""
     file_layer = read_yaml(config_file) if config_file else {}
     override_layer = parse_overrides(overrides)
+    preset = model_preset(model)  # --model=gSASRec: yaml/gsasrec.yaml, as if given with --config
+    preset_layer = read_yaml(preset) if preset else {}
     named = {
-        "--model": model,
+        "--model": None if preset else model,
         "command line": override_layer.pop(("model",), None),
+        str(preset): preset_layer.get("model"),
         str(config_file): file_layer.get("model"),
     }
     named = {source: check_model(name) for source, name in named.items() if name}
@@ -186,6 +191,8 @@ def load_settings(model=None, config_file=None, overrides=(), quick=False):
     model_yaml = YAML_DIR / f"{model.lower()}.yaml"
     if model_yaml.is_file():
         layers.append((str(model_yaml), read_yaml(model_yaml)))
+    if preset:
+        layers.append((str(preset), preset_layer))
     if config_file:
         layers.append((str(config_file), file_layer))
     values, sources = {}, {}
@@ -195,6 +202,8 @@ def load_settings(model=None, config_file=None, overrides=(), quick=False):
         if not values.get("quick"):
             raise ConfigError(f"--quick: no `quick:` block for {model} in {', '.join(s for s, _ in layers)}")
         apply_layer(values, sources, values["quick"], f"{sources['quick']} (quick:)")
+    for source, pairs in named_overrides:
+        apply_layer(values, sources, parse_overrides(pairs), source)
     apply_layer(values, sources, override_layer, "command line")
     if check_model(values.get("model", model)) != model:
         raise ConfigError(f"{sources['model']}: model {values['model']!r} conflicts with {model!r}")
@@ -207,6 +216,15 @@ def load_settings(model=None, config_file=None, overrides=(), quick=False):
     values["tracking"] = tracking.resolved(values["tracking"])
     resolve_objectives(settings.values, settings.sources)
     return settings
+
+
+def model_preset(name):
+    """The yaml of a name that is not a model but has a yaml of its own naming one (gSASRec: yaml/gsasrec.yaml,
+    model: SASRec), or None."""
+    path = YAML_DIR / f"{str(name).lower()}.yaml"
+    if not name or str(name).lower() in {n.lower() for n in registry.model_names()} or not path.is_file():
+        return None
+    return path if read_yaml(path).get("model") else None
 
 
 def did_you_mean(name, valid, cutoff=0.6):
@@ -352,7 +370,7 @@ def check_values(model, values, where):
 
 def _number_rule(key, default):
     integer = isinstance(default, int) and (COUNT_NAME.search(key) or key in INTEGER_SETTINGS)
-    kind, is_kind = ("an integer", is_int) if integer else ("a number", is_number)
+    kind, is_kind = ("an integer", is_int) if integer else ("a number", is_finite)
     for pattern, integers_only, in_range, text in RANGES:
         if pattern.search(key) and (integer or not integers_only) and in_range(default):
             return (lambda v: is_kind(v) and in_range(v)), f"{kind} {text}"  # noqa: B023 (returned at once)
@@ -368,6 +386,11 @@ def _is_objective(value):
 
 def is_number(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def is_finite(value):
+    """A number, neither infinite nor NaN (yaml's .inf, .nan)."""
+    return is_number(value) and math.isfinite(value)
 
 
 def is_int(value):

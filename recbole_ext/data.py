@@ -199,10 +199,8 @@ def load_dataset(config):
     """The dataset for config (a Config, or a ReadRecorder that notes what the dataset read), formatted for
     training; cached next to the atomic files."""
     cache = dataset_cache(config)
-    path = cache.find(config)
-    if path is not None:
-        with open(path, "rb") as f:
-            dataset = pickle.load(f)
+    dataset, path = cache.load(config, _unpickle)
+    if dataset is not None:
         dataset.config = config
         logger.info("dataset %s from cache %s", config["dataset"], path)
         return dataset
@@ -220,6 +218,11 @@ def load_dataset(config):
     dataset.config = config
     logger.info("dataset %s built and cached in %s", config["dataset"], path)
     return dataset
+
+
+def _unpickle(path):
+    with open(path, "rb") as f:
+        return pickle.load(f)
 
 
 def dataset_cache(config):

@@ -7,6 +7,7 @@ left behind, and leaves alone what a live one, or one on another machine of a
 shared filesystem, is still writing.
 """
 
+import fcntl
 import json
 import logging
 import math
@@ -14,8 +15,11 @@ import os
 import re
 import shutil
 import socket
+import time
 from contextlib import contextmanager
 from pathlib import Path
+
+from recbole_ext import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -41,11 +45,76 @@ def new_staging(final):
     return staging
 
 
+class OutputTaken(ConfigError):
+    """Another live process is writing the same output folder."""
+
+
+_held = {}  # the claims this process holds: {claim file: its open descriptor}
+
+
+@contextmanager
+def claimed(final, wait=False):
+    """final reserved for this process until the block ends: a second job writing it (a second run.py or
+    blend with the same --output or runs) is refused (OutputTaken), or with wait, waits for the first.
+
+    The claim is an flock on a hidden file beside final: the system releases it when its holder dies, so a
+    killed job never blocks the next. Reentrant within a process."""
+    claim = final.with_name(f".{final.name}.claim")
+    if claim in _held:
+        yield
+        return
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd = _lock(claim, final, wait)
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{HOST} {os.getpid()}".encode())
+    _held[claim] = fd
+    try:
+        yield
+    finally:
+        del _held[claim]
+        claim.unlink(missing_ok=True)  # while locked: a waiter then finds its file gone and locks a new one
+        os.close(fd)
+
+
+def _lock(claim, final, wait):
+    waited = False
+    while True:
+        fd = os.open(claim, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").split()
+            os.close(fd)
+            by = f"process {holder[1]} on {holder[0]}" if len(holder) == 2 else "another process"
+            if not wait:
+                raise OutputTaken(f"output folder {final} is being written by {by}; choose another --output") from None
+            if not waited:
+                logger.info("waiting for %s, which is writing %s", by, final)
+                waited = True
+            time.sleep(0.5)
+            continue
+        try:
+            if os.fstat(fd).st_ino == os.stat(claim).st_ino:  # not a file its last holder removed meanwhile
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+
+
 @contextmanager
 def staged(final, replace=False):
     """A folder written under its staging name, renamed to final when the block completes; gone if it fails.
     replace: an existing final (an earlier blend) is moved aside, the new folder renamed in, then the old
-    one removed; a block that fails leaves it as it was."""
+    one removed; a block that fails leaves it as it was. A second process staging the same final waits for
+    the first with replace, else is refused (``claimed``); final made meanwhile is refused too."""
+    with claimed(final, wait=replace), _staged(final, replace) as staging:
+        yield staging
+
+
+@contextmanager
+def _staged(final, replace):
+    if not replace and final.exists():
+        raise OutputTaken(f"output folder {final} already exists; choose another --output")
     staging = new_staging(final)
     try:
         yield staging

@@ -115,11 +115,19 @@ def run(settings: Settings, on_result=None, validate_only=False):
     return summary
 
 
+def check_prepared(settings, prepared, device):
+    """The model's checks of the prepared data (UserEASE's memory), before its dataset is built."""
+    check_data = registry.data_check(settings.model)
+    if check_data:
+        check_data(settings.values, prepared.counts, device)
+
+
 def _run(resolved, out, on_result, validate_only, tracker):
     settings, timer = resolved.settings, Timer()
     logger.info("movierec run of %s on %s, output %s", settings.model, resolved.device, out)
     with timer.step("prepare"):
         prepared = prepare_data(settings)
+    check_prepared(settings, prepared, resolved.device)
     tracker.start(tracking.run_params(settings, device=resolved.device, data_fingerprint=prepared.fingerprint))
     holdout = pd.read_csv(prepared.holdout_path)
     fitted, pretraining = resolved, None  # the model fitted: S3Rec pretrains, its downstream model is fitted

@@ -48,10 +48,10 @@ def pretrain(settings, prepared, workdir):
     """The pretrained checkpoint for these settings and data, trained now or found in the cache."""
     config = _pretraining_config(settings, prepared, Path(workdir) / "checkpoints")
     cache = _pretraining_cache(settings, prepared)
-    path = cache.find(config)
-    if path is not None:
+    checkpoint, path = cache.load(config, lambda path: torch.load(path, weights_only=True))
+    if checkpoint is not None:
         logger.info("pretrained %s reused from %s", settings.model, path)
-        return Pretrained(path, cached=True, seconds=torch.load(path, weights_only=True)["seconds"])
+        return Pretrained(path, cached=True, seconds=checkpoint["seconds"])
 
     started = time.perf_counter()
     recorder = ReadRecorder(config)  # what pretraining reads keys the checkpoint in the cache

@@ -101,6 +101,12 @@ def settings_check(model_name):
     return _custom(model_name, "check_settings")
 
 
+def data_check(model_name):
+    """A custom model's check_data(values, counts, device) on the prepared data's counts, run before its
+    dataset is built; None for others."""
+    return _custom(model_name, "check_data")
+
+
 def model_properties(model_name):
     """A model's settings with their defaults (RecBole's yaml or PROPERTIES)."""
     if model_name in CUSTOM_MODELS:

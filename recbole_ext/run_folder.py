@@ -16,6 +16,7 @@ Nothing here imports torch or RecBole: the commands that only read outputs
 """
 
 import datetime
+import errno
 import json
 import logging
 import shutil
@@ -31,7 +32,7 @@ import pandas as pd
 from atomic_data import RawDataError
 from atomic_data.tables import read_inter
 from recbole_ext import ConfigError
-from recbole_ext.files import json_text, new_staging
+from recbole_ext.files import claimed, json_text, new_staging
 from recbole_ext.metrics import K, activity_groups
 
 logger = logging.getLogger("movierec")
@@ -68,7 +69,14 @@ def kept_folders(final):
 @contextmanager
 def run_folder(final, state):
     """A run's folder: staged, with its run.log (``state``: the log level); a run that stops early keeps
-    what _keep_finished_work says (the exception's kept_in)."""
+    what _keep_finished_work says (the exception's kept_in). A second job writing final is refused."""
+    with claimed(final), _run_folder(final, state) as staging:
+        yield staging
+
+
+@contextmanager
+def _run_folder(final, state):
+    output_folder(final.name, final)  # made by a job that finished since this one started
     staging = new_staging(final)
     try:
         with run_logging(staging / LOG_FILE, state):
@@ -127,11 +135,18 @@ def stopped_by():
     return "SIGTERM" if Terminated.received else "Ctrl-C"
 
 
+
+
 def error_line(error):
-    """An exception as one line: its type and the last line of its message."""
+    """An exception as one line: its type and the last line of its message; a write that failed says why."""
     lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
     text = lines[-1] if lines else ""
-    return text if text.startswith(type(error).__name__) else f"{type(error).__name__}: {text}".rstrip(": ")
+    line = text if text.startswith(type(error).__name__) else f"{type(error).__name__}: {text}".rstrip(": ")
+    # torch.save's error when a write fails ("[enforce fail at inline_container.cc:672] . unexpected pos"), and
+    # "File too large", say nothing of why (ENOSPC's and EDQUOT's own text does)
+    if getattr(error, "errno", None) == errno.EFBIG or "unexpected pos" in text:
+        line += " (a file could not be written whole: the disk is full, or a quota or file size limit was reached)"
+    return line
 
 
 @contextmanager

@@ -12,7 +12,9 @@ reports, and Ray's folder instead of the trial's). Neither package is imported u
 import os
 import re
 import shutil
+import socket
 import time
+import urllib.parse
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from recbole_ext.metrics import METRICS, RECALL
 BACKENDS = {"none": None, "mlflow": ("mlflow", "mlflow-skinny"), "wandb": ("wandb", "wandb")}  # module, pip name
 KEYS = ("backend", "project", "group", "uri", "dir")
 MLFLOW_DEFAULT_URI = "sqlite:///mlflow.db"  # MLflow 3's own default: a database in the directory the command runs from
+CONNECT_TIMEOUT = 10  # seconds a tracking server has to accept a connection before any work
 NOT_PARAMETERS = {"quick", "tune", "tracking"}  # settings that are not the run's own
 
 
@@ -62,9 +65,22 @@ def connect(settings):
     by side would race to make it); W&B has a login or runs offline. ConfigError otherwise."""
     tracking = settings["tracking"]
     where = settings.sources.get("tracking.backend", "settings")
+    if tracking["backend"] == "wandb" and Path(tracking["dir"]).exists() and not Path(tracking["dir"]).is_dir():
+        raise ConfigError(
+            f"{settings.sources.get('tracking.dir', where)}: tracking.dir: {tracking['dir']} is a file, expected a folder"
+        )
     if tracking["backend"] == "mlflow":
         import mlflow
 
+        uri = tracking["uri"]
+        if uri in ("sqlite://", "sqlite:///:memory:"):  # MLflow takes it, and its records vanish with the process
+            raise ConfigError(
+                f"{where}: tracking: MLflow's {uri} is a database in memory, which keeps nothing; "
+                "use sqlite:///FILE or a server's http:// address"
+            )
+        problem = unreachable(uri)
+        if problem:
+            raise ConfigError(f"{where}: tracking: MLflow cannot log to {uri}: {problem}")
         try:
             client = mlflow.MlflowClient(tracking["uri"])
             if client.get_experiment_by_name(tracking["project"]) is None:
@@ -82,6 +98,24 @@ def connect(settings):
                 f"{where}: tracking: W&B cannot log: {error} (or set WANDB_API_KEY, or WANDB_MODE=offline "
                 f"to log locally and `wandb sync` later)"
             ) from None
+        server = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")
+        problem = unreachable(server)
+        if problem:
+            raise ConfigError(f"{where}: tracking: W&B cannot log to {server} (WANDB_BASE_URL): {problem}")
+
+
+def unreachable(uri, timeout=CONNECT_TIMEOUT):
+    """Why nothing answers at an http(s) address within timeout seconds (the clients retry for minutes
+    first), or None: answered, or not an address on a network."""
+    address = urllib.parse.urlsplit(uri)
+    if address.scheme not in ("http", "https") or not address.hostname:
+        return None
+    port = address.port or (443 if address.scheme == "https" else 80)
+    try:
+        socket.create_connection((address.hostname, port), timeout=timeout).close()
+    except OSError as error:
+        return f"nothing answers at {address.hostname}:{port} within {timeout} s ({error.strerror or error})"
+    return None
 
 
 def _artifact_location(uri):

@@ -1,11 +1,13 @@
 import json
 import os
+import signal
 import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import TEST_RULE, write_raw
+from conftest import ROOT, TEST_RULE, write_raw
 
 from atomic_data import HoldoutRule, RawDataError, prepare
 from atomic_data.__main__ import main as atomic_data_cli
@@ -13,6 +15,7 @@ from atomic_data.holdout import LAST, NOT_HELD_OUT, RANDOM, holdout_parts
 from atomic_data.items import Watched, representative_credit, title_words, year_from_title
 from atomic_data.sample import main as sample_cli
 from atomic_data.synthetic import main as synthetic_cli
+from atomic_data.tables import read_inter
 from recbole_ext.files import staging_path
 
 # ---------------------------------------------------------------- bad input
@@ -536,3 +539,107 @@ def test_conflicting_rows_of_a_single_valued_side_file_get_one_warning_and_the_f
     ]
     table = read_item_file(prepared.data_path / "m" / "m.item")
     assert table.loc[10, "year:token"] == "1999" and table.loc[11, "year:token"] == "2005"
+
+
+@pytest.mark.parametrize(
+    "broken, damage",
+    [
+        ("manifest.json", lambda path: path.write_text('{"name": "tiny", ')),
+        ("tiny/tiny.inter", lambda path: path.write_bytes(path.read_bytes()[:-20])),  # cut short
+    ],
+)
+def test_a_broken_prepared_file_is_named_with_how_to_prepare_again(broken, damage, tiny_raw, tmp_path):
+    prepared = prepare(tiny_raw, tmp_path, "tiny", TEST_RULE)
+    damage(prepared.data_path / broken)
+    with pytest.raises(RawDataError) as refused:
+        prepare(tiny_raw, tmp_path, "tiny", TEST_RULE)
+    assert str(refused.value).startswith(f"{prepared.data_path / broken}: ")
+    assert str(refused.value).endswith(f"delete {prepared.data_path} to prepare the data again")
+
+
+def test_a_prepared_inter_file_edited_by_hand_is_named(tiny_prepared):
+    path = tiny_prepared.inter_path(tiny_prepared.valid_name)
+    edited = path.with_name("edited.inter")
+    edited.write_text(path.read_text().replace("\n1\t", "\nx\t", 1))  # the same size: a user id not a number
+    with pytest.raises(RawDataError, match=f"^{edited}: not an .inter file written by atomic_data: "):
+        read_inter(edited)
+
+
+SLOW_PREPARATION = """
+import os, sys, time
+from atomic_data.__main__ import main
+prepare = sys.modules["atomic_data.prepare"]  # (atomic_data.prepare is also the function's name)
+write_version = prepare._write_version
+def slow(*args):
+    print("preparing", flush=True)
+    time.sleep(float(os.environ.get("PREPARING_SECONDS", 60)))
+    return write_version(*args)
+prepare._write_version = slow  # time to be interrupted while preparing
+sys.exit(main(sys.argv[1:]))
+"""
+
+SMALL_FILES = """
+import resource, signal, sys
+from atomic_data.__main__ import main
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with an OSError, as on a full disk
+resource.setrlimit(resource.RLIMIT_FSIZE, (2000, resource.RLIM_INFINITY))
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("sent, name", [(signal.SIGINT, "Ctrl-C"), (signal.SIGTERM, "SIGTERM")])
+def test_an_interrupted_preparation_says_so_in_one_line_and_leaves_nothing(sent, name, tiny_raw, tmp_path):
+    process = subprocess.Popen(
+        [sys.executable, "-c", SLOW_PREPARATION, str(tiny_raw), "--out", str(tmp_path / "out")],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout.readline() == "preparing\n"
+        process.send_signal(sent)
+        stderr = process.communicate(timeout=30)[1]
+    finally:
+        process.kill()
+    assert process.returncode == 130 and stderr.splitlines() == [f"interrupted ({name}): nothing was written"]
+    assert list((tmp_path / "out").iterdir()) == []  # no staging folder left
+
+
+def test_a_preparation_that_cannot_write_says_so_in_one_line_and_leaves_nothing(tiny_raw, tmp_path):
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, "-c", SMALL_FILES, str(tiny_raw), "--out", str(out)], cwd=ROOT, capture_output=True, text=True
+    )
+    assert done.returncode == 1, done.stderr
+    [line] = done.stderr.splitlines()
+    assert line.startswith(f"error: preparing {out} failed: ") and line.endswith("; nothing was written")
+    assert "File too large" in line
+    assert list(out.iterdir()) == []
+
+
+def test_two_preparations_of_the_same_version_at_once_both_succeed(tiny_raw, tmp_path):
+    out = tmp_path / "out"
+    first = subprocess.Popen(
+        [sys.executable, "-c", SLOW_PREPARATION, str(tiny_raw), "--out", str(out)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PREPARING_SECONDS": "3"},
+    )
+    try:
+        assert first.stdout.readline() == "preparing\n"
+        second = subprocess.run(
+            [sys.executable, "-m", "atomic_data", str(tiny_raw), "--out", str(out)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
+        first_out, first_err = first.communicate(timeout=60)
+    finally:
+        first.kill()
+    assert first.returncode == 0 and second.returncode == 0, first_err + second.stderr
+    [version] = out.iterdir()
+    assert first_out.splitlines()[0] == f"{version} (written)"
+    assert second.stdout.splitlines()[0] == f"{version} (cached, nothing to do)"  # it waited for the first

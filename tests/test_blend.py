@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import ray
-from conftest import interrupt_when
+from conftest import interrupt_when, write_raw
 
 import yaml
 from recbole_ext import blend as blending
@@ -143,6 +143,11 @@ def runs_by_member(summary):
             lambda r: r["members"]["EASE"]["set"].update({"holdout.seed": 3}),
             "the members would train on different prepared data",
         ),
+        pytest.param(
+            lambda r: r["members"].update(Seq={"model": "SASRec", "set": {"amp": "fp16"}}),
+            "recipe.yaml: members.Seq.set: amp: fp16 is for GPUs without bfloat16",
+            marks=pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without a GPU"),
+        ),
     ],
 )
 def test_a_bad_recipe_stops_in_one_line_naming_the_file_and_the_key(
@@ -171,6 +176,17 @@ def test_a_bad_member_yaml_is_named_with_its_member(tmp_path, tiny_raw, data_dir
         f"did you mean 'learning_rate'?"
     )
     assert not ray.is_initialized()
+
+
+def test_a_member_setting_the_data_cannot_serve_is_named_with_its_member(tmp_path):
+    raw = write_raw(tmp_path / "raw", [(1, 1, 1), (1, 2, 2)])  # no years.tsv, no titles.tsv
+    path = write_recipe(
+        tmp_path / "recipe.yaml", {**MEMBERS, "EASE": {"model": "EASE", "set": {"filter": {"future_items": 2}}}}
+    )
+    recipe = blending.read_recipe(path)
+    with pytest.raises(ConfigError) as refused:
+        blending.member_settings(recipe, recipe.members[0], [f"data={raw}"])
+    assert str(refused.value).startswith(f"{path}: members.EASE.set: filter.future_items needs the films' years: ")
 
 
 def test_the_shipped_recipe_and_its_quick_variant_are_valid(tiny_raw, monkeypatch):

@@ -130,6 +130,16 @@ def test_float_notation_is_a_float():
         ("BPR", "learning_rate=0", "command line: learning_rate must be a number > 0, got 0"),
         ("EASE", "reg_weight=abc", "command line: reg_weight must be a number >= 0, got 'abc'"),
         ("RecBoleEASE", "reg_weight=-1", "command line: reg_weight must be a number >= 0, got -1"),
+        ("EASE", "reg_weight=.inf", "command line: reg_weight must be a number >= 0, got inf"),
+        ("EASE", "reg_weight=0", "command line: reg_weight must be a number > 0 (the Gram's inverse needs it), got 0"),
+        (
+            "UserEASE",
+            "user_reg_weight=0",
+            "command line: user_reg_weight must be a number > 0 (the Gram's inverse needs it), got 0",
+        ),
+        ("UserEASE", "user_reg_weight=.inf", "command line: user_reg_weight must be a number >= 0, got inf"),
+        ("BPR", "learning_rate=.inf", "command line: learning_rate must be a number > 0, got inf"),
+        ("BPR", "learning_rate=-.inf", "command line: learning_rate must be a number > 0, got -inf"),
         ("SASRec", "n_layers=0", "command line: n_layers must be an integer >= 1, got 0"),
         ("SASRec", "hidden_dropout_prob=1.5", "command line: hidden_dropout_prob must be a number in [0, 1], got 1.5"),
         (
@@ -191,6 +201,17 @@ def test_model_names_are_case_insensitive(tmp_path):
     assert load_settings("sasrec").model == "SASRec"
     config = write(tmp_path / "e.yaml", "model: ease\n")
     assert load_settings("EASE", config_file=config).model == "EASE"
+
+
+def test_a_name_with_a_yaml_of_its_own_runs_by_name():
+    by_name = load_settings("gSASRec", overrides=["epochs=2"])
+    by_config = load_settings(config_file=YAML_DIR / "gsasrec.yaml", overrides=["epochs=2"])
+    assert by_name.model == "SASRec" and by_name.values["loss_type"] == "gBCE"
+    assert by_name.values == by_config.values
+    assert (
+        load_settings("gsasrec", quick=True).values["MAX_ITEM_LIST_LENGTH"]
+        == by_config.values["quick"]["MAX_ITEM_LIST_LENGTH"]
+    )
 
 
 @pytest.mark.parametrize(

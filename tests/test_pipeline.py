@@ -3,6 +3,7 @@
 import errno
 import json
 import math
+import pickle
 import signal
 import subprocess
 import sys
@@ -12,10 +13,11 @@ import pandas as pd
 import pytest
 import torch
 from conftest import interrupt_when, write_raw
+from recbole.data.dataset import Dataset
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from recbole_ext.config import ConfigError, load_settings
-from recbole_ext.files import json_text, staging_path, write_atomic
+from recbole_ext.files import HOST, json_text, staging_path, write_atomic
 from recbole_ext.pipeline import predict_only, run
 from run import main as run_cli
 
@@ -441,9 +443,9 @@ def test_an_atomic_write_removes_what_dead_processes_left_beside_it(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
 
 
-@pytest.mark.parametrize("sent, name", [(signal.SIGINT, "Ctrl-C"), (signal.SIGTERM, "SIGTERM")])
-def test_an_interrupted_run_says_so_in_one_line_and_keeps_its_log(sent, name, tiny_raw, data_dir, tmp_path):
-    output = tmp_path / "bpr"
+def endless_run(tiny_raw, data_dir, output):
+    """run.py training BPR until it is stopped, started as a shell starts a background job
+    (`nohup run.py ... &`): with SIGINT ignored."""
     argv = [
         sys.executable,
         "run.py",
@@ -460,8 +462,7 @@ def test_an_interrupted_run_says_so_in_one_line_and_keeps_its_log(sent, name, ti
         "holdout.random=3",
         "train_batch_size=256",
     ]
-    # started as a shell starts a background job (`nohup run.py ... &`): with SIGINT ignored
-    process = subprocess.Popen(
+    return subprocess.Popen(
         argv,
         cwd=ROOT,
         stdout=subprocess.PIPE,
@@ -469,6 +470,11 @@ def test_an_interrupted_run_says_so_in_one_line_and_keeps_its_log(sent, name, ti
         text=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
+
+
+@pytest.mark.parametrize("sent, name", [(signal.SIGINT, "Ctrl-C"), (signal.SIGTERM, "SIGTERM")])
+def test_an_interrupted_run_says_so_in_one_line_and_keeps_its_log(sent, name, tiny_raw, data_dir, tmp_path):
+    process = endless_run(tiny_raw, data_dir, tmp_path / "bpr")
     stderr = interrupt_when(process, lambda: "epoch 1 training" in read_log(tmp_path), sent)
     interrupted = tmp_path / "bpr.interrupted"
     assert process.returncode == 130
@@ -481,3 +487,57 @@ def test_an_interrupted_run_says_so_in_one_line_and_keeps_its_log(sent, name, ti
 def read_log(folder):
     logs = list(folder.glob(".*.partial-*/run.log"))
     return logs[0].read_text() if logs else ""
+
+
+def test_a_second_job_writing_the_same_output_is_refused_in_one_line(tiny_raw, data_dir, tmp_path, capsys):
+    output = tmp_path / "run"
+    first = endless_run(tiny_raw, data_dir, output)
+    second = [f"--data={tiny_raw}", f"--output={output}", f"data_dir={data_dir}", "holdout.min_train=8"]
+
+    def second_refused():
+        if "epoch 1 training" not in read_log(tmp_path):
+            return False
+        assert run_cli(["--model=EASE", "holdout.random=3", "state=WARNING", *second]) == 2
+        return True
+
+    stderr = interrupt_when(first, second_refused, signal.SIGTERM)
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: output folder {output} is being written by process {first.pid} on {HOST}; choose another --output"
+    ]
+    assert first.returncode == 130, stderr  # the first job's work is kept as it would be without the second
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.interrupted"]  # nor claim nor staging left
+
+
+def test_a_cache_file_cut_short_is_named_and_built_again(tiny_raw, tmp_path, caplog):
+    run(tiny_settings("EASE", tiny_raw, tmp_path / "data", tmp_path / "first"))
+    [cache] = (tmp_path / "data").glob("prepared/*/cache/*-val-*.pth")  # the validation fit's dataset
+    cache.write_bytes(cache.read_bytes()[:1000])  # a full disk, or a job killed by a quota
+    run(tiny_settings("EASE", tiny_raw, tmp_path / "data", tmp_path / "second"))
+    assert [r.message for r in caplog.records if r.levelname == "WARNING"] == [
+        f"{cache}: a cache file that cannot be read (UnpicklingError: pickle data was truncated): removed, built again"
+    ]
+    assert isinstance(pickle.loads(cache.read_bytes()), Dataset)  # whole again
+
+
+FILE_SIZE_LIMITED_RUN = """
+import resource, signal, sys
+import run
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails as on a full disk
+resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[1]), resource.RLIM_INFINITY))
+sys.exit(run.main(sys.argv[2:]))
+"""
+
+
+def test_a_run_whose_files_cannot_be_written_whole_says_why(tiny_raw, data_dir, tmp_path):
+    model = ["--model=MultiVAE", "epochs=1", "mlp_hidden_size=[600]", "latent_dimension=16"]
+    common = [f"--data={tiny_raw}", f"data_dir={data_dir}", "state=WARNING", "holdout.min_train=8", "holdout.random=3"]
+    output = tmp_path / "limited"
+    # a file of 300 kB at most: the model file (MultiVAE with 600 hidden units) cannot be written whole
+    argv = [sys.executable, "-c", FILE_SIZE_LIMITED_RUN, "300000", *model, *common, f"--output={output}"]
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 1, done.stderr[-2000:]
+    line = done.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: the run failed: ") and line.endswith(
+        "(a file could not be written whole: the disk is full, or a quota or file size limit was reached) "
+        f"(its log and traceback: {output}.failed)"
+    ), line

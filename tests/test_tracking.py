@@ -269,3 +269,41 @@ def test_wandb_without_a_login_is_refused_before_any_work(tiny_raw, data_dir, tm
     with pytest.raises(ConfigError, match=r"^command line: tracking: W&B cannot log: .*WANDB_MODE=offline"):
         run(settings)  # pytest's standard input is no terminal: W&B cannot ask for a key
     assert not output.exists() and not (tmp_path / "wandb").exists()
+
+
+@pytest.mark.parametrize(
+    "uri, reason",
+    [
+        ("http://127.0.0.1:1", r"nothing answers at 127\.0\.0\.1:1 within 10 s \(Connection refused\)"),
+        ("sqlite://", "is a database in memory, which keeps nothing"),
+    ],
+)
+def test_an_mlflow_server_that_does_not_answer_or_a_store_in_memory_is_refused_at_once(
+    uri, reason, tiny_raw, data_dir, tmp_path
+):
+    settings = tiny_settings(
+        "EASE", tiny_raw, data_dir, tmp_path / "run", ["tracking.backend=mlflow", f"tracking.uri={uri}"]
+    )
+    with pytest.raises(ConfigError, match=rf"^command line: tracking: MLflow.* {reason}"):
+        run(settings)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_wandb_with_a_server_that_does_not_answer_or_a_file_as_its_folder_is_refused(
+    tiny_raw, data_dir, tmp_path, monkeypatch
+):
+    wandb.teardown()
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_API_KEY", "0" * 40)
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:1")
+    output = tmp_path / "run"
+    settings = tiny_settings("EASE", tiny_raw, data_dir, output, ["tracking.backend=wandb", f"tracking.dir={tmp_path}"])
+    with pytest.raises(ConfigError, match=r"^command line: tracking: W&B cannot log to http://127\.0\.0\.1:1 "):
+        run(settings)
+    (tmp_path / "file").write_text("")
+    settings = tiny_settings(
+        "EASE", tiny_raw, data_dir, output, ["tracking.backend=wandb", f"tracking.dir={tmp_path / 'file'}"]
+    )
+    with pytest.raises(ConfigError, match=rf"^command line: tracking.dir: {tmp_path / 'file'} is a file"):
+        run(settings)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]

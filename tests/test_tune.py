@@ -9,9 +9,11 @@ interrupted search and the cluster search run tune.py in a subprocess.
 import datetime
 import json
 import logging
+import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -31,6 +33,7 @@ from tune import main as tune_cli
 ROOT = Path(__file__).resolve().parent.parent
 TINY = {"show_progress": False, "state": "WARNING", "train_batch_size": 256, "holdout": {"min_train": 8, "random": 3}}
 BPR = {"model": "BPR", "embedding_size": 16, **TINY}
+SASREC = {"model": "SASRec", "MAX_ITEM_LIST_LENGTH": 10, "hidden_size": 16, "inner_size": 32, "n_layers": 1, **TINY}
 
 
 @pytest.fixture(scope="module")
@@ -213,6 +216,20 @@ def test_device_cuda_without_a_gpu_is_refused_before_ray_starts(tmp_path, tiny_r
         "error: device: cuda was asked for but torch sees no GPU (is the CUDA build of torch installed?)"
     ]
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without a GPU")
+def test_a_searched_amp_the_device_cannot_run_is_refused_before_ray_starts(tmp_path, tiny_raw, data_dir, capsys):
+    config = write_yaml(
+        tmp_path / "sasrec.yaml",
+        {**SASREC, "epochs": 1, "tune": {"scheduler": "fifo", "search_space": {"amp": {"grid": ["bf16", "fp16"]}}}},
+    )
+    assert tune_cli(cli_args(config, tiny_raw, data_dir, tmp_path / "out", "--device", "auto")) == 2
+    assert not ray.is_initialized() and not (tmp_path / "out").exists()
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: {config}: tune.search_space.amp: amp: fp16 is for GPUs without bfloat16; on a CPU use bf16 "
+        "(float32's range, no gradient scaler), or off (device: cpu)"
+    ]
 
 
 def test_every_shipped_tune_section_is_valid(tiny_raw):
@@ -500,19 +517,27 @@ def test_resume_finishes_a_search_stopped_by_sigterm_without_repeating_a_trial(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        start_new_session=True,  # its own process group, as under `timeout`, SLURM or Kubernetes
     )
     try:
         wait_for(lambda: list(output.glob("trials/*/summary.json")), timeout=240)
-        driver.send_signal(signal.SIGTERM)  # as Ctrl-C: Ray Tune saves its state and stops
-        log = driver.communicate(timeout=120)[0]
+        # SIGTERM to the whole group, as `timeout` sends it: the driver and every Ray process it started;
+        # as Ctrl-C: Ray Tune saves its state and stops, within the 30 s schedulers wait before SIGKILL
+        os.killpg(driver.pid, signal.SIGTERM)
+        stopped = time.monotonic()
+        log = driver.communicate(timeout=60)[0]
+        seconds = time.monotonic() - stopped
     finally:
         driver.kill()
     assert driver.returncode == 130, log[-3000:]
+    assert seconds < 30 and "interrupted; continue with: python tune.py --resume" in log, log[-3000:]
     finished = {path: (path.read_bytes(), path.stat().st_mtime_ns) for path in output.glob("trials/*/summary.json")}
     assert finished and len(finished) < len(grid)
     interrupted = read_trials(output)
     # a trial cut short, or grid points not started yet
     assert (interrupted["state"] == "INTERRUPTED").any() or len(interrupted) < len(grid)
+    cut_short = interrupted.loc[interrupted["state"] == "INTERRUPTED", "trial"]
+    assert not [p.name for trial in cut_short for p in output.glob(f"trials/{trial}.stopped")]  # .interrupted/
     assert not (output / "best.yaml").exists()
 
     assert tune_cli(["--resume", "--output", str(output)]) == 0

@@ -129,3 +129,4 @@ def test_a_user_gram_too_large_for_the_memory_is_refused_before_any_work(many_us
     )
     assert refusal and float(refusal[2]) < 1 < 1.9 < float(refusal[1]), line
     assert not list(tmp_path.glob("*run*"))  # no output, no .failed folder, no staging left
+    assert not list(tmp_path.glob("data/prepared/*/cache/*"))  # refused before the dataset was built

@@ -170,20 +170,10 @@ def member_settings(recipe, spec, overrides=()):
     """A member's settings: its yaml (its quick: block when the recipe is quick and it has one), the recipe's
     settings, its set:, then the command line's key=value; an error names the layer it came from."""
     where = f"{recipe.path}: members.{spec.name}"
-    settings = _loaded(spec, [], False, where)
-    quick = recipe.quick and bool(settings.values.get("quick"))  # a member without a quick: block runs as it is
-    if quick:
-        settings = _loaded(spec, [], quick, where)
-    pairs = []
-    for label, layer in (
-        (f"{recipe.path}: settings", _pairs(recipe.settings)),
-        (f"{where}.set", _pairs(spec.set)),
-        ("command line", list(overrides)),
-    ):
-        if layer:  # loaded layer by layer: an error is named by the layer that brought it
-            pairs += layer
-            settings = _loaded(spec, pairs, quick, where, label)
-    return settings
+    own = _loaded(spec, [], (), False, where)
+    quick = recipe.quick and bool(own.values.get("quick"))  # a member without a quick: block runs as it is
+    layers = [(f"{recipe.path}: settings", _pairs(recipe.settings)), (f"{where}.set", _pairs(spec.set))]
+    return _loaded(spec, layers, overrides, quick, where)
 
 
 def _pairs(values):
@@ -191,11 +181,14 @@ def _pairs(values):
     return [f"{key}={json.dumps(value)}" for key, value in values.items()]
 
 
-def _loaded(spec, pairs, quick, where, label="command line"):
-    """load_settings, its error named by the layer (an override's) or the member (its yaml's)."""
+def _loaded(spec, layers, overrides, quick, where):
+    """load_settings, its error named by the layer that set the value (each message names its source) or,
+    for the member's yaml, by the member."""
     try:
-        return load_settings(spec.model, spec.config and str(spec.config), pairs, quick=quick)
+        return load_settings(
+            spec.model, spec.config and str(spec.config), overrides, quick=quick, named_overrides=layers
+        )
     except ConfigError as error:
         text = str(error)
-        rest = text.removeprefix("command line:")
-        raise ConfigError(f"{label}:{rest}" if rest != text else f"{where}: {text}") from None
+        named = text.startswith(tuple(f"{label}:" for label in ["command line", *dict(layers)]))
+        raise ConfigError(text if named else f"{where}: {text}") from None

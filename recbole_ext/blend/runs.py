@@ -15,7 +15,7 @@ import ray
 
 from recbole_ext import ConfigError, ensemble, fusion, pipeline, run_folder
 from recbole_ext.blend.recipe import member_settings
-from recbole_ext.files import json_text, staged
+from recbole_ext.files import claimed, json_text, staged
 from recbole_ext.metrics import holdout_detail, mean_scores, part_scores
 from recbole_ext.tune.driver import start_ray
 from recbole_ext.tune.space import TUNE_DEFAULTS, parse_resources
@@ -120,10 +120,14 @@ def plan(recipe, runs_dir, overrides=()):
 
 
 def _train(settings):
-    """A Ray task: one run of the pipeline, with as many torch threads as the task's CPUs."""
+    """A Ray task: one run of the pipeline, with as many torch threads as the task's CPUs. A run another
+    job (a second blend sharing the runs folder) is training is waited for, then reused."""
     use_assigned_cpus()
-    started = time.time()
-    pipeline.run(settings)
+    started, folder = time.time(), Path(settings["output_dir"])
+    with claimed(folder, wait=True):
+        if not is_finished(folder):
+            shutil.rmtree(folder, ignore_errors=True)  # a folder that is not a finished run: train again
+            pipeline.run(settings)
     return started, time.time(), f"{ray.util.get_node_ip_address()} pid {os.getpid()}"
 
 
@@ -140,7 +144,6 @@ def train(runs, address=None, max_parallel=None):
     try:
         for run in waiting:
             run.resources = trial_resources(run.resources, run.settings["device"])
-            shutil.rmtree(run.folder, ignore_errors=True)  # a folder that is not a finished run: train again
         running, limit = {}, max_parallel or len(waiting)
         while waiting or running:
             while waiting and len(running) < limit:

@@ -133,9 +133,17 @@ def check_dtype(values, where):
         raise ConfigError(f"{where('dtype')}: dtype: expected one of {', '.join(DTYPES)}, got {dtype!r}")
 
 
+def check_positive(values, key, default, where):
+    """A closed form's L2 penalty: with 0, X^T X (singular when an item or user is a sum of others) is inverted."""
+    value = values.get(key, default)
+    if value <= 0:  # config.py checked that it is a number >= 0
+        raise ConfigError(f"{where(key)}: {key} must be a number > 0 (the Gram's inverse needs it), got {value!r}")
+
+
 def check_settings(values, where):
     """EASE's settings, checked before anything runs (from config.check_settings)."""
     check_dtype(values, where)
+    check_positive(values, "reg_weight", PROPERTIES["reg_weight"], where)
     weights = values.get("side_weights") or {}
     if not isinstance(weights, dict):
         raise ConfigError(f"{where('side_weights')}: side_weights: expected {{field: weight}}, got {weights!r}")

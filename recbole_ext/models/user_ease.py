@@ -20,7 +20,8 @@ training matrix only. Its state is S (users x items), computed once in
 
 Memory: the fit holds the user Gram (users^2 numbers: 3.9 GB in float32 for
 31,360 users) next to S (0.85 GB); the constructor refuses, before any work,
-when that exceeds the memory available on the device (``memory_needed``).
+when that exceeds the memory available on the device (``check_memory``), and so does
+``check_data`` on the prepared data's counts before the dataset is built.
 """
 
 import resource
@@ -31,7 +32,15 @@ from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType, ModelType
 
 from recbole_ext.config import ConfigError
-from recbole_ext.models.ease import EASETrainer, binary, check_dtype, closed_form, dense_rows, gram_workspace
+from recbole_ext.models.ease import (
+    EASETrainer,
+    binary,
+    check_dtype,
+    check_positive,
+    closed_form,
+    dense_rows,
+    gram_workspace,
+)
 
 PROPERTIES = {
     "user_reg_weight": 4573.0,  # lambda_U, the L2 penalty of the user side (the winners' value on the full data)
@@ -54,14 +63,7 @@ class UserEASE(GeneralRecommender):
         self.user_reg_weight, self.item_reg_weight = float(config["user_reg_weight"]), float(config["item_reg_weight"])
         self.item_weight = float(config["item_weight"])
         self.interactions = binary(dataset.inter_matrix(form="csr"))  # an input, rebuilt from the dataset
-        needed, available = self.memory_needed(), available_memory(self.device)
-        if available is not None and needed > available:
-            gram = self.n_users**2 * getattr(torch, self.dtype).itemsize
-            raise ConfigError(
-                f"UserEASE: the fit needs {needed / 2**30:.1f} GiB in {self.dtype} (the user-user Gram of "
-                f"{self.n_users - 1:,} users is {gram / 2**30:.1f} GiB), but the {self.device.type} has "
-                f"{available / 2**30:.1f} GiB available; use EASE (the item side alone) or a device with more memory"
-            )
+        check_memory(self.n_users - 1, self.n_items - 1, self.dtype, self.item_weight, self.device)
         self.register_buffer("scores", torch.zeros(self.n_users, self.n_items, dtype=getattr(torch, self.dtype)))
 
     def fit(self):
@@ -80,14 +82,6 @@ class UserEASE(GeneralRecommender):
             for block in blocks:  # S_user = C^T X = sum over blocks of users v of C[v]^T X[v]
                 self.scores.addmm_(C[block].T, dense_rows(X[block], C), alpha=1 - w)
 
-    def memory_needed(self):
-        """Bytes the fit holds at its peak: the scores (users x items), and the larger of the user Gram
-        (users^2) and, for the hybrid, B (items^2), with what computing it holds beside it."""
-        itemsize, w = getattr(torch, self.dtype).itemsize, self.item_weight
-        sides = [n for n, used in ((self.n_items, w > 0), (self.n_users, w < 1)) if used]
-        gram = max(itemsize * n**2 + gram_workspace(n, self.device, itemsize) for n in sides)
-        return itemsize * self.n_users * self.n_items + gram
-
     def full_sort_predict(self, interaction):
         return self.scores[interaction[self.USER_ID]].view(-1)
 
@@ -95,9 +89,41 @@ class UserEASE(GeneralRecommender):
         return self.scores[interaction[self.USER_ID], interaction[self.ITEM_ID]]
 
 
+def memory_needed(users, items, dtype, item_weight, device):
+    """Bytes the fit holds at its peak: the scores (users x items), and the larger of the user Gram
+    (users^2) and, for the hybrid, B (items^2), with what computing it holds beside it (RecBole's
+    padding user and item 0 counted)."""
+    itemsize, users, items = getattr(torch, dtype).itemsize, users + 1, items + 1
+    sides = [n for n, used in ((items, item_weight > 0), (users, item_weight < 1)) if used]
+    gram = max(itemsize * n**2 + gram_workspace(n, device, itemsize) for n in sides)
+    return itemsize * users * items + gram
+
+
+def check_memory(users, items, dtype, item_weight, device):
+    """Refuses a fit that does not fit in the memory available on device: run on the prepared data's counts
+    before its dataset is built (check_data), and by the model itself."""
+    device = torch.device(device)
+    needed, available = memory_needed(users, items, dtype, item_weight, device), available_memory(device)
+    if available is not None and needed > available:
+        gram = (users + 1) ** 2 * getattr(torch, dtype).itemsize
+        raise ConfigError(
+            f"UserEASE: the fit needs {needed / 2**30:.1f} GiB in {dtype} (the user-user Gram of "
+            f"{users:,} users is {gram / 2**30:.1f} GiB), but the {device.type} has "
+            f"{available / 2**30:.1f} GiB available; use EASE (the item side alone) or a device with more memory"
+        )
+
+
+def check_data(values, counts, device):
+    """UserEASE on the prepared data (its counts), checked before the dataset is built."""
+    weight = values.get("item_weight", PROPERTIES["item_weight"])
+    check_memory(counts["users"], counts["items"], values.get("dtype", PROPERTIES["dtype"]), weight, device)
+
+
 def check_settings(values, where):
     """UserEASE's settings, checked before anything runs (from config.check_settings)."""
     check_dtype(values, where)
+    for key in ("user_reg_weight", "item_reg_weight"):
+        check_positive(values, key, PROPERTIES[key], where)
     weight = values.get("item_weight", PROPERTIES["item_weight"])
     if not 0 <= weight <= 1:  # config.py checked that it is a number >= 0
         raise ConfigError(f"{where('item_weight')}: item_weight must be a number in [0, 1], got {weight!r}")

@@ -14,12 +14,14 @@ import os
 import re
 import signal
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import ray
 from ray import tune
+from ray._private import services
 
 import yaml
 from recbole_ext import pipeline, tracking
@@ -29,7 +31,7 @@ from recbole_ext.data import load_dataset
 from recbole_ext.files import write_atomic
 from recbole_ext.pretrain import downstream_models, find_pretrained, pretrain
 from recbole_ext.recbole_config import recbole_config, resolve_device
-from recbole_ext.run_folder import default_output
+from recbole_ext.run_folder import INTERRUPTED, default_output
 from recbole_ext.tune.results import (
     BEST_FILE,
     TRIALS_CSV,
@@ -40,7 +42,7 @@ from recbole_ext.tune.results import (
     write_best,
 )
 from recbole_ext.tune.space import LISTED, TuneSpec, param_space, parse_tune, sampled_settings
-from recbole_ext.tune.trial import run_trial, trial_dirname, trial_resources
+from recbole_ext.tune.trial import STOPPED, run_trial, trial_dirname, trial_resources
 
 logger = logging.getLogger("movierec.tune")
 
@@ -87,10 +89,14 @@ def search(settings, address=None, resume=False, retrain_best=False):
     settings = settings.with_values(output_dir=str(output))
     if not resume and output.exists():
         raise ConfigError(f"output folder {output} already exists; choose another --output, or add --resume")
-    if not address:  # a local Ray has this machine's devices: refuse a missing GPU before Ray starts
-        resolve_device(settings)
+    # a local Ray has this machine's devices: a missing GPU (and UserEASE's memory) is refused before Ray starts
+    device = None if address else resolve_device(settings)
+    if device:
+        _check_devices(settings, spec)
     tracking.connect(settings)
     prepared = pipeline.prepare_data(settings)
+    if device:
+        pipeline.check_prepared(settings, prepared, device)
     if resume and _saved_fingerprint(output / SEARCH_FILE) != prepared.fingerprint:
         raise ConfigError(f"--resume: the data changed since the search in {output} started")
     started_ray = start_ray(address)
@@ -130,6 +136,10 @@ def search(settings, address=None, resume=False, retrain_best=False):
     saved = {trial.trial_id: trial for trial in tune.ExperimentAnalysis(str(output / RAY_DIR)).trials}
     unfinished = {key for key, trial in saved.items() if trial.status not in ("TERMINATED", "ERROR")}
     interrupted = bool(unfinished) or len(saved) < spec.trial_count()
+    for trial_id in unfinished:  # stopped by the interruption, not by the scheduler: kept as the docs say
+        stopped = trials_dir / f"{trial_id}{STOPPED}"
+        if stopped.is_dir():
+            stopped.replace(trials_dir / f"{trial_id}{INTERRUPTED}")
     configs = {key: trial.config for key, trial in saved.items()}  # also of trials that never started
     frame = trials_frame(results, configs, spec, trials_dir, unfinished)
     honest = honest_estimate(frame, spec, settings["seed"])
@@ -143,6 +153,14 @@ def search(settings, address=None, resume=False, retrain_best=False):
         best_settings = load_settings(config_file=best, overrides=[f"output_dir={output / BEST_RUN}"])
         result.retrained = pipeline.run(tracking.in_group(best_settings, output.name))
     return result
+
+
+def _check_devices(settings, spec):
+    """Each listed value of a searched amp or device on this machine (fp16 on a CPU), as a run checks its own."""
+    for key, (name, args) in spec.search_space.items():
+        if key in ("amp", "device") and name in LISTED:
+            for value in args:
+                resolve_device(sampled_settings(settings, {key: value}, None))
 
 
 def _as_ctrl_c(signum, frame):
@@ -163,7 +181,8 @@ def start_ray(address=None):
     pythonpath = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     runtime_env = {"env_vars": {"PYTHONPATH": pythonpath}}
     if not address:  # "local": a new runtime, never a cluster someone else started on this machine
-        ray.init(address="local", include_dashboard=False, runtime_env=runtime_env)
+        with _ray_processes_in_their_own_group():
+            ray.init(address="local", include_dashboard=False, runtime_env=runtime_env)
     else:
         try:
             ray.init(address=address, runtime_env=runtime_env)
@@ -176,6 +195,27 @@ def start_ray(address=None):
     if callable(on_sigterm):
         signal.signal(signal.SIGTERM, on_sigterm)
     return True
+
+
+@contextmanager
+def _ray_processes_in_their_own_group():
+    """Ray's processes started meanwhile (its GCS, raylet, agents) get a process group of their own.
+
+    `timeout`, SLURM and Kubernetes send SIGTERM to the command's whole process group: in it, Ray's GCS
+    would die at once while the driver, stopping as on Ctrl-C, waits 60 s for it to save the search, then
+    fails. Out of it, only the driver receives the signal; it saves the search and shuts its Ray down.
+    They still end with the driver (Ray's kernel fate sharing); on Windows Ray does this itself."""
+    plain = services.ConsolePopen
+
+    class OwnGroup(plain):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, process_group=0, **kwargs)
+
+    services.ConsolePopen = OwnGroup
+    try:
+        yield
+    finally:
+        services.ConsolePopen = plain
 
 
 def _tune_config(spec, settings):
