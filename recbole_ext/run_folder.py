@@ -135,8 +135,6 @@ def stopped_by():
     return "SIGTERM" if Terminated.received else "Ctrl-C"
 
 
-
-
 def error_line(error):
     """An exception as one line: its type and the last line of its message; a write that failed says why."""
     lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
