@@ -82,6 +82,7 @@ def movierec_settings(model, args):
         f"train_batch_size={args.batch}",
         f"learning_rate={args.lr}",
         f"epochs={args.epochs}",
+        "min_epoch_steps=1",  # an epoch is one pass over the users, as RecTools' (movierec's default repeats it)
     ]
     loss = ["loss_type=CE"] if model == "SASRec" else []
     return model_settings(model, [*common, *encoder, *loss])
