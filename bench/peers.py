@@ -1,0 +1,252 @@
+"""movierec beside RecTools (the library a user would pick instead) on movierec's holdout: quality and time.
+
+    python bench/peers.py [--data embedded|latest-small|RAW_DIR] [--models EASE SASRec] [--epochs 3]
+                          [--max-len 50] [--hidden 32] [--layers 2] [--heads 2] [--dropout 0.2]
+                          [--batch 128] [--lr 0.001] [--reg 400]
+
+Needs RecTools: pip install -e '.[peers]' (the version measured is pinned there).
+
+Each model pair trains in its own processes at matched settings on movierec's validation training
+interactions (the prepared data's valid .inter): EASE (regularization --reg), SASRec with the softmax
+over all items (movierec's loss_type CE, RecTools' loss softmax) and BERT4Rec, with the same maximum
+length, hidden size (feed-forward size as RecTools builds it), layers, heads, dropout, batch, learning
+rate and --epochs, no early stopping. Each writes the top 10 unseen films of every holdout user; all are
+scored here by movierec's own metric (recbole_ext.metrics) on the same holdout: Recall@10 with its 95%
+interval, the last and random parts, and movierec minus RecTools with the paired 95% interval (per
+user, the same users resampled); then seconds per fit (data included) and per epoch, and the peak
+resident memory of the process.
+
+Goal (issue 30): at matched settings movierec's Recall@10 at least RecTools' (the paired interval not
+below 0) for every pair; its epoch at most RecTools' time.
+"""
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.common import BENCH_DATA, ROOT, measured, table
+
+DATA_DIR = BENCH_DATA / "peers"
+LATEST_SMALL = ROOT.parent / "shared" / "data" / "ml-latest-small"
+INSTALL = (  # RecTools 0.19.0 asks numpy<2 below Python 3.13 (it runs on movierec's 2.4) and fails on pandas 3
+    "error: RecTools is not installed: pip install -e '.[peers]' (Python 3.13+); on Python 3.11-3.12: pip install "
+    "--no-deps rectools==0.19.0 && pip install pytorch-lightning==2.5.2 'pm-implicit>=0.7.3,<0.8' 'typeguard>=4.1,<5' "
+    "'pandas>=2.2,<3'"
+)
+MODELS = ("EASE", "SASRec", "BERT4Rec")
+LIBRARIES = ("movierec", "RecTools")
+QUIET = ["state=WARNING", "show_progress=false", "device=cpu"]
+BERT4REC_FEED_FORWARD = 4  # RecTools' BERT4Rec: feed-forward size = 4 x hidden (its SASRec: 1 x hidden)
+
+
+def raw_folder(data):
+    """The raw folder of --data (None: the embedded MovieLens-100K) and its name; exits 2 on a bad one."""
+    if data == "embedded":
+        return None, "embedded MovieLens-100K"
+    if data == "latest-small":
+        from atomic_data.movielens import write_movielens_raw
+
+        folder = DATA_DIR / "ml-latest-small-raw"
+        if not (folder / "train_ratings.csv").is_file():
+            if not (LATEST_SMALL / "ratings.csv").is_file():
+                sys.exit(f"error: --data latest-small: MovieLens ml-latest-small is not at {LATEST_SMALL}")
+            write_movielens_raw(LATEST_SMALL, folder)
+        return folder, "MovieLens ml-latest-small"
+    if not (Path(data) / "train_ratings.csv").is_file():
+        sys.exit(f"error: --data {data}: no train_ratings.csv there (embedded, latest-small or a raw folder)")
+    return Path(data), str(data)
+
+
+def movierec_settings(model, args):
+    """movierec's run settings of a model at the bench's matched settings."""
+    from bench.common import model_settings
+
+    data = [f"data={args.data_raw}"] if args.data_raw else []
+    common = [*QUIET, *data, f"data_dir={args.data_dir}", "seed=0"]
+    if model == "EASE":
+        return model_settings("EASE", [*common, f"reg_weight={args.reg}"])
+    inner = args.hidden * (BERT4REC_FEED_FORWARD if model == "BERT4Rec" else 1)
+    encoder = [
+        f"MAX_ITEM_LIST_LENGTH={args.max_len}",
+        f"hidden_size={args.hidden}",
+        f"inner_size={inner}",
+        f"n_layers={args.layers}",
+        f"n_heads={args.heads}",
+        f"hidden_dropout_prob={args.dropout}",
+        f"attn_dropout_prob={args.dropout}",
+        f"train_batch_size={args.batch}",
+        f"learning_rate={args.lr}",
+        f"epochs={args.epochs}",
+        "min_epoch_steps=1",  # an epoch is one pass over the users, as RecTools' (movierec's default repeats it)
+    ]
+    loss = ["loss_type=CE"] if model == "SASRec" else []
+    return model_settings(model, [*common, *encoder, *loss])
+
+
+def rectools_model(model, args):
+    from rectools.models import BERT4RecModel, EASEModel, SASRecModel
+
+    if model == "EASE":
+        return EASEModel(regularization=args.reg)
+    common = dict(
+        session_max_len=args.max_len,
+        n_factors=args.hidden,
+        n_blocks=args.layers,
+        n_heads=args.heads,
+        dropout_rate=args.dropout,
+        batch_size=args.batch,
+        lr=args.lr,
+        epochs=args.epochs,
+        deterministic=True,
+        verbose=0,
+    )
+    if model == "SASRec":
+        return SASRecModel(loss="softmax", **common)
+    return BERT4RecModel(loss="softmax", **common)
+
+
+def train_movierec(model, args, holdout_users, out):
+    """Fit on the validation training set for --epochs; the holdout users' top 10 and the seconds."""
+    from recbole_ext.pipeline import fit, prepare_data
+    from recbole_ext.predict import top_k
+    from recbole_ext.recbole_config import resolve
+    from recbole_ext.run_folder import Timer
+
+    settings = movierec_settings(model, args)
+    prepared, timer = prepare_data(settings), Timer()
+    result = fit(resolve(settings), prepared, prepared.valid_name, out, timer, "valid", epochs=args.epochs)
+    dataset = result.dataset
+    users = dataset.token2id(dataset.uid_field, [str(user) for user in holdout_users])
+    top = top_k(result.model, dataset, result.history, 10, users=users)
+    seconds = timer["valid_dataset"] + timer["valid_train"]
+    return top, seconds, timer["valid_train"] / result.epochs_run, result.epochs_run
+
+
+def train_rectools(model, args, holdout_users, out):
+    import pandas as pd
+    from rectools import Columns
+    from rectools.dataset import Dataset
+
+    from atomic_data.tables import read_inter
+    from recbole_ext.pipeline import prepare_data
+
+    prepared = prepare_data(movierec_settings(model, args))
+    users, items, times = read_inter(prepared.inter_path(prepared.valid_name))
+    interactions = pd.DataFrame(
+        {
+            Columns.User: users,
+            Columns.Item: items,
+            Columns.Weight: 1.0,
+            Columns.Datetime: pd.to_datetime(times, unit="s"),
+        }
+    )
+    started = time.perf_counter()
+    dataset = Dataset.construct(interactions)
+    built = time.perf_counter()
+    recommender = rectools_model(model, args)
+    recommender.fit(dataset)
+    finished = time.perf_counter()
+    top = recommender.recommend(holdout_users, dataset, k=10, filter_viewed=True)
+    top = top.rename(columns={Columns.User: "user", Columns.Item: "item"}).assign(rank=top[Columns.Rank] - 1)
+    epochs = 1 if model == "EASE" else args.epochs
+    return top, finished - started, (finished - built) / epochs, epochs
+
+
+def child(library, model, args):
+    """In a fresh process: train one model, write its top 10 per holdout user, print one JSON line."""
+    import numpy as np
+    import pandas as pd
+
+    from recbole_ext.pipeline import prepare_data
+
+    holdout = pd.read_csv(prepare_data(movierec_settings(model, args)).holdout_path)
+    holdout_users = np.unique(holdout["user"])
+    train = train_movierec if library == "movierec" else train_rectools
+    with tempfile.TemporaryDirectory(prefix="peers-") as work:
+        top, fit_seconds, epoch_seconds, epochs = train(model, args, holdout_users, work)
+    top[["user", "item", "rank"]].to_csv(args.top_file, index=False)
+    print(json.dumps({"fit_s": fit_seconds, "epoch_s": epoch_seconds, "epochs": epochs}))
+
+
+def compare(args, argv):
+    import pandas as pd
+
+    from recbole_ext.metrics import RECALL, bootstrap_interval, paired_differences, part_scores
+    from recbole_ext.pipeline import prepare_data
+
+    holdout = pd.read_csv(prepare_data(movierec_settings("EASE", args)).holdout_path)
+    rows, differences = [], []
+    with tempfile.TemporaryDirectory(prefix="peers-") as work:
+        for model in args.models:
+            per_user = {}
+            for library in LIBRARIES:
+                top_file = Path(work) / f"{library}-{model}.csv"
+                command = [sys.executable, __file__, *argv, "--child", library, model, "--top-file", str(top_file)]
+                _, peak_mb, stdout = measured(command)
+                result = json.loads(stdout.strip().splitlines()[-1])
+                scores = part_scores(pd.read_csv(top_file), holdout)
+                per_user[library] = scores
+                low, high = bootstrap_interval(scores[RECALL])
+                rows.append(
+                    (
+                        model,
+                        library,
+                        f"{scores[RECALL].mean():.4f}",
+                        f"{low:.4f} to {high:.4f}",
+                        *(f"{scores[f'{RECALL} {part}'].mean():.4f}" for part in ("last", "random")),
+                        result["epochs"],
+                        f"{result['fit_s']:.1f}",
+                        f"{result['epoch_s']:.2f}",
+                        f"{peak_mb:.0f}",
+                    )
+                )
+            for column in (RECALL, f"{RECALL} last", f"{RECALL} random"):
+                both = pd.DataFrame({library: per_user[library][column] for library in LIBRARIES}).dropna()
+                difference, low, high = paired_differences(both, "RecTools")["movierec"]
+                differences.append((model, column, f"{difference:+.4f}", f"{low:+.4f} to {high:+.4f}", len(both)))
+    header = ("model", "library", RECALL, "95% interval", "last", "random", "epochs", "fit s", "epoch s", "peak MB")
+    print(table(rows, header))
+    print(table(differences, ("model", "metric", "movierec - RecTools", "paired 95% interval", "users")))
+
+
+def parser():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data", default="embedded", help="embedded | latest-small | a raw competition folder")
+    p.add_argument("--data-dir", type=Path, default=DATA_DIR, help="where the prepared data is kept")
+    p.add_argument("--models", nargs="+", choices=MODELS, default=["EASE", "SASRec"])
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--max-len", type=int, default=50)
+    p.add_argument("--hidden", type=int, default=32)
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--heads", type=int, default=2)
+    p.add_argument("--dropout", type=float, default=0.2)
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--lr", type=float, default=0.001)
+    p.add_argument("--reg", type=float, default=400.0, help="EASE's L2 regularization")
+    p.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    p.add_argument("--top-file", type=Path, help=argparse.SUPPRESS)
+    return p
+
+
+def main():
+    argv = sys.argv[1:]
+    args = parser().parse_args(argv)
+    try:
+        import rectools  # noqa: F401
+    except ImportError:
+        print(INSTALL)
+        return 2
+    args.data_raw, data_name = raw_folder(args.data)
+    if args.child:
+        return child(*args.child, args)
+    print(f"{data_name}; load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs; settings: {vars(args)}")
+    compare(args, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
