@@ -156,3 +156,18 @@ def test_a_member_without_lists_is_refused_for_the_stage(tmp_path, capsys):
     (runs[1] / "valid_top50.csv").unlink()
     assert main([*map(str, runs), "--method", "stack", "--output", str(tmp_path / "out")]) == 2
     assert "no valid_top50.csv" in capsys.readouterr().err
+
+
+def test_the_sequence_features_count_what_followed_the_users_latest_items():
+    # users 1-3 watch 10 then 20 (then 40); user 4's latest item is 10: 20 followed 10 in every history, 30 never
+    hour = 3600
+    rows = [(1, 10, 0), (1, 20, 60), (2, 10, 0), (2, 20, 60), (2, 40, 120), (3, 10, 0), (3, 20, 60)]
+    rows += [(4, 30, 0), (4, 50, 10 * hour), (4, 10, 10 * hour + 60)]  # a session of two after a long gap
+    users, items, times = (np.array(column) for column in zip(*rows))
+    ctx = stack_features.context(users, items, times, pd.DataFrame(index=pd.Index([], name="item")))
+    table = pd.DataFrame({"user": [4, 4], "item": [20, 30]})
+    x = stack_features.features(table, 0, ["sequence"], ctx, [])
+    # 10's followers: 20 three times, 40 once (two steps later): 20 is 3/4 of them, 30 none
+    assert x["follows latest 1"].tolist() == pytest.approx([0.75, 0.0])
+    assert x["follows latest 2"].tolist() == [0.0, 0.0]  # 50 was followed by 10 only
+    assert x["last session"].tolist() == pytest.approx([np.log1p(2)] * 2)
