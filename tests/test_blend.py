@@ -3,6 +3,7 @@ side by side, a second invocation trains nothing, a changed member retrains alon
 left out with a warning, and the blend's numbers are recbole_ext.ensemble's on the same runs."""
 
 import json
+import resource
 import signal
 import subprocess
 import sys
@@ -360,7 +361,28 @@ def test_a_recipe_with_the_stage_reuses_the_runs_and_writes_the_same_blend_twice
     assert first["method"] == "stack" and len(first["cross_fit"]["folds"]) == 3
     assert first["holdout"] == second["holdout"] and first["stack"] == second["stack"]
     assert (outputs[0] / "submission.csv").read_bytes() == (outputs[1] / "submission.csv").read_bytes()
-    assert "second stage, LightGBM lambdarank" in (outputs[0] / "report.txt").read_text()
+    assert "second stage, LightGBM, " in (outputs[0] / "report.txt").read_text()
+
+
+def test_a_blend_whose_folder_cannot_be_written_says_so_in_one_line_and_leaves_nothing(
+    first_blend, tiny_raw, data_dir, tmp_path, capsys
+):
+    _, recipe, _, runs, _ = first_blend
+    output = tmp_path / "out"
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails, as on a full disk
+    resource.setrlimit(resource.RLIMIT_FSIZE, (2000, limits[1]))  # the members are reused: only the blend writes
+    try:
+        code = cli(recipe, tiny_raw, data_dir, output, runs)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+        signal.signal(signal.SIGXFSZ, handler)
+    assert code == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if " INFO " not in line]  # INFO: its progress
+    [line] = errors
+    assert line.startswith("error: the blend failed: OSError: [Errno 27] File too large")
+    assert "a file could not be written whole" in line and line.endswith("reused by the same command)")
+    assert not output.exists() and not list(tmp_path.glob(".out*partial*"))
 
 
 def test_a_changed_member_setting_retrains_only_that_member(first_blend, tiny_raw, data_dir, tmp_path):

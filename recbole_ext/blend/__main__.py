@@ -51,6 +51,13 @@ def main(argv=None):
     except (blending.BlendError, fusion.EnsembleError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except OSError as error:  # a full disk, a quota: the blend's folder is staged, so none of it is left
+        print(
+            f"error: the blend failed: {run_folder.error_line(error)}; nothing was written to its output "
+            "(finished member runs are kept and reused by the same command)",
+            file=sys.stderr,
+        )
+        return 1
     except KeyboardInterrupt:
         print(
             f"interrupted ({run_folder.stopped_by()}): finished runs are kept and reused by the same command",
