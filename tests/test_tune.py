@@ -232,6 +232,15 @@ def test_a_searched_amp_the_device_cannot_run_is_refused_before_ray_starts(tmp_p
     ]
 
 
+def test_a_searched_calibrated_valid_metric_is_refused_before_ray_starts(tmp_path, tiny_raw, data_dir, capsys):
+    searched = {"valid_metric": {"choice": ["recall@10", "recall@10 calibrated"]}}
+    config = write_yaml(tmp_path / "ease.yaml", {"model": "EASE", "tune": {"search_space": searched}})
+    assert tune_cli(cli_args(config, tiny_raw, data_dir, tmp_path / "out")) == 2
+    assert not ray.is_initialized() and not (tmp_path / "out").exists()
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"error: {config}: tune.search_space.valid_metric: `calibrated` is read from the")
+
+
 def test_every_shipped_tune_section_is_valid(tiny_raw):
     for model in ("EASE", "UserEASE", "MultiVAE", "SASRec", "S3Rec"):
         spec = parse_tune(load_settings(model, overrides=[f"data={tiny_raw}"]))

@@ -22,7 +22,7 @@ from recbole_ext.config import (
     is_number,
     known_keys,
 )
-from recbole_ext.metrics import parse_objective
+from recbole_ext.metrics import CALIBRATED, parse_objective
 
 TUNE_DEFAULTS = {
     "metric": "recall@10",
@@ -167,6 +167,12 @@ def _parse_space(space, settings, search, where):
                 f"{where}.{key}: {search} chooses among numbers, strings and booleans only; "
                 f"use search: random for list values"
             )
+        if key == "valid_metric" and name in LISTED and any(_calibrated(value) for value in args):
+            raise ConfigError(
+                f"{where}.{key}: `calibrated` is read from the leaderboard log once, before the search: set "
+                f"valid_metric: recall@10 calibrated outside tune.search_space, or search given shares "
+                f"(recall@10 last:0.4)"
+            )
         # the values a trial can get must make a valid run: check every listed value, or both bounds
         # as the distribution samples them (floats but for the integer distributions)
         for value in args if name in LISTED else args[:2] if name in INTEGER else map(float, args[:2]):
@@ -177,6 +183,13 @@ def _parse_space(space, settings, search, where):
                 raise ConfigError(f"{error}{floats}") from None
         parsed[key] = (name, args)
     return parsed
+
+
+def _calibrated(value):
+    try:
+        return parse_objective(value).share == CALIBRATED
+    except ValueError:
+        return False  # refused by the value's own check
 
 
 def _distribution_problem(name, args):
