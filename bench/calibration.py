@@ -31,10 +31,9 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import BENCH_DATA, ROOT, model_settings, table
+from bench.common import BENCH_DATA, LATEST_SMALL, ROOT, latest_small_raw, model_settings, table
 
 OUT = BENCH_DATA / "calibration"
-LATEST_SMALL = ROOT.parent / "shared" / "data" / "ml-latest-small"
 MIN_INTERACTIONS = 40  # board (10) + holdout (at most 10) + enough left to train on
 QUIET = ["state=WARNING", "show_progress=false", "device=cpu"]
 MEMBERS = {  # name: (model yaml, settings)
@@ -48,16 +47,11 @@ DEFAULT_SHARE = 0.2  # the default holdout's: 2 last of 10
 def source_raw(name, latest_small):
     """The raw competition folder of a data set, or None when it is not here."""
     from atomic_data import base_settings
-    from atomic_data.movielens import embedded_default, write_movielens_raw
+    from atomic_data.movielens import embedded_default
 
     if name == "embedded":
         return embedded_default(ROOT / base_settings()["data_dir"])
-    folder = OUT / "ml-latest-small-raw"
-    if not (folder / "train_ratings.csv").is_file():
-        if not (Path(latest_small) / "ratings.csv").is_file():
-            return None
-        write_movielens_raw(latest_small, folder)
-    return folder
+    return latest_small_raw(latest_small)
 
 
 def hide_board(raw, folder, last, random):

@@ -9,6 +9,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DATA = ROOT / "data" / "bench"
 REAL_SIDE_FILES = ROOT.parent / "shared" / "data" / "competition_side"
+LATEST_SMALL = ROOT.parent / "shared" / "data" / "ml-latest-small"  # MovieLens ml-latest-small, not committed
 
 
 def competition_scale_raw(catalogue=None):
@@ -25,6 +26,31 @@ def competition_scale_raw(catalogue=None):
         if catalogue:
             args += ["--catalogue", str(catalogue)]
         subprocess.run(args, check=True, cwd=ROOT)
+    return raw
+
+
+def latest_small_raw(source=LATEST_SMALL):
+    """MovieLens ml-latest-small as a competition folder (atomic_data.movielens), converted once; None when the
+    release is not at source."""
+    from atomic_data.movielens import write_movielens_raw
+
+    raw = BENCH_DATA / "ml-latest-small-raw"
+    if not (raw / "train_ratings.csv").is_file():
+        if not (Path(source) / "ratings.csv").is_file():
+            return None
+        write_movielens_raw(source, raw)
+    return raw
+
+
+def embedded_sample_raw(users):
+    """A competition folder of `users` users of the embedded MovieLens-100K (seed 0), written once."""
+    from atomic_data import base_settings
+    from atomic_data.movielens import embedded_default
+    from atomic_data.sample import write_user_sample
+
+    raw = BENCH_DATA / f"ml-100k-{users}-users"
+    if not (raw / "train_ratings.csv").is_file():
+        write_user_sample(embedded_default(ROOT / base_settings()["data_dir"]), raw, users, seed=0)
     return raw
 
 

@@ -30,7 +30,16 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import BENCH_DATA, HOLDOUT_HEADER, ROOT, competition_scale_raw, holdout_columns, measured, table
+from bench.common import (
+    BENCH_DATA,
+    HOLDOUT_HEADER,
+    ROOT,
+    competition_scale_raw,
+    embedded_sample_raw,
+    holdout_columns,
+    measured,
+    table,
+)
 from recbole_ext.config import load_settings
 
 RECIPE = ROOT / "yaml" / "blends" / "leaderboard.yaml"
@@ -57,15 +66,10 @@ SCALE_MODELS = [  # part 2: (label, model, settings over its yaml's quick block)
 
 def data_sets(sample_users):
     """(label, raw folder or None for the embedded data) of part 1."""
-    from atomic_data import base_settings
-    from atomic_data.movielens import embedded_default
-    from atomic_data.sample import write_user_sample
-
-    embedded = embedded_default(ROOT / base_settings()["data_dir"])
-    sample = BENCH_DATA / f"ml-100k-{sample_users}-users"
-    if not (sample / "train_ratings.csv").is_file():
-        write_user_sample(embedded, sample, sample_users, seed=0)
-    return [("embedded MovieLens-100K (943 users)", None), (f"its {sample_users}-user sample", sample)]
+    return [
+        ("embedded MovieLens-100K (943 users)", None),
+        (f"its {sample_users}-user sample", embedded_sample_raw(sample_users)),
+    ]
 
 
 def run_model(name, overrides, output):

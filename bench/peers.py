@@ -29,10 +29,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import BENCH_DATA, ROOT, measured, table
+from bench.common import BENCH_DATA, LATEST_SMALL, latest_small_raw, measured, table
 
 DATA_DIR = BENCH_DATA / "peers"
-LATEST_SMALL = ROOT.parent / "shared" / "data" / "ml-latest-small"
 INSTALL = (  # RecTools 0.19.0 asks numpy<2 below Python 3.13 (it runs on movierec's 2.4) and fails on pandas 3
     "error: RecTools is not installed: pip install -e '.[peers]' (Python 3.13+); on Python 3.11-3.12: pip install "
     "--no-deps rectools==0.19.0 && pip install pytorch-lightning==2.5.2 'pm-implicit>=0.7.3,<0.8' 'typeguard>=4.1,<5' "
@@ -49,13 +48,9 @@ def raw_folder(data):
     if data == "embedded":
         return None, "embedded MovieLens-100K"
     if data == "latest-small":
-        from atomic_data.movielens import write_movielens_raw
-
-        folder = DATA_DIR / "ml-latest-small-raw"
-        if not (folder / "train_ratings.csv").is_file():
-            if not (LATEST_SMALL / "ratings.csv").is_file():
-                sys.exit(f"error: --data latest-small: MovieLens ml-latest-small is not at {LATEST_SMALL}")
-            write_movielens_raw(LATEST_SMALL, folder)
+        folder = latest_small_raw()
+        if folder is None:
+            sys.exit(f"error: --data latest-small: MovieLens ml-latest-small is not at {LATEST_SMALL}")
         return folder, "MovieLens ml-latest-small"
     if not (Path(data) / "train_ratings.csv").is_file():
         sys.exit(f"error: --data {data}: no train_ratings.csv there (embedded, latest-small or a raw folder)")

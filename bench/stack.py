@@ -28,71 +28,56 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import BENCH_DATA, ROOT, table
+from bench.common import BENCH_DATA, LATEST_SMALL, ROOT, embedded_sample_raw, latest_small_raw, table
 
 RECIPE = ROOT / "yaml" / "blends" / "leaderboard.yaml"
 OUT = BENCH_DATA / "stack"
-LATEST_SMALL = ROOT.parent / "shared" / "data" / "ml-latest-small"
 QUIET = ["state=WARNING", "show_progress=false", "device=cpu"]
 METHODS = ("score", "rank", "priority", "stack")
 SEQUENTIAL = ("SASRec", "BERT4Rec")
 
 
 def raw_folder(name, sample_users, latest_small):
-    """The raw competition folder of a data set (None: the embedded default), or None, reason."""
-    from atomic_data import base_settings
-    from atomic_data.movielens import embedded_default, write_movielens_raw
-    from atomic_data.sample import write_user_sample
-
+    """The raw competition folder of a data set (None: the embedded default), or False when it is not here,
+    and its label."""
     if name == "embedded":
         return None, "embedded MovieLens-100K (943 users)"
     if name == "sample":
-        folder = OUT / f"ml-100k-{sample_users}-users-raw"
-        if not (folder / "train_ratings.csv").is_file():
-            write_user_sample(embedded_default(ROOT / base_settings()["data_dir"]), folder, sample_users, seed=0)
-        return folder, f"its {sample_users}-user sample"
-    folder = OUT / "ml-latest-small-raw"
-    if not (folder / "train_ratings.csv").is_file():
-        if not (Path(latest_small) / "ratings.csv").is_file():
-            return False, f"MovieLens ml-latest-small is not at {latest_small} (--latest-small DIR): skipped"
-        write_movielens_raw(latest_small, folder)
-    return folder, "MovieLens ml-latest-small (610 users, 9,724 films)"
+        return embedded_sample_raw(sample_users), f"its {sample_users}-user sample"
+    raw = latest_small_raw(latest_small)
+    if raw is None:
+        return False, f"MovieLens ml-latest-small is not at {latest_small} (--latest-small DIR): skipped"
+    return raw, "MovieLens ml-latest-small (610 users, 9,724 films)"
 
 
 def member_runs(raw, folder):
-    """The quick recipe's members trained (or reused) on raw; {name: run folder}, {name: training seconds}."""
+    """The quick recipe's members trained (or reused) on raw: {name: run folder}, {name: trained or reused}."""
     from recbole_ext.blend import blend
 
     summary = blend(RECIPE, data=raw, output=folder / "blend", runs_dir=folder / "runs", quick=True, overrides=QUIET)
     members = summary["blend"]["members"]
-    trained = {m["name"]: m["runs"][0]["status"] for m in members}
-    runs = {m["name"]: Path(m["path"]) for m in members if m["path"]}
-    # each run's own timings: a reused run took its seconds when it was trained
-    seconds = {
-        name: sum(json.loads((path / "summary.json").read_text())["timings"].values()) for name, path in runs.items()
+    return {m["name"]: Path(m["path"]) for m in members if m["path"]}, {
+        m["name"]: m["runs"][0]["status"] for m in members
     }
-    return runs, seconds, trained
-
-
-def per_user(folder):
-    """A run's or an ensemble's holdout_users.csv: recall@10 per user, and its parts."""
-    return pd.read_csv(Path(folder) / "holdout_users.csv", index_col="user")
 
 
 def measure(name, raw, label, folder):
     from recbole_ext import ensemble
     from recbole_ext.metrics import RECALL, bootstrap_interval, paired_differences
+    from recbole_ext.run_folder import read_holdout_users
 
     print(f"\n{label}", flush=True)
-    runs, seconds, trained = member_runs(raw, folder)
+    runs, trained = member_runs(raw, folder)
     members = {member: json.loads((path / "summary.json").read_text()) for member, path in runs.items()}
-    scores = {member: per_user(path) for member, path in runs.items()}
+    # each run's own timings: a reused run took its seconds when it was trained
+    seconds = {member: sum(summary["timings"].values()) for member, summary in members.items()}
+    scores = {member: read_holdout_users(path) for member, path in runs.items()}
     summaries = {}
     for method in METHODS:
         output = folder / f"ensemble-{method}"
         shutil.rmtree(output, ignore_errors=True)  # the last bench's
         summaries[method] = ensemble.build(list(runs.values()), method, "auto", 0, output)
-        scores[f"blend {method}"] = per_user(output)
+        scores[f"blend {method}"] = read_holdout_users(output)
     recall = pd.DataFrame({row: frame[RECALL] for row, frame in scores.items()})
     low, high = bootstrap_interval(recall.to_numpy())
     versus = paired_differences(recall, "EASE")

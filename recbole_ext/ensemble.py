@@ -225,17 +225,15 @@ def build(
             else None
         )
     names = [member.name for member in members]
+    valid = [member.valid for member in members]
     fits = {}
     for candidate in AUTO_ORDER if method == AUTO else (method,):
         with timer.step(f"fit {candidate}"):
             if candidate == STACK:
                 context = stack_features.fit_context(prepared, prepared.valid_name)
-                valid = [m.valid for m in members]
                 fits[STACK] = stack.evaluate(valid, names, hidden, context, options, groups, seed, objective)
             else:
-                fits[candidate] = evaluate(
-                    candidate, [m.valid for m in members], hidden, weights, seed, depth, objective
-                )
+                fits[candidate] = evaluate(candidate, valid, hidden, weights, seed, depth, objective)
     chosen = max(fits, key=lambda m: fits[m]["cross_fitted"][objective.name])  # ties: the earlier (AUTO_ORDER)
     result = fits[chosen]
     member_users = {m.name: part_scores(m.valid, hidden) for m in members}

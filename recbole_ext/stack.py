@@ -75,8 +75,8 @@ def _threads():
 
 
 def fit(x, labels, users, seed, rounds=None, weights=None):
-    """A model (a lightgbm Booster) of each candidate's chance to be hidden, on these rows sorted by user
-    (weights: each row's, part_weights'); users without a hidden item among their candidates teach nothing
+    """A model (a lightgbm Booster) of each candidate's chance to be hidden, on these rows of users'
+    candidates (weights: each row's, part_weights'); users without a hidden item among their candidates teach nothing
     and are dropped. Without rounds: early stopping on EARLY_STOP_SHARE of the users. Returns (model, rounds)."""
     import lightgbm
 
@@ -137,7 +137,7 @@ class Stage:
         validation lists': how far the refit members' lists moved)."""
         table = candidate_table(lists, self.options.candidates)
         _check_enough(table.groupby("user").size(), K)
-        x = features(table, len(lists), self.groups, ctx, self.names)
+        x = features(table, self.groups, ctx, self.names)
         return ranked(table, self.model.predict(x), k), x.mean()
 
 
@@ -168,9 +168,11 @@ def evaluate(lists, names, hidden, ctx, options, groups, seed=0, objective=COMPE
     table = candidate_table(lists, options.candidates)
     table = table[table["user"].isin(hidden["user"])].reset_index(drop=True)
     _check_enough(table.groupby("user").size(), K)
-    x = features(table, len(lists), groups, ctx, names)
-    positives = pd.MultiIndex.from_frame(hidden[["user", "item"]].drop_duplicates())
-    labels = pd.MultiIndex.from_frame(table[["user", "item"]]).isin(positives).astype(np.int32)
+    x = features(table, groups, ctx, names)
+    positives = hidden[["user", "item"]].drop_duplicates()
+    labels = (
+        pd.MultiIndex.from_frame(table[["user", "item"]]).isin(pd.MultiIndex.from_frame(positives)).astype(np.int32)
+    )
     users, weights = table["user"].to_numpy(), part_weights(table, hidden, objective)
     fold_of = user_folds(hidden["user"], options.folds, seed)
     row_fold = fold_of.reindex(users).to_numpy()
@@ -193,7 +195,7 @@ def evaluate(lists, names, hidden, ctx, options, groups, seed=0, objective=COMPE
         "stage": stage,
         "folds": fold_records,
         "candidates_per_user": float(len(table) / table["user"].nunique()),
-        "hidden_in_candidates": float(labels.sum() / len(hidden[["user", "item"]].drop_duplicates())),
+        "hidden_in_candidates": float(labels.sum() / len(positives)),
         "importance": (importance / importance.sum()).sort_values(ascending=False),
         "feature_means": x.mean(),
     }

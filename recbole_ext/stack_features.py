@@ -14,7 +14,7 @@ import pandas as pd
 
 from atomic_data.items import read_item_text
 from atomic_data.tables import read_inter
-from recbole_ext.fusion import RRF_OFFSET, EnsembleError
+from recbole_ext.fusion import RRF_OFFSET, EnsembleError, normalised_score
 from recbole_ext.metrics import K
 
 FEATURES = {
@@ -167,9 +167,7 @@ def candidate_table(lists, depth):
     long = []
     for m, top in enumerate(lists):
         top = top[top["rank"] < depth]
-        by_user = top.groupby("user")["score"]
-        low, high = by_user.transform("min"), by_user.transform("max")
-        scaled = ((top["score"] - low) / (high - low).where(high > low)).fillna(1.0)
+        scaled = normalised_score(top)
         long.append(pd.DataFrame({"user": top["user"], "item": top["item"], "m": m, "rank": top["rank"], "s": scaled}))
     long = pd.concat(long, ignore_index=True)
     wide = long.pivot_table(index=["user", "item"], columns="m", values=["rank", "s"], aggfunc="first")
@@ -185,7 +183,7 @@ def candidate_table(lists, depth):
     return table.sort_values(["user", "best_rank", "item"], kind="stable").reset_index(drop=True)
 
 
-def features(table, n_members, groups, ctx, names):
+def features(table, groups, ctx, names):
     """The feature matrix (float32 frame) of the candidate table's rows; names: the members' names."""
     columns = {}
     if "members" in groups:
@@ -194,13 +192,14 @@ def features(table, n_members, groups, ctx, names):
             columns[f"{name} score"] = table[f"score_{m}"]
         for column in ("votes", "votes_top10", "best_rank"):
             columns[column] = table[column]
-        # the simple blends' scores with equal weights: a start trees cannot build from sums of their own
+        # the simple blends' sums with equal weights, a start trees cannot build from sums of their own (the rank
+        # sum counts a run that lacks the item at rank N, where the rank blend counts nothing)
         scores = table[[f"score_{m}" for m in range(len(names))]].to_numpy()
         ranks = table[[f"rank_{m}" for m in range(len(names))]].to_numpy()
         columns["scaled score sum"] = np.maximum(scores, 0).sum(axis=1)
         columns["reciprocal rank sum"] = (1 / (RRF_OFFSET + ranks)).sum(axis=1)
     if "agreement" in groups:
-        top10 = table[[f"rank_{m}" for m in range(n_members)]].to_numpy() < K
+        top10 = table[[f"rank_{m}" for m in range(len(names))]].to_numpy() < K
         others = top10.sum(axis=1, keepdims=True) - top10  # members other than m that hold the item in their top 10
         shared = pd.DataFrame(top10 & (others > 0), index=table["user"]).groupby(level=0).sum() / K
         for m, name in enumerate(names):

@@ -166,7 +166,7 @@ def test_the_sequence_features_count_what_followed_the_users_latest_items():
     users, items, times = (np.array(column) for column in zip(*rows))
     ctx = stack_features.context(users, items, times, pd.DataFrame(index=pd.Index([], name="item")))
     table = pd.DataFrame({"user": [4, 4], "item": [20, 30]})
-    x = stack_features.features(table, 0, ["sequence"], ctx, [])
+    x = stack_features.features(table, ["sequence"], ctx, [])
     # 10's followers: 20 three times, 40 once (two steps later): 20 is 3/4 of them, 30 none
     assert x["follows latest 1"].tolist() == pytest.approx([0.75, 0.0])
     assert x["follows latest 2"].tolist() == [0.0, 0.0]  # 50 was followed by 10 only
