@@ -16,9 +16,10 @@ import sys
 import textwrap
 
 from atomic_data import RawDataError
-from recbole_ext.config import ConfigError, load_settings
-from recbole_ext.pipeline import predict_only, run
-from recbole_ext.run_folder import SUBMISSION, error_line, stop_on_signals, stopped_by
+from recbole_ext import ConfigError
+from recbole_ext.config.settings import load_settings
+from recbole_ext.quick_start.pipeline import predict_only, run
+from recbole_ext.utils.run_folder import SUBMISSION, error_line, stop_on_signals, stopped_by
 
 
 def main(argv=None):

@@ -15,10 +15,11 @@ import logging
 import sys
 
 from atomic_data import RawDataError
-from recbole_ext.config import ConfigError, load_settings
-from recbole_ext.run_folder import SUBMISSION
+from recbole_ext import ConfigError
+from recbole_ext.config.settings import load_settings
 from recbole_ext.tune.driver import resume_settings, search
 from recbole_ext.tune.results import TRIALS_CSV, TRIALS_PLOT, describe_honest, format_table
+from recbole_ext.utils.run_folder import SUBMISSION
 
 
 def main(argv=None):

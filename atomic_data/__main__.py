@@ -10,7 +10,7 @@ from pathlib import Path
 
 from atomic_data import HoldoutRule, RawDataError, base_settings, prepare
 from atomic_data.movielens import embedded_default
-from recbole_ext.run_folder import stop_on_signals, stopped_by
+from recbole_ext.utils.run_folder import stop_on_signals, stopped_by
 
 
 def main(argv=None):

@@ -19,7 +19,7 @@ import pandas as pd
 
 from atomic_data.items import year_from_title
 from atomic_data.raw import RATINGS_FILE, RawDataError
-from recbole_ext.files import claimed, staged
+from recbole_ext.utils.files import claimed, staged
 
 MIN_INTERACTIONS = 16  # the competition's least active user has 16
 NO_GENRE = "(no genres listed)"  # movies.csv's placeholder

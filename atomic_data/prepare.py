@@ -31,7 +31,7 @@ from atomic_data.holdout import NOT_HELD_OUT, PART_NAMES, holdout_parts
 from atomic_data.items import build_item_table
 from atomic_data.raw import RATINGS_FILE, SIDE_FILES, RawDataError, read_ratings, read_side_file, require_file
 from atomic_data.tables import write_table
-from recbole_ext.files import claimed, remove_dead_partials, staged
+from recbole_ext.utils.files import claimed, remove_dead_partials, staged
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from atomic_data import base_settings
 from atomic_data.movielens import embedded_default
 from atomic_data.raw import RATINGS_FILE, SIDE_FILES, RawDataError, read_ratings
 from atomic_data.tables import write_table
-from recbole_ext.files import staged
+from recbole_ext.utils.files import staged
 
 
 def write_user_sample(raw_dir, out_dir, users, seed=0):

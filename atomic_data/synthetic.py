@@ -27,7 +27,7 @@ import pandas as pd
 
 from atomic_data.raw import RATINGS_FILE, SIDE_FILES, RawDataError, read_side_file
 from atomic_data.tables import write_table
-from recbole_ext.files import new_staging
+from recbole_ext.utils.files import new_staging
 
 GENRES = (
     "Drama Comedy Thriller Romance Action Crime Adventure Sci-Fi Horror Fantasy "

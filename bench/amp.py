@@ -22,9 +22,9 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import BENCH_DATA, HOLDOUT_HEADER, holdout_columns, table
 from bench.models import settings
-from recbole_ext.metrics import paired_differences
-from recbole_ext.pipeline import run
-from recbole_ext.run_folder import read_holdout_users
+from recbole_ext.evaluator.metrics import paired_differences
+from recbole_ext.quick_start.pipeline import run
+from recbole_ext.utils.run_folder import read_holdout_users
 
 MODELS = ["SASRec", "yaml/gsasrec.yaml", "BERT4Rec"]
 OTHER_SEED = 2021  # fp32's noise: the same run with another seed (the yaml's is base.yaml's 2020)

@@ -84,7 +84,7 @@ def hide_board(raw, folder, last, random):
 
 def board_score(run, board):
     """The leaderboard's Recall@10 of a run's submission.csv on the board."""
-    from recbole_ext.metrics import RECALL, user_scores
+    from recbole_ext.evaluator.metrics import RECALL, user_scores
 
     top = pd.read_csv(Path(run) / "submission.csv")
     return float(user_scores(top.assign(rank=top.groupby("user").cumcount()), board)[RECALL].mean())
@@ -92,7 +92,7 @@ def board_score(run, board):
 
 def train(folder, epochs):
     """The members' run folders on folder/raw (trained once, then reused)."""
-    from recbole_ext.pipeline import run
+    from recbole_ext.quick_start.pipeline import run
 
     runs = {}
     for name, (model_yaml, extra) in MEMBERS.items():
@@ -106,7 +106,7 @@ def train(folder, epochs):
 
 
 def blend(runs, folder, name, objective):
-    from recbole_ext import ensemble
+    from recbole_ext.blend import ensemble
 
     output = folder / "blends" / name
     if not (output / "summary.json").is_file():
@@ -116,8 +116,9 @@ def blend(runs, folder, name, objective):
 
 
 def measure_case(data_name, raw, last, random, epochs):
-    from recbole_ext import calibration, leaderboard
-    from recbole_ext.metrics import COMPETITION, RECALL, Objective
+    from recbole_ext import leaderboard
+    from recbole_ext.evaluator import calibration
+    from recbole_ext.evaluator.metrics import COMPETITION, RECALL, Objective
 
     folder = OUT / data_name / f"board-{last}+{random}"
     board = hide_board(raw, folder, last, random)

@@ -56,7 +56,7 @@ def embedded_sample_raw(users):
 
 def model_settings(model_or_yaml, overrides=(), quick=False):
     """A run's settings for a model name or a model yaml relative to the project (yaml/gsasrec.yaml)."""
-    from recbole_ext.config import load_settings
+    from recbole_ext.config.settings import load_settings
 
     if model_or_yaml.endswith(".yaml"):
         return load_settings(config_file=ROOT / model_or_yaml, overrides=overrides, quick=quick)

@@ -61,18 +61,18 @@ ML100K_MODELS = [
 
 def with_reg(model, reg):
     """reg_weight=reg for the models that have it (EASE, RecBole's EASE); UserEASE keeps its own."""
-    from recbole_ext import registry
+    from recbole_ext.patches import registry
 
     return [f"reg_weight={reg}"] if "reg_weight" in registry.model_properties(model) else []
 
 
 def fit_child(model_name, overrides, load_only, score):
     """In a fresh process: load the dataset, then time the closed form; prints one JSON line."""
-    from recbole_ext import registry
-    from recbole_ext.config import load_settings
-    from recbole_ext.data import load_dataset
-    from recbole_ext.pipeline import prepare_data
-    from recbole_ext.recbole_config import recbole_config
+    from recbole_ext.config.settings import load_settings
+    from recbole_ext.data.dataset import load_dataset
+    from recbole_ext.patches import registry
+    from recbole_ext.quick_start.pipeline import prepare_data
+    from recbole_ext.trainer.recbole_config import recbole_config
 
     settings = load_settings(
         model_name, overrides=[f"data={competition_scale_raw()}", f"data_dir={DATA_DIR}", "state=WARNING", *overrides]
@@ -116,9 +116,9 @@ def holdout_scores(model, dataset, prepared, settings):
     """The fitted model's holdout scores, as a run's summary holds them (holdout, holdout_detail)."""
     import pandas as pd
 
-    from recbole_ext.data import History
-    from recbole_ext.early_stopping import HoldoutScorer
-    from recbole_ext.metrics import holdout_detail, mean_scores
+    from recbole_ext.data.dataset import History
+    from recbole_ext.evaluator.metrics import holdout_detail, mean_scores
+    from recbole_ext.trainer.early_stopping import HoldoutScorer
 
     history = History.from_file(dataset, prepared.inter_path(prepared.valid_name))
     scorer = HoldoutScorer(dataset, history, pd.read_csv(prepared.holdout_path), settings["predict_batch_users"])
@@ -147,8 +147,8 @@ def competition_scale(repeats, reg, models):
 
 
 def ml100k_recall(reg):
-    from recbole_ext.config import load_settings
-    from recbole_ext.pipeline import run
+    from recbole_ext.config.settings import load_settings
+    from recbole_ext.quick_start.pipeline import run
 
     summaries = {}
     with tempfile.TemporaryDirectory(prefix="ease-bench-", dir=BENCH_DATA) as out:
@@ -170,7 +170,7 @@ def main():
         return fit_child(args.child, overrides, args.load_only, args.score)
 
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
-    from recbole_ext.config import load_settings
+    from recbole_ext.config.settings import load_settings
 
     reg = load_settings("EASE")["reg_weight"]  # yaml/ease.yaml; RecBole's EASE gets the same
     models = [entry for entry in SCALE_MODELS if not (args.no_user_ease and entry[1] == "UserEASE")]

@@ -25,9 +25,9 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from atomic_data import Prepared
 from bench.common import BENCH_DATA, HOLDOUT_HEADER, competition_scale_raw, holdout_columns, table
-from recbole_ext.config import load_settings
-from recbole_ext.metrics import RECALL, paired_differences
-from recbole_ext.run_folder import read_holdout_users
+from recbole_ext.config.settings import load_settings
+from recbole_ext.evaluator.metrics import RECALL, paired_differences
+from recbole_ext.utils.run_folder import read_holdout_users
 
 DATA_DIR = BENCH_DATA / "future"
 QUICK = {"EASE": False, "SASRec": True}  # SASRec: its yaml's quick: block, the CPU size
@@ -35,7 +35,7 @@ QUICK = {"EASE": False, "SASRec": True}  # SASRec: its yaml's quick: block, the 
 
 def runs(raw, model, years, out):
     """{label: (summary, per-user frame, seconds)} of the runs without the filter and with each N."""
-    from recbole_ext.pipeline import run
+    from recbole_ext.quick_start.pipeline import run
 
     result = {}
     for n in [None, *years]:
@@ -59,9 +59,9 @@ def touched(summary, years):
     each N): from the validation dataset and its history."""
     import torch
 
-    from recbole_ext.data import History, load_dataset
-    from recbole_ext.future import FutureItems
-    from recbole_ext.recbole_config import recbole_config
+    from recbole_ext.data.dataset import History, load_dataset
+    from recbole_ext.data.future import FutureItems
+    from recbole_ext.trainer.recbole_config import recbole_config
 
     prepared = Prepared.load(summary["data"]["data_path"])
     settings = load_settings("EASE", overrides=["state=ERROR"])  # any model: the dataset's ids are the same

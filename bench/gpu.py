@@ -156,7 +156,7 @@ def read_json(path):
 
 
 def settings(check, model=None, config_file=None, *overrides):
-    from recbole_ext.config import load_settings
+    from recbole_ext.config.settings import load_settings
 
     common = [f"data={check.raw}", f"data_dir={check.data_dir}", f"device={check.device}", "state=WARNING"]
     return load_settings(
@@ -165,15 +165,15 @@ def settings(check, model=None, config_file=None, *overrides):
 
 
 def config_for(check, run_settings, prepared):
-    from recbole_ext.recbole_config import recbole_config
+    from recbole_ext.trainer.recbole_config import recbole_config
 
     return recbole_config(run_settings, prepared.data_path, prepared.valid_name, Path(check.work) / "checkpoints")
 
 
 def loaded(check, run_settings):
     """The validation fit's prepared data, config, dataset and history."""
-    from recbole_ext.data import History, load_dataset
-    from recbole_ext.pipeline import prepare_data
+    from recbole_ext.data.dataset import History, load_dataset
+    from recbole_ext.quick_start.pipeline import prepare_data
 
     prepared = prepare_data(run_settings)
     config = config_for(check, run_settings, prepared)
@@ -195,8 +195,8 @@ def free_memory():
 def ease(check):
     import pandas as pd
 
-    from recbole_ext.early_stopping import HoldoutScorer
     from recbole_ext.models.ease import EASE
+    from recbole_ext.trainer.early_stopping import HoldoutScorer
 
     run_settings = settings(check, "EASE")
     prepared, config, dataset, history = loaded(check, run_settings)
@@ -237,8 +237,8 @@ def amp_modes(device):
 def sequential(check):
     from recbole.utils import init_seed
 
-    from recbole_ext import registry
-    from recbole_ext.data import RepeatedPasses, train_loader
+    from recbole_ext.data.dataset import RepeatedPasses, train_loader
+    from recbole_ext.patches import registry
 
     for label, config_file in SEQUENTIAL.items():
         data, off = None, None
@@ -399,8 +399,8 @@ def compared_with_cpu(name, folder, cpu_folder):
 def top_k_every_user(check):
     from recbole.utils import init_seed
 
-    from recbole_ext import registry
-    from recbole_ext.predict import top_k
+    from recbole_ext.patches import registry
+    from recbole_ext.trainer.predict import top_k
 
     for label, model_name, config_file, extra in (
         ("EASE", "EASE", None, []),

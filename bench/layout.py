@@ -83,12 +83,12 @@ def layers(graph):
 
 def traced_run(model):
     """The files of the recbole_ext functions handed the settings, in first-call order, during one tiny run."""
-    from atomic_data.synthetic import Scale, generate
     from recbole.config import Config
 
-    from recbole_ext.config import Settings, load_settings
-    from recbole_ext.pipeline import run
-    from recbole_ext.recbole_config import Resolved
+    from atomic_data.synthetic import Scale, generate
+    from recbole_ext.config.settings import Settings, load_settings
+    from recbole_ext.quick_start.pipeline import run
+    from recbole_ext.trainer.recbole_config import Resolved
 
     carries_settings = (Settings, Resolved, Config)
 

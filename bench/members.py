@@ -40,7 +40,7 @@ from bench.common import (
     measured,
     table,
 )
-from recbole_ext.config import load_settings
+from recbole_ext.config.settings import load_settings
 
 RECIPE = ROOT / "yaml" / "blends" / "leaderboard.yaml"
 OUT = BENCH_DATA / "members"
@@ -73,7 +73,7 @@ def data_sets(sample_users):
 
 
 def run_model(name, overrides, output):
-    from recbole_ext.pipeline import run
+    from recbole_ext.quick_start.pipeline import run
 
     shutil.rmtree(output, ignore_errors=True)
     started = time.perf_counter()
@@ -82,7 +82,8 @@ def run_model(name, overrides, output):
 
 
 def part1(sample_users, recbole_epochs):
-    from recbole_ext.blend import blend, member_settings, read_recipe
+    from recbole_ext.blend.blend import blend
+    from recbole_ext.blend.recipe import member_settings, read_recipe
 
     for label, raw in data_sets(sample_users):
         folder = OUT / ("embedded" if raw is None else raw.name)
@@ -110,7 +111,7 @@ def part1(sample_users, recbole_epochs):
 
 
 def report(rows, summary):
-    from recbole_ext import ensemble
+    from recbole_ext.blend import ensemble
 
     pop = rows["popularity (Pop)"][0]["holdout"]["recall@10"]
     lines = []
@@ -160,11 +161,11 @@ def child(model, batches, overrides):
     """In a fresh process: the first `batches` batches of an epoch as pipeline.fit builds it; one JSON line."""
     from recbole.utils import init_seed
 
-    from recbole_ext import registry
-    from recbole_ext.data import History, RepeatedPasses, load_dataset, train_loader
-    from recbole_ext.early_stopping import holdout_trainer
-    from recbole_ext.pipeline import prepare_data
-    from recbole_ext.recbole_config import recbole_config
+    from recbole_ext.data.dataset import History, RepeatedPasses, load_dataset, train_loader
+    from recbole_ext.patches import registry
+    from recbole_ext.quick_start.pipeline import prepare_data
+    from recbole_ext.trainer.early_stopping import holdout_trainer
+    from recbole_ext.trainer.recbole_config import recbole_config
 
     settings = load_settings(
         model, overrides=[*QUIET, f"data_dir={BENCH_DATA / 'members-data'}", *overrides], quick=True

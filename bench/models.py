@@ -16,8 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import BENCH_DATA, HOLDOUT_HEADER, holdout_columns, model_settings, table
-from recbole_ext.config import YAML_DIR, read_yaml
-from recbole_ext.pipeline import run
+from recbole_ext.config.keys import YAML_DIR, read_yaml
+from recbole_ext.quick_start.pipeline import run
 
 # RecBole models without a yaml of their own, with small settings
 BASELINES = {

@@ -11,7 +11,7 @@ interactions (the prepared data's valid .inter): EASE (regularization --reg), SA
 over all items (movierec's loss_type CE, RecTools' loss softmax) and BERT4Rec, with the same maximum
 length, hidden size (feed-forward size as RecTools builds it), layers, heads, dropout, batch, learning
 rate and --epochs, no early stopping. Each writes the top 10 unseen films of every holdout user; all are
-scored here by movierec's own metric (recbole_ext.metrics) on the same holdout: Recall@10 with its 95%
+scored here by movierec's own metric (recbole_ext.evaluator.metrics) on the same holdout: Recall@10 with its 95%
 interval, the last and random parts, and movierec minus RecTools with the paired 95% interval (per
 user, the same users resampled); then seconds per fit (data included) and per epoch, and the peak
 resident memory of the process.
@@ -107,10 +107,10 @@ def rectools_model(model, args):
 
 def train_movierec(model, args, holdout_users, out):
     """Fit on the validation training set for --epochs; the holdout users' top 10 and the seconds."""
-    from recbole_ext.pipeline import fit, prepare_data
-    from recbole_ext.predict import top_k
-    from recbole_ext.recbole_config import resolve
-    from recbole_ext.run_folder import Timer
+    from recbole_ext.quick_start.pipeline import fit, prepare_data
+    from recbole_ext.trainer.predict import top_k
+    from recbole_ext.trainer.recbole_config import resolve
+    from recbole_ext.utils.run_folder import Timer
 
     settings = movierec_settings(model, args)
     prepared, timer = prepare_data(settings), Timer()
@@ -128,7 +128,7 @@ def train_rectools(model, args, holdout_users, out):
     from rectools.dataset import Dataset
 
     from atomic_data.tables import read_inter
-    from recbole_ext.pipeline import prepare_data
+    from recbole_ext.quick_start.pipeline import prepare_data
 
     prepared = prepare_data(movierec_settings(model, args))
     users, items, times = read_inter(prepared.inter_path(prepared.valid_name))
@@ -157,7 +157,7 @@ def child(library, model, args):
     import numpy as np
     import pandas as pd
 
-    from recbole_ext.pipeline import prepare_data
+    from recbole_ext.quick_start.pipeline import prepare_data
 
     holdout = pd.read_csv(prepare_data(movierec_settings(model, args)).holdout_path)
     holdout_users = np.unique(holdout["user"])
@@ -171,8 +171,8 @@ def child(library, model, args):
 def compare(args, argv):
     import pandas as pd
 
-    from recbole_ext.metrics import RECALL, bootstrap_interval, paired_differences, part_scores
-    from recbole_ext.pipeline import prepare_data
+    from recbole_ext.evaluator.metrics import RECALL, bootstrap_interval, paired_differences, part_scores
+    from recbole_ext.quick_start.pipeline import prepare_data
 
     holdout = pd.read_csv(prepare_data(movierec_settings("EASE", args)).holdout_path)
     rows, differences = [], []

@@ -26,11 +26,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from recbole.config import Config
 
 from bench.common import BENCH_DATA, table
-from recbole_ext import registry
-from recbole_ext.config import load_settings
-from recbole_ext.data import History, SequenceWindows, load_dataset
-from recbole_ext.pipeline import prepare_data, run
-from recbole_ext.recbole_config import recbole_config
+from recbole_ext.config.settings import load_settings
+from recbole_ext.data.dataset import History, SequenceWindows, load_dataset
+from recbole_ext.patches import registry
+from recbole_ext.quick_start.pipeline import prepare_data, run
+from recbole_ext.trainer.recbole_config import recbole_config
 
 ENCODER = ["MAX_ITEM_LIST_LENGTH=50", "hidden_size=64", "n_layers=2", "n_heads=2", "state=WARNING"]
 

@@ -90,11 +90,11 @@ def child(model_name, task, overrides, budget, batches):
     import torch
     from recbole.utils import init_seed
 
-    from recbole_ext import registry
-    from recbole_ext.data import History, load_dataset, train_loader
-    from recbole_ext.early_stopping import HoldoutScorer, holdout_trainer
-    from recbole_ext.pipeline import prepare_data
-    from recbole_ext.recbole_config import recbole_config
+    from recbole_ext.data.dataset import History, load_dataset, train_loader
+    from recbole_ext.patches import registry
+    from recbole_ext.quick_start.pipeline import prepare_data
+    from recbole_ext.trainer.early_stopping import HoldoutScorer, holdout_trainer
+    from recbole_ext.trainer.recbole_config import recbole_config
 
     scale = task == "scale"
     data = [f"data={competition_scale_raw()}"] if scale else []
@@ -279,9 +279,9 @@ MEMBER_SETTINGS = ["valid_metric=recall@10 last", "epochs=40", "stopping_step=10
 def part4(raw, attribute_sets):
     import pandas as pd
 
-    from recbole_ext.metrics import RECALL, paired_differences
-    from recbole_ext.pipeline import run
-    from recbole_ext.run_folder import read_holdout_users
+    from recbole_ext.evaluator.metrics import RECALL, paired_differences
+    from recbole_ext.quick_start.pipeline import run
+    from recbole_ext.utils.run_folder import read_holdout_users
 
     name = str(raw) if raw else "embedded MovieLens-100K"
     print(f"\n4. item attributes, {name}: the quick blend's sequential members ({', '.join(MEMBER_SETTINGS)})")

@@ -52,7 +52,7 @@ def raw_folder(name, sample_users, latest_small):
 
 def member_runs(raw, folder):
     """The quick recipe's members trained (or reused) on raw: {name: run folder}, {name: trained or reused}."""
-    from recbole_ext.blend import blend
+    from recbole_ext.blend.blend import blend
 
     summary = blend(RECIPE, data=raw, output=folder / "blend", runs_dir=folder / "runs", quick=True, overrides=QUIET)
     members = summary["blend"]["members"]
@@ -62,9 +62,9 @@ def member_runs(raw, folder):
 
 
 def measure(name, raw, label, folder):
-    from recbole_ext import ensemble
-    from recbole_ext.metrics import RECALL, bootstrap_interval, paired_differences
-    from recbole_ext.run_folder import read_holdout_users
+    from recbole_ext.blend import ensemble
+    from recbole_ext.evaluator.metrics import RECALL, bootstrap_interval, paired_differences
+    from recbole_ext.utils.run_folder import read_holdout_users
 
     print(f"\n{label}", flush=True)
     runs, trained = member_runs(raw, folder)
@@ -104,8 +104,8 @@ def measure(name, raw, label, folder):
 
 
 def report_stage(name, summaries, recall, scores, members, seconds):
-    from recbole_ext import ensemble
-    from recbole_ext.metrics import RECALL, paired_differences
+    from recbole_ext.blend import ensemble
+    from recbole_ext.evaluator.metrics import RECALL, paired_differences
 
     stage = summaries["stack"]
     record = stage["stack"]

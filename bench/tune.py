@@ -48,9 +48,9 @@ def recbole_trials(data_path, dataset, values, checkpoints):
     from recbole.data import create_dataset, data_preparation
     from recbole.utils import get_model, get_trainer, init_seed
 
-    import recbole_ext.registry  # noqa: F401  (compat shims; registers movierec's EASE in RecBole's lookups)
+    import recbole_ext.patches.registry  # noqa: F401  (compat shims; registers movierec's EASE in RecBole's lookups)
     from atomic_data import Prepared
-    from recbole_ext.config import load_settings
+    from recbole_ext.config.settings import load_settings
 
     settings = load_settings("EASE")
     base = settings.recbole_values()  # the same EASE settings as tune.py's trials
@@ -133,8 +133,8 @@ def main():
     raw = competition_scale_raw()
     work = Path(tempfile.mkdtemp(prefix="tune-", dir=BENCH_DATA))
     try:
-        from recbole_ext.config import load_settings
-        from recbole_ext.pipeline import prepare_data
+        from recbole_ext.config.settings import load_settings
+        from recbole_ext.quick_start.pipeline import prepare_data
 
         data_dir = work / "data"
         prepared = prepare_data(load_settings("EASE", overrides=[f"data={raw}", f"data_dir={data_dir}"]))

@@ -35,8 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from recbole.utils import ModelType
 
 from bench.common import ROOT, table
-from recbole_ext import registry
-from recbole_ext.config import known_keys
+from recbole_ext.config.keys import known_keys
+from recbole_ext.patches import registry
 
 KINDS = {
     ModelType.GENERAL: "general",

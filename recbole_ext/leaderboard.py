@@ -25,11 +25,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from recbole_ext import calibration
-from recbole_ext.ensemble import ENSEMBLE_MODEL
-from recbole_ext.files import json_text, write_atomic
-from recbole_ext.metrics import NDCG, RECALL
-from recbole_ext.run_folder import SUBMISSION, SUMMARY
+from recbole_ext.evaluator import calibration
+from recbole_ext.evaluator.metrics import NDCG, RECALL
+from recbole_ext.utils.files import json_text, write_atomic
+from recbole_ext.utils.run_folder import ENSEMBLE_MODEL, SUBMISSION, SUMMARY
 
 LOG_FILE = "leaderboard.csv"
 PLOT_FILE = "leaderboard.png"

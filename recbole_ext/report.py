@@ -22,10 +22,9 @@ import pandas as pd
 
 from atomic_data.holdout import PART_NAMES
 from recbole_ext import leaderboard
-from recbole_ext.ensemble import ENSEMBLE_MODEL
-from recbole_ext.files import write_atomic
-from recbole_ext.metrics import ACTIVITY, METRICS, NDCG, RECALL, paired_differences
-from recbole_ext.run_folder import SUBMISSION, SUMMARY, read_holdout_users
+from recbole_ext.evaluator.metrics import ACTIVITY, METRICS, NDCG, RECALL, paired_differences
+from recbole_ext.utils.files import write_atomic
+from recbole_ext.utils.run_folder import ENSEMBLE_MODEL, SUBMISSION, SUMMARY, read_holdout_users
 
 BREAKDOWN = (*PART_NAMES.values(), *ACTIVITY)  # holdout parts, then activity groups
 INTERVAL = ["ci low", "ci high"]  # the 95% bootstrap interval of recall@10

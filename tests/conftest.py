@@ -17,7 +17,7 @@ sys.path.insert(0, str(ROOT))
 
 from atomic_data import HoldoutRule, prepare  # noqa: E402
 from atomic_data.synthetic import Scale, generate  # noqa: E402
-from recbole_ext import compat, registry  # noqa: E402,F401  (RecBole patched and movierec registered first)
+from recbole_ext.patches import compat, registry  # noqa: E402,F401  (RecBole patched and movierec registered first)
 
 TINY = Scale(users=120, items=150, median=30, min_count=14, max_count=60)
 TEST_RULE = HoldoutRule(last=2, random=3, max_fraction=0.3, min_train=8, seed=7)

@@ -7,10 +7,11 @@ import torch
 from recbole.utils import init_seed
 from test_sequential import built
 
-from recbole_ext import registry
-from recbole_ext.config import ConfigError, load_settings
+from recbole_ext import ConfigError
+from recbole_ext.config.settings import load_settings
 from recbole_ext.models.window_trainer import WindowTrainer
-from recbole_ext.recbole_config import resolve_device
+from recbole_ext.patches import registry
+from recbole_ext.trainer.recbole_config import resolve_device
 
 
 def model_and_batch(prepared, tmp_path, model, *overrides):

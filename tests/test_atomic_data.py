@@ -16,7 +16,7 @@ from atomic_data.items import Watched, representative_credit, title_words, year_
 from atomic_data.sample import main as sample_cli
 from atomic_data.synthetic import main as synthetic_cli
 from atomic_data.tables import read_inter
-from recbole_ext.files import staging_path
+from recbole_ext.utils.files import staging_path
 
 # ---------------------------------------------------------------- bad input
 

@@ -10,10 +10,11 @@ from recbole.model.sequential_recommender.bert4rec import BERT4Rec as RecBoleBER
 from recbole.utils import init_seed
 
 from atomic_data import Prepared
-from recbole_ext import registry
-from recbole_ext.config import ConfigError, load_settings
-from recbole_ext.data import load_dataset
-from recbole_ext.recbole_config import recbole_config
+from recbole_ext import ConfigError
+from recbole_ext.config.settings import load_settings
+from recbole_ext.data.dataset import load_dataset
+from recbole_ext.patches import registry
+from recbole_ext.trainer.recbole_config import recbole_config
 from run import main as run_cli
 
 SMALL = ["MAX_ITEM_LIST_LENGTH=8", "hidden_size=16", "inner_size=32", "n_layers=1", "state=ERROR"]

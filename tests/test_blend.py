@@ -1,6 +1,6 @@
 """Blend recipes on tiny data with a real local Ray: bad recipes stop before Ray starts, members train
 side by side, a second invocation trains nothing, a changed member retrains alone, a failing member is
-left out with a warning, and the blend's numbers are recbole_ext.ensemble's on the same runs."""
+left out with a warning, and the blend's numbers are recbole_ext.blend.ensemble's on the same runs."""
 
 import json
 import resource
@@ -16,10 +16,10 @@ import ray
 from conftest import interrupt_when, write_raw
 
 import yaml
-from recbole_ext import blend as blending
-from recbole_ext import ensemble
+from recbole_ext import ConfigError
+from recbole_ext.blend import ensemble
 from recbole_ext.blend.__main__ import main as blend_main
-from recbole_ext.config import ConfigError
+from recbole_ext.blend.recipe import member_settings, read_recipe
 from recbole_ext.tune.driver import start_ray
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -184,19 +184,19 @@ def test_a_member_setting_the_data_cannot_serve_is_named_with_its_member(tmp_pat
     path = write_recipe(
         tmp_path / "recipe.yaml", {**MEMBERS, "EASE": {"model": "EASE", "set": {"filter": {"future_items": 2}}}}
     )
-    recipe = blending.read_recipe(path)
+    recipe = read_recipe(path)
     with pytest.raises(ConfigError) as refused:
-        blending.member_settings(recipe, recipe.members[0], [f"data={raw}"])
+        member_settings(recipe, recipe.members[0], [f"data={raw}"])
     assert str(refused.value).startswith(f"{path}: members.EASE.set: filter.future_items needs the films' years: ")
 
 
 def test_the_shipped_recipe_and_its_quick_variant_are_valid(tiny_raw, monkeypatch):
     monkeypatch.chdir(ROOT)  # its paths are the project's
     path = Path("yaml/blends/leaderboard.yaml")
-    full, quick = blending.read_recipe(path), blending.read_recipe(path, quick=True)
+    full, quick = read_recipe(path), read_recipe(path, quick=True)
     assert [spec.name for spec in full.members] == ["EASE", "RecVAE", "MultiVAE", "BERT4Rec", "gSASRec"]
     for recipe, resources in ((full, {"cpu": 2, "gpu": 0.25}), (quick, {"cpu": 1, "gpu": 0})):
-        settings = [blending.member_settings(recipe, spec, [f"data={tiny_raw}"]) for spec in recipe.members]
+        settings = [member_settings(recipe, spec, [f"data={tiny_raw}"]) for spec in recipe.members]
         assert all(s["tune"]["resources_per_trial"] == resources for s in settings)
     gsasrec = settings[-1]  # the quick one: its yaml's quick: block, then the recipe's changes
     assert (gsasrec["loss_type"], gsasrec["MAX_ITEM_LIST_LENGTH"]) == ("gBCE", 50)
@@ -439,4 +439,4 @@ def test_read_recipe_refuses_a_recipe_that_is_not_a_mapping(tmp_path):
     path = tmp_path / "recipe.yaml"
     path.write_text("- EASE\n- SASRec\n")
     with pytest.raises(ConfigError, match="expected `key: value` lines"):
-        blending.read_recipe(path)
+        read_recipe(path)

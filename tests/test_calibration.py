@@ -11,12 +11,13 @@ from test_ensemble import write_run as blend_run
 from test_leaderboard import write_run
 from test_stack import last_item_case
 
-from recbole_ext.calibration import fit_share
-from recbole_ext.config import ConfigError, load_settings
-from recbole_ext.ensemble import main as ensemble_main
+from recbole_ext import ConfigError
+from recbole_ext.blend.ensemble import main as ensemble_main
+from recbole_ext.blend.stack import part_weights
+from recbole_ext.config.settings import load_settings
+from recbole_ext.evaluator.calibration import fit_share
+from recbole_ext.evaluator.metrics import Objective, parse_objective
 from recbole_ext.leaderboard import main
-from recbole_ext.metrics import Objective, parse_objective
-from recbole_ext.stack import part_weights
 
 # part recalls of five kinds of submission: EASE finds random earlier items, a sequential model the latest
 LAST = np.array([0.10, 0.27, 0.18, 0.14, 0.22])

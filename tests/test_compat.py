@@ -1,6 +1,6 @@
 """Each compat shim, exercised through the RecBole code path it repairs.
 
-Removing a shim from recbole_ext/compat.py makes its test fail.
+Removing a shim from recbole_ext/patches/compat.py makes its test fail.
 """
 
 import pickle
@@ -130,7 +130,7 @@ def test_importing_recbole_models_leaves_anomaly_detection_off():
 def test_cpr_models_score_a_sequence_without_a_target_item(tiny_prepared, tmp_path, model_name):
     from recbole.data.interaction import Interaction
 
-    from recbole_ext.data import LazySequentialDataset
+    from recbole_ext.data.dataset import LazySequentialDataset
 
     config = recbole_config(
         tiny_prepared,
@@ -156,7 +156,7 @@ def test_cpr_models_score_a_sequence_without_a_target_item(tiny_prepared, tmp_pa
 
 
 def test_fearec_maps_each_target_item_to_its_rows(tiny_prepared, tmp_path):
-    from recbole_ext.data import LazySequentialDataset
+    from recbole_ext.data.dataset import LazySequentialDataset
 
     config = recbole_config(
         tiny_prepared,

@@ -1,15 +1,9 @@
 import pytest
 
-from recbole_ext import registry
-from recbole_ext.config import (
-    YAML_DIR,
-    ConfigError,
-    check_model,
-    check_values,
-    load_settings,
-    read_yaml,
-    setting_defaults,
-)
+from recbole_ext import ConfigError
+from recbole_ext.config.keys import YAML_DIR, check_model, check_values, read_yaml, setting_defaults
+from recbole_ext.config.settings import load_settings
+from recbole_ext.patches import registry
 
 
 def write(path, text):

@@ -3,10 +3,10 @@ import pandas as pd
 import torch
 from recbole.data.dataset import SequentialDataset
 
-from recbole_ext.cache import ReadRecorder
-from recbole_ext.config import load_settings
-from recbole_ext.data import History, LazySequentialDataset, dataset_cache, load_dataset, token_ids
-from recbole_ext.recbole_config import recbole_config
+from recbole_ext.config.settings import load_settings
+from recbole_ext.data.cache import ReadRecorder
+from recbole_ext.data.dataset import History, LazySequentialDataset, dataset_cache, load_dataset, token_ids
+from recbole_ext.trainer.recbole_config import recbole_config
 
 
 def sequential_config(prepared, tmp_path, **extra):
@@ -129,8 +129,8 @@ def test_lazy_dataset_gives_list_columns_row_by_row_as_recbole_materialises_them
 
 
 def test_fearec_trains_on_the_lazy_dataset(tiny_prepared, tmp_path):
-    from recbole_ext import registry
-    from recbole_ext.data import dataset_class, train_loader
+    from recbole_ext.data.dataset import dataset_class, train_loader
+    from recbole_ext.patches import registry
 
     settings = load_settings(
         "FEARec",

@@ -13,13 +13,13 @@ from test_sequential import built
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from recbole_ext import registry
-from recbole_ext.config import load_settings
-from recbole_ext.data import History, load_dataset
-from recbole_ext.future import FutureItems
+from recbole_ext.config.settings import load_settings
+from recbole_ext.data.dataset import History, load_dataset
+from recbole_ext.data.future import FutureItems
 from recbole_ext.models.losses import LOSS_TYPES, sequence_loss
-from recbole_ext.predict import top_k
-from recbole_ext.recbole_config import recbole_config
+from recbole_ext.patches import registry
+from recbole_ext.trainer.predict import top_k
+from recbole_ext.trainer.recbole_config import recbole_config
 
 
 class MadeOffDevice(TorchDispatchMode):

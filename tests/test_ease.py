@@ -10,13 +10,14 @@ from recbole.data.interaction import Interaction
 from recbole.model.general_recommender.ease import EASE as RecBoleEASE
 from recbole.utils import ModelType
 
-from recbole_ext import registry
-from recbole_ext.config import ConfigError, load_settings
-from recbole_ext.data import load_dataset
+from recbole_ext import ConfigError
+from recbole_ext.config.settings import load_settings
+from recbole_ext.data.dataset import load_dataset
 from recbole_ext.models import ease
-from recbole_ext.pipeline import predict_only, run
-from recbole_ext.predict import peak_memory
-from recbole_ext.recbole_config import recbole_config
+from recbole_ext.patches import registry
+from recbole_ext.quick_start.pipeline import predict_only, run
+from recbole_ext.trainer.predict import peak_memory
+from recbole_ext.trainer.recbole_config import recbole_config
 from run import main as run_cli
 
 # genre and directors are token_seq fields, year a token field

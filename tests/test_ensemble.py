@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recbole_ext.ensemble import EnsembleError, build, main
-from recbole_ext.fusion import evaluate, priority_fusion, rank_fusion, score_fusion
-from recbole_ext.metrics import split_users
+from recbole_ext.blend.ensemble import EnsembleError, build, main
+from recbole_ext.blend.fusion import evaluate, priority_fusion, rank_fusion, score_fusion
+from recbole_ext.evaluator.metrics import split_users
 
 
 def lists_frame(lists, scores=None):

@@ -8,7 +8,7 @@ import sys
 import pytest
 from conftest import ROOT
 
-from recbole_ext.files import OutputTaken, staged
+from recbole_ext.utils.files import OutputTaken, staged
 
 
 def test_a_staged_replacement_keeps_the_old_folder_until_the_new_one_is_complete(tmp_path):
@@ -52,7 +52,7 @@ def test_a_folder_another_process_writes_is_refused_or_waited_for_and_a_dead_hol
 HOLD = """
 import os, signal, sys
 from pathlib import Path
-from recbole_ext.files import claimed
+from recbole_ext.utils.files import claimed
 with claimed(Path(sys.argv[1])):
     print("claimed", flush=True)
     sys.stdin.read()

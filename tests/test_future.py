@@ -9,13 +9,14 @@ import torch
 from conftest import write_raw
 
 from atomic_data import HoldoutRule, prepare
-from recbole_ext.config import ConfigError, load_settings
-from recbole_ext.data import History, load_dataset
-from recbole_ext.future import FutureItems
+from recbole_ext import ConfigError
+from recbole_ext.config.settings import load_settings
+from recbole_ext.data.dataset import History, load_dataset
+from recbole_ext.data.future import FutureItems
 from recbole_ext.models.ease import EASE
-from recbole_ext.pipeline import run
-from recbole_ext.predict import top_k
-from recbole_ext.recbole_config import recbole_config
+from recbole_ext.quick_start.pipeline import run
+from recbole_ext.trainer.predict import top_k
+from recbole_ext.trainer.recbole_config import recbole_config
 from run import main as run_cli
 
 # the hand-made catalogue: release years from years.tsv; 23 has none, 24 and 25 only in their titles

@@ -11,8 +11,8 @@ import torch
 
 import yaml
 from bench import gpu
-from recbole_ext.config import load_settings
-from recbole_ext.pipeline import run
+from recbole_ext.config.settings import load_settings
+from recbole_ext.quick_start.pipeline import run
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_ENCODER = ["MAX_ITEM_LIST_LENGTH=20", "hidden_size=16", "inner_size=32", "n_layers=1", "train_batch_size=16"]

@@ -7,7 +7,7 @@ import torch
 from recbole.evaluator import Evaluator
 from recbole.evaluator.collector import DataStruct
 
-from recbole_ext.metrics import (
+from recbole_ext.evaluator.metrics import (
     activity_groups,
     bootstrap_interval,
     cross_fitted_choice,

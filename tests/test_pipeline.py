@@ -16,9 +16,10 @@ from conftest import interrupt_when, write_raw
 from recbole.data.dataset import Dataset
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from recbole_ext.config import ConfigError, load_settings
-from recbole_ext.files import HOST, json_text, staging_path, write_atomic
-from recbole_ext.pipeline import predict_only, run
+from recbole_ext import ConfigError
+from recbole_ext.config.settings import load_settings
+from recbole_ext.quick_start.pipeline import predict_only, run
+from recbole_ext.utils.files import HOST, json_text, staging_path, write_atomic
 from run import main as run_cli
 
 TINY_MODELS = {
@@ -341,7 +342,7 @@ def test_an_error_in_the_final_fit_keeps_the_finished_validation(tiny_raw, data_
     def disk_full(*args):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("recbole_ext.pipeline.write_full_lists", disk_full)  # the final fit's first write
+    monkeypatch.setattr("recbole_ext.quick_start.pipeline.write_full_lists", disk_full)  # the final fit's first write
     output = tmp_path / "ease"
     argv = [
         "--model=EASE",

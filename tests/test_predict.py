@@ -8,11 +8,11 @@ import torch
 from recbole.data.interaction import Interaction
 from recbole.utils import init_seed
 
-from recbole_ext import registry
-from recbole_ext.config import load_settings
-from recbole_ext.data import History, load_dataset
-from recbole_ext.predict import peak_memory, top_k
-from recbole_ext.recbole_config import recbole_config
+from recbole_ext.config.settings import load_settings
+from recbole_ext.data.dataset import History, load_dataset
+from recbole_ext.patches import registry
+from recbole_ext.trainer.predict import peak_memory, top_k
+from recbole_ext.trainer.recbole_config import recbole_config
 
 
 def model_and_data(prepared, tmp_path, model, *overrides):
@@ -84,7 +84,7 @@ def test_top_k_masks_seen_items_and_padding_in_any_batch_size(tiny_prepared, tmp
 
 
 def test_nan_scores_are_an_error(tiny_prepared, tmp_path):
-    from recbole_ext.predict import ModelScoresNaN
+    from recbole_ext.trainer.predict import ModelScoresNaN
 
     model, dataset, history = model_and_data(tiny_prepared, tmp_path, "BPR", "embedding_size=8")
     with torch.no_grad():

@@ -7,12 +7,12 @@ import pytest
 import torch
 from recbole.utils import init_seed
 
-from recbole_ext import registry
-from recbole_ext.config import load_settings
-from recbole_ext.data import History, SequenceWindows, load_dataset
-from recbole_ext.pipeline import prepare_data, run
-from recbole_ext.pretrain import downstream_settings, find_pretrained, load_pretrained, pretrain
-from recbole_ext.recbole_config import recbole_config
+from recbole_ext.config.settings import load_settings
+from recbole_ext.data.dataset import History, SequenceWindows, load_dataset
+from recbole_ext.patches import registry
+from recbole_ext.quick_start.pipeline import prepare_data, run
+from recbole_ext.trainer.pretrain import downstream_settings, find_pretrained, load_pretrained, pretrain
+from recbole_ext.trainer.recbole_config import recbole_config
 
 TINY_ENCODER = ["MAX_ITEM_LIST_LENGTH=12", "hidden_size=16", "inner_size=32", "n_layers=1", "n_heads=1"]
 

@@ -11,12 +11,13 @@ import torch
 from conftest import write_raw
 from recbole.data.interaction import Interaction
 
-from recbole_ext import registry
-from recbole_ext.config import ConfigError, load_settings
-from recbole_ext.data import History, SequenceWindows, load_dataset, train_loader
+from recbole_ext import ConfigError
+from recbole_ext.config.settings import load_settings
+from recbole_ext.data.dataset import History, SequenceWindows, load_dataset, train_loader
 from recbole_ext.models.losses import gbce, softmax_cross_entropy
-from recbole_ext.pipeline import run
-from recbole_ext.recbole_config import recbole_config
+from recbole_ext.patches import registry
+from recbole_ext.quick_start.pipeline import run
+from recbole_ext.trainer.recbole_config import recbole_config
 
 L = 7
 

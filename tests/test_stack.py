@@ -5,10 +5,10 @@ import pandas as pd
 import pytest
 from test_ensemble import write_data, write_run
 
-from recbole_ext import stack, stack_features
-from recbole_ext.ensemble import build, main
-from recbole_ext.fusion import evaluate as simple_blend
-from recbole_ext.metrics import RECALL
+from recbole_ext.blend import stack, stack_features
+from recbole_ext.blend.ensemble import build, main
+from recbole_ext.blend.fusion import evaluate as simple_blend
+from recbole_ext.evaluator.metrics import RECALL
 
 USERS, ITEMS, TRAIN_ITEMS = 200, 400, 20
 

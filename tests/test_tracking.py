@@ -16,8 +16,9 @@ from test_pipeline import recall_at_10_by_hand, tiny_settings
 from wandb.proto import wandb_internal_pb2
 
 import yaml
-from recbole_ext.config import ConfigError, load_settings
-from recbole_ext.pipeline import run
+from recbole_ext import ConfigError
+from recbole_ext.config.settings import load_settings
+from recbole_ext.quick_start.pipeline import run
 from recbole_ext.tune.driver import start_ray
 from run import main as run_cli
 from tune import main as tune_cli

@@ -22,8 +22,9 @@ import ray
 from conftest import wait_for
 
 import yaml
-from recbole_ext.config import ConfigError, load_settings
-from recbole_ext.metrics import split_users
+from recbole_ext import ConfigError
+from recbole_ext.config.settings import load_settings
+from recbole_ext.evaluator.metrics import split_users
 from recbole_ext.tune.driver import start_ray
 from recbole_ext.tune.space import parse_tune
 from recbole_ext.tune.trial import trial_resources

@@ -13,11 +13,12 @@ from recbole.data.interaction import Interaction
 from test_ease import REG, reference_B, user_item_matrix
 
 from atomic_data.synthetic import Scale, generate
-from recbole_ext.config import ConfigError, load_settings
-from recbole_ext.data import load_dataset
+from recbole_ext import ConfigError
+from recbole_ext.config.settings import load_settings
+from recbole_ext.data.dataset import load_dataset
 from recbole_ext.models import ease, user_ease
-from recbole_ext.pipeline import predict_only, run
-from recbole_ext.recbole_config import recbole_config
+from recbole_ext.quick_start.pipeline import predict_only, run
+from recbole_ext.trainer.recbole_config import recbole_config
 
 ROOT = Path(__file__).resolve().parent.parent
 USER_REG = 60.0

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from bench.zoo import zoo_models
-from recbole_ext.config import ConfigError, load_settings
-from recbole_ext.pipeline import run
+from recbole_ext import ConfigError
+from recbole_ext.config.settings import load_settings
+from recbole_ext.quick_start.pipeline import run
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -5,9 +5,11 @@ import argparse
 import logging
 import sys
 
-import recbole_ext.blend as blending
 from atomic_data import RawDataError
-from recbole_ext import ConfigError, fusion, run_folder
+from recbole_ext import ConfigError
+from recbole_ext.blend import blend as blending
+from recbole_ext.blend import fusion
+from recbole_ext.utils import run_folder
 
 
 def main(argv=None):

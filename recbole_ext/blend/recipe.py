@@ -5,9 +5,12 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from recbole_ext import ConfigError, calibration, ensemble, stack, stack_features
-from recbole_ext.config import did_you_mean, is_int, is_number, load_settings, read_yaml
-from recbole_ext.metrics import RECALL, K, Objective
+from recbole_ext import ConfigError
+from recbole_ext.blend import ensemble, stack, stack_features
+from recbole_ext.config.keys import did_you_mean, is_int, is_number, read_yaml
+from recbole_ext.config.settings import load_settings
+from recbole_ext.evaluator import calibration
+from recbole_ext.evaluator.metrics import RECALL, K, Objective
 
 RECIPE_KEYS = ("members", "blend", "settings", "quick")
 MEMBER_KEYS = ("config", "model", "set", "seeds")

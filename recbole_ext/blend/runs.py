@@ -13,13 +13,17 @@ from pathlib import Path
 import pandas as pd
 import ray
 
-from recbole_ext import ConfigError, ensemble, fusion, pipeline, run_folder
+from recbole_ext import ConfigError
+from recbole_ext.blend import fusion
+from recbole_ext.blend.members import load_members, load_prepared
 from recbole_ext.blend.recipe import member_settings
-from recbole_ext.files import claimed, json_text, staged
-from recbole_ext.metrics import holdout_detail, mean_scores, part_scores
+from recbole_ext.evaluator.metrics import holdout_detail, mean_scores, part_scores
+from recbole_ext.quick_start import pipeline
 from recbole_ext.tune.driver import start_ray
 from recbole_ext.tune.space import TUNE_DEFAULTS, parse_resources
 from recbole_ext.tune.trial import trial_resources, use_assigned_cpus
+from recbole_ext.utils import run_folder
+from recbole_ext.utils.files import claimed, json_text, staged
 
 logger = logging.getLogger("movierec.blend")
 
@@ -195,14 +199,14 @@ def average_seeds(runs, folder):
     the mean of per-user min-max scaled scores); made once, then reused."""
     if is_finished(folder):
         return folder
-    members = ensemble.load_members([run.folder for run in runs])
+    members = load_members([run.folder for run in runs])
     first = members[0].summary
     top_n = runs[0].settings["top_n"]
     weights = [1 / len(members)] * len(members)
     valid = fusion.score_fusion([m.valid for m in members], weights, k=top_n)
     full = fusion.score_fusion([m.full for m in members], weights, k=top_n)
     hidden = pd.read_csv(first["data"]["holdout_path"])
-    prepared = ensemble.load_prepared(first["data"]["data_path"])
+    prepared = load_prepared(first["data"]["data_path"])
     users = run_folder.holdout_activity(prepared, hidden).join(part_scores(valid, hidden))
     summary = {
         **{key: first[key] for key in ("model", "data", "config")},

@@ -1,1 +1,4 @@
-"""movierec's own models, one file each; recbole_ext/registry.py lists them."""
+"""movierec's own models, one file each; recbole_ext/patches/registry.py lists them.
+
+May import: evaluator, patches, utils, data, config.
+"""

@@ -8,7 +8,7 @@ has its own embedding table E_a; an item s enters the encoder as
 (the mean pools a multi-valued field such as genre; an item without a value,
 the padding and BERT4Rec's mask token add nothing). Only the input changes:
 the output side still scores against the item embeddings. The values are read
-from the .item file itself (recbole_ext/item_file.py), whatever ``load_col``
+from the .item file itself (recbole_ext/data/item_file.py), whatever ``load_col``
 loads; the item-to-value tables are rebuilt from it with the model and not
 saved, only the embeddings are. RecBole's SASRecF and FDSA add attributes to
 the input too, but train on every prefix (docs/models.md).
@@ -17,8 +17,9 @@ the input too, but train on every prefix (docs/models.md).
 import torch
 from torch import nn
 
-from recbole_ext.config import ConfigError, did_you_mean
-from recbole_ext.item_file import data_item_fields, read_item_file
+from recbole_ext import ConfigError
+from recbole_ext.config.keys import did_you_mean
+from recbole_ext.data.item_file import data_item_fields, read_item_file
 
 
 class ItemAttributes(nn.Module):

@@ -3,7 +3,7 @@
 RecBole's BERT4Rec (its encoder, output layer, tensor names, settings and
 checkpoints are kept) masks items inside every prefix of every user: one
 sample per interaction. Here a sample is a window of up to
-L = MAX_ITEM_LIST_LENGTH items of a user (``recbole_ext.data.SequenceWindows``):
+L = MAX_ITEM_LIST_LENGTH items of a user (``recbole_ext.data.dataset.SequenceWindows``):
 each real item is replaced by the mask token with probability ``mask_ratio``
 and the bidirectional encoder's output at each masked position is scored
 against the item that was there (``loss_type``, ``recbole_ext.models.losses``;
@@ -28,7 +28,7 @@ from recbole_ext.models.sasrec import (
     check_settings,  # noqa: F401  (the registry finds it here)
 )
 from recbole_ext.models.window_trainer import WindowTrainer
-from recbole_ext.registry import recbole_properties
+from recbole_ext.patches.registry import recbole_properties
 
 PROPERTIES = {**recbole_properties("BERT4Rec"), **WINDOW_SETTINGS}
 del PROPERTIES["transform"]  # RecBole's dataloader masks with it; here the model masks on its device

@@ -30,7 +30,7 @@ from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.trainer import Trainer
 from recbole.utils import FeatureType, InputType, ModelType
 
-from recbole_ext.config import ConfigError
+from recbole_ext import ConfigError
 
 PROPERTIES = {
     "reg_weight": 250.0,  # lambda, the L2 penalty on B

@@ -2,7 +2,7 @@
 
 Self-supervised pretraining of a bidirectional Transformer encoder whose
 shape and tensor names are SASRec's and BERT4Rec's, so the encoder carries
-over to them (recbole_ext/pretrain.py). For an item sequence with some
+over to them (recbole_ext/trainer/pretrain.py). For an item sequence with some
 positions masked (mask_ratio), and h_t the encoder output at position t:
 
     AAP_a  unmasked t: predict the values of attribute a of item s_t

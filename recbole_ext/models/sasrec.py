@@ -3,7 +3,7 @@
 RecBole's SASRec (its encoder, tensor names, settings and checkpoints are
 kept) trains on every prefix of every user as its own sample: one encoder
 pass per interaction. Here a sample is a window of a user's sequence
-(``recbole_ext.data.SequenceWindows``, L = MAX_ITEM_LIST_LENGTH inputs): the
+(``recbole_ext.data.dataset.SequenceWindows``, L = MAX_ITEM_LIST_LENGTH inputs): the
 causal encoder runs once, and its output h_t at every real position t is
 scored against the next item s_{t+1} (``recbole_ext.models.losses``):
 
@@ -21,11 +21,12 @@ import torch
 from recbole.model.sequential_recommender.sasrec import SASRec as RecBoleSASRec
 from recbole.utils import InputType
 
-from recbole_ext.config import ConfigError, is_number
+from recbole_ext import ConfigError
+from recbole_ext.config.keys import is_number
 from recbole_ext.models.attributes import ItemAttributes, check_item_attributes
 from recbole_ext.models.losses import LOSS_TYPES, sequence_loss
 from recbole_ext.models.window_trainer import WindowTrainer, amp_problem
-from recbole_ext.registry import recbole_properties
+from recbole_ext.patches.registry import recbole_properties
 
 WINDOW_SETTINGS = {
     "loss_type": "CE",  # CE | gBCE | BPR, over every position of a window

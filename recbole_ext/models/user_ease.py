@@ -31,7 +31,7 @@ import torch
 from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType, ModelType
 
-from recbole_ext.config import ConfigError
+from recbole_ext import ConfigError
 from recbole_ext.models.ease import (
     EASETrainer,
     binary,

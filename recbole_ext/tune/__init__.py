@@ -5,4 +5,6 @@ output folder in docs/tuning.md). Each trial calls ``pipeline.run`` with its
 sampled values and validate_only, and reports the holdout scores to Ray after
 every evaluation, so that ASHA can stop poor trials early. Import the names
 from the module that owns them (docs/layout.md).
+
+May import: evaluator, patches, utils, data, config, models, trainer, quick_start.
 """

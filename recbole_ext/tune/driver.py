@@ -24,14 +24,13 @@ from ray import tune
 from ray._private import services
 
 import yaml
-from recbole_ext import pipeline, tracking
-from recbole_ext.cache import ReadRecorder
-from recbole_ext.config import ConfigError, load_settings
-from recbole_ext.data import load_dataset
-from recbole_ext.files import write_atomic
-from recbole_ext.pretrain import downstream_models, find_pretrained, pretrain
-from recbole_ext.recbole_config import recbole_config, resolve_device
-from recbole_ext.run_folder import INTERRUPTED, default_output
+from recbole_ext import ConfigError
+from recbole_ext.config.settings import load_settings
+from recbole_ext.data.cache import ReadRecorder
+from recbole_ext.data.dataset import load_dataset
+from recbole_ext.quick_start import pipeline
+from recbole_ext.trainer.pretrain import downstream_models, find_pretrained, pretrain
+from recbole_ext.trainer.recbole_config import recbole_config, resolve_device
 from recbole_ext.tune.results import (
     BEST_FILE,
     TRIALS_CSV,
@@ -43,6 +42,9 @@ from recbole_ext.tune.results import (
 )
 from recbole_ext.tune.space import LISTED, TuneSpec, param_space, parse_tune, sampled_settings
 from recbole_ext.tune.trial import STOPPED, run_trial, trial_dirname, trial_resources
+from recbole_ext.utils import tracking
+from recbole_ext.utils.files import write_atomic
+from recbole_ext.utils.run_folder import INTERRUPTED, default_output
 
 logger = logging.getLogger("movierec.tune")
 

@@ -11,12 +11,12 @@ from pathlib import Path
 import pandas as pd
 
 import yaml
-from recbole_ext.config import is_number
-from recbole_ext.files import write_atomic
-from recbole_ext.metrics import cross_fitted_choice
-from recbole_ext.run_folder import SUMMARY, error_line, read_holdout_users
+from recbole_ext.config.keys import is_number
+from recbole_ext.evaluator.metrics import cross_fitted_choice
 from recbole_ext.tune.space import LOG_SCALE, is_scalar, plain_value
 from recbole_ext.tune.trial import STOPPED, trial_folders
+from recbole_ext.utils.files import write_atomic
+from recbole_ext.utils.run_folder import SUMMARY, error_line, read_holdout_users
 
 TRIALS_CSV = "trials.csv"
 TRIALS_PLOT = "trials.png"

@@ -11,18 +11,11 @@ from dataclasses import dataclass
 
 from ray import tune
 
-from recbole_ext.config import (
-    MANAGED,
-    MOVIEREC_KEYS,
-    ConfigError,
-    Settings,
-    check_settings,
-    did_you_mean,
-    is_int,
-    is_number,
-    known_keys,
-)
-from recbole_ext.metrics import CALIBRATED, parse_objective
+from recbole_ext import ConfigError
+from recbole_ext.config.checks import check_settings
+from recbole_ext.config.keys import MANAGED, MOVIEREC_KEYS, did_you_mean, is_int, is_number, known_keys
+from recbole_ext.config.settings import Settings
+from recbole_ext.evaluator.metrics import CALIBRATED, parse_objective
 
 TUNE_DEFAULTS = {
     "metric": "recall@10",

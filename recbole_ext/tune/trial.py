@@ -14,11 +14,12 @@ import ray
 import torch
 from ray import tune
 
-from recbole_ext import pipeline, tracking
-from recbole_ext.config import ConfigError
-from recbole_ext.files import staging_path
-from recbole_ext.run_folder import FAILED, SUMMARY, kept_folders, write_holdout_users
+from recbole_ext import ConfigError
+from recbole_ext.quick_start import pipeline
 from recbole_ext.tune.space import sampled_settings
+from recbole_ext.utils import tracking
+from recbole_ext.utils.files import staging_path
+from recbole_ext.utils.run_folder import FAILED, SUMMARY, kept_folders, write_holdout_users
 
 logger = logging.getLogger("movierec.tune")
 

@@ -34,7 +34,7 @@ from scipy import stats
 import yaml
 from atomic_data import BASE_YAML
 from recbole_ext import ConfigError
-from recbole_ext.metrics import CALIBRATED, LEVEL, RECALL, Objective, parse_objective
+from recbole_ext.evaluator.metrics import CALIBRATED, LEVEL, RECALL, Objective, parse_objective
 
 LAST, RANDOM = f"{RECALL} last", f"{RECALL} random"
 MIN_SUBMISSIONS = 3  # the diagnostic's two parameters (a, s) and one degree of freedom left to judge its fit

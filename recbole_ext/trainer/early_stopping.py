@@ -15,9 +15,9 @@ import functools
 import torch
 from recbole.trainer import Trainer
 
-from recbole_ext.data import token_ids
-from recbole_ext.metrics import K, evaluation_scores, parse_objective, part_scores
-from recbole_ext.predict import top_k
+from recbole_ext.data.dataset import token_ids
+from recbole_ext.evaluator.metrics import K, evaluation_scores, parse_objective, part_scores
+from recbole_ext.trainer.predict import top_k
 
 
 class HoldoutScorer:

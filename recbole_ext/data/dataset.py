@@ -2,7 +2,7 @@
 
 - ``load_dataset``: RecBole's dataset ready for training, from a pickle under
   ``<data_path>/cache/`` when the same data and the same values of the
-  settings its construction read were built before (recbole_ext.cache): a
+  settings its construction read were built before (recbole_ext.data.cache): a
   second run does not re-read and re-index millions of rows.
 - ``LazySequentialDataset``: RecBole materialises, for every interaction,
   the list of up to MAX_ITEM_LIST_LENGTH previous items of every field (a
@@ -24,13 +24,13 @@ from recbole.sampler import RepeatableSampler, Sampler
 from recbole.utils import ModelType
 
 from atomic_data.tables import read_inter
-from recbole_ext import registry
-from recbole_ext.cache import ReadKeyedCache, ReadRecorder, unwrapped
-from recbole_ext.files import write_atomic
+from recbole_ext.patches import registry
+from recbole_ext.data.cache import ReadKeyedCache, ReadRecorder, unwrapped
+from recbole_ext.utils.files import write_atomic
 
 logger = logging.getLogger(__name__)
 
-CACHE_FORMAT = 3  # bump when what is pickled changes
+CACHE_FORMAT = 4  # bump when what is pickled changes (4: the classes moved into recbole_ext.data)
 
 
 def windows(values, end, length, max_length):

@@ -32,11 +32,12 @@ import pandas as pd
 from atomic_data import RawDataError
 from atomic_data.tables import read_inter
 from recbole_ext import ConfigError
-from recbole_ext.files import claimed, json_text, new_staging
-from recbole_ext.metrics import K, activity_groups
+from recbole_ext.evaluator.metrics import K, activity_groups
+from recbole_ext.utils.files import claimed, json_text, new_staging
 
 logger = logging.getLogger("movierec")
 
+ENSEMBLE_MODEL = "ensemble"  # the `model` of an ensemble's summary.json
 SUBMISSION = "submission.csv"
 VALID_TOP = "valid_top50.csv"
 FULL_TOP = "full_top50.csv"

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from recbole_ext import ConfigError
-from recbole_ext.metrics import METRICS, RECALL
+from recbole_ext.evaluator.metrics import METRICS, RECALL
 
 BACKENDS = {"none": None, "mlflow": ("mlflow", "mlflow-skinny"), "wandb": ("wandb", "wandb")}  # module, pip name
 KEYS = ("backend", "project", "group", "uri", "dir")

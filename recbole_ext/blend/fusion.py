@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from recbole_ext.metrics import COMPETITION, NDCG, K, objective_means, split_users
+from recbole_ext.evaluator.metrics import COMPETITION, NDCG, K, objective_means, split_users
 
 METHODS = ("priority", "rank", "score")
 RRF_OFFSET = 60  # reciprocal-rank fusion's usual constant (Cormack et al. 2009)

@@ -1,7 +1,7 @@
 """The learned second stage (blend method ``stack``): a ranker over the union of the members' lists.
 
 Candidates are each user's items in any member's top N, with the features of
-recbole_ext.stack_features; a LightGBM model, trained on the holdout users' hidden items,
+recbole_ext.blend.stack_features; a LightGBM model, trained on the holdout users' hidden items,
 orders each user's candidates.
 
 Honest by construction: the holdout users are cut into folds; a fold's users are ranked by a
@@ -18,9 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from recbole_ext.fusion import EnsembleError, _check_enough
-from recbole_ext.metrics import COMPETITION, K, objective_means
-from recbole_ext.stack_features import FEATURES, candidate_table, features
+from recbole_ext.blend.fusion import EnsembleError, _check_enough
+from recbole_ext.blend.stack_features import FEATURES, candidate_table, features
+from recbole_ext.evaluator.metrics import COMPETITION, K, objective_means
 
 DEFAULT_CANDIDATES = 50
 DEFAULT_FOLDS = 5
@@ -51,7 +51,7 @@ class Options:
 
     def check(self, where="stack"):
         """One line naming the bad option, before any work."""
-        from recbole_ext.config import did_you_mean, is_int
+        from recbole_ext.config.keys import did_you_mean, is_int
 
         if not is_int(self.candidates) or self.candidates < K:
             raise EnsembleError(f"{where}.candidates must be an integer >= {K}, got {self.candidates!r}")

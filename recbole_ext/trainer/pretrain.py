@@ -1,7 +1,7 @@
 """Pretraining before a run: a model with DOWNSTREAM_MODELS (S3Rec) pretrains, its downstream model finetunes.
 
 Pretraining reads the validation files, never the holdout; its checkpoint is cached keyed by the values of
-every setting it read (recbole_ext.cache). The downstream model runs like any model with ``pretrained_path``
+every setting it read (recbole_ext.data.cache). The downstream model runs like any model with ``pretrained_path``
 set, its item rows matched by original item id, so one checkpoint serves the validation and the full fit.
 docs/models.md, *S3Rec with several attributes*, has the rest.
 """
@@ -14,13 +14,15 @@ from pathlib import Path
 import torch
 from recbole.utils import init_seed
 
-from recbole_ext import registry
-from recbole_ext.cache import ReadKeyedCache, ReadRecorder
-from recbole_ext.config import MOVIEREC_KEYS, Settings, check_settings, known_keys
-from recbole_ext.data import History, load_dataset, original_ids, train_loader
-from recbole_ext.files import write_atomic
+from recbole_ext.config.checks import check_settings
+from recbole_ext.config.keys import MOVIEREC_KEYS, known_keys
+from recbole_ext.config.settings import Settings
+from recbole_ext.data.cache import ReadKeyedCache, ReadRecorder
+from recbole_ext.data.dataset import History, load_dataset, original_ids, train_loader
 from recbole_ext.models.s3rec import attribute_weights
-from recbole_ext.recbole_config import recbole_config
+from recbole_ext.patches import registry
+from recbole_ext.trainer.recbole_config import recbole_config
+from recbole_ext.utils.files import write_atomic
 
 logger = logging.getLogger("movierec")
 ITEM_EMBEDDING = "item_embedding.weight"

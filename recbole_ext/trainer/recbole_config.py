@@ -11,8 +11,9 @@ import torch
 from recbole.config import Config
 from recbole.utils import ModelType
 
-from recbole_ext import ConfigError, registry
+from recbole_ext import ConfigError
 from recbole_ext.models.window_trainer import amp_problem
+from recbole_ext.patches import registry
 
 
 def resolve_device(settings):

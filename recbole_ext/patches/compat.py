@@ -2,7 +2,7 @@
 
 RecBole 1.2.1 was written for numpy 1, pandas < 3, torch < 2.6, scipy < 1.13
 and scripts that own ``sys.argv``. ``apply()`` patches the running process (never the
-installed package) and is called when ``recbole_ext.registry`` is imported,
+installed package) and is called when ``recbole_ext.patches.registry`` is imported,
 which every module that uses RecBole does. Each shim is a small function with
 a test in tests/test_compat.py that fails when the shim is removed.
 """

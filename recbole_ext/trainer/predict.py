@@ -16,7 +16,7 @@ from recbole.utils import ModelType
 from torch._C._profiler import _EventType
 from tqdm import tqdm
 
-from recbole_ext.data import original_ids
+from recbole_ext.data.dataset import original_ids
 
 MEMORY_BUDGET = 1 << 30  # bytes one chunk of pair scoring may allocate, on top of the model and data
 PROBE_PAIRS = 256  # the first chunk, measured to size the others

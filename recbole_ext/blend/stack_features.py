@@ -1,4 +1,4 @@
-"""What the learned second stage (recbole_ext.stack) knows of each (user, item) candidate.
+"""What the learned second stage (recbole_ext.blend.stack) knows of each (user, item) candidate.
 
 Candidates are each user's items in any member's top N; their features come from the members'
 lists and from the training interactions and item table of the fit the lists come from (the
@@ -14,8 +14,8 @@ import pandas as pd
 
 from atomic_data.items import read_item_text
 from atomic_data.tables import read_inter
-from recbole_ext.fusion import RRF_OFFSET, EnsembleError, normalised_score
-from recbole_ext.metrics import K
+from recbole_ext.blend.fusion import RRF_OFFSET, EnsembleError, normalised_score
+from recbole_ext.evaluator.metrics import K
 
 FEATURES = {
     "members": "each member's rank, scaled score and presence; how many members list the item, its best rank",

@@ -20,7 +20,8 @@ import re
 from pathlib import Path
 
 import yaml
-from recbole_ext import compat, metrics
+from recbole_ext.evaluator import metrics
+from recbole_ext.patches import compat
 
 compat.apply()
 

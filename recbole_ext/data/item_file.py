@@ -1,6 +1,6 @@
 """The prepared .item file of a dataset, read as atomic_data wrote it, whatever the run's ``load_col`` loads.
 
-The future-film filter (recbole_ext/future.py) reads its years, the sequential models' item attributes
+The future-film filter (recbole_ext/data/future.py) reads its years, the sequential models' item attributes
 (recbole_ext/models/attributes.py) its fields. ``data_item_fields`` says which fields the file will
 hold from the raw folder's side files alone, so that settings naming a field can be checked before
 any data is prepared.
@@ -14,7 +14,7 @@ from atomic_data.items import item_fields, read_item_text
 from atomic_data.movielens import SIDE_FILES as EMBEDDED_SIDE_FILES
 from atomic_data.raw import SIDE_FILES
 from recbole_ext import ConfigError
-from recbole_ext.data import token_ids
+from recbole_ext.data.dataset import token_ids
 
 
 def data_item_fields(raw_dir):

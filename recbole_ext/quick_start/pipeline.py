@@ -23,17 +23,19 @@ from atomic_data import RawDataError
 from atomic_data.movielens import embedded_default
 from atomic_data.raw import RATINGS_FILE
 from atomic_data.tables import read_inter
-from recbole_ext import registry, tracking
-from recbole_ext.config import ConfigError, Settings
-from recbole_ext.data import History, RepeatedPasses, load_dataset, train_loader
-from recbole_ext.early_stopping import HoldoutScorer, holdout_trainer
-from recbole_ext.files import json_text
-from recbole_ext.future import future_filter
-from recbole_ext.metrics import K, describe_holdout, holdout_detail, mean_scores, part_scores
-from recbole_ext.predict import top_k
-from recbole_ext.pretrain import downstream_models, downstream_settings, load_pretrained, pretrain
-from recbole_ext.recbole_config import resolve
-from recbole_ext.run_folder import (
+from recbole_ext import ConfigError
+from recbole_ext.config.settings import Settings
+from recbole_ext.data.dataset import History, RepeatedPasses, load_dataset, train_loader
+from recbole_ext.data.future import future_filter
+from recbole_ext.evaluator.metrics import K, describe_holdout, holdout_detail, mean_scores, part_scores
+from recbole_ext.patches import registry
+from recbole_ext.trainer.early_stopping import HoldoutScorer, holdout_trainer
+from recbole_ext.trainer.predict import top_k
+from recbole_ext.trainer.pretrain import downstream_models, downstream_settings, load_pretrained, pretrain
+from recbole_ext.trainer.recbole_config import resolve
+from recbole_ext.utils import tracking
+from recbole_ext.utils.files import json_text
+from recbole_ext.utils.run_folder import (
     MODEL_FILE,
     SUMMARY,
     VALID_TOP,

@@ -15,7 +15,7 @@ remain.
 import numpy as np
 import torch
 
-from recbole_ext.item_file import read_item_file
+from recbole_ext.data.item_file import read_item_file
 
 
 class FutureItems:

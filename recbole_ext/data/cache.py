@@ -19,7 +19,7 @@ import json
 import logging
 from pathlib import Path
 
-from recbole_ext.files import write_atomic
+from recbole_ext.utils.files import write_atomic
 
 logger = logging.getLogger(__name__)
 
