@@ -5,11 +5,7 @@
                                    [--candidates N] [--folds K] [--features a,b,...] [--objective NAME]
 
 The methods, the fitted and the cross-fitted estimate and what is printed and
-written: docs/blends.md; the maths: fusion.py (priority, rank, score) and
-stack.py (the learned second stage). What the docs leave out:
-ties of fused scores go to the best rank in any run, then the item id; the
-weight grid gets coarser beyond 4 runs, and its ties go to the higher ndcg@10,
-then the earlier grid point (more weight on the runs listed first).
+written: docs/blends.md; the work: recbole_ext/blend/ensemble.py.
 """
 
 import argparse

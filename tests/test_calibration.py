@@ -12,9 +12,9 @@ from test_leaderboard import write_run
 from test_stack import last_item_case
 
 from recbole_ext import ConfigError
-from recbole_ext.blend.ensemble import main as ensemble_main
 from recbole_ext.blend.stack import part_weights
 from recbole_ext.config.settings import load_settings
+from recbole_ext.ensemble import main as ensemble_main
 from recbole_ext.evaluator.calibration import fit_share
 from recbole_ext.evaluator.metrics import Objective, parse_objective
 from recbole_ext.leaderboard import main

@@ -6,8 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recbole_ext.blend.ensemble import EnsembleError, build, main
-from recbole_ext.blend.fusion import evaluate, priority_fusion, rank_fusion, score_fusion
+from recbole_ext.blend.ensemble import build
+from recbole_ext.blend.fusion import EnsembleError, evaluate, priority_fusion, rank_fusion, score_fusion
+from recbole_ext.ensemble import main
 from recbole_ext.evaluator.metrics import split_users
 
 

@@ -6,8 +6,9 @@ import pytest
 from test_ensemble import write_data, write_run
 
 from recbole_ext.blend import stack, stack_features
-from recbole_ext.blend.ensemble import build, main
+from recbole_ext.blend.ensemble import build
 from recbole_ext.blend.fusion import evaluate as simple_blend
+from recbole_ext.ensemble import main
 from recbole_ext.evaluator.metrics import RECALL
 
 USERS, ITEMS, TRAIN_ITEMS = 200, 400, 20

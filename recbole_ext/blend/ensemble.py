@@ -1,15 +1,9 @@
-"""Blend finished runs into one submission, with a holdout estimate not fitted to itself.
-
-    python -m recbole_ext.ensemble RUN_DIR RUN_DIR ... [--method priority|rank|score|stack|auto]
-                                   [--weights auto|w1,w2,...] [--depth N] [--seed N] [--output DIR]
-                                   [--candidates N] [--folds K] [--features a,b,...] [--objective NAME]
-
-The methods, the fitted and the cross-fitted estimate and what is printed and
-written: docs/blends.md; the maths: fusion.py (priority, rank, score) and
-stack.py (the learned second stage). What the docs leave out:
-ties of fused scores go to the best rank in any run, then the item id; the
-weight grid gets coarser beyond 4 runs, and its ties go to the higher ndcg@10,
-then the earlier grid point (more weight on the runs listed first).
+"""A blend of finished runs: build() fuses their lists, estimates the blend on the holdout without fitting
+it to itself (cross-fitted), and writes its folder; print_table shows it. Its command line:
+recbole_ext/ensemble.py; what is printed and written: docs/blends.md; the maths: fusion.py (priority,
+rank, score) and stack.py (the learned second stage). What the docs leave out: ties of fused scores
+go to the best rank in any run, then the item id; the weight grid gets coarser beyond 4 runs, and its
+ties go to the higher ndcg@10, then the earlier grid point (more weight on the runs listed first).
 """
 
 import datetime

@@ -136,7 +136,7 @@ def check_dtype(values, where):
 def check_positive(values, key, default, where):
     """A closed form's L2 penalty: with 0, X^T X (singular when an item or user is a sum of others) is inverted."""
     value = values.get(key, default)
-    if value <= 0:  # config.py checked that it is a number >= 0
+    if value <= 0:  # config/keys.py checked that it is a number >= 0
         raise ConfigError(f"{where(key)}: {key} must be a number > 0 (the Gram's inverse needs it), got {value!r}")
 
 

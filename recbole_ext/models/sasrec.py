@@ -42,7 +42,7 @@ PROPERTIES = {**recbole_properties("SASRec"), **WINDOW_SETTINGS}
 
 
 def check_settings(values, where):
-    """The choices of whole-sequence training (config.py checks kinds and ranges), shared with BERT4Rec."""
+    """The choices of whole-sequence training (config/keys.py checks kinds and ranges), shared with BERT4Rec."""
     choices = {"loss_type": LOSS_TYPES, "train_windows": ("all", "random")}
     for key, valid in choices.items():
         if key in values and values[key] not in valid:

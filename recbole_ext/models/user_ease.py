@@ -125,7 +125,7 @@ def check_settings(values, where):
     for key in ("user_reg_weight", "item_reg_weight"):
         check_positive(values, key, PROPERTIES[key], where)
     weight = values.get("item_weight", PROPERTIES["item_weight"])
-    if not 0 <= weight <= 1:  # config.py checked that it is a number >= 0
+    if not 0 <= weight <= 1:  # config/keys.py checked that it is a number >= 0
         raise ConfigError(f"{where('item_weight')}: item_weight must be a number in [0, 1], got {weight!r}")
 
 

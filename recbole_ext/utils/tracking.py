@@ -1,6 +1,6 @@
 """Experiment tracking: runs, tune trials and blends logged to MLflow or Weights & Biases (docs/tracking.md).
 
-The ``tracking:`` settings say where (config.py checks them: a backend whose package is missing is refused
+The ``tracking:`` settings say where (config/checks.py checks them: a backend whose package is missing is refused
 with its pip command). ``connect`` checks, before any work, that the backend can log; a run's ``Tracker``
 starts once its data is checked and logs the settings as parameters, each holdout evaluation as
 ``valid/...`` metrics by epoch, the holdout scores with their interval, parts and activity groups, and at
