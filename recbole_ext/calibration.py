@@ -9,6 +9,17 @@ has the same number of hidden items). a is fitted by least squares over a
 grid of [0, 1]; its 95% interval holds the shares whose fit is not worse than
 the best's by the F test of one parameter (n - 1 degrees of freedom). Fewer
 than MIN_SUBMISSIONS submissions, or parts too alike across them, cannot tell a.
+With 4 or more, each submission's part in it: the interval without it.
+
+Where the submissions' per-user holdout scores are known (each run's
+holdout_users.csv), the residuals are set against the noise of sampling users
+(noise_covariance, a chi-square test): within it, the board looks like a
+resampled holdout; beyond it, some submissions score differently on the board
+than on the holdout (a refit on more data, a board of other users), by the
+most standardised residual. Why the interval does not come from that noise
+(it would be narrower): on simulated boards it missed the true share far more
+often than 5% whenever submissions' board-to-holdout levels differ by 10%
+(bench/calibration.py, docs/numbers.md).
 
 A diagnostic, not the estimate: the fit with a free level s (board ≈ s · mix),
 and whether it fits significantly better than level 1 (a nested F test). A
@@ -40,6 +51,9 @@ LAST, RANDOM = f"{RECALL} last", f"{RECALL} random"
 MIN_SUBMISSIONS = 3  # the diagnostic's two parameters (a, s) and one degree of freedom left to judge its fit
 ALIKE = 0.02  # below this sine of the angle between the parts' score vectors, a is not identified
 GRID = np.linspace(0, 1, 1001)
+# each board (public, private) scores half of every user's hidden items: its sampling noise is counted as
+# that of half the holdout's users with the holdout's items (an overstatement where users differ more than items)
+BOARD_USER_SHARE = 0.5
 ESTIMATE_FILE = Path("outputs") / "leaderboard.json"  # where the listing writes, where objectives read
 
 
@@ -54,6 +68,10 @@ class Calibration:
     residuals: np.ndarray | None = None  # board score minus the fitted mix, per submission
     free_level: tuple | None = None  # (a, s) of the fit board ≈ s · mix: the diagnostic
     level_rejected: bool | None = None  # the free level fits significantly better than level 1
+    names: list | None = None  # the submissions' names, for the listing
+    noise_p: float | None = None  # the chi-square test's p of the residuals against the users' sampling noise
+    z_scores: np.ndarray | None = None  # each residual over its sampling noise's standard deviation
+    without: list | None = None  # the interval without each submission (None: cannot tell without it)
     reason: str | None = None
 
     def suggested_holdout(self, total=None):
@@ -76,6 +94,10 @@ class Calibration:
             "free_level": None if self.free_level is None else dict(zip(("last_share", "level"), self.free_level)),
             "level_rejected": self.level_rejected,
             "rms_residual": None if self.residuals is None else float(np.sqrt(np.mean(self.residuals**2))),
+            "sampling_noise": None
+            if self.noise_p is None
+            else {"chi2_p": self.noise_p, "z": dict(zip(self.names, self.z_scores.tolist()))},
+            "without": None if self.without is None else dict(zip(self.names, self.without)),
             "cannot_tell": self.reason,
         }
 
@@ -85,7 +107,6 @@ class Calibration:
         if self.last_share is None:
             return f"{head}: cannot tell ({self.reason})"
         low, high = self.interval
-        worst = np.abs(self.residuals).max()
         holdout = self.suggested_holdout()
         share, level = self.free_level
         verdict = (
@@ -98,10 +119,65 @@ class Calibration:
         return (
             f"{head} {self.last_share:.2f} ({LEVEL:.0%} interval {low:.2f} to {high:.2f}, {self.submissions} "
             f"submissions): board ≈ {self.last_share:.2f} · {LAST} + {1 - self.last_share:.2f} · {RANDOM}, "
-            f"residuals up to {worst:.4f} (rms {np.sqrt(np.mean(self.residuals**2)):.4f}); the matching holdout: "
+            f"residuals up to {np.abs(self.residuals).max():.4f} (rms {np.sqrt(np.mean(self.residuals**2)):.4f}); the matching holdout: "
             f"holdout.last: {holdout['last']}, holdout.random: {holdout['random']}; with a free level: "
-            f"{level:.2f} × ({share:.2f} · last + {1 - share:.2f} · random), {verdict}"
+            f"{level:.2f} × ({share:.2f} · last + {1 - share:.2f} · random), {verdict}{self._noise_words()}{self._pinned_words()}"
         )
+
+    def _noise_words(self):
+        if self.noise_p is None:
+            return ""
+        if self.noise_p >= 1 - LEVEL:
+            return f"; the residuals are within the users' sampling noise (chi-square p {self.noise_p:.2f})"
+        most = int(np.abs(self.z_scores).argmax())
+        return (
+            f"; the residuals exceed the users' sampling noise (chi-square p {self.noise_p:.3f}; most "
+            f"{self.names[most]}, z {self.z_scores[most]:+.1f}): submissions score differently on the board than "
+            "on the holdout beyond chance"
+        )
+
+    def _pinned_words(self):
+        if self.without is None:
+            return ""
+        widths = [1.0 if interval is None else interval[1] - interval[0] for interval in self.without]
+        key = int(np.argmax(widths))
+        shown = "cannot tell" if self.without[key] is None else "{:.2f} to {:.2f}".format(*self.without[key])
+        return (
+            f"; pinned down most by {self.names[key]} (without it: {shown}): another submission whose parts differ "
+            "from the rest's as much narrows the interval most"
+        )
+
+
+def noise_covariance(user_last, user_random):
+    """The covariance of the submissions' errors (board score minus mix) at every share of GRID: grid x n x n.
+
+    user_last, user_random: users x submissions, each user's holdout part recalls (NaN where a user has no
+    item in a part: the other part counts). A board score and a holdout mix are each a mean over users of
+    per-user mixes; their errors are counted independent (the same users on both sides would make them
+    agree, so this overstates the noise), the board's from BOARD_USER_SHARE of the holdout's users."""
+    user_last, user_random = (np.asarray(values, dtype=float) for values in (user_last, user_random))
+    user_last, user_random = (
+        np.where(np.isnan(user_last), user_random, user_last),
+        np.where(np.isnan(user_random), user_last, user_random),
+    )
+    users, n = user_last.shape
+    joint = np.cov(np.hstack([user_last, user_random]), rowvar=False).reshape(2, n, 2, n)
+    last_last, last_random, random_random = joint[0, :, 0], joint[0, :, 1], joint[1, :, 1]
+    grid = GRID[:, None, None]
+    spread = grid**2 * last_last + grid * (1 - grid) * (last_random + last_random.T) + (1 - grid) ** 2 * random_random
+    return spread * (1 / users + 1 / (BOARD_USER_SHARE * users))
+
+
+def user_part_scores(runs):
+    """The logged runs' per-user holdout part recalls (last, random: users x runs, the users all runs have),
+    from their holdout_users.csv; None when a run folder or its file is gone (runs from before it was written)."""
+    from recbole_ext.run_folder import read_holdout_users
+
+    tables = [read_holdout_users(run) if Path(run).is_dir() else None for run in runs]
+    if not tables or any(table is None or not {LAST, RANDOM} <= set(table.columns) for table in tables):
+        return None
+    users = sorted(set.intersection(*(set(table.index) for table in tables)))
+    return tuple(np.column_stack([table.loc[users, part] for table in tables]) for part in (LAST, RANDOM))
 
 
 def _within(rss, degrees_of_freedom):
@@ -109,36 +185,74 @@ def _within(rss, degrees_of_freedom):
     return rss * (1 + stats.f.ppf(LEVEL, 1, degrees_of_freedom) / degrees_of_freedom) + 1e-15
 
 
-def fit_share(last, random, board, board_name="public"):
-    """The Calibration of one board from its submissions' part recalls and board scores (equal lengths)."""
+def sampling_fit(residuals, covariance, tolerance=1e-9):
+    """The residuals' chi-square against the users' sampling noise at each grid share (residualᵀ covariance⁻¹
+    residual), and its degrees of freedom at the best share. Identical submissions (a blend that is one
+    member) make the covariance singular: their directions are left out."""
+    eigenvalues, eigenvectors = np.linalg.eigh(covariance)
+    kept = eigenvalues > eigenvalues[:, -1:] * tolerance
+    coordinates = np.einsum("gi,gij->gj", residuals, eigenvectors)
+    chi2 = np.where(kept, coordinates**2 / np.where(kept, eigenvalues, 1), 0).sum(axis=1)
+    return chi2, int(kept[chi2.argmin()].sum()) - 1
+
+
+def _alike(last, random):
+    """The parts' score vectors too close in direction to tell a share from a level."""
+    cosine = last @ random / (np.linalg.norm(last) * np.linalg.norm(random) or 1)
+    return math.sqrt(max(0.0, 1 - cosine**2)) < ALIKE
+
+
+def _least_squares(last, random, board):
+    """The mixes at each grid share (grid x submissions), their residual sums of squares, the best grid
+    index and the F test's interval."""
+    mixes = np.outer(GRID, last) + np.outer(1 - GRID, random)
+    rss = ((board - mixes) ** 2).sum(axis=1)
+    best = int(rss.argmin())
+    inside = GRID[rss <= _within(rss[best], len(board) - 1)]
+    return mixes, rss, best, (float(inside.min()), float(inside.max()))
+
+
+def fit_share(last, random, board, board_name="public", user_scores=None, names=None):
+    """The Calibration of one board from its submissions' part recalls and board scores (equal lengths), where
+    known their per-user holdout part recalls (user_scores: (last, random), users x submissions), and their
+    names (by default #1, #2...)."""
     last, random, board = (np.asarray(values, dtype=float) for values in (last, random, board))
     n = len(board)
     if n < MIN_SUBMISSIONS:
         return Calibration(board_name, n, reason=f"{n} submissions with part scores; record at least {MIN_SUBMISSIONS}")
-    cosine = last @ random / (np.linalg.norm(last) * np.linalg.norm(random) or 1)
-    if math.sqrt(max(0.0, 1 - cosine**2)) < ALIKE:
+    if _alike(last, random):
         return Calibration(
             board_name,
             n,
             reason="the submissions' last and random part scores are too alike (in proportion) to separate the parts; "
             "record submissions of different kinds (EASE, a sequential model, a blend)",
         )
-    mixes = np.outer(GRID, last) + np.outer(1 - GRID, random)  # grid points x submissions
-    rss = ((board - mixes) ** 2).sum(axis=1)
-    best = int(rss.argmin())
-    inside = GRID[rss <= _within(rss[best], n - 1)]
+    mixes, rss, best, interval = _least_squares(last, random, board)
     levels = mixes @ board / np.einsum("ij,ij->i", mixes, mixes)
     free_rss = ((board - levels[:, None] * mixes) ** 2).sum(axis=1)
     free = int(free_rss.argmin())
-    return Calibration(
+    estimate = Calibration(
         board_name,
         n,
         last_share=float(GRID[best]),
-        interval=(float(inside.min()), float(inside.max())),
+        interval=interval,
         residuals=board - mixes[best],
         free_level=(float(GRID[free]), float(levels[free])),
         level_rejected=bool(rss[best] > _within(free_rss[free], n - 2)),
+        names=list(names) if names is not None else [f"#{i + 1}" for i in range(n)],
     )
+    if user_scores is not None:
+        covariance = noise_covariance(*user_scores)
+        chi2, degrees = sampling_fit(board - mixes, covariance)
+        if degrees >= 1:  # one distinct profile leaves no residual to judge the noise by
+            estimate.noise_p = float(stats.chi2.sf(chi2.min(), degrees))
+            estimate.z_scores = estimate.residuals / np.sqrt(np.diag(covariance[best]))
+    if n > MIN_SUBMISSIONS:
+        kept = [np.arange(n) != i for i in range(n)]
+        estimate.without = [
+            None if _alike(last[k], random[k]) else _least_squares(last[k], random[k], board[k])[3] for k in kept
+        ]
+    return estimate
 
 
 def resolved_objective(text, where, estimate_file=ESTIMATE_FILE, file=None):

@@ -11,7 +11,8 @@ from test_ensemble import write_run as blend_run
 from test_leaderboard import write_run
 from test_stack import last_item_case
 
-from recbole_ext.calibration import fit_share
+from bench.calibration import synthetic_board
+from recbole_ext.calibration import BOARD_USER_SHARE, GRID, fit_share, noise_covariance
 from recbole_ext.config import ConfigError, load_settings
 from recbole_ext.ensemble import main as ensemble_main
 from recbole_ext.leaderboard import main
@@ -42,6 +43,58 @@ def test_the_fit_recovers_a_known_share_from_synthetic_scores(share):
         assert abs(noisy.last_share - share) < 0.1 and noisy.level_rejected is False
 
 
+def test_the_interval_holds_the_true_share_as_often_as_it_says_where_its_assumptions_hold():
+    """Independent errors of one size: the F test's interval holds the true share in about 95% of boards."""
+    held = []
+    for seed in range(200):
+        low, high = fit_share(LAST, RANDOM, board_scores(0.3, noise=0.01, seed=seed)).interval
+        held.append(low <= 0.3 <= high)
+    assert 0.9 <= np.mean(held) <= 0.99
+
+
+def test_the_sampling_noise_is_the_spread_of_each_users_mix_over_the_holdouts_and_the_boards_users():
+    rng = np.random.default_rng(0)
+    last, random = rng.random((50, 3)), rng.random((50, 3))
+    last[0, 1] = np.nan  # a user without a latest item: its random part counts
+    filled = np.where(np.isnan(last), random, last)
+    expected = np.cov(0.3 * filled + 0.7 * random, rowvar=False) * (1 / 50 + 1 / (BOARD_USER_SHARE * 50))
+    assert noise_covariance(last, random)[np.searchsorted(GRID, 0.3)] == pytest.approx(expected)
+
+
+def test_residuals_beyond_the_users_sampling_noise_are_flagged_with_the_submission_that_strays():
+    """Synthetic boards where the truth is known: resampled holdouts stay within the noise; a submission that
+    scores 0.75 times its holdout chances on the board is flagged and named."""
+    within, flagged, named = [], [], []
+    for seed in range(20):
+        means, users = synthetic_board(0.4, seed)
+        within.append(fit_share(*means, user_scores=users).noise_p >= 0.05)
+        means, users = synthetic_board(0.4, seed, shifted={1: 0.75})
+        strayed = fit_share(*means, user_scores=users, names=["EASE", "SASRec", "VAE", "blend"])
+        flagged.append(strayed.noise_p < 0.05)
+        named.append("most SASRec, z -" in strayed.describe())
+    assert np.mean(within) >= 0.9 and np.mean(flagged) >= 0.9 and np.mean(named) >= 0.9
+    assert (
+        "the residuals are within the users' sampling noise (chi-square p"
+        in fit_share(*synthetic_board(0.4, 0)[0], user_scores=synthetic_board(0.4, 0)[1]).describe()
+    )
+
+
+def test_the_submission_that_pins_the_share_down_is_named_with_the_interval_without_it():
+    """Three submissions of one profile (EASE-like: random part three times the last) and one sequential:
+    without the sequential one the share cannot be told; without any other it hardly moves."""
+    last, random = np.array([0.10, 0.11, 0.09, 0.27]), np.array([0.30, 0.33, 0.27, 0.12])
+    board = 0.5 * last + 0.5 * random + [0.002, -0.002, 0.001, -0.001]
+    estimate = fit_share(last, random, board, names=["EASE-a", "EASE-b", "EASE-c", "gSASRec"])
+    low, high = estimate.interval
+    assert estimate.without[3] is None and estimate.as_json()["without"]["gSASRec"] is None
+    for other_low, other_high in estimate.without[:3]:
+        assert abs((other_low + other_high) / 2 - 0.5) < 0.05 and other_high - other_low < 2 * (high - low)
+    assert "; pinned down most by gSASRec (without it: cannot tell): another submission whose parts differ" in (
+        estimate.describe()
+    )
+    assert fit_share(last[:3] + [0, 0, 0.1], random[:3], board[:3]).without is None  # 3 submissions: none can go
+
+
 def test_a_wider_noise_gives_a_wider_interval():
     widths = [np.diff(fit_share(LAST, RANDOM, board_scores(0.4, noise=noise)).interval)[0] for noise in (0.001, 0.01)]
     assert widths[0] < widths[1]
@@ -50,10 +103,10 @@ def test_a_wider_noise_gives_a_wider_interval():
 def test_a_board_at_another_level_than_the_holdouts_is_flagged():
     harder = fit_share(LAST, RANDOM, board_scores(0.5, level=0.8, noise=0.001))
     assert harder.level_rejected is True and harder.free_level == pytest.approx((0.5, 0.8), abs=0.05)
-    assert harder.describe().endswith(
+    assert (
         "with a free level: 0.80 × (0.50 · last + 0.50 · random), rejects level 1 (F test): the board scores below "
-        "the mix (harder than the holdout, for all or some submissions), so the share is less sure"
-    )
+        "the mix (harder than the holdout, for all or some submissions), so the share is less sure; pinned down"
+    ) in harder.describe()
     assert harder.as_json()["level_rejected"] is True
 
 
@@ -109,6 +162,32 @@ def test_the_listing_estimates_each_board_and_writes_leaderboard_json(tmp_path, 
     assert calibration["last_share"] == pytest.approx(0.3) and calibration["interval"] == pytest.approx([0.3, 0.3])
     assert calibration["suggested_holdout"] == {"last": 3, "random": 7}
     assert estimates["data"]["fp-1"]["private"]["last_share"] == pytest.approx(0.6)
+
+
+def test_the_listing_sets_the_residuals_against_the_noise_of_the_runs_users(tmp_path, capsys):
+    """Each run's holdout_users.csv gives the users' sampling noise: a run that scores 0.75 times its holdout
+    chances on the board is named; with one file gone there is no noise to judge by."""
+    outputs = tmp_path / "outputs"
+    (last, random, board), (user_last, user_random) = synthetic_board(0.4, 0, shifted={1: 0.75})
+    for i in range(4):
+        parts = {"last": {"recall@10": last[i]}, "random": {"recall@10": random[i]}}
+        run = write_run(outputs / f"run-{i}", 0.2, holdout_detail={"parts": parts})
+        users = {
+            "user": np.arange(len(user_last)),
+            "recall@10 last": user_last[:, i],
+            "recall@10 random": user_random[:, i],
+        }
+        pd.DataFrame(users).to_csv(run / "holdout_users.csv", index=False)
+        assert main(["add", str(run), "--public", f"{board[i]:.6f}", "--outputs", str(outputs)]) == 0
+    assert main(["--outputs", str(outputs)]) == 0
+    assert "the residuals exceed the users' sampling noise (chi-square p 0.0" in capsys.readouterr().out
+    noise = json.loads((outputs / "leaderboard.json").read_text())["calibration"]["sampling_noise"]
+    assert noise["chi2_p"] < 0.05 and sorted(noise["z"]) == [f"run-{i}" for i in range(4)]
+    assert min(noise["z"], key=lambda name: noise["z"][name]) == "run-1" and noise["z"]["run-1"] < -3
+    (outputs / "run-2" / "holdout_users.csv").unlink()
+    assert main(["--outputs", str(outputs)]) == 0
+    assert "sampling noise" not in capsys.readouterr().out
+    assert json.loads((outputs / "leaderboard.json").read_text())["calibration"]["sampling_noise"] is None
 
 
 def test_a_log_of_two_submissions_says_cannot_tell_and_writes_no_share(tmp_path, capsys):
