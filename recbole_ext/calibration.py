@@ -9,7 +9,11 @@ has the same number of hidden items). a is fitted by least squares over a
 grid of [0, 1]; its 95% interval holds the shares whose fit is not worse than
 the best's by the F test of one parameter (n - 1 degrees of freedom). Fewer
 than MIN_SUBMISSIONS submissions, or parts too alike across them, cannot tell a.
-With 4 or more, each submission's part in it: the interval without it.
+Each submission weighs in the fit by its (last - random)² (board - random =
+a · (last - random)): a submission whose parts score alike (a sequential
+model as good at the latest items as at random ones) says nothing about a;
+the listing names the heaviest and the half width one more like it would
+give, the residuals' size unchanged.
 
 Where the submissions' per-user holdout scores are known (each run's
 holdout_users.csv), the residuals are set against the noise of sampling users
@@ -71,7 +75,9 @@ class Calibration:
     names: list | None = None  # the submissions' names, for the listing
     noise_p: float | None = None  # the chi-square test's p of the residuals against the users' sampling noise
     z_scores: np.ndarray | None = None  # each residual over its sampling noise's standard deviation
-    without: list | None = None  # the interval without each submission (None: cannot tell without it)
+    weights: np.ndarray | None = None  # each submission's weight in the fit: its (last - random)² over the sum
+    half_width: tuple | None = None  # the interval's half width (before clipping) now, and with one more
+    # submission like the heaviest (the residuals' size unchanged)
     reason: str | None = None
 
     def suggested_holdout(self, total=None):
@@ -97,7 +103,10 @@ class Calibration:
             "sampling_noise": None
             if self.noise_p is None
             else {"chi2_p": self.noise_p, "z": dict(zip(self.names, self.z_scores.tolist()))},
-            "without": None if self.without is None else dict(zip(self.names, self.without)),
+            "weights": None if self.weights is None else dict(zip(self.names, self.weights.tolist())),
+            "half_width": None
+            if self.half_width is None
+            else dict(zip(("now", "one more like the heaviest"), self.half_width)),
             "cannot_tell": self.reason,
         }
 
@@ -137,14 +146,11 @@ class Calibration:
         )
 
     def _pinned_words(self):
-        if self.without is None:
-            return ""
-        widths = [1.0 if interval is None else interval[1] - interval[0] for interval in self.without]
-        key = int(np.argmax(widths))
-        shown = "cannot tell" if self.without[key] is None else "{:.2f} to {:.2f}".format(*self.without[key])
+        heaviest = int(self.weights.argmax())
+        now, more = self.half_width
         return (
-            f"; pinned down most by {self.names[key]} (without it: {shown}): another submission whose parts differ "
-            "from the rest's as much narrows the interval most"
+            f"; pinned down most by {self.names[heaviest]} (weight {self.weights[heaviest]:.2f}; a submission weighs "
+            f"its (last - random)²): one more like it would give about ±{more:.2f} (now ±{now:.2f})"
         )
 
 
@@ -196,22 +202,6 @@ def sampling_fit(residuals, covariance, tolerance=1e-9):
     return chi2, int(kept[chi2.argmin()].sum()) - 1
 
 
-def _alike(last, random):
-    """The parts' score vectors too close in direction to tell a share from a level."""
-    cosine = last @ random / (np.linalg.norm(last) * np.linalg.norm(random) or 1)
-    return math.sqrt(max(0.0, 1 - cosine**2)) < ALIKE
-
-
-def _least_squares(last, random, board):
-    """The mixes at each grid share (grid x submissions), their residual sums of squares, the best grid
-    index and the F test's interval."""
-    mixes = np.outer(GRID, last) + np.outer(1 - GRID, random)
-    rss = ((board - mixes) ** 2).sum(axis=1)
-    best = int(rss.argmin())
-    inside = GRID[rss <= _within(rss[best], len(board) - 1)]
-    return mixes, rss, best, (float(inside.min()), float(inside.max()))
-
-
 def fit_share(last, random, board, board_name="public", user_scores=None, names=None):
     """The Calibration of one board from its submissions' part recalls and board scores (equal lengths), where
     known their per-user holdout part recalls (user_scores: (last, random), users x submissions), and their
@@ -220,14 +210,18 @@ def fit_share(last, random, board, board_name="public", user_scores=None, names=
     n = len(board)
     if n < MIN_SUBMISSIONS:
         return Calibration(board_name, n, reason=f"{n} submissions with part scores; record at least {MIN_SUBMISSIONS}")
-    if _alike(last, random):
+    cosine = last @ random / (np.linalg.norm(last) * np.linalg.norm(random) or 1)
+    if math.sqrt(max(0.0, 1 - cosine**2)) < ALIKE:
         return Calibration(
             board_name,
             n,
             reason="the submissions' last and random part scores are too alike (in proportion) to separate the parts; "
             "record submissions of different kinds (EASE, a sequential model, a blend)",
         )
-    mixes, rss, best, interval = _least_squares(last, random, board)
+    mixes = np.outer(GRID, last) + np.outer(1 - GRID, random)  # grid points x submissions
+    rss = ((board - mixes) ** 2).sum(axis=1)
+    best = int(rss.argmin())
+    inside = GRID[rss <= _within(rss[best], n - 1)]
     levels = mixes @ board / np.einsum("ij,ij->i", mixes, mixes)
     free_rss = ((board - levels[:, None] * mixes) ** 2).sum(axis=1)
     free = int(free_rss.argmin())
@@ -235,7 +229,7 @@ def fit_share(last, random, board, board_name="public", user_scores=None, names=
         board_name,
         n,
         last_share=float(GRID[best]),
-        interval=interval,
+        interval=(float(inside.min()), float(inside.max())),
         residuals=board - mixes[best],
         free_level=(float(GRID[free]), float(levels[free])),
         level_rejected=bool(rss[best] > _within(free_rss[free], n - 2)),
@@ -247,11 +241,13 @@ def fit_share(last, random, board, board_name="public", user_scores=None, names=
         if degrees >= 1:  # one distinct profile leaves no residual to judge the noise by
             estimate.noise_p = float(stats.chi2.sf(chi2.min(), degrees))
             estimate.z_scores = estimate.residuals / np.sqrt(np.diag(covariance[best]))
-    if n > MIN_SUBMISSIONS:
-        kept = [np.arange(n) != i for i in range(n)]
-        estimate.without = [
-            None if _alike(last[k], random[k]) else _least_squares(last[k], random[k], board[k])[3] for k in kept
-        ]
+    gap = (last - random) ** 2  # board - random = a (last - random): the share scales each gap
+    spread = rss[best] / (n - 1)
+    estimate.weights = gap / gap.sum()
+    estimate.half_width = (
+        math.sqrt(spread * stats.f.ppf(LEVEL, 1, n - 1) / gap.sum()),
+        math.sqrt(spread * stats.f.ppf(LEVEL, 1, n) / (gap.sum() + gap.max())),
+    )
     return estimate
 
 

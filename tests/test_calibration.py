@@ -79,20 +79,22 @@ def test_residuals_beyond_the_users_sampling_noise_are_flagged_with_the_submissi
     )
 
 
-def test_the_submission_that_pins_the_share_down_is_named_with_the_interval_without_it():
-    """Three submissions of one profile (EASE-like: random part three times the last) and one sequential:
-    without the sequential one the share cannot be told; without any other it hardly moves."""
-    last, random = np.array([0.10, 0.11, 0.09, 0.27]), np.array([0.30, 0.33, 0.27, 0.12])
+def test_the_submission_that_pins_the_share_down_is_the_one_whose_parts_differ_most():
+    """board - random = a (last - random): three EASE-like submissions (random part far above the last) pin a
+    down, a sequential one as good at both parts says nothing about it."""
+    last, random = np.array([0.10, 0.11, 0.09, 0.14]), np.array([0.30, 0.33, 0.27, 0.145])
     board = 0.5 * last + 0.5 * random + [0.002, -0.002, 0.001, -0.001]
     estimate = fit_share(last, random, board, names=["EASE-a", "EASE-b", "EASE-c", "gSASRec"])
+    weights = estimate.as_json()["weights"]
+    assert max(weights, key=weights.get) == "EASE-b" and weights["gSASRec"] < 0.01
+    assert weights["gSASRec"] == pytest.approx(0.005**2 / (0.2**2 + 0.22**2 + 0.18**2 + 0.005**2))
     low, high = estimate.interval
-    assert estimate.without[3] is None and estimate.as_json()["without"]["gSASRec"] is None
-    for other_low, other_high in estimate.without[:3]:
-        assert abs((other_low + other_high) / 2 - 0.5) < 0.05 and other_high - other_low < 2 * (high - low)
-    assert "; pinned down most by gSASRec (without it: cannot tell): another submission whose parts differ" in (
-        estimate.describe()
+    now, more = estimate.half_width
+    assert now == pytest.approx((high - low) / 2, abs=0.002) and more < now
+    assert (
+        f"pinned down most by EASE-b (weight {weights['EASE-b']:.2f}; a submission weighs its (last - random)²): "
+        in (estimate.describe())
     )
-    assert fit_share(last[:3] + [0, 0, 0.1], random[:3], board[:3]).without is None  # 3 submissions: none can go
 
 
 def test_a_wider_noise_gives_a_wider_interval():
