@@ -251,6 +251,14 @@ def fit_share(last, random, board, board_name="public", user_scores=None, names=
     return estimate
 
 
+def fit_log(rows, board_name):
+    """fit_share of leaderboard log rows (run, the part columns, the board's): each run named by its folder,
+    its per-user scores read from its holdout_users.csv."""
+    runs = rows["run"]
+    names = [Path(run).name for run in runs]
+    return fit_share(rows[LAST], rows[RANDOM], rows[board_name], board_name, user_part_scores(runs), names)
+
+
 def resolved_objective(text, where, estimate_file=ESTIMATE_FILE, file=None):
     """The objective a setting names, `calibrated` replaced by the share the log estimates (as `last:<a>`);
     prints which share it uses. ConfigError (naming where) when it names none or there is no estimate to read."""

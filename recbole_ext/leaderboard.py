@@ -224,10 +224,7 @@ def listing(log):
             if name == "public" or len(scored):
                 lines.append(verdict(scored[RECALL], scored[name], name))
                 with_parts = scored.dropna(subset=PART_COLUMNS)
-                users = calibration.user_part_scores(with_parts["run"])
-                scores = (with_parts[column] for column in (*PART_COLUMNS, name))
-                names = [Path(run).name for run in with_parts["run"]]
-                estimates[name] = calibration.fit_share(*scores, name, users, names)
+                estimates[name] = calibration.fit_log(with_parts, name)
                 lines.append(estimates[name].describe())
         result.append((fingerprint, rows, lines, estimates))
     return result
