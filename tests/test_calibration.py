@@ -11,7 +11,7 @@ from test_ensemble import write_run as blend_run
 from test_leaderboard import write_run
 from test_stack import last_item_case
 
-from bench.calibration import synthetic_board
+from bench.calibration_boards import synthetic_board
 from recbole_ext.calibration import BOARD_USER_SHARE, GRID, fit_share, noise_covariance
 from recbole_ext.config import ConfigError, load_settings
 from recbole_ext.ensemble import main as ensemble_main
