@@ -23,9 +23,9 @@ The intervals' coverage: boards simulated by resampling the users of each case (
 retraining), the holdout's part means over all its users (as logged) or over the board's users (as in
 the competition, where the boards score the holdout's users), and synthetic boards (synthetic_board,
 also run by `--data` with no name) where the truth is known: resampled holdouts, and boards where one
-submission scores 0.9 or 0.75 times its holdout chances. Three rules: the listing's (the F test on the
-residuals), the users' sampling noise alone (chi-square), and the sampling noise where the chi-square test
-finds the residuals within it, else the F test.
+submission scores 0.9 or 0.75 times its holdout chances. Three rules: the F test on the residuals (the
+listing's until 2026-12-07), the users' sampling noise alone (chi-square), and the span of both (the
+listing's since).
 
 Goals (issue 27), printed beside the figures: the true share inside the estimate's interval in every
 case, the interval at most 0.3 wide with 4 submissions; the calibrated blend at least the default one on

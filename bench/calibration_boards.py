@@ -1,22 +1,21 @@
 """The simulated boards of bench/calibration.py: submissions scored on a board, the estimate's interval
 against the board's true share of latest items, and its coverage on boards simulated by resampling users
-and on synthetic boards (RULES: the listing's interval, the users' sampling noise alone, and that one where
-the chi-square test finds the residuals within it)."""
+and on synthetic boards (RULES: the F test on the residuals, the users' sampling noise alone, and the span
+of both, the listing's interval)."""
 
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 # part recalls of four kinds of submission on the synthetic boards: EASE-like, sequential, VAE-like, a blend
 SYNTHETIC_LAST = np.array([0.10, 0.27, 0.18, 0.14])
 SYNTHETIC_RANDOM = np.array([0.30, 0.12, 0.24, 0.28])
 RESAMPLES = 500  # simulated boards per case for the intervals' coverage
 SYNTHETIC_BOARDS = 200  # per synthetic case
-# the interval rules compared: the listing's (F test on the residuals), the users' sampling noise alone (a
-# chi-square interval), and that one where the chi-square test finds the residuals within the noise
-RULES = ("residuals (F test)", "sampling noise", "sampling noise if the test passes")
+# the interval rules compared: the F test on the residuals (the listing's until 2026-12-07), the users' sampling
+# noise alone (a chi-square interval), and the listing's: the span of both
+RULES = ("residuals (F test)", "sampling noise", "spanning both (the listing's)")
 
 
 def board_users(run, board):
@@ -33,20 +32,19 @@ def board_score(run, board):
 
 
 def rule_intervals(means, parts):
-    """{rule: ((low, high), whether it came from the users' sampling noise)} of RULES for one board: means the
+    """{rule: ((low, high), whether the users' sampling noise made it)} of RULES for one board: means the
     submissions' holdout part means and board scores, parts their per-user holdout part recalls."""
     from recbole_ext import calibration
 
     estimate = calibration.fit_share(*means, user_scores=parts)
     if estimate.last_share is None:  # cannot tell (parts too alike): no claim, counted as 0 to 1
         return {rule: ((0.0, 1.0), False) for rule in RULES}
-    mixes = np.outer(calibration.GRID, means[0]) + np.outer(1 - calibration.GRID, means[1])
-    chi2, _ = calibration.sampling_fit(means[2] - mixes, calibration.noise_covariance(*parts))
-    inside = calibration.GRID[chi2 <= chi2.min() + stats.chi2.ppf(calibration.LEVEL, 1)]
-    sampling = ((inside.min(), inside.max()), True)
-    passes = estimate.noise_p >= 1 - calibration.LEVEL
-    residuals = (estimate.interval, False)
-    return {RULES[0]: residuals, RULES[1]: sampling, RULES[2]: sampling if passes else residuals}
+    residuals, sampling = estimate.parts_of_interval
+    return {
+        RULES[0]: (residuals, False),
+        RULES[1]: (sampling, True),
+        RULES[2]: (estimate.interval, estimate.interval != residuals),
+    }
 
 
 def level_on_board(run, board, share):

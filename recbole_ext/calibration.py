@@ -16,14 +16,16 @@ the listing names the heaviest and the half width one more like it would
 give, the residuals' size unchanged.
 
 Where the submissions' per-user holdout scores are known (each run's
-holdout_users.csv), the residuals are set against the noise of sampling users
-(noise_covariance, a chi-square test): within it, the board looks like a
-resampled holdout; beyond it, some submissions score differently on the board
-than on the holdout (a refit on more data, a board of other users), by the
-most standardised residual. Why the interval does not come from that noise
-(it would be narrower): on simulated boards it missed the true share far more
-often than 5% whenever submissions' board-to-holdout levels differ by 10%
-(bench/calibration.py, docs/numbers.md).
+holdout_users.csv), the residuals are also set against the noise of sampling
+users (noise_covariance): a board score and a holdout mix are each a mean over
+users, their errors correlated across submissions (the same users score all
+of them). The interval then spans both: the F test's, which trusts residuals
+that happen to be small (and submissions that are copies of each other), and
+the sampling noise's (a chi-square interval), which misses a board where a
+submission scores another multiple of its holdout parts than the others (on
+simulated boards: bench/calibration.py, docs/numbers.md). A chi-square test
+says whether the residuals are within that noise, and names the submission
+with the largest standardised residual when they are not.
 
 A diagnostic, not the estimate: the fit with a free level s (board ≈ s · mix),
 and whether it fits significantly better than level 1 (a nested F test). A
@@ -74,6 +76,7 @@ class Calibration:
     level_rejected: bool | None = None  # the free level fits significantly better than level 1
     names: list | None = None  # the submissions' names, for the listing
     noise_p: float | None = None  # the chi-square test's p of the residuals against the users' sampling noise
+    parts_of_interval: tuple | None = None  # (the F test's, the sampling noise's): the interval spans both
     z_scores: np.ndarray | None = None  # each residual over its sampling noise's standard deviation
     weights: np.ndarray | None = None  # each submission's weight in the fit: its (last - random)² over the sum
     half_width: tuple | None = None  # the interval's half width (before clipping) now, and with one more
@@ -102,7 +105,12 @@ class Calibration:
             "rms_residual": None if self.residuals is None else float(np.sqrt(np.mean(self.residuals**2))),
             "sampling_noise": None
             if self.noise_p is None
-            else {"chi2_p": self.noise_p, "z": dict(zip(self.names, self.z_scores.tolist()))},
+            else {
+                "chi2_p": self.noise_p,
+                "z": dict(zip(self.names, self.z_scores.tolist())),
+                "interval_of_residuals": list(self.parts_of_interval[0]),
+                "interval_of_sampling_noise": list(self.parts_of_interval[1]),
+            },
             "weights": None if self.weights is None else dict(zip(self.names, self.weights.tolist())),
             "half_width": None
             if self.half_width is None
@@ -136,13 +144,18 @@ class Calibration:
     def _noise_words(self):
         if self.noise_p is None:
             return ""
+        (f_low, f_high), (s_low, s_high) = self.parts_of_interval
+        spans = (
+            f"; the interval spans the residuals' (F test, {f_low:.2f} to {f_high:.2f}) and the users' sampling "
+            f"noise's ({s_low:.2f} to {s_high:.2f})"
+        )
         if self.noise_p >= 1 - LEVEL:
-            return f"; the residuals are within the users' sampling noise (chi-square p {self.noise_p:.2f})"
+            return f"{spans}; the residuals are within that noise (chi-square p {self.noise_p:.2f})"
         most = int(np.abs(self.z_scores).argmax())
         return (
-            f"; the residuals exceed the users' sampling noise (chi-square p {self.noise_p:.3f}; most "
-            f"{self.names[most]}, z {self.z_scores[most]:+.1f}): submissions score differently on the board than "
-            "on the holdout beyond chance"
+            f"{spans}; the residuals exceed that noise (chi-square p {self.noise_p:.3f}; most {self.names[most]}, "
+            f"z {self.z_scores[most]:+.1f}): submissions score differently on the board than on the holdout beyond "
+            "chance"
         )
 
     def _pinned_words(self):
@@ -150,7 +163,8 @@ class Calibration:
         now, more = self.half_width
         return (
             f"; pinned down most by {self.names[heaviest]} (weight {self.weights[heaviest]:.2f}; a submission weighs "
-            f"its (last - random)²): one more like it would give about ±{more:.2f} (now ±{now:.2f})"
+            f"its (last - random)²): one more like it would narrow the F test's interval to about ±{more:.2f} (now "
+            f"±{now:.2f})"
         )
 
 
@@ -241,6 +255,9 @@ def fit_share(last, random, board, board_name="public", user_scores=None, names=
         if degrees >= 1:  # one distinct profile leaves no residual to judge the noise by
             estimate.noise_p = float(stats.chi2.sf(chi2.min(), degrees))
             estimate.z_scores = estimate.residuals / np.sqrt(np.diag(covariance[best]))
+            sampled = GRID[chi2 <= chi2.min() + stats.chi2.ppf(LEVEL, 1)]
+            estimate.parts_of_interval = (estimate.interval, (float(sampled.min()), float(sampled.max())))
+            estimate.interval = (min(estimate.interval[0], sampled.min()), max(estimate.interval[1], sampled.max()))
     gap = (last - random) ** 2  # board - random = a (last - random): the share scales each gap
     spread = rss[best] / (n - 1)
     estimate.weights = gap / gap.sum()

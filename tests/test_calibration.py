@@ -74,8 +74,31 @@ def test_residuals_beyond_the_users_sampling_noise_are_flagged_with_the_submissi
         named.append("most SASRec, z -" in strayed.describe())
     assert np.mean(within) >= 0.9 and np.mean(flagged) >= 0.9 and np.mean(named) >= 0.9
     assert (
-        "the residuals are within the users' sampling noise (chi-square p"
+        "the residuals are within that noise (chi-square p"
         in fit_share(*synthetic_board(0.4, 0)[0], user_scores=synthetic_board(0.4, 0)[1]).describe()
+    )
+
+
+def test_the_interval_spans_the_residuals_and_the_sampling_noise_and_holds_the_truth_of_synthetic_boards():
+    """Synthetic boards where the truth is known: resampled holdouts, whose submissions' errors are correlated
+    (the same users), which the F test alone misses more often than 5%, and boards where one submission scores
+    0.75 times its holdout chances, which the sampling noise alone misses."""
+    for shifted in (None, {1: 0.75}):
+        held = []
+        for seed in range(60):
+            means, users = synthetic_board(0.4, seed, shifted=shifted)
+            estimate = fit_share(*means, user_scores=users)
+            (low, high), parts = estimate.interval, estimate.parts_of_interval
+            assert all(low <= part_low and part_high <= high for part_low, part_high in parts)
+            assert low in (parts[0][0], parts[1][0]) and high in (parts[0][1], parts[1][1])
+            held.append(low <= 0.4 <= high)
+        assert np.mean(held) >= 0.93  # the F test alone: 0.90 on the resampled holdouts; the noise alone: 0.00
+    described = estimate.describe()
+    assert (
+        "; the interval spans the residuals' (F test, {:.2f} to {:.2f}) and the users' sampling noise's".format(
+            *parts[0]
+        )
+        in described
     )
 
 
@@ -182,7 +205,7 @@ def test_the_listing_sets_the_residuals_against_the_noise_of_the_runs_users(tmp_
         pd.DataFrame(users).to_csv(run / "holdout_users.csv", index=False)
         assert main(["add", str(run), "--public", f"{board[i]:.6f}", "--outputs", str(outputs)]) == 0
     assert main(["--outputs", str(outputs)]) == 0
-    assert "the residuals exceed the users' sampling noise (chi-square p 0.0" in capsys.readouterr().out
+    assert "the residuals exceed that noise (chi-square p 0.0" in capsys.readouterr().out
     noise = json.loads((outputs / "leaderboard.json").read_text())["calibration"]["sampling_noise"]
     assert noise["chi2_p"] < 0.05 and sorted(noise["z"]) == [f"run-{i}" for i in range(4)]
     assert min(noise["z"], key=lambda name: noise["z"][name]) == "run-1" and noise["z"]["run-1"] < -3
