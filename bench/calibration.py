@@ -14,10 +14,11 @@ their score blend with the default objective (recall@10). Each submission is sco
 leaderboard scores it (Recall@10 over the board's users) and logged with that public score
 (`python -m recbole_ext.leaderboard add`); the listing's estimate is printed against the true share, with
 each submission's board score over its holdout mix at the true share (1 where the board is a resampled
-holdout). Then the same members are blended with `--objective "recall@10 calibrated"` (the share just
-estimated) and with the true share (what a perfect estimate would give); their board scores are printed
-with paired intervals against the recall@10 blend (the board's users resampled). Runs are kept and
-reused: data/bench/calibration/.
+holdout), and the same with the members' holdout scored from their validation lists without the board's
+items (which the validation fit, never having seen them, puts in its lists). Then the same members are
+blended with `--objective "recall@10 calibrated"` (the share just estimated) and with the true share (what
+a perfect estimate would give); their board scores are printed with paired intervals against the
+recall@10 blend (the board's users resampled). Runs are kept and reused: data/bench/calibration/.
 
 The intervals' coverage: boards simulated by resampling the users of each case (RESAMPLES, no
 retraining), the holdout's part means over all its users (as logged) or over the board's users (as in
@@ -167,6 +168,9 @@ def measure_case(data_name, raw, last, random, epochs):
         "weights": {name: summary.get("weights") for name, (_, summary) in blends.items()},
         "gains": paired_differences(per_user, "blend (recall@10)"),
         "levels": {name: level_on_board(run, board, true_share.share) for name, run in logged.items()},
+        "levels without the board's items": {
+            name: level_on_board(run, board, true_share.share, without_board_items=True) for name, run in runs.items()
+        },
         "board users' fit": board_users_fit(list(logged.values()), board),
         "coverage": {
             view: coverage([*runs.values(), default_blend], board, last / (last + random), view == "board users")
@@ -216,6 +220,7 @@ def report(results):
                 "" if e["sampling_noise"] is None else f"{e['sampling_noise']['chi2_p']:.3f}",
                 *(f"{s[name]:.4f}" for name in ("EASE", "MultiVAE", "gSASRec", "blend (recall@10)")),
                 " ".join(f"{level:.2f}" for level in r["levels"].values()),
+                " ".join(f"{level:.2f}" for level in r["levels without the board's items"].values()),
                 "{:.2f} ({:.2f} to {:.2f}), p {:.3f}".format(fit.last_share, *fit.interval, fit.noise_p),
             ]
         )
@@ -233,21 +238,9 @@ def report(results):
             f"({gain:+.4f}, paired 95% {gain_low:+.4f} to {gain_high:+.4f})"
             + (f", higher: {'yes' if gain_low > 0 else 'NO'}" if abs(r["true share"] - DEFAULT_SHARE) >= 0.2 else "")
         )
-    header = ["data", "board", "users", "true a", "estimated a (95%)", "noise p"]
-    print(
-        table(
-            rows,
-            [
-                *header,
-                "EASE",
-                "MultiVAE",
-                "gSASRec",
-                "blend recall@10",
-                "board / mix at true a",
-                "a (95%), noise p, board users' parts",
-            ],
-        )
-    )
+    header = ["data", "board", "users", "true a", "estimated a (95%)", "noise p", "EASE", "MultiVAE", "gSASRec"]
+    levels = ["board / mix at true a", "the same, lists without board items", "a (95%), noise p, board users' parts"]
+    print(table(rows, [*header, "blend recall@10", *levels]))
     print(f"\ncoverage of the 95% interval on {RESAMPLES} boards simulated by resampling the users")
     print(
         table(

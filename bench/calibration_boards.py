@@ -47,14 +47,29 @@ def rule_intervals(means, parts):
     }
 
 
-def level_on_board(run, board, share):
+def level_on_board(run, board, share, without_board_items=False):
     """A run's board score over its holdout mix at the true share, the holdout's parts over the board's users:
-    1 where the board is a resampled holdout."""
+    1 where the board is a resampled holdout. without_board_items: the holdout scored anew from the validation
+    fit's top 50 without the board's items (the validation fit never saw them, so they take slots in its lists
+    that count as misses on the holdout; the refit's submission has the holdout's items in its training data)."""
+    import json
+
     from recbole_ext import calibration
+    from recbole_ext.metrics import part_scores
     from recbole_ext.run_folder import read_holdout_users
 
-    parts = read_holdout_users(run).loc[np.sort(board["user"].unique()), [calibration.LAST, calibration.RANDOM]]
-    return board_score(run, board) / (share * parts.iloc[:, 0].mean() + (1 - share) * parts.iloc[:, 1].mean())
+    users = np.sort(board["user"].unique())
+    if without_board_items:
+        holdout = pd.read_csv(json.loads((Path(run) / "summary.json").read_text())["data"]["holdout_path"])
+        top = pd.read_csv(Path(run) / "valid_top50.csv")
+        top = top.merge(board[["user", "item"]], on=["user", "item"], how="left", indicator=True)
+        top = top[top["_merge"] == "left_only"]
+        parts = part_scores(top.assign(rank=top.groupby("user").cumcount()), holdout[holdout["user"].isin(users)])
+    else:
+        parts = read_holdout_users(run).loc[users]
+    return board_score(run, board) / (
+        share * parts[calibration.LAST].mean() + (1 - share) * parts[calibration.RANDOM].mean()
+    )
 
 
 def board_users_fit(runs, board):
