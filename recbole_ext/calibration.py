@@ -190,10 +190,14 @@ def noise_covariance(user_last, user_random):
 
 def user_part_scores(runs):
     """The logged runs' per-user holdout part recalls (last, random: users x runs, the users all runs have),
-    from their holdout_users.csv; None when a run folder or its file is gone (runs from before it was written)."""
+    from their holdout_users.csv; None when a run folder or its file is gone (runs from before it was written) or
+    unreadable."""
     from recbole_ext.run_folder import read_holdout_users
 
-    tables = [read_holdout_users(run) if Path(run).is_dir() else None for run in runs]
+    try:
+        tables = [read_holdout_users(run) if Path(run).is_dir() else None for run in runs]
+    except (OSError, ValueError, TypeError):  # a damaged file (pandas raises any of these): no users' noise
+        return None
     if not tables or any(table is None or not {LAST, RANDOM} <= set(table.columns) for table in tables):
         return None
     users = sorted(set.intersection(*(set(table.index) for table in tables)))

@@ -191,7 +191,7 @@ def test_the_listing_estimates_each_board_and_writes_leaderboard_json(tmp_path, 
 
 def test_the_listing_sets_the_residuals_against_the_noise_of_the_runs_users(tmp_path, capsys):
     """Each run's holdout_users.csv gives the users' sampling noise: a run that scores 0.75 times its holdout
-    chances on the board is named; with one file gone there is no noise to judge by."""
+    chances on the board is named; with one file damaged there is no noise to judge by (and no traceback)."""
     outputs = tmp_path / "outputs"
     (last, random, board), (user_last, user_random) = synthetic_board(0.4, 0, shifted={1: 0.75})
     for i in range(4):
@@ -209,7 +209,7 @@ def test_the_listing_sets_the_residuals_against_the_noise_of_the_runs_users(tmp_
     noise = json.loads((outputs / "leaderboard.json").read_text())["calibration"]["sampling_noise"]
     assert noise["chi2_p"] < 0.05 and sorted(noise["z"]) == [f"run-{i}" for i in range(4)]
     assert min(noise["z"], key=lambda name: noise["z"][name]) == "run-1" and noise["z"]["run-1"] < -3
-    (outputs / "run-2" / "holdout_users.csv").unlink()
+    (outputs / "run-2" / "holdout_users.csv").write_text("not a table of users\n")
     assert main(["--outputs", str(outputs)]) == 0
     assert "sampling noise" not in capsys.readouterr().out
     assert json.loads((outputs / "leaderboard.json").read_text())["calibration"]["sampling_noise"] is None
