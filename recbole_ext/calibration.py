@@ -124,6 +124,7 @@ class Calibration:
         if self.last_share is None:
             return f"{head}: cannot tell ({self.reason})"
         low, high = self.interval
+        worst = np.abs(self.residuals).max()
         holdout = self.suggested_holdout()
         share, level = self.free_level
         verdict = (
@@ -134,11 +135,15 @@ class Calibration:
             else "level 1 not rejected"
         )
         return (
-            f"{head} {self.last_share:.2f} ({LEVEL:.0%} interval {low:.2f} to {high:.2f}, {self.submissions} "
-            f"submissions): board ≈ {self.last_share:.2f} · {LAST} + {1 - self.last_share:.2f} · {RANDOM}, "
-            f"residuals up to {np.abs(self.residuals).max():.4f} (rms {np.sqrt(np.mean(self.residuals**2)):.4f}); the matching holdout: "
-            f"holdout.last: {holdout['last']}, holdout.random: {holdout['random']}; with a free level: "
-            f"{level:.2f} × ({share:.2f} · last + {1 - share:.2f} · random), {verdict}{self._noise_words()}{self._pinned_words()}"
+            (
+                f"{head} {self.last_share:.2f} ({LEVEL:.0%} interval {low:.2f} to {high:.2f}, {self.submissions} "
+                f"submissions): board ≈ {self.last_share:.2f} · {LAST} + {1 - self.last_share:.2f} · {RANDOM}, "
+                f"residuals up to {worst:.4f} (rms {np.sqrt(np.mean(self.residuals**2)):.4f}); the matching holdout: "
+                f"holdout.last: {holdout['last']}, holdout.random: {holdout['random']}; with a free level: "
+                f"{level:.2f} × ({share:.2f} · last + {1 - share:.2f} · random), {verdict}"
+            )
+            + self._noise_words()
+            + self._pinned_words()
         )
 
     def _noise_words(self):
@@ -260,8 +265,9 @@ def fit_share(last, random, board, board_name="public", user_scores=None, names=
             estimate.noise_p = float(stats.chi2.sf(chi2.min(), degrees))
             estimate.z_scores = estimate.residuals / np.sqrt(np.diag(covariance[best]))
             sampled = GRID[chi2 <= chi2.min() + stats.chi2.ppf(LEVEL, 1)]
-            estimate.parts_of_interval = (estimate.interval, (float(sampled.min()), float(sampled.max())))
-            estimate.interval = (min(estimate.interval[0], sampled.min()), max(estimate.interval[1], sampled.max()))
+            interval = estimate.interval
+            estimate.parts_of_interval = (interval, (float(sampled.min()), float(sampled.max())))
+            estimate.interval = (float(min(interval[0], sampled.min())), float(max(interval[1], sampled.max())))
     gap = (last - random) ** 2  # board - random = a (last - random): the share scales each gap
     spread = rss[best] / (n - 1)
     estimate.weights = gap / gap.sum()
