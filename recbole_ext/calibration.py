@@ -193,22 +193,6 @@ def noise_covariance(user_last, user_random):
     return spread * (1 / users + 1 / (BOARD_USER_SHARE * users))
 
 
-def user_part_scores(runs):
-    """The logged runs' per-user holdout part recalls (last, random: users x runs, the users all runs have),
-    from their holdout_users.csv; None when a run folder or its file is gone (runs from before it was written) or
-    unreadable."""
-    from recbole_ext.run_folder import read_holdout_users
-
-    try:
-        tables = [read_holdout_users(run) if Path(run).is_dir() else None for run in runs]
-    except (OSError, ValueError, TypeError):  # a damaged file (pandas raises any of these): no users' noise
-        return None
-    if not tables or any(table is None or not {LAST, RANDOM} <= set(table.columns) for table in tables):
-        return None
-    users = sorted(set.intersection(*(set(table.index) for table in tables)))
-    return tuple(np.column_stack([table.loc[users, part] for table in tables]) for part in (LAST, RANDOM))
-
-
 def _within(rss, degrees_of_freedom):
     """The residual sum of squares up to which a fit with one parameter fewer is not significantly worse."""
     return rss * (1 + stats.f.ppf(LEVEL, 1, degrees_of_freedom) / degrees_of_freedom) + 1e-15
@@ -276,14 +260,6 @@ def fit_share(last, random, board, board_name="public", user_scores=None, names=
         math.sqrt(spread * stats.f.ppf(LEVEL, 1, n) / (gap.sum() + gap.max())),
     )
     return estimate
-
-
-def fit_log(rows, board_name):
-    """fit_share of leaderboard log rows (run, the part columns, the board's): each run named by its folder,
-    its per-user scores read from its holdout_users.csv."""
-    runs = rows["run"]
-    names = [Path(run).name for run in runs]
-    return fit_share(rows[LAST], rows[RANDOM], rows[board_name], board_name, user_part_scores(runs), names)
 
 
 def resolved_objective(text, where, estimate_file=ESTIMATE_FILE, file=None):

@@ -29,7 +29,7 @@ from recbole_ext import calibration
 from recbole_ext.ensemble import ENSEMBLE_MODEL
 from recbole_ext.files import json_text, write_atomic
 from recbole_ext.metrics import NDCG, RECALL
-from recbole_ext.run_folder import SUBMISSION, SUMMARY
+from recbole_ext.run_folder import SUBMISSION, SUMMARY, read_holdout_users
 
 LOG_FILE = "leaderboard.csv"
 PLOT_FILE = "leaderboard.png"
@@ -62,14 +62,7 @@ def read_log(path):
     if missing:
         raise LeaderboardError(f"{path}: not a leaderboard log (no column {', '.join(missing)})")
     log = log.reindex(columns=LOG_COLUMNS)
-    for column in (
-        RECALL,
-        "ci low",
-        "ci high",
-        NDCG,
-        *SCORES,
-        *PART_COLUMNS,
-    ):  # a hand-edited log: every number checked
+    for column in (RECALL, "ci low", "ci high", NDCG, *SCORES, *PART_COLUMNS):  # a hand-edited log: all checked
         log[column] = _checked_numbers(log[column], column, path, required=column in (RECALL, "public"))
     return log[LOG_COLUMNS]
 
@@ -224,10 +217,26 @@ def listing(log):
             if name == "public" or len(scored):
                 lines.append(verdict(scored[RECALL], scored[name], name))
                 with_parts = scored.dropna(subset=PART_COLUMNS)
-                estimates[name] = calibration.fit_log(with_parts, name)
+                runs, scores = with_parts["run"], (with_parts[column] for column in (*PART_COLUMNS, name))
+                names = [Path(run).name for run in runs]
+                estimates[name] = calibration.fit_share(*scores, name, user_part_scores(runs), names)
                 lines.append(estimates[name].describe())
         result.append((fingerprint, rows, lines, estimates))
     return result
+
+
+def user_part_scores(runs):
+    """The logged runs' per-user holdout part recalls (last, random: users x runs, the users all runs have),
+    from their holdout_users.csv; None when a run folder or its file is gone (runs from before it was written) or
+    unreadable."""
+    try:
+        tables = [read_holdout_users(run) if Path(run).is_dir() else None for run in runs]
+    except (OSError, ValueError, TypeError):  # a damaged file (pandas raises any of these): no users' noise
+        return None
+    if not tables or any(table is None or not set(PART_COLUMNS) <= set(table.columns) for table in tables):
+        return None
+    users = sorted(set.intersection(*(set(table.index) for table in tables)))
+    return tuple(np.column_stack([table.loc[users, part] for table in tables]) for part in PART_COLUMNS)
 
 
 def as_text(listed, outputs):
