@@ -156,6 +156,11 @@ def test_too_few_submissions_or_parts_alike_cannot_tell():
         "public latest-item share: cannot tell (the submissions' last and random part scores are too alike"
     )
     assert alike.as_json()["suggested_holdout"] is None
+    means, users = synthetic_board(0.4, 0)  # with the users' noise known: the same answers, no interval
+    few = fit_share(*(values[:2] for values in means), user_scores=[values[:, :2] for values in users])
+    assert few.last_share is None and few.as_json()["sampling_noise"] is None and few.as_json()["weights"] is None
+    same = fit_share(means[0], 3 * means[0], means[2], user_scores=(users[0], 3 * users[0]))
+    assert same.last_share is None and same.interval is None
 
 
 def log_submissions(outputs, share, n=4, private_share=None):
