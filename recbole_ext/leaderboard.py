@@ -6,14 +6,12 @@
 `add` records a submitted run with its holdout scores (all users and by part)
 in DIR/leaderboard.csv; without a command, it judges per data version whether
 the holdout ranks the submissions like the leaderboard and estimates the
-board's share of latest items (calibration.py; DIR/leaderboard.json), see
-docs/numbers.md.
+board's share of latest items (evaluator/calibration.py; DIR/leaderboard.json), see
+docs/numbers.md. The log itself: utils/leaderboard_log.py.
 """
 
 import argparse
-import datetime
 import itertools
-import json
 import math
 import sys
 from pathlib import Path
@@ -26,140 +24,23 @@ import numpy as np
 import pandas as pd
 
 from recbole_ext.evaluator import calibration
-from recbole_ext.evaluator.metrics import NDCG, RECALL
+from recbole_ext.evaluator.metrics import RECALL
 from recbole_ext.utils.files import json_text, write_atomic
-from recbole_ext.utils.run_folder import ENSEMBLE_MODEL, SUBMISSION, SUMMARY
+from recbole_ext.utils.leaderboard_log import (
+    LOG_FILE,
+    PART_COLUMNS,
+    SCORES,
+    LeaderboardError,
+    add,
+    read_log,
+    user_part_scores,
+)
 
-LOG_FILE = "leaderboard.csv"
 PLOT_FILE = "leaderboard.png"
 ESTIMATE_FILE = calibration.ESTIMATE_FILE.name
-SCORES = ("public", "private")
-PART_COLUMNS = [calibration.LAST, calibration.RANDOM]  # absent from logs written before they were recorded
-LOG_COLUMNS = ["run", "model", "fingerprint", RECALL, "ci low", "ci high", NDCG, *SCORES, "recorded", *PART_COLUMNS]
 MIN_SUBMISSIONS = 3  # fewer cannot show an order
 # Spearman correlations: from AGREES up the local split ranks like the leaderboard, below ROUGHLY it does not
 AGREES, ROUGHLY = 0.8, 0.4
-
-
-class LeaderboardError(ValueError):
-    """Bad input or a log that cannot be read; the message says which."""
-
-
-# --- the log ---
-
-
-def read_log(path):
-    """The recorded submissions (LOG_COLUMNS), empty when nothing is recorded yet."""
-    path = Path(path)
-    if not path.is_file():
-        return pd.DataFrame(columns=LOG_COLUMNS)
-    try:
-        log = pd.read_csv(path, dtype=str)  # numbers checked below, each bad cell named as written
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise LeaderboardError(f"{path}: not a leaderboard log ({type(error).__name__})") from None
-    missing = [column for column in LOG_COLUMNS if column not in log and column not in PART_COLUMNS]
-    if missing:
-        raise LeaderboardError(f"{path}: not a leaderboard log (no column {', '.join(missing)})")
-    log = log.reindex(columns=LOG_COLUMNS)
-    for column in (
-        RECALL,
-        "ci low",
-        "ci high",
-        NDCG,
-        *SCORES,
-        *PART_COLUMNS,
-    ):  # a hand-edited log: every number checked
-        log[column] = _checked_numbers(log[column], column, path, required=column in (RECALL, "public"))
-    return log[LOG_COLUMNS]
-
-
-def _checked_numbers(values, column, path, required):
-    """A column of the log as numbers from 0 to 1 (empty where allowed); a bad cell names its line."""
-    numbers = pd.to_numeric(values, errors="coerce")
-    bad = (numbers.isna() & (values.notna() | required)) | ~numbers.between(0, 1) & numbers.notna()
-    if bad.any():
-        index = bad.to_numpy().argmax()
-        shown = "empty" if pd.isna(values.iloc[index]) else repr(str(values.iloc[index]))
-        raise LeaderboardError(
-            f"{path}:{index + 2}: {column} is {shown}, expected a Recall@10 or NDCG@10, a number from 0 to 1"
-        )  # line 1 is the header
-    return numbers.astype(float)
-
-
-def scores_by_run(path):
-    """{run folder: {"public": x, "private": y}} of the log (the scores recorded), for the report."""
-    log = read_log(path)
-    return {Path(row["run"]): {name: row[name] for name in SCORES if pd.notna(row[name])} for _, row in log.iterrows()}
-
-
-def parse_score(text, name):
-    """A leaderboard score: a number in [0, 1] (the competition's Recall@10)."""
-    try:
-        value = float(text)
-    except (TypeError, ValueError):
-        value = math.nan
-    if not 0 <= value <= 1:  # also NaN
-        raise LeaderboardError(f"--{name} {text}: a leaderboard score is a Recall@10, a number from 0 to 1")
-    return value
-
-
-def summary_scores(summary):
-    """A run's model (`ensemble(<method>)` for a blend, whose holdout score is cross-fitted), data fingerprint,
-    holdout scores and recall@10 interval, from its summary.json: the columns the log and the report share."""
-    model, holdout = summary["model"], summary["holdout"]
-    detail = summary.get("holdout_detail", {})
-    low, high = detail.get("interval", {}).get(RECALL, [math.nan, math.nan])
-    parts = detail.get("parts", {})
-    return {
-        "model": f"{ENSEMBLE_MODEL}({summary.get('method')})" if model == ENSEMBLE_MODEL else model,
-        "fingerprint": summary.get("data", {}).get("fingerprint"),
-        RECALL: holdout[RECALL],
-        "ci low": low,
-        "ci high": high,
-        NDCG: holdout[NDCG],
-        **{column: parts.get(column.split(" ")[1], {}).get(RECALL, math.nan) for column in PART_COLUMNS},
-    }
-
-
-def submission_row(run_dir):
-    """The log's row of a finished run folder, without its leaderboard scores."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise LeaderboardError(f"{run_dir}: no such run folder")
-    try:
-        row = {"run": str(run_dir.resolve()), **summary_scores(json.loads((run_dir / SUMMARY).read_text()))}
-    except FileNotFoundError:
-        raise LeaderboardError(f"{run_dir}: not a finished run (no {SUMMARY})") from None
-    except (ValueError, KeyError, TypeError):  # json.JSONDecodeError is a ValueError
-        raise LeaderboardError(f"{run_dir / SUMMARY}: not a run summary (no holdout scores)") from None
-    if not (run_dir / SUBMISSION).is_file():  # a stopped run (.interrupted, .failed) or a tune trial
-        raise LeaderboardError(
-            f"{run_dir}: not a submitted run (no {SUBMISSION}); record the run, ensemble or best/ folder that wrote it"
-        )
-    return row
-
-
-def add(run_dir, public, private=None, outputs="outputs", replace=False):
-    """Record a submitted run with its leaderboard scores; returns its row."""
-    scores = {
-        "public": parse_score(public, "public"),
-        "private": math.nan if private is None else parse_score(private, "private"),
-    }
-    row = {**submission_row(run_dir), **scores, "recorded": datetime.datetime.now().isoformat(timespec="seconds")}
-    path = Path(outputs) / LOG_FILE
-    log = read_log(path)
-    earlier = log["run"] == row["run"]
-    if earlier.any() and not replace:
-        before = log[earlier].iloc[0]
-        shown = ", ".join(f"{name} {before[name]:.4f}" for name in SCORES if pd.notna(before[name]))
-        raise LeaderboardError(f"{run_dir} is recorded already ({shown}) in {path}; add --replace to change its scores")
-    log = pd.DataFrame([*log[~earlier].to_dict("records"), row], columns=LOG_COLUMNS)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, lambda tmp: log.to_csv(tmp, index=False))
-    return row
-
-
-# --- how well the holdout ranks the submissions ---
 
 
 def agreement(local, board):
@@ -223,7 +104,9 @@ def listing(log):
             if name == "public" or len(scored):
                 lines.append(verdict(scored[RECALL], scored[name], name))
                 with_parts = scored.dropna(subset=PART_COLUMNS)
-                estimates[name] = calibration.fit_share(*(with_parts[c] for c in (*PART_COLUMNS, name)), name)
+                runs, scores = with_parts["run"], (with_parts[column] for column in (*PART_COLUMNS, name))
+                names = [Path(run).name for run in runs]
+                estimates[name] = calibration.fit_share(*scores, name, user_part_scores(runs), names)
                 lines.append(estimates[name].describe())
         result.append((fingerprint, rows, lines, estimates))
     return result

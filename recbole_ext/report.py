@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 
 from atomic_data.holdout import PART_NAMES
-from recbole_ext import leaderboard
 from recbole_ext.evaluator.metrics import ACTIVITY, METRICS, NDCG, RECALL, paired_differences
+from recbole_ext.utils import leaderboard_log
 from recbole_ext.utils.files import write_atomic
 from recbole_ext.utils.run_folder import ENSEMBLE_MODEL, SUBMISSION, SUMMARY, read_holdout_users
 
@@ -38,7 +38,7 @@ COLUMNS = [
     *VERSUS_BEST,
     NDCG,
     *[f"{metric} {name}" for name in BREAKDOWN for metric in METRICS],
-    *leaderboard.SCORES,
+    *leaderboard_log.SCORES,
     "seconds",
     "fingerprint",
 ]
@@ -99,14 +99,14 @@ def report_table(root):
     """One row per run or ensemble (COLUMNS), grouped by data version, best first; and skip messages."""
     rows, skipped, folders = [], [], {}
     try:
-        submitted = leaderboard.scores_by_run(Path(root) / leaderboard.LOG_FILE)
-    except leaderboard.LeaderboardError as error:
+        submitted = leaderboard_log.scores_by_run(Path(root) / leaderboard_log.LOG_FILE)
+    except leaderboard_log.LeaderboardError as error:
         submitted = {}
         skipped.append(f"the leaderboard scores: {error}")
     for path in find_summaries(root):
         try:
             summary = json.loads(path.read_text())
-            shared = leaderboard.summary_scores(summary)  # model, fingerprint, holdout scores, interval
+            shared = leaderboard_log.summary_scores(summary)  # model, fingerprint, holdout scores, interval
         except (ValueError, KeyError, TypeError) as error:  # json.JSONDecodeError is a ValueError
             skipped.append(f"{path}: not a run summary ({type(error).__name__}: {error})")
             continue
@@ -189,7 +189,7 @@ def shown_tables(rows, table):
             ],
             "vs best (95% interval)": [versus(row) for _, row in rows.iterrows()],
             NDCG: rows[NDCG].map(number),
-            **{name: rows[name].map(number) for name in leaderboard.SCORES if table[name].notna().any()},
+            **{name: rows[name].map(number) for name in leaderboard_log.SCORES if table[name].notna().any()},
             "seconds": rows["seconds"].map(lambda value: number(value, "{:.1f}")),
         }
     )

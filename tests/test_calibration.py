@@ -11,11 +11,11 @@ from test_ensemble import write_run as blend_run
 from test_leaderboard import write_run
 from test_stack import last_item_case
 
-from recbole_ext import ConfigError
+from bench.calibration_boards import synthetic_board
 from recbole_ext.blend.stack import part_weights
-from recbole_ext.config.settings import load_settings
+from recbole_ext.config.settings import ConfigError, load_settings
 from recbole_ext.ensemble import main as ensemble_main
-from recbole_ext.evaluator.calibration import fit_share
+from recbole_ext.evaluator.calibration import BOARD_USER_SHARE, GRID, fit_share, noise_covariance
 from recbole_ext.evaluator.metrics import Objective, parse_objective
 from recbole_ext.leaderboard import main
 
@@ -43,6 +43,83 @@ def test_the_fit_recovers_a_known_share_from_synthetic_scores(share):
         assert abs(noisy.last_share - share) < 0.1 and noisy.level_rejected is False
 
 
+def test_the_interval_holds_the_true_share_as_often_as_it_says_where_its_assumptions_hold():
+    """Independent errors of one size: the F test's interval holds the true share in about 95% of boards."""
+    held = []
+    for seed in range(200):
+        low, high = fit_share(LAST, RANDOM, board_scores(0.3, noise=0.01, seed=seed)).interval
+        held.append(low <= 0.3 <= high)
+    assert 0.9 <= np.mean(held) <= 0.99
+
+
+def test_the_sampling_noise_is_the_spread_of_each_users_mix_over_the_holdouts_and_the_boards_users():
+    rng = np.random.default_rng(0)
+    last, random = rng.random((50, 3)), rng.random((50, 3))
+    last[0, 1] = np.nan  # a user without a latest item: its random part counts
+    filled = np.where(np.isnan(last), random, last)
+    expected = np.cov(0.3 * filled + 0.7 * random, rowvar=False) * (1 / 50 + 1 / (BOARD_USER_SHARE * 50))
+    assert noise_covariance(last, random)[np.searchsorted(GRID, 0.3)] == pytest.approx(expected)
+
+
+def test_residuals_beyond_the_users_sampling_noise_are_flagged_with_the_submission_that_strays():
+    """Synthetic boards where the truth is known: resampled holdouts stay within the noise; a submission that
+    scores 0.75 times its holdout chances on the board is flagged and named."""
+    within, flagged, named = [], [], []
+    for seed in range(20):
+        means, users = synthetic_board(0.4, seed)
+        within.append(fit_share(*means, user_scores=users).noise_p >= 0.05)
+        means, users = synthetic_board(0.4, seed, shifted={1: 0.75})
+        strayed = fit_share(*means, user_scores=users, names=["EASE", "SASRec", "VAE", "blend"])
+        flagged.append(strayed.noise_p < 0.05)
+        named.append("most SASRec, z -" in strayed.describe())
+    assert np.mean(within) >= 0.9 and np.mean(flagged) >= 0.9 and np.mean(named) >= 0.9
+    assert (
+        "the residuals are within that noise (chi-square p"
+        in fit_share(*synthetic_board(0.4, 0)[0], user_scores=synthetic_board(0.4, 0)[1]).describe()
+    )
+
+
+def test_the_interval_spans_the_residuals_and_the_sampling_noise_and_holds_the_truth_of_synthetic_boards():
+    """Synthetic boards where the truth is known: resampled holdouts, whose submissions' errors are correlated
+    (the same users), which the F test alone misses more often than 5%, and boards where one submission scores
+    0.75 times its holdout chances, which the sampling noise alone misses."""
+    for shifted in (None, {1: 0.75}):
+        held = []
+        for seed in range(60):
+            means, users = synthetic_board(0.4, seed, shifted=shifted)
+            estimate = fit_share(*means, user_scores=users)
+            (low, high), parts = estimate.interval, estimate.parts_of_interval
+            assert all(low <= part_low and part_high <= high for part_low, part_high in parts)
+            assert low in (parts[0][0], parts[1][0]) and high in (parts[0][1], parts[1][1])
+            held.append(low <= 0.4 <= high)
+        assert np.mean(held) >= 0.93  # the F test alone: 0.90 on the resampled holdouts; the noise alone: 0.00
+    described = estimate.describe()
+    assert (
+        "; the interval spans the residuals' (F test, {:.2f} to {:.2f}) and the users' sampling noise's".format(
+            *parts[0]
+        )
+        in described
+    )
+
+
+def test_the_submission_that_pins_the_share_down_is_the_one_whose_parts_differ_most():
+    """board - random = a (last - random): three EASE-like submissions (random part far above the last) pin a
+    down, a sequential one as good at both parts says nothing about it."""
+    last, random = np.array([0.10, 0.11, 0.09, 0.14]), np.array([0.30, 0.33, 0.27, 0.145])
+    board = 0.5 * last + 0.5 * random + [0.002, -0.002, 0.001, -0.001]
+    estimate = fit_share(last, random, board, names=["EASE-a", "EASE-b", "EASE-c", "gSASRec"])
+    weights = estimate.as_json()["weights"]
+    assert max(weights, key=weights.get) == "EASE-b" and weights["gSASRec"] < 0.01
+    assert weights["gSASRec"] == pytest.approx(0.005**2 / (0.2**2 + 0.22**2 + 0.18**2 + 0.005**2))
+    low, high = estimate.interval
+    now, more = estimate.half_width
+    assert now == pytest.approx((high - low) / 2, abs=0.002) and more < now
+    assert (
+        f"pinned down most by EASE-b (weight {weights['EASE-b']:.2f}; a submission weighs its (last - random)²): "
+        in (estimate.describe())
+    )
+
+
 def test_a_wider_noise_gives_a_wider_interval():
     widths = [np.diff(fit_share(LAST, RANDOM, board_scores(0.4, noise=noise)).interval)[0] for noise in (0.001, 0.01)]
     assert widths[0] < widths[1]
@@ -51,10 +128,10 @@ def test_a_wider_noise_gives_a_wider_interval():
 def test_a_board_at_another_level_than_the_holdouts_is_flagged():
     harder = fit_share(LAST, RANDOM, board_scores(0.5, level=0.8, noise=0.001))
     assert harder.level_rejected is True and harder.free_level == pytest.approx((0.5, 0.8), abs=0.05)
-    assert harder.describe().endswith(
+    assert (
         "with a free level: 0.80 × (0.50 · last + 0.50 · random), rejects level 1 (F test): the board scores below "
-        "the mix (harder than the holdout, for all or some submissions), so the share is less sure"
-    )
+        "the mix (harder than the holdout, for all or some submissions), so the share is less sure; pinned down"
+    ) in harder.describe()
     assert harder.as_json()["level_rejected"] is True
 
 
@@ -79,6 +156,11 @@ def test_too_few_submissions_or_parts_alike_cannot_tell():
         "public latest-item share: cannot tell (the submissions' last and random part scores are too alike"
     )
     assert alike.as_json()["suggested_holdout"] is None
+    means, users = synthetic_board(0.4, 0)  # with the users' noise known: the same answers, no interval
+    few = fit_share(*(values[:2] for values in means), user_scores=[values[:, :2] for values in users])
+    assert few.last_share is None and few.as_json()["sampling_noise"] is None and few.as_json()["weights"] is None
+    same = fit_share(means[0], 3 * means[0], means[2], user_scores=(users[0], 3 * users[0]))
+    assert same.last_share is None and same.interval is None
 
 
 def log_submissions(outputs, share, n=4, private_share=None):
@@ -110,6 +192,32 @@ def test_the_listing_estimates_each_board_and_writes_leaderboard_json(tmp_path, 
     assert calibration["last_share"] == pytest.approx(0.3) and calibration["interval"] == pytest.approx([0.3, 0.3])
     assert calibration["suggested_holdout"] == {"last": 3, "random": 7}
     assert estimates["data"]["fp-1"]["private"]["last_share"] == pytest.approx(0.6)
+
+
+def test_the_listing_sets_the_residuals_against_the_noise_of_the_runs_users(tmp_path, capsys):
+    """Each run's holdout_users.csv gives the users' sampling noise: a run that scores 0.75 times its holdout
+    chances on the board is named; with one file damaged there is no noise to judge by (and no traceback)."""
+    outputs = tmp_path / "outputs"
+    (last, random, board), (user_last, user_random) = synthetic_board(0.4, 0, shifted={1: 0.75})
+    for i in range(4):
+        parts = {"last": {"recall@10": last[i]}, "random": {"recall@10": random[i]}}
+        run = write_run(outputs / f"run-{i}", 0.2, holdout_detail={"parts": parts})
+        users = {
+            "user": np.arange(len(user_last)),
+            "recall@10 last": user_last[:, i],
+            "recall@10 random": user_random[:, i],
+        }
+        pd.DataFrame(users).to_csv(run / "holdout_users.csv", index=False)
+        assert main(["add", str(run), "--public", f"{board[i]:.6f}", "--outputs", str(outputs)]) == 0
+    assert main(["--outputs", str(outputs)]) == 0
+    assert "the residuals exceed that noise (chi-square p 0.0" in capsys.readouterr().out
+    noise = json.loads((outputs / "leaderboard.json").read_text())["calibration"]["sampling_noise"]
+    assert noise["chi2_p"] < 0.05 and sorted(noise["z"]) == [f"run-{i}" for i in range(4)]
+    assert min(noise["z"], key=lambda name: noise["z"][name]) == "run-1" and noise["z"]["run-1"] < -3
+    (outputs / "run-2" / "holdout_users.csv").write_text("not a table of users\n")
+    assert main(["--outputs", str(outputs)]) == 0
+    assert "sampling noise" not in capsys.readouterr().out
+    assert json.loads((outputs / "leaderboard.json").read_text())["calibration"]["sampling_noise"] is None
 
 
 def test_a_log_of_two_submissions_says_cannot_tell_and_writes_no_share(tmp_path, capsys):
