@@ -269,6 +269,8 @@ def main():
     parser.add_argument("--scale", action="store_true", help="time the stage alone at competition scale")
     parser.add_argument("--members", type=int, default=5, help="--scale: synthetic members")
     args = parser.parse_args()
+    if args.members < 2:
+        parser.error(f"--members must be at least 2 (a blend), got {args.members}")
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     if args.scale:
         scale(args.members)
