@@ -1,6 +1,7 @@
 """The blend's learned second stage against EASE and the simple blends, on three data sets.
 
     python bench/stack.py [--data embedded sample latest-small] [--sample-users 300] [--latest-small DIR]
+    python bench/stack.py --scale [--members 5]
 
 For each data set (the embedded MovieLens-100K; its --sample-users user sample, seed 0; MovieLens
 ml-latest-small, converted by atomic_data.movielens, from ../shared/data/ml-latest-small by default),
@@ -11,6 +12,14 @@ Printed per data set: each member and each blend, cross-fitted, with the holdout
 and the paired difference to EASE with its 95% interval; the stage's fit and predict seconds against
 the members' training seconds; its top features by importance; how far its inputs moved between the
 validation lists and the refit members' lists.
+
+--scale times the stage alone at competition scale: the synthetic data of atomic_data.synthetic (31,360
+users, 6,807 items) and --members synthetic member lists of the real lists' shape (each user's top 50
+unseen items of a score that mixes popularity, the user's taste shared by the members, each member's own
+noise and, in the validation lists, a lift of the user's hidden items), since real members cannot be
+trained at that scale on a CPU. It prints the stage's fit (the features, the cross-fit and the final
+model) and predict seconds and peak memory; docs/results.md sets them against the members' training
+seconds measured at that scale.
 
 Goals (issue 26), printed beside the figures: the stage at least EASE x 1.06 with the paired interval
 above 0 on the embedded data, at least EASE x 1.03 with the interval above 0 on ml-latest-small; at least
@@ -23,12 +32,23 @@ import json
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import BENCH_DATA, LATEST_SMALL, ROOT, embedded_sample_raw, latest_small_raw, table
+from bench.common import (
+    BENCH_DATA,
+    LATEST_SMALL,
+    ROOT,
+    competition_scale_raw,
+    embedded_sample_raw,
+    latest_small_raw,
+    memory_mb,
+    table,
+)
 
 RECIPE = ROOT / "yaml" / "blends" / "leaderboard.yaml"
 OUT = BENCH_DATA / "stack"
@@ -146,13 +166,116 @@ def report_stage(name, summaries, recall, scores, members, seconds):
     print(f"  feature means, validation -> refit lists: {shifts}")
 
 
+# --- the stage's time at competition scale, on synthetic member lists ---
+
+SCALE_DEPTH = 50  # each synthetic member's list: as deep as a run's valid_top50.csv
+TASTE_NOISE, MEMBER_NOISE, HIDDEN_LIFT = 1.0, 0.7, 1.5  # score = log popularity + taste + own noise (+ lift)
+CHUNK_USERS = 2048
+
+
+def synthetic_lists(ctx, seen, hidden, members, seed):
+    """members frames (user, item, score, rank) of each user's top SCALE_DEPTH unseen items; seen: users x items
+    csr of the fit's interactions (ctx's codes); hidden: users x items csr of the items to lift (or None)."""
+    import torch
+
+    rng = np.random.default_rng(seed)
+    base = np.log(ctx.popularity + 1e-4).astype(np.float32)
+    parts = [[] for _ in range(members)]
+    for start in range(0, len(ctx.users), CHUNK_USERS):
+        rows = slice(start, min(start + CHUNK_USERS, len(ctx.users)))
+        n = rows.stop - rows.start
+        shared = base + TASTE_NOISE * rng.standard_normal((n, len(base)), np.float32)
+        if hidden is not None:
+            shared += HIDDEN_LIFT * hidden[rows].toarray()
+        shared[seen[rows].toarray() > 0] = -np.inf
+        for m in range(members):
+            scores = torch.from_numpy(shared + MEMBER_NOISE * rng.standard_normal((n, len(base)), np.float32))
+            values, items = torch.topk(scores, SCALE_DEPTH, dim=1)
+            parts[m].append(
+                pd.DataFrame(
+                    {
+                        "user": np.repeat(ctx.users[rows].to_numpy(), SCALE_DEPTH),
+                        "item": ctx.items[items.numpy().ravel()],
+                        "score": values.numpy().ravel(),
+                        "rank": np.tile(np.arange(SCALE_DEPTH), n),
+                    }
+                )
+            )
+    return [pd.concat(part, ignore_index=True) for part in parts]
+
+
+def user_items(ctx, users, items):
+    """A users x items csr (ctx's codes) of these (user, item) pairs."""
+    from scipy import sparse
+
+    u, i = ctx.users.get_indexer(users), ctx.items.get_indexer(items)
+    keep = (u >= 0) & (i >= 0)
+    shape = (len(ctx.users), len(ctx.items))
+    return sparse.csr_matrix((np.ones(keep.sum(), np.float32), (u[keep], i[keep])), shape=shape)
+
+
+def scale(members):
+    """The stage's fit and predict seconds at competition scale, on synthetic member lists."""
+    from atomic_data import HoldoutRule, base_settings, prepare
+    from atomic_data.tables import read_inter
+    from recbole_ext import stack, stack_features
+
+    settings = base_settings()
+    prepared = prepare(
+        competition_scale_raw(), BENCH_DATA / "prepared", settings["dataset"], HoldoutRule(**settings["holdout"])
+    )
+    hidden = pd.read_csv(prepared.holdout_path)
+    names = [f"member{m + 1}" for m in range(members)]
+    print(
+        f"\nsynthetic competition scale: {prepared.counts['users']:,} users, {prepared.counts['items']:,} items, {members} members"
+    )
+
+    started = time.perf_counter()
+    valid_ctx = stack_features.fit_context(prepared, prepared.valid_name)
+    context_seconds = time.perf_counter() - started
+    full_ctx = stack_features.fit_context(prepared, prepared.name)
+    lists = {}
+    for which, ctx, lift in (("valid", valid_ctx, hidden), ("full", full_ctx, None)):
+        seen = user_items(
+            ctx, *read_inter(prepared.inter_path(prepared.name if which == "full" else prepared.valid_name))[:2]
+        )
+        lifted = None if lift is None else user_items(ctx, lift["user"], lift["item"])
+        lists[which] = synthetic_lists(ctx, seen, lifted, members, seed=len(which))
+    options = stack.Options()
+    groups = stack_features.feature_groups(options, stack_features.item_fields(prepared))
+    memory_mb()  # the peak so far: the data and the lists
+    Path("/proc/self/clear_refs").write_text("5")
+    started = time.perf_counter()
+    record = stack.evaluate(lists["valid"], names, hidden, valid_ctx, options, groups)
+    fit_seconds = time.perf_counter() - started + context_seconds
+    started = time.perf_counter()
+    record["stage"].predict(lists["full"], full_ctx)
+    predict_seconds = time.perf_counter() - started
+    peak = memory_mb()[1]
+    print(
+        f"stage fit {fit_seconds:.1f} s (context {context_seconds:.1f} s, {options.folds} folds of rounds "
+        f"{[f['rounds'] for f in record['folds']]} and the final model), predict {predict_seconds:.1f} s, "
+        f"peak {peak:,.0f} MB; {record['candidates_per_user']:.0f} candidates per user holding "
+        f"{record['hidden_in_candidates']:.1%} of the hidden items; the final model's "
+        f"{len(record['importance'])} features"
+    )
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", nargs="*", default=["embedded", "sample", "latest-small"])
     parser.add_argument("--sample-users", type=int, default=300)
     parser.add_argument("--latest-small", default=str(LATEST_SMALL))
+    parser.add_argument("--scale", action="store_true", help="time the stage alone at competition scale")
+    parser.add_argument("--members", type=int, default=5, help="--scale: synthetic members")
     args = parser.parse_args()
+    if args.members < 2:
+        parser.error(f"--members must be at least 2 (a blend), got {args.members}")
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
+    if args.scale:
+        scale(args.members)
+        print(f"\nload average after: {os.getloadavg()[0]:.2f}")
+        return
     for name in args.data:
         raw, label = raw_folder(name, args.sample_users, args.latest_small)
         if raw is False:

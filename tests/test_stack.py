@@ -172,3 +172,27 @@ def test_the_sequence_features_count_what_followed_the_users_latest_items():
     assert x["follows latest 1"].tolist() == pytest.approx([0.75, 0.0])
     assert x["follows latest 2"].tolist() == [0.0, 0.0]  # 50 was followed by 10 only
     assert x["last session"].tolist() == pytest.approx([np.log1p(2)] * 2)
+
+
+def test_the_scale_benchs_synthetic_lists_are_shaped_like_a_runs_lists():
+    """bench/stack.py --scale times the stage on made-up member lists: each must be what a run writes (every
+    user's top 50 distinct unseen items, ranks 0..49 with non-increasing scores), the lifted items listed
+    more often than the others."""
+    from bench import stack as bench_stack
+
+    hidden, _, _, _, interactions = last_item_case()
+    ctx = context_of(interactions)
+    train = [(u, i) for u, i in interactions if i not in hidden[u]]
+    seen = bench_stack.user_items(ctx, *map(np.array, zip(*train)))
+    lifted = hidden_frame(hidden)
+    lists = bench_stack.synthetic_lists(ctx, seen, bench_stack.user_items(ctx, lifted["user"], lifted["item"]), 3, 0)
+    assert len(lists) == 3
+    train_pairs = pd.MultiIndex.from_tuples(train)
+    for top in lists:
+        assert top.groupby("user")["item"].nunique().eq(bench_stack.SCALE_DEPTH).all()
+        assert top.groupby("user")["rank"].apply(list).map(lambda r: r == list(range(50))).all()
+        assert (top.groupby("user")["score"].diff().dropna() <= 0).all()
+        assert not pd.MultiIndex.from_frame(top[["user", "item"]]).isin(train_pairs).any()
+    listed = pd.MultiIndex.from_frame(lists[0][["user", "item"]]).isin(pd.MultiIndex.from_frame(lifted))
+    # 4 hidden of 380 unseen items per user fill 50 places: about 0.5 found by chance, many more when lifted
+    assert listed.sum() / USERS > 2
