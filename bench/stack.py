@@ -218,7 +218,7 @@ def scale(members):
     """The stage's fit and predict seconds at competition scale, on synthetic member lists."""
     from atomic_data import HoldoutRule, base_settings, prepare
     from atomic_data.tables import read_inter
-    from recbole_ext import stack, stack_features
+    from recbole_ext.blend import stack, stack_features
 
     settings = base_settings()
     prepared = prepare(
