@@ -14,7 +14,7 @@ import pandas as pd
 
 from atomic_data.items import read_item_text
 from atomic_data.tables import read_inter
-from recbole_ext.blend.fusion import RRF_OFFSET, EnsembleError, normalised_score
+from recbole_ext.blend.fusion import RRF_OFFSET, EnsembleError, candidates, normalised_score
 from recbole_ext.evaluator.metrics import K
 
 FEATURES = {
@@ -162,25 +162,19 @@ def _codes(values):
 
 
 def candidate_table(lists, depth):
-    """The union of the members' top `depth` items: one row per (user, item), sorted by user, best rank in any
-    member, item; member columns rank_m (depth where absent) and scaled score_m (ABSENT_SCORE)."""
-    long = []
-    for m, top in enumerate(lists):
-        top = top[top["rank"] < depth]
-        scaled = normalised_score(top)
-        long.append(pd.DataFrame({"user": top["user"], "item": top["item"], "m": m, "rank": top["rank"], "s": scaled}))
-    long = pd.concat(long, ignore_index=True)
-    wide = long.pivot_table(index=["user", "item"], columns="m", values=["rank", "s"], aggfunc="first")
-    table = pd.DataFrame(index=wide.index)
+    """The union of the members' top `depth` items (fusion.candidates: one row per (user, item), sorted by
+    user, best rank in any member, item) with member columns rank_m (depth where absent) and scaled
+    score_m (ABSENT_SCORE)."""
+    lists = [top[top["rank"] < depth] for top in lists]
+    ranks = candidates(lists, lambda top: depth - top["rank"])  # 0 where absent: rank depth
+    scores = candidates(lists, lambda top: normalised_score(top) - ABSENT_SCORE)  # 0 where absent
+    table = ranks.keys.astype({"best_rank": np.float32})
     for m in range(len(lists)):
-        table[f"rank_{m}"] = wide["rank"][m].fillna(depth).to_numpy(np.float32) if m in wide["rank"] else depth
-        table[f"score_{m}"] = wide["s"][m].fillna(ABSENT_SCORE).to_numpy(np.float32) if m in wide["s"] else -1.0
-    table = table.reset_index()
-    ranks = table[[f"rank_{m}" for m in range(len(lists))]].to_numpy()
-    table["best_rank"] = ranks.min(axis=1)
-    table["votes"] = (ranks < depth).sum(axis=1).astype(np.float32)
-    table["votes_top10"] = (ranks < K).sum(axis=1).astype(np.float32)
-    return table.sort_values(["user", "best_rank", "item"], kind="stable").reset_index(drop=True)
+        table[f"rank_{m}"] = (depth - ranks.values[:, m]).astype(np.float32)
+        table[f"score_{m}"] = (scores.values[:, m] + ABSENT_SCORE).astype(np.float32)
+    table["votes"] = (ranks.values > 0).sum(axis=1).astype(np.float32)
+    table["votes_top10"] = (ranks.values > depth - K).sum(axis=1).astype(np.float32)
+    return table
 
 
 def features(table, groups, ctx, names):
