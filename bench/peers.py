@@ -206,6 +206,7 @@ def train_movierec(model, args, holdout_users, out):
 def train_rectools(model, args, holdout_users, out):
     """The same with RecTools: its data set built from the same interactions, its epochs clocked by Lightning."""
     import pandas as pd
+    from pytorch_lightning import seed_everything
     from rectools import Columns
     from rectools.dataset import Dataset
     from rectools.models import EASEModel
@@ -224,6 +225,7 @@ def train_rectools(model, args, holdout_users, out):
         }
     )
     epoch_seconds = []
+    seed_everything(0)  # movierec's runs here use seed 0 too
     started = time.perf_counter()
     dataset = Dataset.construct(interactions)
     recommender = rectools_model(model, args, epoch_seconds)
