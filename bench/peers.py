@@ -3,7 +3,7 @@
     python bench/peers.py [--data embedded|latest-small|synthetic|RAW_DIR] [--users N]
                           [--models EASE SASRec gSASRec BERT4Rec] [--epochs 3] [--max-len 50] [--hidden 32]
                           [--layers 2] [--heads 2] [--dropout 0.2] [--batch 128] [--lr 0.001] [--reg 400]
-                          [--negatives 256] [--gbce-t 0.75]
+                          [--negatives 256] [--gbce-t 0.75] [--seed 0]
 
 Needs RecTools: pip install -e '.[peers]' (the version measured is pinned there).
 
@@ -91,7 +91,7 @@ def movierec_settings(model, args):
     from bench.common import model_settings
 
     data = [f"data={args.data_raw}"] if args.data_raw else []
-    common = [*QUIET, *data, f"data_dir={args.data_dir}", "seed=0"]
+    common = [*QUIET, *data, f"data_dir={args.data_dir}", f"seed={args.seed}"]
     if model == "EASE":
         return model_settings("EASE", [*common, f"reg_weight={args.reg}"])
     inner = args.hidden * (BERT4REC_FEED_FORWARD if model == "BERT4Rec" else 1)
@@ -225,7 +225,7 @@ def train_rectools(model, args, holdout_users, out):
         }
     )
     epoch_seconds = []
-    seed_everything(0)  # movierec's runs here use seed 0 too
+    seed_everything(args.seed)  # movierec's seed
     started = time.perf_counter()
     dataset = Dataset.construct(interactions)
     recommender = rectools_model(model, args, epoch_seconds)
@@ -327,6 +327,7 @@ def parser():
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--lr", type=float, default=0.001)
     p.add_argument("--reg", type=float, default=400.0, help="EASE's L2 regularization")
+    p.add_argument("--seed", type=int, default=0, help="both libraries' seed (the holdout keeps its own)")
     p.add_argument("--negatives", type=int, default=256, help="gSASRec's uniform negatives per target")
     p.add_argument("--gbce-t", type=float, default=0.75, help="gSASRec's calibration t in [0, 1]")
     p.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
