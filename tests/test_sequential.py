@@ -218,6 +218,28 @@ def test_chunked_cross_entropy_equals_the_plain_one_in_value_and_gradient():
             assert torch.allclose(ours, theirs, atol=1e-6)
 
 
+def test_chunked_cross_entropy_multiplies_no_more_than_the_plain_one():
+    # the chunks bound the memory, not by recomputing their logits in the backward pass (a fourth product)
+    from torch.utils.flop_counter import FlopCounterMode
+
+    torch.manual_seed(0)
+    embedding = torch.randn(50, 8, requires_grad=True)
+    hidden = torch.randn(37, 8, requires_grad=True)
+    targets = torch.randint(1, 50, (37,))
+
+    def flops(loss, *args, **kwargs):
+        with FlopCounterMode(display=False) as counter:
+            loss(*args, **kwargs).backward()
+        return counter.get_total_flops()
+
+    def plain_loss(hidden, targets, embedding):
+        return torch.nn.functional.cross_entropy(hidden @ embedding[1:].T, targets - 1)
+
+    plain = flops(plain_loss, hidden, targets, embedding)
+    for max_logits in (10**6, 49 * 5, 49):
+        assert flops(softmax_cross_entropy, hidden, targets, embedding, max_logits=max_logits) == plain
+
+
 @pytest.fixture(scope="module")
 def cycle_raw(tmp_path_factory):
     """Every user walks the same cycle of 60 items from another start: the next item is always known."""
