@@ -107,6 +107,7 @@ def movierec_settings(model, args):
         f"learning_rate={args.lr}",
         f"epochs={args.epochs}",
         "min_epoch_steps=1",  # an epoch is one pass over the users, as RecTools' (movierec's default repeats it)
+        f"embedding_init={args.embedding_init}",
     ]
     if model == "gSASRec":
         gbce = [f"neg_samples={args.negatives}", f"gbce_t={args.gbce_t}"]
@@ -330,6 +331,12 @@ def parser():
     p.add_argument("--seed", type=int, default=0, help="both libraries' seed (the holdout keeps its own)")
     p.add_argument("--negatives", type=int, default=256, help="gSASRec's uniform negatives per target")
     p.add_argument("--gbce-t", type=float, default=0.75, help="gSASRec's calibration t in [0, 1]")
+    p.add_argument(
+        "--embedding-init",
+        choices=["normal", "xavier"],
+        default="normal",
+        help="movierec's item and position tables: normal (its default) or xavier (RecTools' initialisation)",
+    )
     p.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     p.add_argument("--top-file", type=Path, help=argparse.SUPPRESS)
     return p

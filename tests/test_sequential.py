@@ -119,6 +119,19 @@ def test_sasrec_output_at_a_position_ignores_later_items(tiny_prepared, tmp_path
     assert not torch.allclose(before[0, 3], after[0, 3])
 
 
+@pytest.mark.parametrize("model", ["SASRec", "BERT4Rec"])
+def test_xavier_embedding_init_gives_the_item_and_position_tables_xaviers_spread(model, tiny_prepared, tmp_path):
+    spread = {}
+    for init in ("normal", "xavier"):
+        config, dataset, _ = built(tiny_prepared, tmp_path, model, f"embedding_init={init}")
+        net = registry.get_model(model)(config, dataset)
+        tables = {name: getattr(net, name).weight for name in ("item_embedding", "position_embedding")}
+        spread[init] = {name: weight.std().item() for name, weight in tables.items()}
+    for name, weight in tables.items():
+        assert spread["normal"][name] == pytest.approx(config["initializer_range"], rel=0.2)  # RecBole's
+        assert spread["xavier"][name] == pytest.approx(math.sqrt(2 / sum(weight.shape)), rel=0.2), name
+
+
 def test_sasrec_predicts_from_the_latest_position(tiny_prepared, tmp_path):
     config, dataset, _ = built(tiny_prepared, tmp_path, "SASRec")
     model = registry.get_model("SASRec")(config, dataset).eval()
@@ -301,6 +314,7 @@ def test_whole_sequence_models_learn_the_next_item(model, settings, cycle_raw, t
         ("SASRec", "gbce_t=1.5", "gbce_t must be a number in [0, 1], got 1.5"),
         ("SASRec", "neg_samples=0", "neg_samples must be an integer >= 1, got 0"),
         ("SASRec", "train_windows=last", "train_windows must be one of all, random, got 'last'"),
+        ("BERT4Rec", "embedding_init=kaiming", "embedding_init must be one of normal, xavier, got 'kaiming'"),
         ("BERT4Rec", "ft_ratio=1.5", "ft_ratio must be a number in [0, 1], got 1.5"),
         ("BERT4Rec", "loss_type=BCE", "loss_type must be one of CE, gBCE, BPR, got 'BCE'"),
         ("SASRec", "amp=fp32", "amp must be off, fp16 or bf16, got 'fp32'"),

@@ -34,16 +34,19 @@ WINDOW_SETTINGS = {
     "neg_samples": 256,  # gBCE negatives per target (drawn per window, shared by its positions)
     "gbce_t": 0.75,  # calibration: 0 = plain BCE, 1 = fully calibrated
     "train_windows": "random",  # random: one window per user and epoch (measured better) | all: every window
+    # normal: RecBole's N(0, initializer_range) | xavier: xavier_normal_ item and position tables (RecTools')
+    "embedding_init": "normal",
     "train_neg_sample_args": None,  # negatives are drawn in the loss, not by RecBole's dataloader
     "amp": "off",  # off | fp16 (CUDA) | bf16: mixed precision of training (recbole_ext/models/window_trainer.py)
     "item_attributes": [],  # .item fields embedded and added to each input item: [genre, year, ...] (attributes.py)
 }
 PROPERTIES = {**recbole_properties("SASRec"), **WINDOW_SETTINGS}
+EMBEDDING_INITS = ("normal", "xavier")
 
 
 def check_settings(values, where):
     """The choices of whole-sequence training (config/keys.py checks kinds and ranges), shared with BERT4Rec."""
-    choices = {"loss_type": LOSS_TYPES, "train_windows": ("all", "random")}
+    choices = {"loss_type": LOSS_TYPES, "train_windows": ("all", "random"), "embedding_init": EMBEDDING_INITS}
     for key, valid in choices.items():
         if key in values and values[key] not in valid:
             raise ConfigError(f"{where(key)}: {key} must be one of {', '.join(valid)}, got {values[key]!r}")
@@ -73,6 +76,9 @@ class WindowTrained:
             config["loss_type"] = loss_type
         self.loss_type = loss_type
         self.neg_samples, self.gbce_t = config["neg_samples"], config["gbce_t"]
+        if config["embedding_init"] == "xavier":  # None: a model saved before the setting, RecBole's normal
+            for table in (self.item_embedding, self.position_embedding):
+                torch.nn.init.xavier_normal_(table.weight)
         fields = config["item_attributes"]  # None in the config of a model saved before the setting existed
         self.attribute_embedding = (
             ItemAttributes(dataset, fields, len(self.item_embedding.weight), self.hidden_size, self.initializer_range)
