@@ -14,8 +14,6 @@ from recbole_ext import ConfigError
 from recbole_ext.patches import registry
 
 YAML_DIR = BASE_YAML.parent
-
-
 RECBOLE_PROPERTIES = registry.RECBOLE_PROPERTIES.parent
 
 

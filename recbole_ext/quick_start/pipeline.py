@@ -63,6 +63,18 @@ class Fit:
     best_users: pd.DataFrame | None = None  # the best epoch's per-user holdout scores
     future: object = None  # the future-film filter on this fit's items (FutureItems), or None
 
+    def top_lists(self, settings):
+        """Every user's top_n unseen items by this fit's model (the validation lists, or the submission's)."""
+        return top_k(
+            self.model,
+            self.dataset,
+            self.history,
+            settings["top_n"],
+            settings["predict_batch_users"],
+            show_progress=settings["show_progress"],
+            future=self.future,
+        )
+
 
 def prepare_data(settings):
     """The prepared data (atomic_data.prepare), refused when the holdout scores nobody or a user has fewer unseen
@@ -154,15 +166,7 @@ def _run(resolved, out, on_result, validate_only, tracker):
         users = valid.best_users
     else:
         with timer.step("valid_predict"):
-            valid_top = top_k(
-                valid.model,
-                valid.dataset,
-                valid.history,
-                settings["top_n"],
-                settings["predict_batch_users"],
-                show_progress=settings["show_progress"],
-                future=valid.future,
-            )
+            valid_top = valid.top_lists(settings)
             valid_top[["user", "item", "score"]].to_csv(out / VALID_TOP, index=False)
         users = part_scores(valid_top, holdout)
     users = holdout_activity(prepared, holdout).join(users)
@@ -284,15 +288,7 @@ def _final_fit(resolved, prepared, valid, out, timer):
         final_fit = valid
         final_fit.history = History.from_file(valid.dataset, full_inter)
     with timer.step("full_predict"):
-        full_top = top_k(
-            final_fit.model,
-            final_fit.dataset,
-            final_fit.history,
-            settings["top_n"],
-            settings["predict_batch_users"],
-            show_progress=settings["show_progress"],
-            future=final_fit.future,
-        )
+        full_top = final_fit.top_lists(settings)
     with timer.step("write"):
         write_full_lists(out, full_top, full_inter)
         # RecBole's checkpoint layout (load_data_and_model reads it) plus what predict-only needs
