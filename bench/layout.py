@@ -31,12 +31,11 @@ def unit_of(path):
     return parts[0].removesuffix(".py") if parts != ("__init__.py",) else "(root)"
 
 
-def imported_units(path):
-    """The units a file imports, read from its source."""
+def imports(path):
+    """(line, unit) for each import of recbole_ext in a file's source; `(root)` for the package itself."""
     module_parts = ["recbole_ext", *path.relative_to(PACKAGE).with_suffix("").parts]
     if module_parts[-1] == "__init__":
         module_parts.pop()
-    found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             targets = [alias.name.split(".") for alias in node.names]
@@ -49,11 +48,8 @@ def imported_units(path):
         for target in targets:
             if target[0] != "recbole_ext":
                 continue
-            if len(target) == 1 or not _exists(target[:2]):
-                found.add("(root)")  # `from recbole_ext import ConfigError`
-            else:
-                found.add(target[1])
-    return found
+            exists = len(target) > 1 and _exists(target[:2])
+            yield node.lineno, target[1] if exists else "(root)"  # (root): `from recbole_ext import ConfigError`
 
 
 def _exists(parts):
@@ -127,7 +123,7 @@ def main(argv=None):
     graph, sizes = defaultdict(set), defaultdict(list)
     for path in files:
         unit = unit_of(path)
-        graph[unit] |= imported_units(path) - {unit}
+        graph[unit] |= {target for _, target in imports(path)} - {unit}
         sizes[unit].append((len(path.read_text().splitlines()), str(path.relative_to(ROOT))))
     height, cycles = layers(graph)
     print("unit            layer  modules  lines  largest module")

@@ -2,11 +2,11 @@
 
 import ast
 import re
-from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parent.parent / "recbole_ext"
+from bench.layout import PACKAGE, imports
+
 SUB_PACKAGES = sorted(p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file())
 MAX_LINES = 350
 
@@ -23,29 +23,15 @@ def allowed(package):
     return set() if named == {"nothing of recbole_ext but ConfigError"} else named
 
 
-def imported_packages(path):
-    """(line, package) for each import of another recbole_ext sub-package or top-level module in a file."""
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            parts = node.module.split(".")
-            targets = [parts + [alias.name] for alias in node.names]
-        elif isinstance(node, ast.Import):
-            targets = [alias.name.split(".") for alias in node.names]
-        else:
-            continue
-        for target in targets:
-            if target[0] == "recbole_ext" and len(target) > 1 and target[1] != "ConfigError":
-                yield node.lineno, target[1]
-
-
 @pytest.mark.parametrize("package", SUB_PACKAGES)
 def test_a_package_imports_only_the_layers_it_names(package):
-    permitted = allowed(package) | {package}
-    assert permitted <= set(SUB_PACKAGES), f"{package} names unknown packages: {permitted - set(SUB_PACKAGES)}"
+    named = allowed(package)
+    assert named <= set(SUB_PACKAGES), f"{package} names unknown packages: {named - set(SUB_PACKAGES)}"
+    permitted = named | {package, "(root)"}  # (root): ConfigError
     wrong = [
         f"{path.relative_to(PACKAGE.parent)}:{line} imports recbole_ext.{target}"
         for path in sorted((PACKAGE / package).rglob("*.py"))
-        for line, target in imported_packages(path)
+        for line, target in imports(path)
         if target not in permitted
     ]
     assert not wrong, "\n".join(wrong)
@@ -69,7 +55,7 @@ def test_no_sub_package_imports_a_top_level_command():
         f"{path.relative_to(PACKAGE.parent)}:{line}"
         for package in SUB_PACKAGES
         for path in (PACKAGE / package).rglob("*.py")
-        for line, target in imported_packages(path)
+        for line, target in imports(path)
         if target in commands
     ]
     assert not wrong, wrong
