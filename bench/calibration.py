@@ -7,26 +7,28 @@ blend chosen for it score higher on the board than one chosen on the default hol
 For each data set (the embedded MovieLens-100K; MovieLens ml-latest-small from ../shared/data) and each
 board make-up LAST+RANDOM, a board set is hidden from the raw interactions before anything trains: for
 every user with at least MIN_INTERACTIONS, the LAST latest interactions and RANDOM random earlier ones
-(seed 0); the board's true share of latest items is LAST / (LAST + RANDOM). On the rest, with movierec's
-default holdout (2 last + 8 random): EASE, MultiVAE and gSASRec (their quick settings, at most --epochs
-epochs; gSASRec stops early on the holdout's last part, as the blend recipe's sequential members do), and
-their score blend with the default objective (recall@10). Each submission is scored on the board as the
-leaderboard scores it (Recall@10 over the board's users) and logged with that public score
-(`python -m recbole_ext.leaderboard add`); the listing's estimate is printed against the true share, with
-each submission's board score over its holdout mix at the true share (1 where the board is a resampled
-holdout), and the same with the members' holdout scored from their validation lists without the board's
-items (which the validation fit, never having seen them, puts in its lists). Then the same members are
-blended with `--objective "recall@10 calibrated"` (the share just estimated) and with the true share (what
-a perfect estimate would give); their board scores are printed with paired intervals against the
-recall@10 blend (the board's users resampled). Runs are kept and reused: data/bench/calibration/.
+(seed 0); the board's true share of latest items is LAST / (LAST + RANDOM). Lighter users are left out of
+the data (the competition's boards score every user: every holdout user is a board user; until
+2026-12-07 they stayed, so the holdout's part means were over other users than the board's). On the
+rest, with movierec's default holdout (2 last + 8 random): EASE, MultiVAE and gSASRec (their quick
+settings, at most --epochs epochs; gSASRec stops early on the holdout's last part, as the blend recipe's
+sequential members do), and their score blend with the default objective (recall@10). Each submission
+is scored on the board as the leaderboard scores it (Recall@10 over the board's users) and logged with
+that public score (`python -m recbole_ext.leaderboard add`); the listing's estimate (the holdout's parts
+board-like: evaluator/slots.py) is printed against the true share, beside the fits on the parts as
+logged (the listing's until 2026-12-07) and cut at 10 + 10 x the board score (the first model of the
+slot effect, not adopted), with each submission's board score over its holdout mix at the true share
+(1 where the board is a resampled holdout) for each. Then the same members are blended with
+`--objective "recall@10 calibrated"` (the share just estimated) and with the true share (what a perfect
+estimate would give); their board scores are printed with paired intervals against the recall@10 blend
+(the board's users resampled). Runs are kept and reused: data/bench/calibration/.
 
 The intervals' coverage: boards simulated by resampling the users of each case (RESAMPLES, no
-retraining), the holdout's part means over all its users (as logged) or over the board's users (as in
-the competition, where the boards score the holdout's users), and synthetic boards (synthetic_board,
-also run by `--data` with no name) where the truth is known: resampled holdouts, and boards where one
-submission scores 0.9 or 0.75 times its holdout chances. Three rules: the F test on the residuals (the
-listing's until 2026-12-07), the users' sampling noise alone (chi-square), and the span of both (the
-listing's since).
+retraining), for each variant of the parts, and synthetic boards (also run by `--data` with no name)
+where the truth is known: synthetic_board (resampled holdouts, and boards where one submission scores
+0.9 or 0.75 times its holdout chances) and synthetic_slot_board (ranked lists with the slot effect, for
+each variant of the parts). Three rules: the F test on the residuals, the users' sampling noise alone
+(chi-square), and the span of both (the listing's).
 
 Goals (issue 27), printed beside the figures: the true share inside the estimate's interval in every
 case, the interval at most 0.3 wide with 4 submissions; the calibrated blend at least the default one on
@@ -44,14 +46,17 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.calibration_boards import (
+    PARTS,
     RESAMPLES,
     SYNTHETIC_BOARDS,
     board_score,
     board_users,
-    board_users_fit,
     coverage,
-    level_on_board,
+    fit_of,
+    levels,
+    part_tables,
     synthetic_coverage,
+    synthetic_slot_coverage,
 )
 from bench.common import BENCH_DATA, LATEST_SMALL, ROOT, latest_small_raw, model_settings, table
 
@@ -64,7 +69,6 @@ MEMBERS = {  # name: (model yaml, settings)
     "gSASRec": ("yaml/gsasrec.yaml", ["valid_metric=recall@10 last", "stopping_step=3"]),
 }
 DEFAULT_SHARE = 0.2  # the default holdout's: 2 last of 10
-VIEWS = ("all holdout users", "board users")  # the users of the holdout's part means (coverage)
 
 
 def source_raw(name, latest_small):
@@ -78,7 +82,8 @@ def source_raw(name, latest_small):
 
 
 def hide_board(raw, folder, last, random):
-    """folder/raw: raw without the board set; folder/board.csv: the board (user, item, part)."""
+    """folder/raw: raw without the board set and without the users too light for one (the competition's boards
+    score every user, so every holdout user is a board user); folder/board.csv: the board (user, item, part)."""
     from atomic_data.raw import RATINGS_FILE, SIDE_FILES, read_ratings
     from atomic_data.tables import write_table
 
@@ -95,6 +100,7 @@ def hide_board(raw, folder, last, random):
             board += [(user, i, "random") for i in rng.choice(earlier, random, replace=False)]
     hidden = pd.DataFrame(board, columns=["user", "row", "part"])
     rest = ratings.drop(index=hidden["row"]).sort_index()
+    rest = rest[rest["user"].isin(hidden["user"])]
     (folder / "raw").mkdir(parents=True, exist_ok=True)
     write_table(folder / "raw" / RATINGS_FILE, ["user", "item", "time"], [rest[c].to_numpy() for c in rest], sep=",")
     for filename in SIDE_FILES:
@@ -135,7 +141,7 @@ def measure_case(data_name, raw, last, random, epochs):
     from recbole_ext.evaluator import calibration
     from recbole_ext.evaluator.metrics import COMPETITION, RECALL, Objective, paired_differences
 
-    folder = OUT / data_name / f"board-{last}+{random}"
+    folder = OUT / data_name / f"board-{last}+{random}-every-user"
     board = hide_board(raw, folder, last, random)
     runs = train(folder, epochs)
     default_blend, weights = blend(runs, folder, "default", COMPETITION)
@@ -157,8 +163,8 @@ def measure_case(data_name, raw, last, random, epochs):
         "blend (true share)": blend(runs, folder, f"true-{true_share.share:g}", true_share),
     }
     per_user = pd.DataFrame({name: board_users(run, board) for name, (run, _) in blends.items()})
-    logged = {**runs, "blend (recall@10)": default_blend}
     scores.update(per_user.mean().to_dict())
+    tables = part_tables([*runs.values(), default_blend], board)
     return {
         "data": data_name,
         "board": f"{last}+{random}",
@@ -168,15 +174,9 @@ def measure_case(data_name, raw, last, random, epochs):
         "scores": scores,
         "weights": {name: summary.get("weights") for name, (_, summary) in blends.items()},
         "gains": paired_differences(per_user, "blend (recall@10)"),
-        "levels": {name: level_on_board(run, board, true_share.share) for name, run in logged.items()},
-        "levels without the board's items": {
-            name: level_on_board(run, board, true_share.share, without_board_items=True) for name, run in runs.items()
-        },
-        "board users' fit": board_users_fit(list(logged.values()), board),
-        "coverage": {
-            view: coverage([*runs.values(), default_blend], board, last / (last + random), view == "board users")
-            for view in VIEWS
-        },
+        "fits": {variant: fit_of(*table) for variant, table in tables.items()},
+        "levels": {variant: levels(*table, true_share.share) for variant, table in tables.items()},
+        "coverage": {variant: coverage(*table, last / (last + random)) for variant, table in tables.items()},
     }
 
 
@@ -202,13 +202,19 @@ def main():
         report(results)
     print(f"\ncoverage of the 95% interval on {SYNTHETIC_BOARDS} synthetic boards per row (synthetic_board)")
     print(table(synthetic_coverage(), ["board", "true a", "interval", "coverage", "mean width", "from the noise"]))
+    print(f"\nthe same on {SYNTHETIC_BOARDS // 2} synthetic boards with the slot effect per row (synthetic_slot_board)")
+    print(
+        table(
+            synthetic_slot_coverage(),
+            ["holdout parts", "true a", "interval", "coverage", "mean width", "from the noise"],
+        )
+    )
 
 
 def report(results):
-    rows, goals, covered, blends = [], [], [], []
+    rows, fits, goals, covered, blends = [], [], [], [], []
     for r in results:
         e, s, case = r["estimate"], r["scores"], [r["data"], r["board"], f"{r['true share']:.2f}"]
-        fit = r["board users' fit"]
         low, high = e["interval"] or (np.nan, np.nan)
         inside = e["last_share"] is not None and low <= r["true share"] <= high
         gain, gain_low, gain_high = r["gains"]["blend (calibrated)"]
@@ -220,14 +226,23 @@ def report(results):
                 "cannot tell" if e["last_share"] is None else f"{e['last_share']:.2f} ({low:.2f} to {high:.2f})",
                 "" if e["sampling_noise"] is None else f"{e['sampling_noise']['chi2_p']:.3f}",
                 *(f"{s[name]:.4f}" for name in ("EASE", "MultiVAE", "gSASRec", "blend (recall@10)")),
-                " ".join(f"{level:.2f}" for level in r["levels"].values()),
-                " ".join(f"{level:.2f}" for level in r["levels without the board's items"].values()),
-                "{:.2f} ({:.2f} to {:.2f}), p {:.3f}".format(fit.last_share, *fit.interval, fit.noise_p),
             ]
         )
-        for view, rules in r["coverage"].items():
-            for rule, (share_covered, width, used) in rules.items():
-                covered.append([*case, view, rule, f"{share_covered:.2f}", f"{width:.2f}", f"{used:.2f}"])
+        for variant in PARTS:
+            fit = r["fits"][variant]
+            fits.append(
+                [
+                    *case,
+                    variant,
+                    "{:.2f} ({:.2f} to {:.2f})".format(fit.last_share, *fit.interval),
+                    f"{fit.interval[1] - fit.interval[0]:.2f}",
+                    f"{np.sqrt(np.mean(fit.residuals**2)):.4f}",
+                    f"{fit.noise_p:.3f}",
+                    " ".join(f"{level:.2f}" for level in r["levels"][variant]),
+                ]
+            )
+            for rule, (share_covered, width, used) in r["coverage"][variant].items():
+                covered.append([*case, variant, rule, f"{share_covered:.2f}", f"{width:.2f}", f"{used:.2f}"])
         for name, weights in r["weights"].items():
             mean, paired = s[name], r["gains"].get(name)
             shown = "" if paired is None else f"{paired[0]:+.4f} ({paired[1]:+.4f} to {paired[2]:+.4f})"
@@ -239,14 +254,17 @@ def report(results):
             f"({gain:+.4f}, paired 95% {gain_low:+.4f} to {gain_high:+.4f})"
             + (f", higher: {'yes' if gain_low > 0 else 'NO'}" if abs(r["true share"] - DEFAULT_SHARE) >= 0.2 else "")
         )
-    header = ["data", "board", "users", "true a", "estimated a (95%)", "noise p", "EASE", "MultiVAE", "gSASRec"]
-    levels = ["board / mix at true a", "the same, lists without board items", "a (95%), noise p, board users' parts"]
-    print(table(rows, [*header, "blend recall@10", *levels]))
+    header = ["data", "board", "users", "true a", "the listing's a (95%)", "noise p", "EASE", "MultiVAE", "gSASRec"]
+    print(table(rows, [*header, "blend recall@10"]))
+    print("\nthe fit on each variant of the holdout's parts (board / mix at the true a: EASE MultiVAE gSASRec blend)")
+    print(
+        table(fits, ["data", "board", "true a", "holdout parts", "a (95%)", "width", "rms", "noise p", "board / mix"])
+    )
     print(f"\ncoverage of the 95% interval on {RESAMPLES} boards simulated by resampling the users")
     print(
         table(
             covered,
-            ["data", "board", "true a", "holdout parts of", "interval", "coverage", "mean width", "from the noise"],
+            ["data", "board", "true a", "holdout parts", "interval", "coverage", "mean width", "from the noise"],
         )
     )
     print("\nthe blends on the board (weights: EASE MultiVAE gSASRec; paired against the recall@10 blend)")

@@ -16,6 +16,10 @@ SYNTHETIC_BOARDS = 200  # per synthetic case
 # the interval rules compared: the F test on the residuals (the listing's until 2026-12-07), the users' sampling
 # noise alone (a chi-square interval), and the listing's: the span of both
 RULES = ("residuals (F test)", "sampling noise", "spanning both (the listing's)")
+# the holdout's parts the fit reads: as each run logged them (the listing's until 2026-12-07), board-like (the
+# listing's since: evaluator/slots.py), and cut at 10 + BOARD_ITEMS x the board score (measured, not adopted)
+PARTS = ("as logged", "board-like (the listing's)", "cut at 10 + 10 x board (not adopted)")
+BOARD_ITEMS = 10  # hidden items per board user: a list that scores b on the board holds BOARD_ITEMS x b of them
 
 
 def board_users(run, board):
@@ -47,44 +51,41 @@ def rule_intervals(means, parts):
     }
 
 
-def level_on_board(run, board, share, without_board_items=False):
-    """A run's board score over its holdout mix at the true share, the holdout's parts over the board's users:
-    1 where the board is a resampled holdout. without_board_items: the holdout scored anew from the validation
-    fit's top 50 without the board's items (the validation fit never saw them, so they take slots in its lists
-    that count as misses on the holdout; the refit's submission has the holdout's items in its training data)."""
-    import json
-
-    from recbole_ext.evaluator import calibration
-    from recbole_ext.evaluator.metrics import part_scores
+def part_tables(runs, board):
+    """{variant of PARTS: ((last, random) users x runs, board users x runs)}: the runs' per-user holdout part
+    recalls, over the holdout's users (every one a board user, as in the competition), and their board recalls."""
+    from recbole_ext.evaluator import slots
+    from recbole_ext.evaluator.metrics import K
+    from recbole_ext.utils.leaderboard_log import board_like_part_scores, user_part_scores
     from recbole_ext.utils.run_folder import read_holdout_users
 
-    users = np.sort(board["user"].unique())
-    if without_board_items:
-        holdout = pd.read_csv(json.loads((Path(run) / "summary.json").read_text())["data"]["holdout_path"])
-        top = pd.read_csv(Path(run) / "valid_top50.csv")
-        top = top.merge(board[["user", "item"]], on=["user", "item"], how="left", indicator=True)
-        top = top[top["_merge"] == "left_only"]
-        parts = part_scores(top.assign(rank=top.groupby("user").cumcount()), holdout[holdout["user"].isin(users)])
-    else:
-        parts = read_holdout_users(run).loc[users]
-    return board_score(run, board) / (
-        share * parts[calibration.LAST].mean() + (1 - share) * parts[calibration.RANDOM].mean()
-    )
+    on_board = [board_users(run, board) for run in runs]
+    scores = [values.mean() for values in on_board]
+    uniform = lambda lists, holdout, score: slots.part_recalls_at(lists, holdout, K + BOARD_ITEMS * score)
+    variants = {
+        PARTS[0]: user_part_scores(runs),
+        PARTS[1]: board_like_part_scores(runs, scores),
+        PARTS[2]: board_like_part_scores(runs, scores, parts_of=uniform),
+    }
+    users = np.sort(read_holdout_users(runs[0]).index)
+    return {
+        name: (parts, np.column_stack([values.reindex(users) for values in on_board]))
+        for name, parts in variants.items()
+    }
 
 
-def board_users_fit(runs, board):
-    """The fit of the runs' board scores with their holdout parts over the board's users only (the
-    competition's case: the boards score the holdout's users)."""
+def fit_of(parts, on_board):
+    """fit_share of the runs' board scores on their holdout part means."""
     from recbole_ext.evaluator import calibration
-    from recbole_ext.utils.run_folder import read_holdout_users
 
-    users = np.sort(board["user"].unique())
-    parts = [
-        [read_holdout_users(run).loc[users, part] for run in runs] for part in (calibration.LAST, calibration.RANDOM)
-    ]
-    means = [[values.mean() for values in part] for part in parts]
-    scores = [board_score(run, board) for run in runs]
-    return calibration.fit_share(*means, scores, user_scores=[np.column_stack(part) for part in parts])
+    means = [np.nanmean(values, axis=0) for values in parts]
+    return calibration.fit_share(*means, np.nanmean(on_board, axis=0), user_scores=parts)
+
+
+def levels(parts, on_board, share):
+    """Each run's board score over its holdout mix at the true share: 1 where the board is a resampled holdout."""
+    last, random = (np.nanmean(values, axis=0) for values in parts)
+    return np.nanmean(on_board, axis=0) / (share * last + (1 - share) * random)
 
 
 def coverage_of(boards, true_share):
@@ -99,23 +100,16 @@ def coverage_of(boards, true_share):
     return {rule: np.mean(values, axis=0) for rule, values in found.items()}
 
 
-def coverage(runs, board, true_share, board_users_only, resamples=RESAMPLES):
+def coverage(parts, on_board, true_share, resamples=RESAMPLES):
     """coverage_of boards simulated by resampling users (the same draw for the holdout and the board: the
-    competition's boards score every user). The holdout's part means are over all its users (what the log
-    records) or, board_users_only, over the board's users (the competition's case)."""
-    from recbole_ext.evaluator import calibration
-    from recbole_ext.utils.run_folder import read_holdout_users
-
-    tables = [read_holdout_users(run) for run in runs]
-    users = np.sort(board["user"].unique()) if board_users_only else tables[0].index
-    parts = [np.column_stack([t.loc[users, part] for t in tables]) for part in (calibration.LAST, calibration.RANDOM)]
-    on_board = np.column_stack([board_users(run, board).reindex(users).to_numpy() for run in runs])
+    competition's boards score every user). The board scores change with the draw, the parts' cut with them not
+    (a change of a hundredth of a slot)."""
     rng = np.random.default_rng(0)
     boards = []
     for _ in range(resamples):
-        drawn = rng.integers(0, len(users), len(users))
+        drawn = rng.integers(0, len(on_board), len(on_board))
         resampled = (parts[0][drawn], parts[1][drawn], on_board[drawn])
-        boards.append(([np.nanmean(values, axis=0) for values in resampled], resampled[:2]))  # NaN: not on the board
+        boards.append(([np.nanmean(values, axis=0) for values in resampled], resampled[:2]))
     return coverage_of(boards, true_share)
 
 
@@ -151,4 +145,62 @@ def synthetic_coverage(boards=SYNTHETIC_BOARDS):
         for share in (0.2, 0.6):
             found = coverage_of([synthetic_board(share, seed, shifted=shifted) for seed in range(boards)], share)
             rows += [[name, share, rule, *(f"{v:.2f}" for v in values)] for rule, values in found.items()]
+    return rows
+
+
+# synthetic boards with the slot effect: each kind of submission scores a user's holdout items, hidden items and
+# FILLERS other items by a strength per part (kinds as SYNTHETIC_LAST/RANDOM), the user's ease and a noise shared
+# by the kinds in part; the validation lists rank them all, the submission (the refit) all but the holdout's
+SLOT_STRENGTH = {"last": np.array([0.55, 1.25, 0.95, 0.75]), "random": np.array([1.3, 0.75, 1.1, 1.25])}
+FILLERS = 200
+
+
+def synthetic_slot_lists(share, seed, users=600):
+    """One synthetic board with the slot effect: BOARD_ITEMS hidden items per user, BOARD_ITEMS x share of them
+    latest, and the holdout 2 + 8. Returns the holdout (user, item, part: items 0-9 of each user), each kind's
+    validation ranks of them (users x 10 x kinds: every item ranked, the hidden ones among them) and its board
+    recalls (users x kinds: the submission ranks all but the holdout's items)."""
+    rng = np.random.default_rng(seed)
+    board_last = round(BOARD_ITEMS * share)
+    parts = ["last"] * 2 + ["random"] * 8 + ["last"] * board_last + ["random"] * (BOARD_ITEMS - board_last)
+    relevant, kinds = len(parts), len(SYNTHETIC_LAST)
+    shape = (users, relevant + FILLERS)
+    scores = (rng.normal(size=(*shape, 1)) + rng.normal(size=(*shape, kinds))) / 2**0.5
+    scores[:, :relevant] += np.array([SLOT_STRENGTH[part] for part in parts]) + rng.normal(0, 0.5, (users, 1, 1))
+    above = scores[:, None, :, :] > scores[:, :relevant, None, :]  # users x relevant items x all items x kinds
+    ranks = above.sum(axis=2)
+    on_board = (ranks[:, 10:] - above[:, 10:, :10].sum(axis=2) < 10).mean(axis=1)
+    holdout = pd.DataFrame({"user": np.repeat(np.arange(users), 10), "item": np.tile(np.arange(10), users)})
+    return holdout.assign(part=np.tile(parts[:10], users)), ranks[:, :10], on_board
+
+
+def synthetic_slot_board(share, seed, users=600):
+    """{variant of PARTS: ((last, random, board means), (last, random per user))} of synthetic_slot_lists."""
+    from recbole_ext.evaluator import slots
+    from recbole_ext.evaluator.metrics import K
+
+    holdout, ranks, on_board = synthetic_slot_lists(share, seed, users)
+    score_parts = {
+        PARTS[0]: lambda lists, score: slots.part_recalls_at(lists, holdout, K),
+        PARTS[1]: lambda lists, score: slots.board_like_parts(lists, holdout, score),
+        PARTS[2]: lambda lists, score: slots.part_recalls_at(lists, holdout, K + BOARD_ITEMS * score),
+    }
+    result = {}
+    for variant, score_of in score_parts.items():
+        tables = [
+            score_of(holdout.assign(rank=ranks[:, :, k].ravel()), on_board[:, k].mean()) for k in range(ranks.shape[2])
+        ]
+        per_user = [np.column_stack([table[f"recall@10 {part}"] for table in tables]) for part in ("last", "random")]
+        result[variant] = ([*(values.mean(axis=0) for values in per_user), on_board.mean(axis=0)], per_user)
+    return result
+
+
+def synthetic_slot_coverage(boards=SYNTHETIC_BOARDS // 2):
+    """coverage_of synthetic boards with the slot effect, the fit on each variant of PARTS."""
+    rows = []
+    for share in (0.2, 0.6):
+        simulated = [synthetic_slot_board(share, seed) for seed in range(boards)]
+        for variant in PARTS:
+            found = coverage_of([board[variant] for board in simulated], share)
+            rows += [[variant, share, rule, *(f"{v:.2f}" for v in values)] for rule, values in found.items()]
     return rows

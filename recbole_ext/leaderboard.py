@@ -32,6 +32,7 @@ from recbole_ext.utils.leaderboard_log import (
     SCORES,
     LeaderboardError,
     add,
+    board_like_part_scores,
     read_log,
     user_part_scores,
 )
@@ -104,12 +105,27 @@ def listing(log):
             if name == "public" or len(scored):
                 lines.append(verdict(scored[RECALL], scored[name], name))
                 with_parts = scored.dropna(subset=PART_COLUMNS)
-                runs, scores = with_parts["run"], (with_parts[column] for column in (*PART_COLUMNS, name))
-                names = [Path(run).name for run in runs]
-                estimates[name] = calibration.fit_share(*scores, name, user_part_scores(runs), names)
+                estimates[name] = fit_board(with_parts, name)
                 lines.append(estimates[name].describe())
         result.append((fingerprint, rows, lines, estimates))
     return result
+
+
+def fit_board(rows, board):
+    """The Calibration of one board from its log rows: on the holdout's parts scored as the board scores (each
+    run's validation lists, evaluator/slots.py) where the run folders still hold them, else on the parts as
+    logged."""
+    runs, names = rows["run"].tolist(), [Path(run).name for run in rows["run"]]
+    scores = rows[board].to_numpy(dtype=float)
+    board_like = board_like_part_scores(runs, scores)
+    if board_like is None:
+        return calibration.fit_share(
+            *(rows[part] for part in PART_COLUMNS), scores, board, user_part_scores(runs), names
+        )
+    means = [np.nanmean(values, axis=0) for values in board_like]
+    estimate = calibration.fit_share(*means, scores, board, board_like, names)
+    estimate.parts = calibration.BOARD_LIKE
+    return estimate
 
 
 def as_text(listed, outputs):
@@ -139,13 +155,29 @@ def _short(run, outputs):
         return run
 
 
+def plot_fit(axis, estimates, label, colour, markers):
+    """One data version's board scores against their calibrated holdout scores (the holdout parts the fit used),
+    with the fitted lines (board = calibrated)."""
+    for board, estimate in estimates.items():
+        if estimate.last_share is None:
+            continue
+        last, random, scores = estimate.scores
+        a, (low, high) = estimate.last_share, estimate.interval
+        mix = a * last + (1 - a) * random
+        axis.plot(
+            mix, scores, markers[board], color=colour, label=f"{board}, {label}: a = {a:.2f} ({low:.2f} to {high:.2f})"
+        )
+        ends = np.array([mix.min(), mix.max()])
+        axis.plot(ends, ends, "-" if board == "public" else "--", color=colour, linewidth=1)
+
+
 def scatter(listed, outputs, path):
     """Left: holdout recall@10 (with its interval) against the leaderboard scores, one colour per data
     version; right: the leaderboard scores against the calibrated holdout score, with the fitted line."""
     figure, (axis, fitted) = plt.subplots(1, 2, figsize=(13, 5.5))
     markers = {"public": "o", "private": "^"}
     for (fingerprint, rows, _, estimates), colour in zip(listed, itertools.cycle(plt.cm.tab10.colors)):
-        calibration.plot_fit(fitted, rows, estimates, f"data {fingerprint}", colour, markers)
+        plot_fit(fitted, estimates, f"data {fingerprint}", colour, markers)
         for name in SCORES:
             scored = rows[rows[name].notna()]
             if len(scored):

@@ -60,6 +60,7 @@ GRID = np.linspace(0, 1, 1001)
 # each board (public, private) scores half of every user's hidden items: its sampling noise is counted as
 # that of half the holdout's users with the holdout's items (an overstatement where users differ more than items)
 BOARD_USER_SHARE = 0.5
+BOARD_LIKE = "board-like (each item ranked without the user's other holdout items, cut at 10 + board score)"
 ESTIMATE_FILE = Path("outputs") / "leaderboard.json"  # where the listing writes, where objectives read
 
 
@@ -82,6 +83,8 @@ class Calibration:
     half_width: tuple | None = None  # the interval's half width (before clipping) now, and with one more
     # submission like the heaviest (the residuals' size unchanged)
     reason: str | None = None
+    scores: tuple | None = None  # (last, random, board) per submission, as fitted
+    parts: str = "as logged"  # or BOARD_LIKE: the holdout's parts scored as the board scores (evaluator/slots.py)
 
     def suggested_holdout(self, total=None):
         """holdout.last / holdout.random with the same total as base.yaml's holdout, the last part's share a."""
@@ -116,6 +119,7 @@ class Calibration:
             if self.half_width is None
             else dict(zip(("now", "one more like the heaviest"), self.half_width)),
             "cannot_tell": self.reason,
+            "holdout_parts": self.parts,
         }
 
     def describe(self):
@@ -144,6 +148,7 @@ class Calibration:
             )
             + self._noise_words()
             + self._pinned_words()
+            + f"; the holdout's parts: {self.parts}"
         )
 
     def _noise_words(self):
@@ -241,6 +246,7 @@ def fit_share(last, random, board, board_name="public", user_scores=None, names=
         free_level=(float(GRID[free]), float(levels[free])),
         level_rejected=bool(rss[best] > _within(free_rss[free], n - 2)),
         names=list(names) if names is not None else [f"#{i + 1}" for i in range(n)],
+        scores=(last, random, board),
     )
     if user_scores is not None:
         covariance = noise_covariance(*user_scores)
@@ -328,23 +334,3 @@ def estimates_json(versions):
         "calibration": versions[0][1]["public"].as_json(),
         "data": {str(fp): {board: e.as_json() for board, e in estimates.items()} for fp, estimates in versions},
     }
-
-
-def plot_fit(axis, rows, estimates, label, colour, markers):
-    """The boards of one data version's log rows against their calibrated holdout scores, with the fitted
-    lines (board = calibrated)."""
-    for board, estimate in estimates.items():
-        if estimate.last_share is None:
-            continue
-        scored = rows.dropna(subset=[board, LAST, RANDOM])
-        a, (low, high) = estimate.last_share, estimate.interval
-        mix = a * scored[LAST] + (1 - a) * scored[RANDOM]
-        axis.plot(
-            mix,
-            scored[board],
-            markers[board],
-            color=colour,
-            label=f"{board}, {label}: a = {a:.2f} ({low:.2f} to {high:.2f})",
-        )
-        ends = np.array([mix.min(), mix.max()])
-        axis.plot(ends, ends, "-" if board == "public" else "--", color=colour, linewidth=1)

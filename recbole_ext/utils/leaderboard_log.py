@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from recbole_ext.evaluator import calibration
+from recbole_ext.evaluator import calibration, slots
 from recbole_ext.evaluator.metrics import NDCG, RECALL
 from recbole_ext.utils.files import write_atomic
-from recbole_ext.utils.run_folder import ENSEMBLE_MODEL, SUBMISSION, SUMMARY, read_holdout_users
+from recbole_ext.utils.run_folder import ENSEMBLE_MODEL, SUBMISSION, SUMMARY, VALID_TOP, read_holdout_users
 
 LOG_FILE = "leaderboard.csv"
 SCORES = ("public", "private")
@@ -142,5 +142,34 @@ def user_part_scores(runs):
         return None
     if not tables or any(table is None or not set(PART_COLUMNS) <= set(table.columns) for table in tables):
         return None
+    users = sorted(set.intersection(*(set(table.index) for table in tables)))
+    return tuple(np.column_stack([table.loc[users, part] for table in tables]) for part in PART_COLUMNS)
+
+
+def board_like_part_scores(runs, board_scores, parts_of=slots.board_like_parts):
+    """The runs' per-user holdout part recalls as the board scores its hidden items (evaluator/slots.py): from each
+    run's validation lists (valid_top50.csv; parts_of(lists, holdout, board score)); a run without them (an
+    ensemble keeps only its top 10) gets its holdout_users.csv parts times the mean ratio (these over as logged,
+    per part) of the runs that have them.
+    Returns (last, random): users x runs, the users all runs have; None where a run's files are gone or
+    unreadable, or no run has validation lists."""
+    try:
+        tables = [read_holdout_users(run) if Path(run).is_dir() else None for run in runs]
+        if any(table is None or not set(PART_COLUMNS) <= set(table.columns) for table in tables):
+            return None
+        listed = [i for i, run in enumerate(runs) if (Path(run) / VALID_TOP).is_file()]
+        if not listed:
+            return None
+        holdout = pd.read_csv(json.loads((Path(runs[listed[0]]) / SUMMARY).read_text())["data"]["holdout_path"])
+        ratios = []
+        for i in listed:
+            top = pd.read_csv(Path(runs[i]) / VALID_TOP)
+            board_like = parts_of(top.assign(rank=top.groupby("user").cumcount()), holdout, board_scores[i])
+            ratios.append(board_like.mean() / tables[i][PART_COLUMNS].mean())
+            tables[i] = board_like
+    except (OSError, ValueError, TypeError, KeyError):  # a damaged file (pandas raises any of these)
+        return None
+    ratio = pd.concat(ratios, axis=1).mean(axis=1)
+    tables = [table if i in listed else table[PART_COLUMNS] * ratio for i, table in enumerate(tables)]
     users = sorted(set.intersection(*(set(table.index) for table in tables)))
     return tuple(np.column_stack([table.loc[users, part] for table in tables]) for part in PART_COLUMNS)
