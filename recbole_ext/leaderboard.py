@@ -6,7 +6,8 @@
 `add` records a submitted run with its holdout scores (all users and by part)
 in DIR/leaderboard.csv; without a command, it judges per data version whether
 the holdout ranks the submissions like the leaderboard and estimates the
-board's share of latest items (evaluator/calibration.py; DIR/leaderboard.json), see
+board's share of latest items (evaluator/calibration.py, on the holdout's parts scored
+as the board scores where the run folders keep their lists: evaluator/slots.py; DIR/leaderboard.json), see
 docs/numbers.md. The log itself: utils/leaderboard_log.py.
 """
 
@@ -209,7 +210,7 @@ def scatter(listed, outputs, path):
         title="Does the local holdout rank submissions like the leaderboard?",
     )
     fitted.set(
-        xlabel=f"calibrated holdout: a · {calibration.LAST} + (1 - a) · {calibration.RANDOM}",
+        xlabel=f"calibrated holdout: a · {calibration.LAST} + (1 - a) · {calibration.RANDOM} (the parts the fit read)",
         ylabel="leaderboard Recall@10",
         title="The fitted board share a of latest items (line: board = level × calibrated)",
     )

@@ -34,7 +34,9 @@ random part fits as well as one at level 1 with half latest items), so it
 only says when the board is harder or easier than the holdout overall, and
 the share is then less sure.
 
-The listing writes the estimate to outputs/leaderboard.json; the objective
+The listing (leaderboard.py) fits the holdout's parts scored as the board scores
+where the run folders keep their validation lists (slots.py: the slot effect),
+else the parts as logged, and writes the estimate to outputs/leaderboard.json; the objective
 `recall@10 calibrated` (valid_metric, tune.metric, blend.objective) reads it
 there and becomes `recall@10 last:<a>` (metrics.Objective).
 """

@@ -170,6 +170,8 @@ def board_like_part_scores(runs, board_scores, parts_of=slots.board_like_parts):
     except (OSError, ValueError, TypeError, KeyError):  # a damaged file (pandas raises any of these)
         return None
     ratio = pd.concat(ratios, axis=1).mean(axis=1)
+    if len(listed) < len(runs) and not np.isfinite(ratio).all():  # a part no listed run found: nothing to scale by
+        return None
     tables = [table if i in listed else table[PART_COLUMNS] * ratio for i, table in enumerate(tables)]
     users = sorted(set.intersection(*(set(table.index) for table in tables)))
     return tuple(np.column_stack([table.loc[users, part] for table in tables]) for part in PART_COLUMNS)
