@@ -210,7 +210,7 @@ def scatter(listed, outputs, path):
         title="Does the local holdout rank submissions like the leaderboard?",
     )
     fitted.set(
-        xlabel=f"calibrated holdout: a · {calibration.LAST} + (1 - a) · {calibration.RANDOM} (the parts the fit read)",
+        xlabel=f"calibrated holdout: a · last + (1 - a) · random ({RECALL} parts as fitted)",
         ylabel="leaderboard Recall@10",
         title="The fitted board share a of latest items (line: board = level × calibrated)",
     )
