@@ -159,6 +159,13 @@ def test_a_member_without_lists_is_refused_for_the_stage(tmp_path, capsys):
     assert "no valid_top50.csv" in capsys.readouterr().err
 
 
+def test_a_holdout_that_no_candidate_holds_is_refused(case):
+    hidden, lists, ctx = case
+    elsewhere = hidden.assign(item=hidden["item"] + 10 * ITEMS)  # items no member lists
+    with pytest.raises(stack.EnsembleError, match="nothing to learn"):
+        stack.evaluate(lists, ["A", "B"], elsewhere, ctx, stack.Options(folds=3), ["members"])
+
+
 def test_the_candidate_table_holds_each_members_rank_and_scaled_score_or_the_absent_values():
     a = pd.DataFrame({"user": 1, "item": [10, 20, 30], "score": [3.0, 2.0, 1.0], "rank": [0, 1, 2]})
     b = pd.DataFrame({"user": 1, "item": [20, 40], "score": [5.0, 5.0], "rank": [0, 1]})

@@ -41,6 +41,7 @@ LGBM = {  # the model; rounds are chosen by early stopping on EARLY_STOP_SHARE o
 MAX_ROUNDS = 500
 EARLY_STOP_ROUNDS = 20
 EARLY_STOP_SHARE = 0.15
+NOTHING_TO_LEARN = "no holdout user has a hidden item among the candidates: the stage has nothing to learn"
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,7 @@ def binned(x, labels, users, weights, seed):
 
     useful = np.flatnonzero(pd.Series(labels).groupby(users).transform("max").to_numpy() > 0)
     if not len(useful):
-        raise EnsembleError("no holdout user has a hidden item among the candidates: the stage has nothing to learn")
+        raise EnsembleError(NOTHING_TO_LEARN)
     data = lightgbm.Dataset(x.iloc[useful], labels[useful], weight=weights[useful], params=params(seed))
     return data.construct(), useful
 
@@ -97,6 +98,8 @@ def fit(data, rows, users, seed, rounds=None):
     Returns (model, rounds)."""
     import lightgbm
 
+    if not len(rows):
+        raise EnsembleError(NOTHING_TO_LEARN)
     if rounds is not None:
         return lightgbm.train(params(seed), data.subset(rows), num_boost_round=rounds), rounds
     distinct = np.unique(users[rows])
