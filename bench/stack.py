@@ -1,13 +1,13 @@
 """The blend's learned second stage against EASE and the simple blends, on three data sets.
 
     python bench/stack.py [--data embedded sample latest-small] [--sample-users 300] [--latest-small DIR]
-    python bench/stack.py --scale [--members 5]
+    python bench/stack.py --scale [--members 5] [--users N] [--compare]
 
 For each data set (the embedded MovieLens-100K; its --sample-users user sample, seed 0; MovieLens
 ml-latest-small, converted by atomic_data.movielens, from ../shared/data/ml-latest-small by default),
 `python -m recbole_ext.blend yaml/blends/leaderboard.yaml --quick` trains the recipe's members (or
 reuses them: data/bench/stack/<data>/runs), then every blend method is fitted on the same member runs:
-score, rank, priority (weights cross-fitted on two halves) and stack (cross-fitted on five folds).
+score, rank, priority (weights cross-fitted on two halves) and stack (cross-fitted on three folds).
 Printed per data set: each member and each blend, cross-fitted, with the holdout parts (last, random)
 and the paired difference to EASE with its 95% interval; the stage's fit and predict seconds against
 the members' training seconds; its top features by importance; how far its inputs moved between the
@@ -19,7 +19,9 @@ unseen items of a score that mixes popularity, the user's taste shared by the me
 noise and, in the validation lists, a lift of the user's hidden items), since real members cannot be
 trained at that scale on a CPU. It prints the stage's fit (the features, the cross-fit and the final
 model) and predict seconds and peak memory; docs/results.md sets them against the members' training
-seconds measured at that scale.
+seconds measured at that scale. --users N: a seeded sample of N users' lists and hidden items (to iterate
+fast); --compare: also the stage's first settings (FIRST_SETTINGS) on the same lists, in the same run, and
+the ratio of the two.
 
 Goals (issue 26), printed beside the figures: the stage at least EASE x 1.06 with the paired interval
 above 0 on the embedded data, at least EASE x 1.03 with the interval above 0 on ml-latest-small; at least
@@ -34,6 +36,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pandas as pd
@@ -171,6 +174,8 @@ def report_stage(name, summaries, recall, scores, members, seconds):
 SCALE_DEPTH = 50  # each synthetic member's list: as deep as a run's valid_top50.csv
 TASTE_NOISE, MEMBER_NOISE, HIDDEN_LIFT = 1.0, 0.7, 1.5  # score = log popularity + taste + own noise (+ lift)
 CHUNK_USERS = 2048
+# the stage as issue 26 first merged it: every fold ran to the 500-round cap at competition scale
+FIRST_SETTINGS = {"learning_rate": 0.05, "early stop rounds": 50, "folds": 5}
 
 
 def synthetic_lists(ctx, seen, hidden, members, seed):
@@ -214,8 +219,9 @@ def user_items(ctx, users, items):
     return sparse.csr_matrix((np.ones(keep.sum(), np.float32), (u[keep], i[keep])), shape=shape)
 
 
-def scale(members):
-    """The stage's fit and predict seconds at competition scale, on synthetic member lists."""
+def scale(members, users=None, compare=False):
+    """The stage's fit and predict seconds at competition scale, on synthetic member lists (of a sample of users,
+    seed 0, when given; with the stage's first settings beside when compare)."""
     from atomic_data import HoldoutRule, base_settings, prepare
     from atomic_data.tables import read_inter
     from recbole_ext.blend import stack, stack_features
@@ -241,24 +247,47 @@ def scale(members):
         )
         lifted = None if lift is None else user_items(ctx, lift["user"], lift["item"])
         lists[which] = synthetic_lists(ctx, seen, lifted, members, seed=len(which))
-    options = stack.Options()
-    groups = stack_features.feature_groups(options, stack_features.item_fields(prepared))
-    memory_mb()  # the peak so far: the data and the lists
-    Path("/proc/self/clear_refs").write_text("5")
-    started = time.perf_counter()
-    record = stack.evaluate(lists["valid"], names, hidden, valid_ctx, options, groups)
-    fit_seconds = time.perf_counter() - started + context_seconds
-    started = time.perf_counter()
-    record["stage"].predict(lists["full"], full_ctx)
-    predict_seconds = time.perf_counter() - started
-    peak = memory_mb()[1]
-    print(
-        f"stage fit {fit_seconds:.1f} s (context {context_seconds:.1f} s, {options.folds} folds of rounds "
-        f"{[f['rounds'] for f in record['folds']]} and the final model), predict {predict_seconds:.1f} s, "
-        f"peak {peak:,.0f} MB; {record['candidates_per_user']:.0f} candidates per user holding "
-        f"{record['hidden_in_candidates']:.1%} of the hidden items; the final model's "
-        f"{len(record['importance'])} features"
+    if users and users < hidden["user"].nunique():
+        kept = np.random.default_rng(0).choice(np.unique(hidden["user"]), users, replace=False)
+        hidden = hidden[hidden["user"].isin(kept)]
+        lists = {which: [top[top["user"].isin(kept)] for top in tops] for which, tops in lists.items()}
+        print(f"a sample of {users:,} users")
+    groups = stack_features.feature_groups(stack.Options(), stack_features.item_fields(prepared))
+
+    def timed(label, options):
+        memory_mb()  # the peak so far: the data and the lists
+        Path("/proc/self/clear_refs").write_text("5")
+        started = time.perf_counter()
+        record = stack.evaluate(lists["valid"], names, hidden, valid_ctx, options, groups)
+        fit_seconds = time.perf_counter() - started + context_seconds
+        started = time.perf_counter()
+        record["stage"].predict(lists["full"], full_ctx)
+        predict_seconds = time.perf_counter() - started
+        print(
+            f"{label}: fit {fit_seconds:.1f} s (context {context_seconds:.1f} s, {options.folds} folds of rounds "
+            f"{[f['rounds'] for f in record['folds']]} and the final model of {record['stage'].rounds}), predict "
+            f"{predict_seconds:.1f} s, peak {memory_mb()[1]:,.0f} MB; cross-fitted recall@10 "
+            f"{record['cross_fitted']['recall@10']:.4f}; {record['candidates_per_user']:.0f} candidates per user "
+            f"holding {record['hidden_in_candidates']:.1%} of the hidden items; {len(record['importance'])} features",
+            flush=True,
+        )
+        return fit_seconds, predict_seconds
+
+    now = timed(
+        f"the stage (learning rate {stack.LGBM['learning_rate']}, early stop {stack.EARLY_STOP_ROUNDS} rounds)",
+        stack.Options(),
     )
+    if compare:
+        first = FIRST_SETTINGS
+        with (
+            mock.patch.dict(stack.LGBM, learning_rate=first["learning_rate"]),
+            mock.patch.object(stack, "EARLY_STOP_ROUNDS", first["early stop rounds"]),
+        ):
+            before = timed(
+                f"its first settings ({', '.join(f'{k} {v}' for k, v in first.items())})",
+                stack.Options(folds=first["folds"]),
+            )
+        print(f"first settings / now: fit {before[0] / now[0]:.2f}x, predict {before[1] / now[1]:.2f}x")
 
 
 def main():
@@ -268,12 +297,16 @@ def main():
     parser.add_argument("--latest-small", default=str(LATEST_SMALL))
     parser.add_argument("--scale", action="store_true", help="time the stage alone at competition scale")
     parser.add_argument("--members", type=int, default=5, help="--scale: synthetic members")
+    parser.add_argument("--users", type=int, help="--scale: a sample of this many users (default: all)")
+    parser.add_argument("--compare", action="store_true", help="--scale: also time the first settings, same run")
     args = parser.parse_args()
     if args.members < 2:
         parser.error(f"--members must be at least 2 (a blend), got {args.members}")
+    if args.users is not None and args.users < 100:
+        parser.error(f"--users must be at least 100 (a few per fold), got {args.users}")
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     if args.scale:
-        scale(args.members)
+        scale(args.members, args.users, args.compare)
         print(f"\nload average after: {os.getloadavg()[0]:.2f}")
         return
     for name in args.data:

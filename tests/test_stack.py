@@ -159,6 +159,25 @@ def test_a_member_without_lists_is_refused_for_the_stage(tmp_path, capsys):
     assert "no valid_top50.csv" in capsys.readouterr().err
 
 
+def test_a_holdout_that_no_candidate_holds_is_refused(case):
+    hidden, lists, ctx = case
+    elsewhere = hidden.assign(item=hidden["item"] + 10 * ITEMS)  # items no member lists
+    with pytest.raises(stack.EnsembleError, match="nothing to learn"):
+        stack.evaluate(lists, ["A", "B"], elsewhere, ctx, stack.Options(folds=3), ["members"])
+
+
+def test_the_candidate_table_holds_each_members_rank_and_scaled_score_or_the_absent_values():
+    a = pd.DataFrame({"user": 1, "item": [10, 20, 30], "score": [3.0, 2.0, 1.0], "rank": [0, 1, 2]})
+    b = pd.DataFrame({"user": 1, "item": [20, 40], "score": [5.0, 5.0], "rank": [0, 1]})
+    table = stack_features.candidate_table([a, b], 50)
+    # sorted by best rank in any member, then item; absent: rank 50, scaled score -1; equal scores scale to 1
+    assert table["item"].tolist() == [10, 20, 40, 30]
+    assert table["best_rank"].tolist() == [0, 0, 1, 2]
+    assert table["rank_0"].tolist() == [0, 1, 50, 2] and table["rank_1"].tolist() == [50, 0, 1, 50]
+    assert table["score_0"].tolist() == [1.0, 0.5, -1.0, 0.0] and table["score_1"].tolist() == [-1.0, 1.0, 1.0, -1.0]
+    assert table["votes"].tolist() == [1, 2, 1, 1]
+
+
 def test_the_sequence_features_count_what_followed_the_users_latest_items():
     # users 1-3 watch 10 then 20 (then 40); user 4's latest item is 10: 20 followed 10 in every history, 30 never
     hour = 3600

@@ -73,10 +73,12 @@ class Candidates:
 
 
 def candidates(lists, contribution):
-    long = pd.concat([top.assign(run=m, value=contribution(top)) for m, top in enumerate(lists)], ignore_index=True)
+    """contribution: a run's list -> one value per row (values: rows x runs), or several (rows x runs x values)."""
+    long = pd.concat([top.assign(run=m) for m, top in enumerate(lists)], ignore_index=True)
+    value = np.concatenate([np.asarray(contribution(top), dtype=float) for top in lists])
     pairs = long.groupby(["user", "item"])
-    values = np.zeros((pairs.ngroups, len(lists)))
-    values[pairs.ngroup().to_numpy(), long["run"].to_numpy()] = long["value"].to_numpy()
+    values = np.zeros((pairs.ngroups, len(lists), *value.shape[1:]))
+    values[pairs.ngroup().to_numpy(), long["run"].to_numpy()] = value
     keys = pairs["rank"].min().rename("best_rank").reset_index()  # sorted by user, item
     order = keys.sort_values(["user", "best_rank"], kind="stable").index.to_numpy()
     keys, values = keys.iloc[order].reset_index(drop=True), values[order]

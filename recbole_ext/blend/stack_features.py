@@ -166,14 +166,16 @@ def candidate_table(lists, depth):
     user, best rank in any member, item) with member columns rank_m (depth where absent) and scaled
     score_m (ABSENT_SCORE)."""
     lists = [top[top["rank"] < depth] for top in lists]
-    ranks = candidates(lists, lambda top: depth - top["rank"])  # 0 where absent: rank depth
-    scores = candidates(lists, lambda top: normalised_score(top) - ABSENT_SCORE)  # 0 where absent
-    table = ranks.keys.astype({"best_rank": np.float32})
+    both = candidates(  # one pass over the lists; 0 where absent: rank depth, score ABSENT_SCORE
+        lists, lambda top: np.column_stack([depth - top["rank"], normalised_score(top) - ABSENT_SCORE])
+    )
+    ranks, scores = both.values[..., 0], both.values[..., 1]
+    table = both.keys.astype({"best_rank": np.float32})
     for m in range(len(lists)):
-        table[f"rank_{m}"] = (depth - ranks.values[:, m]).astype(np.float32)
-        table[f"score_{m}"] = (scores.values[:, m] + ABSENT_SCORE).astype(np.float32)
-    table["votes"] = (ranks.values > 0).sum(axis=1).astype(np.float32)
-    table["votes_top10"] = (ranks.values > depth - K).sum(axis=1).astype(np.float32)
+        table[f"rank_{m}"] = (depth - ranks[:, m]).astype(np.float32)
+        table[f"score_{m}"] = (scores[:, m] + ABSENT_SCORE).astype(np.float32)
+    table["votes"] = (ranks > 0).sum(axis=1).astype(np.float32)
+    table["votes_top10"] = (ranks > depth - K).sum(axis=1).astype(np.float32)
     return table
 
 
