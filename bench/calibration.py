@@ -52,6 +52,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.calibration_boards import (
+    PARTS,
     SYNTHETIC_BOARDS,
     board_score,
     board_users,
@@ -169,6 +170,8 @@ def second_round(case, folder, board, epochs):
     runs = train(round_folder, epochs, holdout, raw=folder / "raw")
     second_blend, summary = blend(runs, round_folder, "default", COMPETITION)
     scores, estimate = logged({**runs, "blend (recall@10)": second_blend}, board, round_folder / "outputs")
+    # a holdout of no last items (0 + 10) has no last part to set against the board
+    board_like = part_tables([*runs.values(), second_blend], board)[PARTS[1]] if holdout["last"] else None
     round_one = {name: folder / "blends" / blend_folder for name, blend_folder in case["blend folders"].items()}
     per_user = pd.DataFrame(
         {
@@ -181,6 +184,7 @@ def second_round(case, folder, board, epochs):
         "estimate": estimate,
         "scores": scores,
         "weights": summary.get("weights"),
+        "levels": [] if board_like is None else levels(*board_like, case["true share"]),
         "against": {
             name: paired_differences(per_user[[name, "round 2 blend"]], name)["round 2 blend"]
             for name in per_user.columns[:-1]

@@ -76,24 +76,26 @@ def report_second_round(results):
     for r in results:
         second, case = r["round 2"], [r["data"], r["board"], f"{r['true share']:.2f}"]
         rounds = (
-            ("1 (2+8)", r["estimate"], r["scores"]),
-            (f"2 ({second['holdout']})", *(second[k] for k in ("estimate", "scores"))),
+            ("1 (2+8)", r["estimate"], r["scores"], r["levels"][PARTS[1]]),
+            (f"2 ({second['holdout']})", *(second[k] for k in ("estimate", "scores", "levels"))),
         )
-        for name, e, scores in rounds:
+        for name, e, scores, ratios in rounds:
             low, high = e["interval"] or (np.nan, np.nan)
             estimate = "cannot tell" if e["last_share"] is None else f"{e['last_share']:.2f} ({low:.2f} to {high:.2f})"
             weights = " ".join(f"{n} {w:.2f}" for n, w in (e["weights"] or {}).items())
             board = (f"{scores[member]:.4f}" for member in MEMBER_NAMES)
-            rows.append([*case, name, *board, estimate, f"{high - low:.2f}", weights])
+            ratios = " ".join(f"{ratio:.2f}" for ratio in ratios)
+            rows.append([*case, name, *board, ratios, estimate, f"{high - low:.2f}", weights])
         mean = second["scores"]["blend (recall@10)"]
         weights = " ".join(f"{w:.2f}" for w in (second["weights"] or {}).values())
         for name, (gain, low, high) in second["against"].items():
             blends.append(
                 [*case, second["holdout"], weights, f"{mean:.4f}", name, f"{gain:+.4f} ({low:+.4f} to {high:+.4f})"]
             )
-    print("\nround 2: the members retrained on the suggested holdout, their board scores, and the listing's estimate")
-    print("from their own log of 4 submissions, with the fit's weight of each")
+    print("\nround 2: the members retrained on the suggested holdout, their board scores and board / mix at the true a")
+    print("(board-like parts: EASE MultiVAE gSASRec blend), and the listing's estimate from their own log of 4")
+    print("submissions, with the fit's weight of each")
     header = ["data", "board", "true a", "round (holdout)", "EASE", "MultiVAE", "gSASRec", "blend recall@10"]
-    print(table(rows, [*header, "the listing's a (95%)", "width", "fit weights"]))
+    print(table(rows, [*header, "board / mix", "the listing's a (95%)", "width", "fit weights"]))
     print("\nthe round-2 blend (recall@10 on its holdout) on the board, paired against round 1's blends")
     print(table(blends, ["data", "board", "true a", "holdout", "weights", "board recall@10", "against", "difference"]))
