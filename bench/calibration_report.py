@@ -85,7 +85,7 @@ def report_second_round(results):
             weights = " ".join(f"{n} {w:.2f}" for n, w in (e["weights"] or {}).items())
             board = (f"{scores[member]:.4f}" for member in MEMBER_NAMES)
             ratios = " ".join(f"{ratio:.2f}" for ratio in ratios)
-            rows.append([*case, name, *board, ratios, estimate, f"{high - low:.2f}", weights])
+            rows.append([*case, name, *board, ratios, estimate, "" if np.isnan(low) else f"{high - low:.2f}", weights])
         mean = second["scores"]["blend (recall@10)"]
         weights = " ".join(f"{w:.2f}" for w in (second["weights"] or {}).values())
         for name, (gain, low, high) in second["against"].items():
