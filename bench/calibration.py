@@ -2,7 +2,7 @@
 blend chosen for it score higher on the board than one chosen on the default holdout?
 
     python bench/calibration.py [--data [embedded latest-small]] [--boards 5+5 1+9] [--epochs 10]
-                                [--latest-small DIR]
+                                [--latest-small DIR] [--second-round]
 
 For each data set (the embedded MovieLens-100K; MovieLens ml-latest-small from ../shared/data) and each
 board make-up LAST+RANDOM, a board set is hidden from the raw interactions before anything trains: for
@@ -22,6 +22,12 @@ slot effect, not adopted), with each submission's board score over its holdout m
 `--objective "recall@10 calibrated"` (the share just estimated) and with the true share (what a perfect
 estimate would give); their board scores are printed with paired intervals against the recall@10 blend
 (the board's users resampled). Runs are kept and reused: data/bench/calibration/.
+
+--second-round (the competitor's loop, round 2): after round 1 the listing suggests a holdout; the same
+members are retrained on it (holdout.last / holdout.random; gSASRec stops early on the whole holdout where
+it has no last part), blended with the default objective on it, scored on the board and logged in a log of
+their own (folder round-2-LAST+RANDOM); printed: the round-2 estimate beside round 1's, and the round-2
+blend on the board paired against round 1's recall@10 and calibrated blends. The synthetic study is not run.
 
 The intervals' coverage: boards simulated by resampling the users of each case (RESAMPLES, no
 retraining), for each variant of the parts, and synthetic boards (also run by `--data` with no name)
@@ -47,7 +53,6 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.calibration_boards import (
     PARTS,
-    RESAMPLES,
     SYNTHETIC_BOARDS,
     board_score,
     board_users,
@@ -58,6 +63,7 @@ from bench.calibration_boards import (
     synthetic_coverage,
     synthetic_slot_coverage,
 )
+from bench.calibration_report import report, report_second_round
 from bench.common import BENCH_DATA, LATEST_SMALL, ROOT, latest_small_raw, model_settings, table
 
 OUT = BENCH_DATA / "calibration"
@@ -68,7 +74,6 @@ MEMBERS = {  # name: (model yaml, settings)
     "MultiVAE": ("yaml/multivae.yaml", []),
     "gSASRec": ("yaml/gsasrec.yaml", ["valid_metric=recall@10 last", "stopping_step=3"]),
 }
-DEFAULT_SHARE = 0.2  # the default holdout's: 2 last of 10
 
 
 def source_raw(name, latest_small):
@@ -111,17 +116,21 @@ def hide_board(raw, folder, last, random):
     return hidden
 
 
-def train(folder, epochs):
-    """The members' run folders on folder/raw (trained once, then reused)."""
+def train(folder, epochs, holdout=None, raw=None):
+    """The members' run folders under folder on raw (folder/raw), trained once, then reused; holdout:
+    {last, random} over base.yaml's (gSASRec stops early on all of it where there is no last part)."""
     from recbole_ext.quick_start.pipeline import run
 
-    runs = {}
+    runs, raw = {}, raw or folder / "raw"
+    holdout_settings = [f"holdout.{part}={n}" for part, n in (holdout or {}).items()]
     for name, (model_yaml, extra) in MEMBERS.items():
         runs[name] = folder / "runs" / name
         if not (runs[name] / "summary.json").is_file():
             shutil.rmtree(runs[name], ignore_errors=True)
             epochs_setting = [] if name == "EASE" else [f"epochs={epochs}"]
-            overrides = [f"data={folder / 'raw'}", f"data_dir={OUT / 'prepared'}", f"output_dir={runs[name]}"]
+            if holdout and not holdout["last"]:
+                extra = [setting for setting in extra if not setting.startswith("valid_metric")]
+            overrides = [f"data={raw}", f"data_dir={OUT / 'prepared'}", f"output_dir={runs[name]}", *holdout_settings]
             run(model_settings(model_yaml, [*overrides, *QUIET, *epochs_setting, *extra], quick=True))
     return runs
 
@@ -136,7 +145,54 @@ def blend(runs, folder, name, objective):
     return output, json.loads((output / "summary.json").read_text())
 
 
-def measure_case(data_name, raw, last, random, epochs):
+def logged(runs, board, outputs):
+    """Each run's board score, logged with it as its public score in a new log at outputs, and the listing's
+    estimate from that log: (scores by name, the estimate as leaderboard.json holds it)."""
+    from recbole_ext import leaderboard
+
+    shutil.rmtree(outputs, ignore_errors=True)
+    scores = {}
+    for name, run in runs.items():
+        scores[name] = board_score(run, board)
+        leaderboard.main(["add", str(run), "--public", f"{scores[name]:.6f}", "--outputs", str(outputs)])
+    leaderboard.main(["--outputs", str(outputs)])
+    return scores, json.loads((outputs / leaderboard.ESTIMATE_FILE).read_text())["calibration"]
+
+
+def second_round(case, folder, board, epochs):
+    """Round 2 of the competitor's loop: the members retrained on the holdout the round-1 listing suggested,
+    blended with the default objective (recall@10) on it, scored on the board and logged (a log of their own:
+    the listing's estimate on the matched holdout); the round-2 blend paired against round 1's blends."""
+    from recbole_ext.evaluator.metrics import COMPETITION, paired_differences
+
+    holdout = case["estimate"]["suggested_holdout"]
+    round_folder = folder / f"round-2-{holdout['last']}+{holdout['random']}"
+    runs = train(round_folder, epochs, holdout, raw=folder / "raw")
+    second_blend, summary = blend(runs, round_folder, "default", COMPETITION)
+    scores, estimate = logged({**runs, "blend (recall@10)": second_blend}, board, round_folder / "outputs")
+    # a holdout of no last items (0 + 10) has no last part to set against the board
+    board_like = part_tables([*runs.values(), second_blend], board)[PARTS[1]] if holdout["last"] else None
+    round_one = {name: folder / "blends" / blend_folder for name, blend_folder in case["blend folders"].items()}
+    per_user = pd.DataFrame(
+        {
+            **{f"round 1 {name}": board_users(run, board) for name, run in round_one.items()},
+            "round 2 blend": board_users(second_blend, board),
+        }
+    )
+    return {
+        "holdout": f"{holdout['last']}+{holdout['random']}",
+        "estimate": estimate,
+        "scores": scores,
+        "weights": summary.get("weights"),
+        "levels": [] if board_like is None else levels(*board_like, case["true share"]),
+        "against": {
+            name: paired_differences(per_user[[name, "round 2 blend"]], name)["round 2 blend"]
+            for name in per_user.columns[:-1]
+        },
+    }
+
+
+def measure_case(data_name, raw, last, random, epochs, second=False):
     from recbole_ext import leaderboard
     from recbole_ext.evaluator import calibration
     from recbole_ext.evaluator.metrics import COMPETITION, RECALL, Objective, paired_differences
@@ -146,13 +202,7 @@ def measure_case(data_name, raw, last, random, epochs):
     runs = train(folder, epochs)
     default_blend, weights = blend(runs, folder, "default", COMPETITION)
     outputs = folder / "outputs"
-    shutil.rmtree(outputs, ignore_errors=True)
-    scores = {}
-    for name, run in {**runs, "blend (recall@10)": default_blend}.items():
-        scores[name] = board_score(run, board)
-        leaderboard.main(["add", str(run), "--public", f"{scores[name]:.6f}", "--outputs", str(outputs)])
-    leaderboard.main(["--outputs", str(outputs)])
-    estimate = json.loads((outputs / leaderboard.ESTIMATE_FILE).read_text())["calibration"]
+    scores, estimate = logged({**runs, "blend (recall@10)": default_blend}, board, outputs)
     objective = calibration.resolved_objective(
         "recall@10 calibrated", "bench", estimate_file=outputs / leaderboard.ESTIMATE_FILE
     )
@@ -165,7 +215,7 @@ def measure_case(data_name, raw, last, random, epochs):
     per_user = pd.DataFrame({name: board_users(run, board) for name, (run, _) in blends.items()})
     scores.update(per_user.mean().to_dict())
     tables = part_tables([*runs.values(), default_blend], board)
-    return {
+    case = {
         "data": data_name,
         "board": f"{last}+{random}",
         "users": board["user"].nunique(),
@@ -177,7 +227,11 @@ def measure_case(data_name, raw, last, random, epochs):
         "fits": {variant: fit_of(*table) for variant, table in tables.items()},
         "levels": {variant: levels(*table, true_share.share) for variant, table in tables.items()},
         "coverage": {variant: coverage(*table, last / (last + random)) for variant, table in tables.items()},
+        "blend folders": {name: Path(run).name for name, (run, _) in blends.items() if name != "blend (true share)"},
     }
+    if second:
+        case["round 2"] = second_round(case, folder, board, epochs)
+    return case
 
 
 def main():
@@ -188,6 +242,11 @@ def main():
     parser.add_argument("--boards", nargs="+", default=["5+5", "1+9"], help="LAST+RANDOM per user")
     parser.add_argument("--epochs", type=int, default=10, help="at most this many epochs for MultiVAE and gSASRec")
     parser.add_argument("--latest-small", default=str(LATEST_SMALL))
+    parser.add_argument(
+        "--second-round",
+        action="store_true",
+        help="retrain the members on the holdout round 1 suggested, blend and score them (no synthetic study)",
+    )
     args = parser.parse_args()
     results = []
     for data_name in args.data:
@@ -197,9 +256,12 @@ def main():
             continue
         for board in args.boards:
             last, random = (int(n) for n in board.split("+"))
-            results.append(measure_case(data_name, raw, last, random, args.epochs))
+            results.append(measure_case(data_name, raw, last, random, args.epochs, args.second_round))
     if results:
         report(results)
+    if args.second_round:
+        report_second_round(results)
+        return
     print(f"\ncoverage of the 95% interval on {SYNTHETIC_BOARDS} synthetic boards per row (synthetic_board)")
     print(table(synthetic_coverage(), ["board", "true a", "interval", "coverage", "mean width", "from the noise"]))
     print(f"\nthe same on {SYNTHETIC_BOARDS // 2} synthetic boards with the slot effect per row (synthetic_slot_board)")
@@ -209,67 +271,6 @@ def main():
             ["holdout parts", "true a", "interval", "coverage", "mean width", "from the noise"],
         )
     )
-
-
-def report(results):
-    rows, fits, goals, covered, blends = [], [], [], [], []
-    for r in results:
-        e, s, case = r["estimate"], r["scores"], [r["data"], r["board"], f"{r['true share']:.2f}"]
-        low, high = e["interval"] or (np.nan, np.nan)
-        inside = e["last_share"] is not None and low <= r["true share"] <= high
-        gain, gain_low, gain_high = r["gains"]["blend (calibrated)"]
-        rows.append(
-            [
-                *case[:2],
-                r["users"],
-                case[2],
-                "cannot tell" if e["last_share"] is None else f"{e['last_share']:.2f} ({low:.2f} to {high:.2f})",
-                "" if e["sampling_noise"] is None else f"{e['sampling_noise']['chi2_p']:.3f}",
-                *(f"{s[name]:.4f}" for name in ("EASE", "MultiVAE", "gSASRec", "blend (recall@10)")),
-            ]
-        )
-        for variant in PARTS:
-            fit = r["fits"][variant]
-            fits.append(
-                [
-                    *case,
-                    variant,
-                    "{:.2f} ({:.2f} to {:.2f})".format(fit.last_share, *fit.interval),
-                    f"{fit.interval[1] - fit.interval[0]:.2f}",
-                    f"{np.sqrt(np.mean(fit.residuals**2)):.4f}",
-                    f"{fit.noise_p:.3f}",
-                    " ".join(f"{level:.2f}" for level in r["levels"][variant]),
-                ]
-            )
-            for rule, (share_covered, width, used) in r["coverage"][variant].items():
-                covered.append([*case, variant, rule, f"{share_covered:.2f}", f"{width:.2f}", f"{used:.2f}"])
-        for name, weights in r["weights"].items():
-            mean, paired = s[name], r["gains"].get(name)
-            shown = "" if paired is None else f"{paired[0]:+.4f} ({paired[1]:+.4f} to {paired[2]:+.4f})"
-            blends.append([*case, name, " ".join(f"{w:.2f}" for w in (weights or {}).values()), f"{mean:.4f}", shown])
-        goals.append(
-            f"{r['data']} {r['board']}: true share inside the interval: {'yes' if inside else 'NO'}; width "
-            f"{high - low:.2f} (goal <= 0.30 with {e['submissions']} submissions): "
-            f"{'yes' if high - low <= 0.3 else 'NO'}; calibrated blend >= default: {'yes' if gain >= 0 else 'NO'} "
-            f"({gain:+.4f}, paired 95% {gain_low:+.4f} to {gain_high:+.4f})"
-            + (f", higher: {'yes' if gain_low > 0 else 'NO'}" if abs(r["true share"] - DEFAULT_SHARE) >= 0.2 else "")
-        )
-    header = ["data", "board", "users", "true a", "the listing's a (95%)", "noise p", "EASE", "MultiVAE", "gSASRec"]
-    print(table(rows, [*header, "blend recall@10"]))
-    print("\nthe fit on each variant of the holdout's parts (board / mix at the true a: EASE MultiVAE gSASRec blend)")
-    print(
-        table(fits, ["data", "board", "true a", "holdout parts", "a (95%)", "width", "rms", "noise p", "board / mix"])
-    )
-    print(f"\ncoverage of the 95% interval on {RESAMPLES} boards simulated by resampling the users")
-    print(
-        table(
-            covered,
-            ["data", "board", "true a", "holdout parts", "interval", "coverage", "mean width", "from the noise"],
-        )
-    )
-    print("\nthe blends on the board (weights: EASE MultiVAE gSASRec; paired against the recall@10 blend)")
-    print(table(blends, ["data", "board", "true a", "blend", "weights", "board recall@10", "paired difference"]))
-    print("\n".join(goals))
 
 
 if __name__ == "__main__":
