@@ -20,7 +20,7 @@ noise and, in the validation lists, a lift of the user's hidden items), since re
 trained at that scale on a CPU. It prints the stage's fit (the features, the cross-fit and the final
 model) and predict seconds and peak memory; docs/results.md sets them against the members' training
 seconds measured at that scale. --users N: a seeded sample of N users' lists and hidden items (to iterate
-fast); --compare: also the stage's first settings (FIRST_SETTINGS) on the same lists, in the same run, and
+fast); --compare: also the stage's first settings (FIRST_BOOSTING, FIRST_FOLDS) on the same lists, in the same run, and
 the ratio of the two.
 
 Goals (issue 26), printed beside the figures: the stage at least EASE x 1.06 with the paired interval
@@ -36,7 +36,6 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from unittest import mock
 
 import numpy as np
 import pandas as pd
@@ -175,7 +174,7 @@ SCALE_DEPTH = 50  # each synthetic member's list: as deep as a run's valid_top50
 TASTE_NOISE, MEMBER_NOISE, HIDDEN_LIFT = 1.0, 0.7, 1.5  # score = log popularity + taste + own noise (+ lift)
 CHUNK_USERS = 2048
 # the stage as issue 26 first merged it: every fold ran to the 500-round cap at competition scale
-FIRST_SETTINGS = {"learning_rate": 0.05, "early stop rounds": 50, "folds": 5}
+FIRST_BOOSTING, FIRST_FOLDS = dict(learning_rate=0.05, early_stop_rounds=50), 5
 
 
 def synthetic_lists(ctx, seen, hidden, members, seed):
@@ -254,11 +253,11 @@ def scale(members, users=None, compare=False):
         print(f"a sample of {users:,} users")
     groups = stack_features.feature_groups(stack.Options(), stack_features.item_fields(prepared))
 
-    def timed(label, options):
+    def timed(label, options, boosting):
         memory_mb()  # the peak so far: the data and the lists
         Path("/proc/self/clear_refs").write_text("5")
         started = time.perf_counter()
-        record = stack.evaluate(lists["valid"], names, hidden, valid_ctx, options, groups)
+        record = stack.evaluate(lists["valid"], names, hidden, valid_ctx, options, groups, boosting=boosting)
         fit_seconds = time.perf_counter() - started + context_seconds
         started = time.perf_counter()
         record["stage"].predict(lists["full"], full_ctx)
@@ -273,20 +272,20 @@ def scale(members, users=None, compare=False):
         )
         return fit_seconds, predict_seconds
 
+    now_boosting = stack.Boosting()
     now = timed(
-        f"the stage (learning rate {stack.LGBM['learning_rate']}, early stop {stack.EARLY_STOP_ROUNDS} rounds)",
+        f"the stage (learning rate {now_boosting.learning_rate}, early stop {now_boosting.early_stop_rounds} rounds)",
         stack.Options(),
+        now_boosting,
     )
     if compare:
-        first = FIRST_SETTINGS
-        with (
-            mock.patch.dict(stack.LGBM, learning_rate=first["learning_rate"]),
-            mock.patch.object(stack, "EARLY_STOP_ROUNDS", first["early stop rounds"]),
-        ):
-            before = timed(
-                f"its first settings ({', '.join(f'{k} {v}' for k, v in first.items())})",
-                stack.Options(folds=first["folds"]),
-            )
+        first = stack.Boosting(**FIRST_BOOSTING)
+        before = timed(
+            f"its first settings (learning rate {first.learning_rate}, early stop {first.early_stop_rounds} rounds, "
+            f"{FIRST_FOLDS} folds)",
+            stack.Options(folds=FIRST_FOLDS),
+            first,
+        )
         print(f"first settings / now: fit {before[0] / now[0]:.2f}x, predict {before[1] / now[1]:.2f}x")
 
 

@@ -28,7 +28,6 @@ LGBM = {  # the model; rounds are chosen by early stopping on EARLY_STOP_SHARE o
     # pointwise (binary) with small, well-filled leaves: it beat lambdarank and 31-leaf trees on the
     # cross-fitted holdout of every data set tried (docs/blends.md): a few thousand users teach little
     "objective": "binary",
-    "learning_rate": 0.1,  # 0.05 trained twice as many rounds for the same estimate (docs/results.md)
     "num_leaves": 7,
     "min_child_samples": 100,
     "subsample": 0.8,
@@ -39,9 +38,17 @@ LGBM = {  # the model; rounds are chosen by early stopping on EARLY_STOP_SHARE o
     "force_row_wise": True,
 }
 MAX_ROUNDS = 500
-EARLY_STOP_ROUNDS = 20
 EARLY_STOP_SHARE = 0.15
 NOTHING_TO_LEARN = "no holdout user has a hidden item among the candidates: the stage has nothing to learn"
+
+
+@dataclass(frozen=True)
+class Boosting:
+    """How fast the stage's trees learn: 0.05 and 50 rounds of patience trained twice as many rounds for the same
+    estimate (docs/results.md, "A cheaper stage"); bench/stack.py --compare times those beside these."""
+
+    learning_rate: float = 0.1
+    early_stop_rounds: int = 20
 
 
 @dataclass(frozen=True)
@@ -75,11 +82,11 @@ def _threads():
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
-def params(seed):
-    return {**LGBM, "seed": seed, "num_threads": _threads()}
+def params(seed, boosting):
+    return {**LGBM, "learning_rate": boosting.learning_rate, "seed": seed, "num_threads": _threads()}
 
 
-def binned(x, labels, users, weights, seed):
+def binned(x, labels, users, weights, seed, boosting):
     """The rows that teach, binned once for every model of the cross-fit and the final one (a lightgbm Dataset
     whose subsets share its bins; the bins read the features only, never the labels): users without a hidden
     item among their candidates teach nothing and are dropped. Returns (dataset, the rows of x it holds)."""
@@ -88,11 +95,11 @@ def binned(x, labels, users, weights, seed):
     useful = np.flatnonzero(pd.Series(labels).groupby(users).transform("max").to_numpy() > 0)
     if not len(useful):
         raise EnsembleError(NOTHING_TO_LEARN)
-    data = lightgbm.Dataset(x.iloc[useful], labels[useful], weight=weights[useful], params=params(seed))
+    data = lightgbm.Dataset(x.iloc[useful], labels[useful], weight=weights[useful], params=params(seed, boosting))
     return data.construct(), useful
 
 
-def fit(data, rows, users, seed, rounds=None):
+def fit(data, rows, users, seed, boosting, rounds=None):
     """A model (a lightgbm Booster) of each candidate's chance to be hidden, trained on these rows of the binned
     data (users: each of its rows' user). Without rounds: early stopping on EARLY_STOP_SHARE of the rows' users.
     Returns (model, rounds)."""
@@ -101,16 +108,16 @@ def fit(data, rows, users, seed, rounds=None):
     if not len(rows):
         raise EnsembleError(NOTHING_TO_LEARN)
     if rounds is not None:
-        return lightgbm.train(params(seed), data.subset(rows), num_boost_round=rounds), rounds
+        return lightgbm.train(params(seed, boosting), data.subset(rows), num_boost_round=rounds), rounds
     distinct = np.unique(users[rows])
     stop_users = np.random.default_rng(seed).choice(distinct, max(1, int(EARLY_STOP_SHARE * len(distinct))), False)
     stop = np.isin(users[rows], stop_users)
     model = lightgbm.train(
-        params(seed),
+        params(seed, boosting),
         data.subset(rows[~stop]),
         num_boost_round=MAX_ROUNDS,
         valid_sets=[data.subset(rows[stop])],
-        callbacks=[lightgbm.early_stopping(EARLY_STOP_ROUNDS, verbose=False)],
+        callbacks=[lightgbm.early_stopping(boosting.early_stop_rounds, verbose=False)],
     )
     return model, max(1, model.best_iteration or MAX_ROUNDS)
 
@@ -170,7 +177,7 @@ def part_weights(table, hidden, objective):
     return weights
 
 
-def evaluate(lists, names, hidden, ctx, options, groups, seed=0, objective=COMPETITION):
+def evaluate(lists, names, hidden, ctx, options, groups, seed=0, objective=COMPETITION, boosting=Boosting()):
     """Cross-fitted and fitted holdout scores of the stage on the members' validation lists (with the
     objective's, whose part shares weigh the hidden items in training), the cross-fitted lists, the stage
     trained on every holdout user and the importance of its features."""
@@ -185,18 +192,18 @@ def evaluate(lists, names, hidden, ctx, options, groups, seed=0, objective=COMPE
     users, weights = table["user"].to_numpy(), part_weights(table, hidden, objective)
     fold_of = user_folds(hidden["user"], options.folds, seed)
     row_fold = fold_of.reindex(users).to_numpy()
-    data, useful = binned(x, labels, users, weights, seed)
+    data, useful = binned(x, labels, users, weights, seed, boosting)
     useful_users, useful_fold = users[useful], row_fold[useful]
     predictions = np.empty(len(table))
     fold_records = []
     for fold in range(options.folds):
         scored = row_fold == fold
-        model, rounds = fit(data, np.flatnonzero(useful_fold != fold), useful_users, seed)
+        model, rounds = fit(data, np.flatnonzero(useful_fold != fold), useful_users, seed, boosting)
         predictions[scored] = model.predict(x[scored])
         fold_records.append({"users": int((fold_of == fold).sum()), "rounds": rounds})
     cross = ranked(table, predictions)
     rounds = max(1, round(np.mean([record["rounds"] for record in fold_records])))
-    model, _ = fit(data, np.arange(len(useful)), useful_users, seed, rounds)
+    model, _ = fit(data, np.arange(len(useful)), useful_users, seed, boosting, rounds)
     stage = Stage(options, groups, names, model, rounds)
     importance = pd.Series(model.feature_importance("gain"), index=x.columns)
     return {
