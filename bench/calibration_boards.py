@@ -22,6 +22,15 @@ PARTS = ("as logged", "board-like (the listing's)", "cut at 10 + 10 x board (not
 BOARD_ITEMS = 10  # hidden items per board user: a list that scores b on the board holds BOARD_ITEMS x b of them
 
 
+def uniform_cut_parts(lists, holdout, board_score):
+    """PARTS[2]: the holdout's parts of lists cut at 10 + BOARD_ITEMS x the board score (the slots the hidden items
+    take), the holdout's other items left in."""
+    from recbole_ext.evaluator import slots
+    from recbole_ext.evaluator.metrics import K
+
+    return slots.part_recalls_at(lists, holdout, K + BOARD_ITEMS * board_score)
+
+
 def board_users(run, board):
     """Each board user's Recall@10 of a run's submission.csv: a Series by user."""
     from recbole_ext.evaluator.metrics import RECALL, user_scores
@@ -54,18 +63,15 @@ def rule_intervals(means, parts):
 def part_tables(runs, board):
     """{variant of PARTS: ((last, random) users x runs, board users x runs)}: the runs' per-user holdout part
     recalls, over the holdout's users (every one a board user, as in the competition), and their board recalls."""
-    from recbole_ext.evaluator import slots
-    from recbole_ext.evaluator.metrics import K
     from recbole_ext.utils.leaderboard_log import board_like_part_scores, user_part_scores
     from recbole_ext.utils.run_folder import read_holdout_users
 
     on_board = [board_users(run, board) for run in runs]
     scores = [values.mean() for values in on_board]
-    uniform = lambda lists, holdout, score: slots.part_recalls_at(lists, holdout, K + BOARD_ITEMS * score)
     variants = {
         PARTS[0]: user_part_scores(runs),
         PARTS[1]: board_like_part_scores(runs, scores),
-        PARTS[2]: board_like_part_scores(runs, scores, parts_of=uniform),
+        PARTS[2]: board_like_part_scores(runs, scores, parts_of=uniform_cut_parts),
     }
     users = np.sort(read_holdout_users(runs[0]).index)
     return {
@@ -183,7 +189,7 @@ def synthetic_slot_board(share, seed, users=600):
     score_parts = {
         PARTS[0]: lambda lists, score: slots.part_recalls_at(lists, holdout, K),
         PARTS[1]: lambda lists, score: slots.board_like_parts(lists, holdout, score),
-        PARTS[2]: lambda lists, score: slots.part_recalls_at(lists, holdout, K + BOARD_ITEMS * score),
+        PARTS[2]: lambda lists, score: uniform_cut_parts(lists, holdout, score),
     }
     result = {}
     for variant, score_of in score_parts.items():

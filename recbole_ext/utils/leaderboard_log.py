@@ -132,18 +132,29 @@ def add(run_dir, public, private=None, outputs="outputs", replace=False):
 # --- how well the holdout ranks the submissions ---
 
 
-def user_part_scores(runs):
-    """The logged runs' per-user holdout part recalls (last, random: users x runs, the users all runs have),
-    from their holdout_users.csv; None when a run folder or its file is gone (runs from before it was written) or
-    unreadable."""
+def _holdout_tables(runs):
+    """Each logged run's holdout_users.csv; None when a run folder or its file is gone (runs from before it was
+    written), lacks the parts, or is unreadable."""
     try:
         tables = [read_holdout_users(run) if Path(run).is_dir() else None for run in runs]
-    except (OSError, ValueError, TypeError):  # a damaged file (pandas raises any of these): no users' noise
+    except (OSError, ValueError, TypeError, KeyError):  # a damaged file (pandas raises any of these)
         return None
     if not tables or any(table is None or not set(PART_COLUMNS) <= set(table.columns) for table in tables):
         return None
+    return tables
+
+
+def _users_by_runs(tables):
+    """(last, random): users x runs of per-user part tables, the users all runs have."""
     users = sorted(set.intersection(*(set(table.index) for table in tables)))
     return tuple(np.column_stack([table.loc[users, part] for table in tables]) for part in PART_COLUMNS)
+
+
+def user_part_scores(runs):
+    """The logged runs' per-user holdout part recalls (last, random: users x runs, the users all runs have),
+    from their holdout_users.csv; None where _holdout_tables finds none."""
+    tables = _holdout_tables(runs)
+    return None if tables is None else _users_by_runs(tables)
 
 
 def board_like_part_scores(runs, board_scores, parts_of=slots.board_like_parts):
@@ -153,13 +164,11 @@ def board_like_part_scores(runs, board_scores, parts_of=slots.board_like_parts):
     per part) of the runs that have them.
     Returns (last, random): users x runs, the users all runs have; None where a run's files are gone or
     unreadable, or no run has validation lists."""
+    tables = _holdout_tables(runs)
+    listed = [i for i, run in enumerate(runs) if (Path(run) / VALID_TOP).is_file()]
+    if tables is None or not listed:
+        return None
     try:
-        tables = [read_holdout_users(run) if Path(run).is_dir() else None for run in runs]
-        if any(table is None or not set(PART_COLUMNS) <= set(table.columns) for table in tables):
-            return None
-        listed = [i for i, run in enumerate(runs) if (Path(run) / VALID_TOP).is_file()]
-        if not listed:
-            return None
         holdout = pd.read_csv(json.loads((Path(runs[listed[0]]) / SUMMARY).read_text())["data"]["holdout_path"])
         ratios = []
         for i in listed:
@@ -172,6 +181,4 @@ def board_like_part_scores(runs, board_scores, parts_of=slots.board_like_parts):
     ratio = pd.concat(ratios, axis=1).mean(axis=1)
     if len(listed) < len(runs) and not np.isfinite(ratio).all():  # a part no listed run found: nothing to scale by
         return None
-    tables = [table if i in listed else table[PART_COLUMNS] * ratio for i, table in enumerate(tables)]
-    users = sorted(set.intersection(*(set(table.index) for table in tables)))
-    return tuple(np.column_stack([table.loc[users, part] for table in tables]) for part in PART_COLUMNS)
+    return _users_by_runs([table if i in listed else table[PART_COLUMNS] * ratio for i, table in enumerate(tables)])
