@@ -1,6 +1,7 @@
 """The blend's learned second stage against EASE and the simple blends, on three data sets.
 
     python bench/stack.py [--data embedded sample latest-small] [--sample-users 300] [--latest-small DIR]
+                          [--reuse] [--curve]
     python bench/stack.py --scale [--members 5] [--users N] [--compare]
 
 For each data set (the embedded MovieLens-100K; its --sample-users user sample, seed 0; MovieLens
@@ -12,6 +13,11 @@ Printed per data set: each member and each blend, cross-fitted, with the holdout
 and the paired difference to EASE with its 95% interval; the stage's fit and predict seconds against
 the members' training seconds; its top features by importance; how far its inputs moved between the
 validation lists and the refit members' lists.
+
+--reuse benches the member runs already in data/bench/stack/<data>/runs, whatever settings trained them,
+without the recipe (which retrains a member whose settings changed). --curve also prints the stage's
+learning curve: its cross-fitted Recall@10 when each fold trains on a share of the other folds' users (the
+scored users unchanged), against EASE, paired: whether the stage would gain from more holdout users.
 
 --scale times the stage alone at competition scale: the synthetic data of atomic_data.synthetic (31,360
 users, 6,807 items) and --members synthetic member lists of the real lists' shape (each user's top 50
@@ -83,13 +89,25 @@ def member_runs(raw, folder):
     }
 
 
-def measure(name, raw, label, folder):
+def finished_runs(folder):
+    """The member runs of a previous bench in folder/runs, in the recipe's order, without training."""
+    from recbole_ext.blend.recipe import read_recipe
+
+    order = [member.name for member in read_recipe(RECIPE, quick=True).members]
+    runs = {path.parent.name.rsplit("-", 1)[0]: path.parent for path in (folder / "runs").glob("*/summary.json")}
+    missing = [name for name in order if name not in runs]
+    if missing:
+        sys.exit(f"error: --reuse: {folder / 'runs'} has no finished run of {', '.join(missing)}")
+    return {name: runs[name] for name in order}, {name: "reused" for name in order}
+
+
+def measure(name, raw, label, folder, reuse=False, curve=False):
     from recbole_ext.blend import ensemble
     from recbole_ext.evaluator.metrics import RECALL, bootstrap_interval, paired_differences
     from recbole_ext.utils.run_folder import read_holdout_users
 
     print(f"\n{label}", flush=True)
-    runs, trained = member_runs(raw, folder)
+    runs, trained = finished_runs(folder) if reuse else member_runs(raw, folder)
     members = {member: json.loads((path / "summary.json").read_text()) for member, path in runs.items()}
     # each run's own timings: a reused run took its seconds when it was trained
     seconds = {member: sum(summary["timings"].values()) for member, summary in members.items()}
@@ -123,6 +141,72 @@ def measure(name, raw, label, folder):
     header = ("member / blend (cross-fitted)", "recall@10", "95% interval", "last", "random", "minus EASE (paired)")
     print(table(rows, (*header, "x EASE", "training s")))
     report_stage(name, summaries, recall, scores, members, seconds)
+    if curve:
+        learning_curve(list(runs.values()))
+
+
+CURVE_SHARES = (0.125, 0.25, 0.5, 1.0)
+CURVE_SEEDS = (0, 1, 2)
+
+
+def learning_curve(run_dirs):
+    """The stage's cross-fitted Recall@10 when each fold's model trains on a share of the other folds' users
+    (drawn anew per fold and seed; the scored folds and the features unchanged), each user's recall averaged
+    over the stage seeds, against the first member (the recipe's EASE) paired."""
+    from recbole_ext.blend import stack, stack_features
+    from recbole_ext.blend.members import load_members, load_prepared
+    from recbole_ext.evaluator.metrics import COMPETITION, RECALL, paired_differences, part_scores
+
+    members = load_members(run_dirs)
+    data = members[0].summary["data"]
+    hidden = pd.read_csv(data["holdout_path"])
+    prepared = load_prepared(data["data_path"])
+    ctx = stack_features.fit_context(prepared, prepared.valid_name)
+    options, boosting = stack.Options(), stack.Boosting()
+    groups = stack_features.feature_groups(options, stack_features.item_fields(prepared))
+    lists, names = [m.valid for m in members], [m.name for m in members]
+    candidates = stack_features.candidate_table(lists, options.candidates)
+    candidates = candidates[candidates["user"].isin(hidden["user"])].reset_index(drop=True)
+    x = stack_features.features(candidates, groups, ctx, names)
+    positives = pd.MultiIndex.from_frame(hidden[["user", "item"]].drop_duplicates())
+    labels = pd.MultiIndex.from_frame(candidates[["user", "item"]]).isin(positives).astype(np.int32)
+    users = candidates["user"].to_numpy()
+    weights = stack.part_weights(candidates, hidden, COMPETITION)
+    first = run_dirs[0].name.rsplit("-", 1)[0]  # the recipe's first member, EASE
+    recall = {first: part_scores(lists[0], hidden)[RECALL]}
+    for share in CURVE_SHARES:
+        per_seed = []
+        for seed in CURVE_SEEDS:
+            rng = np.random.default_rng(seed)
+            row_fold = stack.user_folds(hidden["user"], options.folds, seed).reindex(users).to_numpy()
+            data_set, useful = stack.binned(x, labels, users, weights, seed, boosting)
+            useful_users, useful_fold = users[useful], row_fold[useful]
+            predictions = np.empty(len(candidates))
+            for fold in range(options.folds):
+                others = np.unique(useful_users[useful_fold != fold])
+                taught = rng.choice(others, max(1, round(share * len(others))), replace=False)
+                rows = np.flatnonzero((useful_fold != fold) & np.isin(useful_users, taught))
+                model, _ = stack.fit(data_set, rows, useful_users, seed, boosting)
+                predictions[row_fold == fold] = model.predict(x[row_fold == fold])
+            per_seed.append(part_scores(stack.ranked(candidates, predictions), hidden)[RECALL])
+        recall[share] = sum(per_seed) / len(per_seed)
+    recall = pd.DataFrame(recall)
+    versus = paired_differences(recall, first)
+    taught = hidden["user"].nunique() * (options.folds - 1) / options.folds
+    rows = [(first, "", f"{recall[first].mean():.4f}", "", "1.000")]
+    for share in CURVE_SHARES:
+        difference = versus[share]
+        rows.append(
+            (
+                f"stage, {share:g} of the training users",
+                f"{share * taught:.0f}",
+                f"{recall[share].mean():.4f}",
+                f"{difference[0]:+.4f} ({difference[1]:+.4f} to {difference[2]:+.4f})",
+                f"{recall[share].mean() / recall[first].mean():.3f}",
+            )
+        )
+    print(f"learning curve (stage seeds {', '.join(map(str, CURVE_SEEDS))}, each user's recall averaged):")
+    print(table(rows, ("cross-fitted", "users per fold", "recall@10", f"minus {first} (paired)", f"x {first}")))
 
 
 def report_stage(name, summaries, recall, scores, members, seconds):
@@ -298,6 +382,8 @@ def main():
     parser.add_argument("--members", type=int, default=5, help="--scale: synthetic members")
     parser.add_argument("--users", type=int, help="--scale: a sample of this many users (default: all)")
     parser.add_argument("--compare", action="store_true", help="--scale: also time the first settings, same run")
+    parser.add_argument("--reuse", action="store_true", help="bench the member runs already here, train none")
+    parser.add_argument("--curve", action="store_true", help="also the stage's learning curve over its users")
     args = parser.parse_args()
     if args.members < 2:
         parser.error(f"--members must be at least 2 (a blend), got {args.members}")
@@ -313,7 +399,7 @@ def main():
         if raw is False:
             print(f"\n{label}")
             continue
-        measure(name, raw, label, OUT / name)
+        measure(name, raw, label, OUT / name, args.reuse, args.curve)
     print(f"\nload average after: {os.getloadavg()[0]:.2f}")
 
 

@@ -8,6 +8,7 @@ from test_ensemble import write_data, write_run
 from recbole_ext.blend import stack, stack_features
 from recbole_ext.blend.ensemble import build
 from recbole_ext.blend.fusion import evaluate as simple_blend
+from recbole_ext.blend.recipe import read_recipe
 from recbole_ext.ensemble import main
 from recbole_ext.evaluator.metrics import RECALL
 
@@ -215,3 +216,20 @@ def test_the_scale_benchs_synthetic_lists_are_shaped_like_a_runs_lists():
     listed = pd.MultiIndex.from_frame(lists[0][["user", "item"]]).isin(pd.MultiIndex.from_frame(lifted))
     # 4 hidden of 380 unseen items per user fill 50 places: about 0.5 found by chance, many more when lifted
     assert listed.sum() / USERS > 2
+
+
+def test_the_benchs_reuse_reads_finished_runs_in_the_recipes_order_and_names_the_missing(tmp_path):
+    """bench/stack.py --reuse benches the member runs a previous bench left, without the recipe: each member of
+    the recipe by its run folder's name, in the recipe's order; a member without a finished run is named."""
+    from bench import stack as bench_stack
+
+    names = [member.name for member in read_recipe(bench_stack.RECIPE, quick=True).members]
+    for name in reversed(names):
+        (tmp_path / "runs" / f"{name}-0123456789ab").mkdir(parents=True)
+        (tmp_path / "runs" / f"{name}-0123456789ab" / "summary.json").write_text("{}")
+    runs, status = bench_stack.finished_runs(tmp_path)
+    assert list(runs) == names and all(path.name.startswith(name) for name, path in runs.items())
+    assert set(status.values()) == {"reused"}
+    (tmp_path / "runs" / f"{names[-1]}-0123456789ab" / "summary.json").unlink()  # an unfinished run
+    with pytest.raises(SystemExit, match=f"no finished run of {names[-1]}$"):
+        bench_stack.finished_runs(tmp_path)
