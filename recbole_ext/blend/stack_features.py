@@ -150,7 +150,9 @@ def _sequence(user_codes, item_codes, times, counts, ends, n_items):
         last_items[has, back] = item_codes[ends[has] - back]
     new_session = np.r_[True, (np.diff(times) > SESSION_SECONDS) | (user_codes[1:] != user_codes[:-1])]
     session_start = np.maximum.accumulate(np.where(new_session, np.arange(len(times)), 0))
-    return follows.tocsr(), last_items, ends - session_start[ends] + 1
+    follows = follows.tocsr()
+    follows.sum_duplicates()  # canonical (sorted, unique indices): its look-ups by (row, column) search, not scan
+    return follows, last_items, ends - session_start[ends] + 1
 
 
 def _codes(values):
