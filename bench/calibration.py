@@ -21,7 +21,8 @@ slot effect, not adopted), with each submission's board score over its holdout m
 (1 where the board is a resampled holdout) for each. Then the same members are blended with
 `--objective "recall@10 calibrated"` (the share just estimated) and with the true share (what a perfect
 estimate would give); their board scores are printed with paired intervals against the recall@10 blend
-(the board's users resampled). Runs are kept and reused: data/bench/calibration/.
+(the board's users resampled). Runs are kept and reused: data/bench/calibration/<data>/board-LAST+RANDOM-
+every-user-<epochs>-epochs/.
 
 --second-round (the competitor's loop, round 2): after round 1 the listing suggests a holdout; the same
 members are retrained on it (holdout.last / holdout.random; gSASRec stops early on the whole holdout where
@@ -197,7 +198,8 @@ def measure_case(data_name, raw, last, random, epochs, second=False):
     from recbole_ext.evaluator import calibration
     from recbole_ext.evaluator.metrics import COMPETITION, RECALL, Objective, paired_differences
 
-    folder = OUT / data_name / f"board-{last}+{random}-every-user"
+    # the members' epochs name the folder: its runs and blends are reused, and must not be another --epochs'
+    folder = OUT / data_name / f"board-{last}+{random}-every-user-{epochs}-epochs"
     board = hide_board(raw, folder, last, random)
     runs = train(folder, epochs)
     default_blend, weights = blend(runs, folder, "default", COMPETITION)

@@ -253,13 +253,28 @@ def test_valid_metric_calibrated_reads_the_logs_share_and_prints_it(tmp_path, mo
     capsys.readouterr()
     settings = load_settings("EASE", overrides=["valid_metric=recall@10 calibrated"])
     assert settings["valid_metric"] == "recall@10 last:0.35"
-    assert capsys.readouterr().err.strip() == (
+    share_line, caution = capsys.readouterr().err.strip().splitlines()
+    assert share_line == (
         "command line: valid_metric: recall@10 calibrated: the last part's share 0.35 (95% interval 0.35 to 0.35, "
         "4 public submissions, from outputs/leaderboard.json)"
     )
+    # 0.35 of the default holdout's 10 items: about 4 latest items per user, more than its last part's 2
+    assert caution.startswith(
+        "command line: valid_metric: caution: recall@10 last:0.35 means about 4 of 10 hidden items per user are "
+        "latest ones, more than the holdout's 2: "
+    )
+    assert caution.endswith("the matching holdout measures them: holdout.last: 4, holdout.random: 6 (docs/numbers.md)")
     given = load_settings("EASE", overrides=["valid_metric=recall@10 last:0.5"])
     assert given["valid_metric"] == "recall@10 last:0.5"
-    assert "valid_metric: recall@10 last:0.5: the last part's share 0.5 (given)" in capsys.readouterr().err
+    printed = capsys.readouterr().err
+    assert "valid_metric: recall@10 last:0.5: the last part's share 0.5 (given)" in printed
+    assert "caution: recall@10 last:0.5 means about 5 of 10" in printed
+    for within in (
+        ["valid_metric=recall@10 last:0.2"],
+        ["valid_metric=recall@10 last:0.5", "holdout.last=5", "holdout.random=5"],
+    ):
+        load_settings("EASE", overrides=within)  # no more latest items than the holdout's last part holds
+        assert "caution" not in capsys.readouterr().err
     with pytest.raises(ConfigError, match="'recall@10 last:0.5' follows the holdout's random part, which holdout"):
         load_settings("EASE", overrides=["valid_metric=recall@10 last:0.5", "holdout.random=0"])
 
@@ -281,7 +296,11 @@ def parts_case(tmp_path_factory):
     data = write_data(root / "data", interactions, hidden)
     parts = [(u, i, 0, "last" if i == b[u][0] else "random") for u, items in hidden.items() for i in sorted(items)]
     pd.DataFrame(parts, columns=["user", "item", "time", "part"]).to_csv(data / "holdout.csv", index=False)
-    return root, [str(blend_run(root / "A", data, a, a)), str(blend_run(root / "B", data, b, b, model="SASRec"))]
+    runs = [blend_run(root / "A", data, a, a), blend_run(root / "B", data, b, b, model="SASRec")]
+    for run in runs:  # the holdout the runs were trained with, as a run's summary records it
+        summary = json.loads((run / "summary.json").read_text())
+        (run / "summary.json").write_text(json.dumps({**summary, "config": {"holdout": {"last": 1, "random": 3}}}))
+    return root, [str(run) for run in runs]
 
 
 def test_a_blend_objective_uses_the_share_it_prints(parts_case, monkeypatch, capsys):
@@ -298,6 +317,12 @@ def test_a_blend_objective_uses_the_share_it_prints(parts_case, monkeypatch, cap
     printed = capsys.readouterr()
     assert "--objective: recall@10 last:0.1: the last part's share 0.1 (given)" in printed.err
     assert "--objective: recall@10 calibrated: the last part's share 0.9 (95% interval 0.80 to 1.00" in printed.err
+    # the runs' holdout has 1 latest item of 4 per user: 0.9 means about 4 (a caution), 0.1 about none
+    assert printed.err.count("caution: ") == 1
+    assert (
+        "caution: recall@10 last:0.9 means about 4 of 4 hidden items per user are latest ones, more than the "
+        in printed.err
+    )
     low, high = (summaries[o] for o in summaries)
     assert high["config"]["objective"] == "recall@10 last:0.9" and low["config"]["objective"] == "recall@10 last:0.1"
     assert "chosen for recall@10 last:0.9: cross-fitted" in printed.out

@@ -54,6 +54,7 @@ import yaml
 from atomic_data import BASE_YAML
 from recbole_ext import ConfigError
 from recbole_ext.evaluator.metrics import CALIBRATED, LEVEL, RECALL, Objective, parse_objective
+from recbole_ext.evaluator.slots import horizon_caution
 
 LAST, RANDOM = f"{RECALL} last", f"{RECALL} random"
 MIN_SUBMISSIONS = 3  # the diagnostic's two parameters (a, s) and one degree of freedom left to judge its fit
@@ -318,6 +319,9 @@ def resolve_objectives(values, sources):
         objective = resolved_objective(section[key], where)
         section[key] = objective.name
         check_parts(objective, values["holdout"], where)
+        caution = horizon_caution(objective, values["holdout"])
+        if caution:
+            print(f"{where}: {caution}", file=sys.stderr)
 
 
 def check_parts(objective, holdout, where):

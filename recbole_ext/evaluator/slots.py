@@ -13,6 +13,11 @@ what a hidden item faces (fillers and the hidden items in the board's own
 make-up), plus one hidden item more than a hidden item has beside it: above an
 item at the cut with about the chance b (the board score) that a hidden item is
 in the top 10, so the cut is 10 + b (docs/numbers.md, "the slot effect").
+
+The other difference, not modelled: a board with more latest items per user than
+the holdout's last part holds them further ahead of the training data, where a
+sequential model finds fewer (the horizon effect). horizon_caution says so where an
+objective's share implies it.
 """
 
 import numpy as np
@@ -43,3 +48,23 @@ def board_like_parts(recommended, holdout, board_score):
     """part_recalls_at as a hidden item is scored on the board: each holdout item ranked without the user's other
     holdout items, cut at 10 + board_score (the submission's board Recall@10)."""
     return part_recalls_at(recommended, holdout, K + board_score, holdout_out=True)
+
+
+def horizon_caution(objective, holdout):
+    """A caution where the objective's last-part share means more latest items per user than holdout.last
+    (holdout: base.yaml's keys), else None. On the simulated boards of bench/calibration.py with 40-epoch
+    members (docs/numbers.md) the blend chosen for a share of 0.5 on a 2 + 8 holdout scored below the default
+    one, and the blend chosen on the matching holdout did not."""
+    if not isinstance(objective.share, (int, float)) or not holdout:
+        return None
+    total = holdout["last"] + holdout["random"]
+    latest = round(objective.share * total)
+    if latest <= holdout["last"]:
+        return None
+    return (
+        f"caution: {objective.name} means about {latest} of {total} hidden items per user are latest ones, more than "
+        f"the holdout's {holdout['last']}: weighing its last part up rates a sequential model's next {holdout['last']} "
+        f"items as the board's {latest}, which lie further ahead, where it finds fewer (on simulated boards the blend "
+        f"so chosen scored below the default one); the matching holdout measures them: holdout.last: {latest}, "
+        f"holdout.random: {total - latest} (docs/numbers.md)"
+    )
