@@ -389,6 +389,10 @@ def main():
         parser.error(f"--members must be at least 2 (a blend), got {args.members}")
     if args.users is not None and args.users < 100:
         parser.error(f"--users must be at least 100 (a few per fold), got {args.users}")
+    if args.scale and (args.reuse or args.curve):
+        parser.error("--reuse and --curve bench the data sets' member runs, not --scale's synthetic lists")
+    if not args.scale and (args.users is not None or args.compare):
+        parser.error("--users and --compare apply to --scale only")
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     if args.scale:
         scale(args.members, args.users, args.compare)
