@@ -149,13 +149,19 @@ CURVE_SHARES = (0.125, 0.25, 0.5, 1.0)
 CURVE_SEEDS = (0, 1, 2)
 
 
+def taught_share(share, seed):
+    """stack.cross_fit's teach: a seeded draw of this share of each fold's training users."""
+    rng = np.random.default_rng(seed)
+    return lambda fold, others: rng.choice(others, max(1, round(share * len(others))), replace=False)
+
+
 def learning_curve(run_dirs):
     """The stage's cross-fitted Recall@10 when each fold's model trains on a share of the other folds' users
     (drawn anew per fold and seed; the scored folds and the features unchanged), each user's recall averaged
     over the stage seeds, against the first member (the recipe's EASE) paired."""
     from recbole_ext.blend import stack, stack_features
     from recbole_ext.blend.members import load_members, load_prepared
-    from recbole_ext.evaluator.metrics import COMPETITION, RECALL, paired_differences, part_scores
+    from recbole_ext.evaluator.metrics import RECALL, paired_differences, part_scores
 
     members = load_members(run_dirs)
     data = members[0].summary["data"]
@@ -165,29 +171,16 @@ def learning_curve(run_dirs):
     options, boosting = stack.Options(), stack.Boosting()
     groups = stack_features.feature_groups(options, stack_features.item_fields(prepared))
     lists, names = [m.valid for m in members], [m.name for m in members]
-    candidates = stack_features.candidate_table(lists, options.candidates)
-    candidates = candidates[candidates["user"].isin(hidden["user"])].reset_index(drop=True)
-    x = stack_features.features(candidates, groups, ctx, names)
-    positives = pd.MultiIndex.from_frame(hidden[["user", "item"]].drop_duplicates())
-    labels = pd.MultiIndex.from_frame(candidates[["user", "item"]]).isin(positives).astype(np.int32)
-    users = candidates["user"].to_numpy()
-    weights = stack.part_weights(candidates, hidden, COMPETITION)
+    candidates, x, labels, weights = stack.labelled(lists, names, hidden, ctx, options, groups)
     first = run_dirs[0].name.rsplit("-", 1)[0]  # the recipe's first member, EASE
     recall = {first: part_scores(lists[0], hidden)[RECALL]}
     for share in CURVE_SHARES:
         per_seed = []
         for seed in CURVE_SEEDS:
-            rng = np.random.default_rng(seed)
-            row_fold = stack.user_folds(hidden["user"], options.folds, seed).reindex(users).to_numpy()
-            data_set, useful = stack.binned(x, labels, users, weights, seed, boosting)
-            useful_users, useful_fold = users[useful], row_fold[useful]
-            predictions = np.empty(len(candidates))
-            for fold in range(options.folds):
-                others = np.unique(useful_users[useful_fold != fold])
-                taught = rng.choice(others, max(1, round(share * len(others))), replace=False)
-                rows = np.flatnonzero((useful_fold != fold) & np.isin(useful_users, taught))
-                model, _ = stack.fit(data_set, rows, useful_users, seed, boosting)
-                predictions[row_fold == fold] = model.predict(x[row_fold == fold])
+            teach = taught_share(share, seed)
+            predictions, *_ = stack.cross_fit(
+                candidates, x, labels, weights, hidden, options.folds, seed, boosting, teach
+            )
             per_seed.append(part_scores(stack.ranked(candidates, predictions), hidden)[RECALL])
         recall[share] = sum(per_seed) / len(per_seed)
     recall = pd.DataFrame(recall)

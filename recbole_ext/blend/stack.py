@@ -177,33 +177,51 @@ def part_weights(table, hidden, objective):
     return weights
 
 
-def evaluate(lists, names, hidden, ctx, options, groups, seed=0, objective=COMPETITION, boosting=Boosting()):
-    """Cross-fitted and fitted holdout scores of the stage on the members' validation lists (with the
-    objective's, whose part shares weigh the hidden items in training), the cross-fitted lists, the stage
-    trained on every holdout user and the importance of its features."""
+def labelled(lists, names, hidden, ctx, options, groups, objective=COMPETITION):
+    """The holdout users' candidates (candidate_table), their features, their labels (1: a hidden item) and their
+    training weights (part_weights, for the objective)."""
     table = candidate_table(lists, options.candidates)
     table = table[table["user"].isin(hidden["user"])].reset_index(drop=True)
     _check_enough(table.groupby("user").size(), K)
     x = features(table, groups, ctx, names)
-    positives = hidden[["user", "item"]].drop_duplicates()
-    labels = (
-        pd.MultiIndex.from_frame(table[["user", "item"]]).isin(pd.MultiIndex.from_frame(positives)).astype(np.int32)
-    )
-    users, weights = table["user"].to_numpy(), part_weights(table, hidden, objective)
-    fold_of = user_folds(hidden["user"], options.folds, seed)
+    positives = pd.MultiIndex.from_frame(hidden[["user", "item"]].drop_duplicates())
+    labels = pd.MultiIndex.from_frame(table[["user", "item"]]).isin(positives).astype(np.int32)
+    return table, x, labels, part_weights(table, hidden, objective)
+
+
+def cross_fit(table, x, labels, weights, hidden, folds, seed, boosting, teach=None):
+    """Each candidate's prediction by a model trained on the other folds' users only; teach(fold, users): the
+    training users a fold's model keeps of those (default: all; bench/stack.py --curve keeps a share). Returns the
+    predictions, the binned data and the user of each of its rows (for the final model), and each fold's record."""
+    users = table["user"].to_numpy()
+    fold_of = user_folds(hidden["user"], folds, seed)
     row_fold = fold_of.reindex(users).to_numpy()
     data, useful = binned(x, labels, users, weights, seed, boosting)
     useful_users, useful_fold = users[useful], row_fold[useful]
     predictions = np.empty(len(table))
-    fold_records = []
-    for fold in range(options.folds):
+    records = []
+    for fold in range(folds):
+        rows = np.flatnonzero(useful_fold != fold)
+        if teach is not None:
+            rows = rows[np.isin(useful_users[rows], teach(fold, np.unique(useful_users[rows])))]
+        model, rounds = fit(data, rows, useful_users, seed, boosting)
         scored = row_fold == fold
-        model, rounds = fit(data, np.flatnonzero(useful_fold != fold), useful_users, seed, boosting)
         predictions[scored] = model.predict(x[scored])
-        fold_records.append({"users": int((fold_of == fold).sum()), "rounds": rounds})
+        records.append({"users": int((fold_of == fold).sum()), "rounds": rounds})
+    return predictions, data, useful_users, records
+
+
+def evaluate(lists, names, hidden, ctx, options, groups, seed=0, objective=COMPETITION, boosting=Boosting()):
+    """Cross-fitted and fitted holdout scores of the stage on the members' validation lists (with the
+    objective's, whose part shares weigh the hidden items in training), the cross-fitted lists, the stage
+    trained on every holdout user and the importance of its features."""
+    table, x, labels, weights = labelled(lists, names, hidden, ctx, options, groups, objective)
+    predictions, data, useful_users, fold_records = cross_fit(
+        table, x, labels, weights, hidden, options.folds, seed, boosting
+    )
     cross = ranked(table, predictions)
     rounds = max(1, round(np.mean([record["rounds"] for record in fold_records])))
-    model, _ = fit(data, np.arange(len(useful)), useful_users, seed, boosting, rounds)
+    model, _ = fit(data, np.arange(len(useful_users)), useful_users, seed, boosting, rounds)
     stage = Stage(options, groups, names, model, rounds)
     importance = pd.Series(model.feature_importance("gain"), index=x.columns)
     return {
@@ -213,7 +231,7 @@ def evaluate(lists, names, hidden, ctx, options, groups, seed=0, objective=COMPE
         "stage": stage,
         "folds": fold_records,
         "candidates_per_user": float(len(table) / table["user"].nunique()),
-        "hidden_in_candidates": float(labels.sum() / len(positives)),
+        "hidden_in_candidates": float(labels.sum() / len(hidden[["user", "item"]].drop_duplicates())),
         "importance": (importance / importance.sum()).sort_values(ascending=False),
         "feature_means": x.mean(),
     }
