@@ -54,7 +54,7 @@ import yaml
 from atomic_data import BASE_YAML
 from recbole_ext import ConfigError
 from recbole_ext.evaluator.metrics import CALIBRATED, LEVEL, RECALL, Objective, parse_objective
-from recbole_ext.evaluator.slots import horizon_caution
+from recbole_ext.evaluator.slots import horizon_caution, matching_holdout
 
 LAST, RANDOM = f"{RECALL} last", f"{RECALL} random"
 MIN_SUBMISSIONS = 3  # the diagnostic's two parameters (a, s) and one degree of freedom left to judge its fit
@@ -96,8 +96,7 @@ class Calibration:
         if total is None:
             holdout = yaml.safe_load(BASE_YAML.read_text())["holdout"]
             total = holdout["last"] + holdout["random"]
-        last = round(self.last_share * total)
-        return {"last": last, "random": total - last}
+        return matching_holdout(self.last_share, total)
 
     def as_json(self):
         return {

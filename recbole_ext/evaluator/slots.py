@@ -58,13 +58,19 @@ def horizon_caution(objective, holdout):
     if not isinstance(objective.share, (int, float)) or not holdout:
         return None
     total = holdout["last"] + holdout["random"]
-    latest = round(objective.share * total)
-    if latest <= holdout["last"]:
+    matching = matching_holdout(objective.share, total)
+    if matching["last"] <= holdout["last"]:
         return None
     return (
-        f"caution: {objective.name} means about {latest} of {total} hidden items per user are latest ones, more than "
-        f"the holdout's {holdout['last']}: weighing its last part up rates a sequential model's next {holdout['last']} "
-        f"items as the board's {latest}, which lie further ahead, where it finds fewer (on simulated boards the blend "
-        f"so chosen scored below the default one); the matching holdout measures them: holdout.last: {latest}, "
-        f"holdout.random: {total - latest} (docs/numbers.md)"
+        f"caution: {objective.name} means about {matching['last']} of {total} hidden items per user are latest ones, "
+        f"more than the holdout's {holdout['last']}: weighing its last part up rates a sequential model's next "
+        f"{holdout['last']} items as the board's {matching['last']}, which lie further ahead, where it finds fewer (on "
+        f"simulated boards the blend so chosen scored below the default one); the matching holdout measures them: "
+        f"holdout.last: {matching['last']}, holdout.random: {matching['random']} (docs/numbers.md)"
     )
+
+
+def matching_holdout(share, total):
+    """holdout.last / holdout.random of this total whose last part is the share of its items (rounded)."""
+    last = round(share * total)
+    return {"last": last, "random": total - last}
