@@ -19,12 +19,11 @@ from bench.common import BENCH_DATA, HOLDOUT_HEADER, holdout_columns, model_sett
 from recbole_ext.config.keys import YAML_DIR, read_yaml
 from recbole_ext.quick_start.pipeline import run
 
-# RecBole models without a yaml of their own, with small settings
+# RecBole baselines with small settings (GRU4RecF's on top of its yaml)
 BASELINES = {
     "Pop": [],
     "ItemKNN": [],
     "BPR": ["epochs=30", "stopping_step=5"],
-    "SLIMElastic": [],
     "MultiDAE": ["epochs=30", "stopping_step=5"],
     "NGCF": ["epochs=30", "stopping_step=5"],
     "GRU4RecF": [
@@ -52,7 +51,7 @@ def main():
     parser.add_argument("--models", nargs="*", help="default: every yaml/ model plus a few RecBole baselines")
     parser.add_argument("--full", action="store_true", help="also refit and write submissions")
     args = parser.parse_args()
-    models = args.models or yaml_models() + list(BASELINES)
+    models = args.models or list(dict.fromkeys(yaml_models() + list(BASELINES)))  # GRU4RecF has both
     output = BENCH_DATA / "models" / time.strftime("%Y%m%d-%H%M%S")
     rows = []
     for model in models:

@@ -194,7 +194,7 @@ def test_the_shipped_recipe_and_its_quick_variant_are_valid(tiny_raw, monkeypatc
     monkeypatch.chdir(ROOT)  # its paths are the project's
     path = Path("yaml/blends/leaderboard.yaml")
     full, quick = read_recipe(path), read_recipe(path, quick=True)
-    assert [spec.name for spec in full.members] == ["EASE", "RecVAE", "MultiVAE", "BERT4Rec", "gSASRec"]
+    assert [spec.name for spec in full.members] == ["EASE", "RecVAE", "MultiVAE", "SLIMElastic", "BERT4Rec", "gSASRec"]
     for recipe, resources in ((full, {"cpu": 2, "gpu": 0.25}), (quick, {"cpu": 1, "gpu": 0})):
         settings = [member_settings(recipe, spec, [f"data={tiny_raw}"]) for spec in recipe.members]
         assert all(s["tune"]["resources_per_trial"] == resources for s in settings)
