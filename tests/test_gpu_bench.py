@@ -110,6 +110,19 @@ def test_blend_part_compares_each_member_and_the_blend_with_a_cpu_run(check):
     assert blend.figures["rows"] == ease.figures["rows"] == 120 * 10
 
 
+def test_the_gpu_checks_blend_trains_each_member_of_the_shipped_recipe_for_at_most_3_epochs(tiny_raw, monkeypatch):
+    # its CPU reference must fit the part's budget: the quick recipe's sequential members ask for 40 epochs
+    from recbole_ext.blend.recipe import member_settings, read_recipe
+
+    monkeypatch.chdir(ROOT)  # the recipe's paths are the project's
+    overrides = [arg for arg in gpu.BLEND_ARGS if "=" in arg]
+    recipe = read_recipe(Path(gpu.BLEND_RECIPE), quick="--quick" in gpu.BLEND_ARGS)
+    epochs = {
+        spec.name: member_settings(recipe, spec, [*overrides, f"data={tiny_raw}"])["epochs"] for spec in recipe.members
+    }
+    assert epochs["gSASRec"] == epochs["BERT4Rec"] == 3 and max(epochs.values()) == 3
+
+
 def test_top_k_part_ranks_every_user_and_agrees_with_the_cpu(check):
     rows = list(gpu.top_k_every_user(check))
     assert [row.what.split(":")[0] for row in rows] == ["EASE", "SASRec (untrained)"]
