@@ -196,9 +196,11 @@ def test_the_shipped_recipe_and_its_quick_variant_are_valid(tiny_raw, monkeypatc
     full, quick = read_recipe(path), read_recipe(path, quick=True)
     assert [spec.name for spec in full.members] == ["EASE", "RecVAE", "MultiVAE", "SLIMElastic", "BERT4Rec", "gSASRec"]
     for recipe, resources in ((full, {"cpu": 2, "gpu": 0.25}), (quick, {"cpu": 1, "gpu": 0})):
-        settings = [member_settings(recipe, spec, [f"data={tiny_raw}"]) for spec in recipe.members]
-        assert all(s["tune"]["resources_per_trial"] == resources for s in settings)
-    gsasrec = settings[-1]  # the quick one: its yaml's quick: block, then the recipe's changes
+        settings = {spec.name: member_settings(recipe, spec, [f"data={tiny_raw}"]) for spec in recipe.members}
+        cpu_only = settings.pop("SLIMElastic")["tune"]["resources_per_trial"]  # scikit-learn: no GPU share
+        assert cpu_only == {"cpu": 1, "gpu": 0}
+        assert all(s["tune"]["resources_per_trial"] == resources for s in settings.values())
+    gsasrec = settings["gSASRec"]  # the quick one: its yaml's quick: block, then the recipe's changes
     assert (gsasrec["loss_type"], gsasrec["MAX_ITEM_LIST_LENGTH"]) == ("gBCE", 50)
     assert (gsasrec["valid_metric"], gsasrec["epochs"], gsasrec["stopping_step"]) == ("recall@10 last", 40, 10)
 
