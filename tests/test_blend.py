@@ -195,11 +195,15 @@ def test_the_shipped_recipe_and_its_quick_variant_are_valid(tiny_raw, monkeypatc
     path = Path("yaml/blends/leaderboard.yaml")
     full, quick = read_recipe(path), read_recipe(path, quick=True)
     assert [spec.name for spec in full.members] == ["EASE", "RecVAE", "MultiVAE", "SLIMElastic", "BERT4Rec", "gSASRec"]
+    slim_alpha = {}
     for recipe, resources in ((full, {"cpu": 2, "gpu": 0.25}), (quick, {"cpu": 1, "gpu": 0})):
         settings = {spec.name: member_settings(recipe, spec, [f"data={tiny_raw}"]) for spec in recipe.members}
-        cpu_only = settings.pop("SLIMElastic")["tune"]["resources_per_trial"]  # scikit-learn: no GPU share
-        assert cpu_only == {"cpu": 1, "gpu": 0}
+        slim = settings.pop("SLIMElastic")
+        assert slim["tune"]["resources_per_trial"] == {"cpu": 1, "gpu": 0}  # scikit-learn: no GPU share
+        slim_alpha[recipe.quick] = slim["alpha"]
         assert all(s["tune"]["resources_per_trial"] == resources for s in settings.values())
+    # scikit-learn's penalties grow with the users: the competition's 31,360 need a far smaller alpha than --quick's
+    assert slim_alpha[True] == 0.2 and 31_360 * slim_alpha[False] < 200
     gsasrec = settings["gSASRec"]  # the quick one: its yaml's quick: block, then the recipe's changes
     assert (gsasrec["loss_type"], gsasrec["MAX_ITEM_LIST_LENGTH"]) == ("gBCE", 50)
     assert (gsasrec["valid_metric"], gsasrec["epochs"], gsasrec["stopping_step"]) == ("recall@10 last", 40, 10)
