@@ -142,7 +142,7 @@ def measure(name, raw, label, folder, reuse=False, curve=False):
     print(table(rows, (*header, "x EASE", "training s")))
     report_stage(name, summaries, recall, scores, members, seconds)
     if curve:
-        learning_curve(list(runs.values()))
+        learning_curve(runs)
 
 
 CURVE_SHARES = (0.125, 0.25, 0.5, 1.0)
@@ -155,15 +155,15 @@ def taught_share(share, seed):
     return lambda fold, others: rng.choice(others, max(1, round(share * len(others))), replace=False)
 
 
-def learning_curve(run_dirs):
+def learning_curve(runs):
     """The stage's cross-fitted Recall@10 when each fold's model trains on a share of the other folds' users
     (drawn anew per fold and seed; the scored folds and the features unchanged), each user's recall averaged
-    over the stage seeds, against the first member (the recipe's EASE) paired."""
+    over the stage seeds, against the first member (the recipe's EASE) paired; runs: {member: run folder}."""
     from recbole_ext.blend import stack, stack_features
     from recbole_ext.blend.members import load_members, load_prepared
     from recbole_ext.evaluator.metrics import RECALL, paired_differences, part_scores
 
-    members = load_members(run_dirs)
+    members = load_members(list(runs.values()))
     data = members[0].summary["data"]
     hidden = pd.read_csv(data["holdout_path"])
     prepared = load_prepared(data["data_path"])
@@ -172,7 +172,7 @@ def learning_curve(run_dirs):
     groups = stack_features.feature_groups(options, stack_features.item_fields(prepared))
     lists, names = [m.valid for m in members], [m.name for m in members]
     candidates, x, labels, weights = stack.labelled(lists, names, hidden, ctx, options, groups)
-    first = run_dirs[0].name.rsplit("-", 1)[0]  # the recipe's first member, EASE
+    first = next(iter(runs))  # the recipe's first member, EASE
     recall = {first: part_scores(lists[0], hidden)[RECALL]}
     for share in CURVE_SHARES:
         per_seed = []
