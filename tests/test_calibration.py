@@ -252,18 +252,24 @@ def test_valid_metric_calibrated_reads_the_logs_share_and_prints_it(tmp_path, mo
     assert main([]) == 0
     capsys.readouterr()
     settings = load_settings("EASE", overrides=["valid_metric=recall@10 calibrated"])
-    assert settings["valid_metric"] == "recall@10 last:0.35"
-    share_line, caution = capsys.readouterr().err.strip().splitlines()
+    share_line, used = capsys.readouterr().err.strip().splitlines()
     assert share_line == (
         "command line: valid_metric: recall@10 calibrated: the last part's share 0.35 (95% interval 0.35 to 0.35, "
         "4 public submissions, from outputs/leaderboard.json)"
     )
-    # 0.35 of the default holdout's 10 items: about 4 latest items per user, more than its last part's 2
-    assert caution.startswith(
-        "command line: valid_metric: caution: recall@10 last:0.35 means about 4 of 10 hidden items per user are "
+    # 0.35 of the default holdout's 10 items: about 4 latest items per user, more than its last part's 2 measure
+    assert settings["valid_metric"] == "recall@10 last:0.2"
+    assert used.startswith(
+        "command line: valid_metric: recall@10 last:0.35 means about 4 of 10 hidden items per user are "
         "latest ones, more than the holdout's 2: "
     )
-    assert caution.endswith("the matching holdout measures them: holdout.last: 4, holdout.random: 6 (docs/numbers.md)")
+    assert used.endswith(
+        "using recall@10 last:0.2, the share the holdout measures; the matching holdout measures 0.35: "
+        "holdout.last: 4, holdout.random: 6 (docs/numbers.md)"
+    )
+    matching = load_settings("EASE", overrides=["valid_metric=recall@10 calibrated", "holdout.last=4"])
+    assert matching["valid_metric"] == "recall@10 last:0.35"  # 4 of 12: the holdout measures 0.35
+    assert "using" not in capsys.readouterr().err
     given = load_settings("EASE", overrides=["valid_metric=recall@10 last:0.5"])
     assert given["valid_metric"] == "recall@10 last:0.5"
     printed = capsys.readouterr().err
@@ -310,21 +316,24 @@ def test_a_blend_objective_uses_the_share_it_prints(parts_case, monkeypatch, cap
     estimate = {"board": "public", "last_share": 0.9, "interval": [0.8, 1.0], "submissions": 3}
     (root / "outputs" / "leaderboard.json").write_text(json.dumps({"calibration": estimate}))
     summaries = {}
-    for objective in ("recall@10 last:0.1", "recall@10 calibrated"):
+    for objective in ("recall@10 last:0.1", "recall@10 last:0.9", "recall@10 calibrated"):
         output = root / objective.replace(" ", "-")
         assert ensemble_main([*runs, "--method", "score", "--objective", objective, "--output", str(output)]) == 0
         summaries[objective] = json.loads((output / "summary.json").read_text())
     printed = capsys.readouterr()
     assert "--objective: recall@10 last:0.1: the last part's share 0.1 (given)" in printed.err
     assert "--objective: recall@10 calibrated: the last part's share 0.9 (95% interval 0.80 to 1.00" in printed.err
-    # the runs' holdout has 1 latest item of 4 per user: 0.9 means about 4 (a caution), 0.1 about none
+    # the runs' holdout has 1 latest item of 4 per user: 0.9 means about 4, 0.1 about none. Given, 0.9 is used with
+    # a caution; estimated, it is used as far as the holdout measures it: 1 of 4
     assert printed.err.count("caution: ") == 1
     assert (
         "caution: recall@10 last:0.9 means about 4 of 4 hidden items per user are latest ones, more than the "
         in printed.err
     )
-    low, high = (summaries[o] for o in summaries)
+    assert "using recall@10 last:0.25, the share the holdout measures; the matching holdout measures 0.9" in printed.err
+    low, high, estimated = (summaries[o] for o in summaries)
     assert high["config"]["objective"] == "recall@10 last:0.9" and low["config"]["objective"] == "recall@10 last:0.1"
+    assert estimated["config"]["objective"] == "recall@10 last:0.25"
     assert "chosen for recall@10 last:0.9: cross-fitted" in printed.out
     parts = {share: s["holdout_detail"]["parts"] for share, s in (("low", low), ("high", high))}
     assert parts["high"]["last"]["recall@10"] > parts["low"]["last"]["recall@10"]

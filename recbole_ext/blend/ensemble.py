@@ -35,7 +35,7 @@ from recbole_ext.evaluator.metrics import (
     paired_differences,
     part_scores,
 )
-from recbole_ext.evaluator.slots import horizon_caution
+from recbole_ext.evaluator.slots import measurable
 from recbole_ext.utils.files import json_text, staged
 from recbole_ext.utils.run_folder import (
     ENSEMBLE_MODEL,
@@ -132,9 +132,9 @@ def build(
         hidden = pd.read_csv(data["holdout_path"])  # load_members checked that it exists
         prepared = load_prepared(data["data_path"])
         activity = holdout_activity(prepared, hidden)  # the users' training interactions, as the runs' own
-        caution = horizon_caution(objective, members[0].summary.get("config", {}).get("holdout"))
-        if caution:
-            print(caution, file=sys.stderr)
+        objective, line = measurable(objective, members[0].summary.get("config", {}).get("holdout"))
+        if line:
+            print(line, file=sys.stderr)
         groups = (
             stack_features.feature_groups(options, stack_features.item_fields(prepared))
             if method in (STACK, AUTO)

@@ -54,7 +54,7 @@ import yaml
 from atomic_data import BASE_YAML
 from recbole_ext import ConfigError
 from recbole_ext.evaluator.metrics import CALIBRATED, LEVEL, RECALL, Objective, parse_objective
-from recbole_ext.evaluator.slots import horizon_caution, matching_holdout
+from recbole_ext.evaluator.slots import matching_holdout, measurable
 
 LAST, RANDOM = f"{RECALL} last", f"{RECALL} random"
 MIN_SUBMISSIONS = 3  # the diagnostic's two parameters (a, s) and one degree of freedom left to judge its fit
@@ -301,7 +301,7 @@ def resolved_objective(text, where, estimate_file=ESTIMATE_FILE, file=None):
         f"{high:.2f}, {estimate['submissions']} {estimate['board']} submissions, from {estimate_file})",
         file=file,
     )
-    return Objective(objective.metric, share=share)
+    return Objective(objective.metric, share=share, estimated=True)
 
 
 def resolve_objectives(values, sources):
@@ -315,12 +315,11 @@ def resolve_objectives(values, sources):
         except ValueError:
             continue  # refused with the checks of its section (check_settings, tune.space.parse_tune)
         where = f"{sources.get(name) or sources.get(name.split('.')[0], 'settings')}: {name}"
-        objective = resolved_objective(section[key], where)
+        objective, line = measurable(resolved_objective(section[key], where), values["holdout"])
         section[key] = objective.name
         check_parts(objective, values["holdout"], where)
-        caution = horizon_caution(objective, values["holdout"])
-        if caution:
-            print(f"{where}: {caution}", file=sys.stderr)
+        if line:
+            print(f"{where}: {line}", file=sys.stderr)
 
 
 def check_parts(objective, holdout, where):

@@ -22,7 +22,7 @@ user. Everything else averages per-user values:
   two parts, `recall@10 last:0.4` (calibration.py reads `calibrated` shares).
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -53,6 +53,7 @@ class Objective:
     metric: str
     part: str | None = None
     share: float | str | None = None  # a number in [0, 1], or CALIBRATED until calibration.py reads it
+    estimated: bool = field(default=False, compare=False)  # the share was read from the leaderboard's estimate
 
     @property
     def name(self):

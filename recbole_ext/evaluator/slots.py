@@ -16,14 +16,15 @@ in the top 10, so the cut is 10 + b (docs/numbers.md, "the slot effect").
 
 The other difference, not modelled: a board with more latest items per user than
 the holdout's last part holds them further ahead of the training data, where a
-sequential model finds fewer (the horizon effect). horizon_caution says so where an
-objective's share implies it.
+sequential model finds fewer (the horizon effect), and the holdout's two latest items
+do not tell how many fewer (docs/numbers.md). measurable says so where an objective's
+share implies it, and uses an estimated share only as far as the holdout measures it.
 """
 
 import numpy as np
 import pandas as pd
 
-from recbole_ext.evaluator.metrics import PARTS, RECALL, K
+from recbole_ext.evaluator.metrics import PARTS, RECALL, K, Objective
 
 
 def part_recalls_at(recommended, holdout, cutoff, holdout_out=False):
@@ -50,23 +51,34 @@ def board_like_parts(recommended, holdout, board_score):
     return part_recalls_at(recommended, holdout, K + board_score, holdout_out=True)
 
 
-def horizon_caution(objective, holdout):
-    """A caution where the objective's last-part share means more latest items per user than holdout.last
-    (holdout: base.yaml's keys), else None. On the simulated boards of bench/calibration.py with 40-epoch
-    members (docs/numbers.md) the blend chosen for a share of 0.5 on a 2 + 8 holdout scored below the default
-    one, and the blend chosen on the matching holdout did not."""
+def measurable(objective, holdout):
+    """(the objective to use, a line to print or None) where the objective's last-part share means more latest
+    items per user than holdout.last (holdout: base.yaml's keys). A share read from the leaderboard's estimate is
+    used only as far as the holdout measures it: at holdout.last of its items; a share given is used as given,
+    with a caution. On the simulated boards of bench/calibration.py with 40-epoch members (docs/numbers.md) the
+    blend chosen for a share of 0.5 on a 2 + 8 holdout scored below the default one, and so did one whose further
+    latest items were extrapolated; the blend chosen on the matching holdout did not."""
     if not isinstance(objective.share, (int, float)) or not holdout:
-        return None
+        return objective, None
     total = holdout["last"] + holdout["random"]
     matching = matching_holdout(objective.share, total)
     if matching["last"] <= holdout["last"]:
-        return None
-    return (
-        f"caution: {objective.name} means about {matching['last']} of {total} hidden items per user are latest ones, "
-        f"more than the holdout's {holdout['last']}: weighing its last part up rates a sequential model's next "
-        f"{holdout['last']} items as the board's {matching['last']}, which lie further ahead, where it finds fewer (on "
-        f"simulated boards the blend so chosen scored below the default one); the matching holdout measures them: "
-        f"holdout.last: {matching['last']}, holdout.random: {matching['random']} (docs/numbers.md)"
+        return objective, None
+    further = (
+        f"{objective.name} means about {matching['last']} of {total} hidden items per user are latest ones, more "
+        f"than the holdout's {holdout['last']}: weighing its last part up rates a sequential model's next "
+        f"{holdout['last']} items as the board's {matching['last']}, which lie further ahead, where it finds fewer"
+    )
+    remedy = f"holdout.last: {matching['last']}, holdout.random: {matching['random']} (docs/numbers.md)"
+    if objective.estimated:
+        used = Objective(objective.metric, share=round(holdout["last"] / total, 2), estimated=True)
+        return used, (
+            f"{further}; using {used.name}, the share the holdout measures; the matching holdout measures "
+            f"{objective.share:g}: {remedy}"
+        )
+    return objective, (
+        f"caution: {further} (on simulated boards the blend so chosen scored below the default one); the "
+        f"matching holdout measures them: {remedy}"
     )
 
 
