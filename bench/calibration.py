@@ -20,8 +20,9 @@ logged (the listing's until 2026-12-07) and cut at 10 + 10 x the board score (th
 slot effect, not adopted), with each submission's board score over its holdout mix at the true share
 (1 where the board is a resampled holdout) for each. Then the same members are blended with
 `--objective "recall@10 calibrated"` (the share just estimated, used as far as the 2 + 8 holdout measures
-it: evaluator/slots.py, measurable) and with the true share as given (what a perfect estimate would give); their board scores are printed with paired intervals against the recall@10 blend
-(the board's users resampled). Runs are kept and reused: data/bench/calibration/<data>/board-LAST+RANDOM-
+it: evaluator/slots.py, measurable) and with the true share as given (what a perfect estimate would
+give); their board scores are printed with paired intervals against the recall@10 blend (the board's
+users resampled). Runs are kept and reused: data/bench/calibration/<data>/board-LAST+RANDOM-
 every-user-<epochs>-epochs/.
 
 --second-round (the competitor's loop, round 2): after round 1 the listing suggests a holdout; the same
