@@ -360,7 +360,7 @@ def scale(members, users=None, compare=False):
         before = timed(
             f"its first settings (learning rate {first.learning_rate}, early stop {first.early_stop_rounds} rounds, "
             f"{FIRST_FOLDS} folds)",
-            stack.Options(folds=FIRST_FOLDS),
+            stack.Options(folds=FIRST_FOLDS, bags=1),
             first,
         )
         print(f"first settings / now: fit {before[0] / now[0]:.2f}x, predict {before[1] / now[1]:.2f}x")

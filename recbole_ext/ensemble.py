@@ -2,7 +2,8 @@
 
     python -m recbole_ext.ensemble RUN_DIR RUN_DIR ... [--method priority|rank|score|stack|auto]
                                    [--weights auto|w1,w2,...] [--depth N] [--seed N] [--output DIR]
-                                   [--candidates N] [--folds K] [--features a,b,...] [--objective NAME]
+                                   [--candidates N] [--folds K] [--bags B] [--features a,b,...]
+                                   [--objective NAME]
 
 The methods, the fitted and the cross-fitted estimate and what is printed and
 written: docs/blends.md; the work: recbole_ext/blend/ensemble.py.
@@ -37,6 +38,9 @@ def main(argv=None):
     )
     parser.add_argument("--folds", type=int, default=stack.DEFAULT_FOLDS, help="stack: folds of the cross-fit")
     parser.add_argument(
+        "--bags", type=int, default=stack.DEFAULT_BAGS, help="stack: cross-fits on other fold draws, averaged"
+    )
+    parser.add_argument(
         "--features",
         help=f"stack: comma-separated feature groups (default: all the data allows: {','.join(stack_features.FEATURES)})",
     )
@@ -49,7 +53,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     features = tuple(args.features.split(",")) if args.features else None
     try:
-        options = stack.Options(args.candidates, args.folds, features)
+        options = stack.Options(args.candidates, args.folds, features, args.bags)
         objective = calibration.resolved_objective(args.objective, "--objective")
         summary = build(args.runs, args.method, args.weights, args.seed, args.output, args.depth, options, objective)
     except (EnsembleError, ConfigError) as error:

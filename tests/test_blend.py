@@ -119,6 +119,10 @@ def runs_by_member(summary):
             lambda r: r["blend"].update(method="stack", stack={"candidates": 5}),
             "blend.stack.candidates must be an integer >= 10, got 5",
         ),
+        (
+            lambda r: r["blend"].update(method="stack", stack={"bags": 0}),
+            "blend.stack.bags must be an integer >= 1, got 0",
+        ),
         (lambda r: r["blend"].update(stack={"depth": 5}), "blend.stack.depth: unknown key; known: candidates"),
         (
             lambda r: r["blend"].update(method="auto", weights=[1, 2, 3]),
@@ -358,16 +362,19 @@ def test_a_recipe_with_the_stage_reuses_the_runs_and_writes_the_same_blend_twice
     first_blend, tiny_raw, data_dir, tmp_path
 ):
     _, _, _, runs, _ = first_blend
-    recipe = write_recipe(tmp_path / "recipe.yaml", blend={**BLEND, "method": "stack", "stack": {"folds": 3}})
+    recipe = write_recipe(
+        tmp_path / "recipe.yaml", blend={**BLEND, "method": "stack", "stack": {"folds": 3, "bags": 2}}
+    )
     outputs = [tmp_path / "first", tmp_path / "second"]
     for output in outputs:
         assert cli(recipe, tiny_raw, data_dir, output, runs) == 0
     first, second = (read_summary(output) for output in outputs)
     assert first["blend"]["trained"] == 0 and first["blend"]["reused"] == 4  # the score blend's member runs
-    assert first["method"] == "stack" and len(first["cross_fit"]["folds"]) == 3
+    folds = first["cross_fit"]["folds"]  # 3 folds in each of 2 bags
+    assert first["method"] == "stack" and [fold["bag"] for fold in folds] == [0, 0, 0, 1, 1, 1]
     assert first["holdout"] == second["holdout"] and first["stack"] == second["stack"]
     assert (outputs[0] / "submission.csv").read_bytes() == (outputs[1] / "submission.csv").read_bytes()
-    assert "second stage, LightGBM, " in (outputs[0] / "report.txt").read_text()
+    assert "second stage, 2 LightGBM models averaged (" in (outputs[0] / "report.txt").read_text()
 
 
 def test_a_blend_whose_folder_cannot_be_written_says_so_in_one_line_and_leaves_nothing(

@@ -78,7 +78,7 @@ def test_the_cross_fit_never_trains_on_the_users_it_scores(case):
     """Moving fold 0's hidden items changes nothing in fold 0's cross-fitted lists (its model never saw those
     labels), while the models trained on fold 0 (the other folds', the final one) change."""
     hidden, lists, ctx = case
-    options = stack.Options(folds=4)
+    options = stack.Options(folds=4, bags=1)
     groups = ["members", "history"]
     first = stack.evaluate(lists, ["A", "B"], hidden, ctx, options, groups, seed=1)
     fold = stack.user_folds(hidden["user"], options.folds, seed=1)
@@ -94,7 +94,32 @@ def test_the_cross_fit_never_trains_on_the_users_it_scores(case):
 
     pd.testing.assert_frame_equal(of(first, moved_users), of(second, moved_users))
     assert not of(first, moved_users, False)[["user", "item"]].equals(of(second, moved_users, False)[["user", "item"]])
-    assert first["stage"].model.model_to_string() != second["stage"].model.model_to_string()
+    assert first["stage"].models[0].model_to_string() != second["stage"].models[0].model_to_string()
+
+
+def test_bagged_cross_fits_never_score_a_user_with_a_model_that_saw_the_users_labels(case):
+    """With three bags, each drawing its own folds, a user's hidden items moved change nothing in that user's
+    cross-fitted list, and change the other users' lists (scored by models that trained on the user) and every
+    bag's final model."""
+    hidden, lists, ctx = case
+    options, groups = stack.Options(folds=4, bags=3), ["members", "history"]
+    first = stack.evaluate(lists, ["A", "B"], hidden, ctx, options, groups, seed=1)
+    user = hidden["user"].iloc[0]
+    b = lists[1]
+    moved = b[(b["user"] == user) & b["rank"].between(1, 4)][["user", "item"]]
+    second = stack.evaluate(
+        lists, ["A", "B"], pd.concat([hidden[hidden["user"] != user], moved]), ctx, options, groups, seed=1
+    )
+
+    def lists_of(result, inside):
+        top = result["cross_fitted_lists"]
+        return top[(top["user"] == user) == inside].reset_index(drop=True)
+
+    pd.testing.assert_frame_equal(lists_of(first, True), lists_of(second, True))
+    assert not lists_of(first, False)["score"].equals(lists_of(second, False)["score"])
+    assert len(first["stage"].models) == 3 and len({fold["bag"] for fold in first["folds"]}) == 3
+    for before, after in zip(first["stage"].models, second["stage"].models):
+        assert before.model_to_string() != after.model_to_string()
 
 
 def test_a_stage_blend_writes_a_submission_from_the_refit_lists(tmp_path, capsys):
@@ -126,8 +151,9 @@ def test_the_stages_fit_reaches_a_submission_through_build_with_the_cross_fitted
     data = write_data(tmp_path / "data", interactions, hidden)
     runs = [write_run(tmp_path / "A", data, a, a), write_run(tmp_path / "B", data, b, b)]
     summary = build(runs, "stack", "auto", 0, tmp_path / "out", options=stack.Options(folds=3))
-    assert summary["method"] == "stack" and len(summary["cross_fit"]["folds"]) == 3
-    assert sum(fold["users"] for fold in summary["cross_fit"]["folds"]) == USERS
+    folds = summary["cross_fit"]["folds"]  # three folds in each of the default three bags
+    assert summary["method"] == "stack" and len(folds) == 3 * stack.DEFAULT_BAGS
+    assert all(sum(fold["users"] for fold in folds if fold["bag"] == bag) == USERS for bag in range(3))
     assert summary["holdout"][RECALL] <= summary["holdout_fitted"][RECALL]  # the fitted estimate is optimistic
 
 
@@ -138,6 +164,7 @@ def test_the_stages_fit_reaches_a_submission_through_build_with_the_cross_fitted
         (["--features", "members,year"], "'year' needs the item field 'year', which the data lacks"),
         (["--candidates", "5"], "stack.candidates must be an integer >= 10, got 5"),
         (["--folds", "1"], "stack.folds must be an integer >= 2, got 1"),
+        (["--bags", "0"], "stack.bags must be an integer >= 1, got 0"),
         (["--weights", "1,2"], "--method stack fits its own blend: use --weights auto"),
     ],
 )

@@ -85,7 +85,8 @@ def as_text(parameters):
         record = parameters[STACK]
         top = ", ".join(list(record["importance"])[:3])
         return (
-            f"second stage, LightGBM, {record['rounds']} rounds on the members' top "
+            f"second stage, {len(record['rounds'])} LightGBM models averaged ({', '.join(map(str, record['rounds']))} "
+            "rounds) on the members' top "
             f"{record['candidates']} (top features: {top})"
         )
     if "priority_order" in parameters:
@@ -197,7 +198,14 @@ def build(
             "rrf_offset": RRF_OFFSET,
             "grid_points": result.get("grid_points"),
             **(
-                {STACK: {"candidates": options.candidates, "folds": options.folds, "features": groups}}
+                {
+                    STACK: {
+                        "candidates": options.candidates,
+                        "folds": options.folds,
+                        "bags": options.bags,
+                        "features": groups,
+                    }
+                }
                 if groups
                 else {}
             ),
@@ -305,8 +313,9 @@ def print_table(summary, file=None):
             + ", ".join(f"{name} {share:.2f}" for name, share in record["importance"].items()),
             file=file,
         )
-        rounds = ", ".join(f"{fold['rounds']} ({fold['users']} users)" for fold in summary["cross_fit"]["folds"])
-        print(f"  rounds chosen in each fold: {rounds}", file=file)
+        folds = summary["cross_fit"]["folds"]
+        rounds = ", ".join(f"{fold['rounds']} ({fold['users']} users)" for fold in folds if fold["bag"] == 0)
+        print(f"  rounds chosen in each fold (the first of {folds[-1]['bag'] + 1} bags): {rounds}", file=file)
     else:
         label = "priority order" if summary["method"] == "priority" else "weights"
         print(f"{label}: {as_text(summary)}", file=file)

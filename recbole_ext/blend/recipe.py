@@ -15,7 +15,7 @@ from recbole_ext.evaluator.metrics import RECALL, K, Objective
 RECIPE_KEYS = ("members", "blend", "settings", "quick")
 MEMBER_KEYS = ("config", "model", "set", "seeds")
 BLEND_DEFAULTS = {"method": "score", "weights": "auto", "seed": 0, "depth": None, "stack": None, "objective": RECALL}
-STACK_KEYS = ("candidates", "folds", "features")  # stack.Options
+STACK_KEYS = ("candidates", "folds", "features", "bags")  # stack.Options
 NAME = re.compile(r"[A-Za-z0-9][\w.-]*")
 
 
@@ -89,7 +89,7 @@ def read_recipe(path, quick=False):
 
 
 def _stack_options(values, path):
-    """blend.stack: {candidates, folds, features}, checked; the defaults where absent."""
+    """blend.stack: {candidates, folds, features, bags}, checked; the defaults where absent."""
     where = f"{path}: blend.stack"
     values = values or {}
     _check_section(values, STACK_KEYS, f"{where}.")
@@ -103,6 +103,7 @@ def _stack_options(values, path):
         values.get("candidates", defaults.candidates),
         values.get("folds", defaults.folds),
         tuple(features) if features else None,
+        values.get("bags", defaults.bags),
     )
     try:
         options.check(where)
