@@ -6,10 +6,11 @@ orders each user's candidates.
 
 Honest by construction: the holdout users are cut into folds; a fold's users are ranked by a
 model trained on the other folds only (its early stopping on a share of those), so the
-cross-fitted estimate never scores a user with a model that saw the user's hidden items. The
-submission's model is trained on every holdout user for the folds' mean number of rounds and
-applied to the lists of the members refit on all data (the features keep their meaning across
-fits: stack_features says how).
+cross-fitted estimate never scores a user with a model that saw the user's hidden items. This
+cross-fit runs once per bag, each on its own draw of the folds, and the bags' predictions are
+averaged. Each bag's final model is trained on every holdout user for its folds' mean number of
+rounds; their mean ranks the lists of the members refit on all data (the features keep their
+meaning across fits: stack_features says how).
 """
 
 import os
@@ -164,6 +165,7 @@ class Stage:
 
 
 def averaged(models, x):
+    """The models' mean prediction for each row of x."""
     return np.mean([model.predict(x) for model in models], axis=0)
 
 
