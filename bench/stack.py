@@ -172,15 +172,14 @@ def learning_curve(runs):
     groups = stack_features.feature_groups(options, stack_features.item_fields(prepared))
     lists, names = [m.valid for m in members], [m.name for m in members]
     candidates, x, labels, weights = stack.labelled(lists, names, hidden, ctx, options, groups)
+    data = stack.binned(x, labels, candidates["user"].to_numpy(), weights, 0, boosting)
     first = next(iter(runs))  # the recipe's first member, EASE
     recall = {first: part_scores(lists[0], hidden)[RECALL]}
     for share in CURVE_SHARES:
         per_seed = []
         for seed in CURVE_SEEDS:
             teach = taught_share(share, seed)
-            predictions, *_ = stack.cross_fit(
-                candidates, x, labels, weights, hidden, options.folds, seed, boosting, teach
-            )
+            predictions, _ = stack.cross_fit(candidates, x, data, hidden, options.folds, seed, boosting, teach)
             per_seed.append(part_scores(stack.ranked(candidates, predictions), hidden)[RECALL])
         recall[share] = sum(per_seed) / len(per_seed)
     recall = pd.DataFrame(recall)

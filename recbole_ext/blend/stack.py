@@ -201,14 +201,15 @@ def labelled(lists, names, hidden, ctx, options, groups, objective=COMPETITION):
     return table, x, labels, part_weights(table, hidden, objective)
 
 
-def cross_fit(table, x, labels, weights, hidden, folds, seed, boosting, teach=None):
-    """Each candidate's prediction by a model trained on the other folds' users only; teach(fold, users): the
-    training users a fold's model keeps of those (default: all; bench/stack.py --curve keeps a share). Returns the
-    predictions, the binned data and the user of each of its rows (for the final model), and each fold's record."""
+def cross_fit(table, x, data, hidden, folds, seed, boosting, teach=None):
+    """Each candidate's prediction by a model trained on the other folds' users only; data: binned's (dataset,
+    rows), shared by every cross-fit of the same candidates; teach(fold, users): the training users a fold's
+    model keeps of those (default: all; bench/stack.py --curve keeps a share). Returns the predictions and each
+    fold's record."""
+    data, useful = data
     users = table["user"].to_numpy()
     fold_of = user_folds(hidden["user"], folds, seed)
     row_fold = fold_of.reindex(users).to_numpy()
-    data, useful = binned(x, labels, users, weights, seed, boosting)
     useful_users, useful_fold = users[useful], row_fold[useful]
     predictions = np.empty(len(table))
     records = []
@@ -220,7 +221,7 @@ def cross_fit(table, x, labels, weights, hidden, folds, seed, boosting, teach=No
         scored = row_fold == fold
         predictions[scored] = model.predict(x[scored])
         records.append({"users": int((fold_of == fold).sum()), "rounds": rounds})
-    return predictions, data, useful_users, records
+    return predictions, records
 
 
 def evaluate(lists, names, hidden, ctx, options, groups, seed=0, objective=COMPETITION, boosting=Boosting()):
@@ -230,13 +231,14 @@ def evaluate(lists, names, hidden, ctx, options, groups, seed=0, objective=COMPE
     its own folds (seeds seed, seed + 1, ...) and trains its own final model; a candidate's prediction is
     their mean, each from a model that never saw the candidate's user."""
     table, x, labels, weights = labelled(lists, names, hidden, ctx, options, groups, objective)
+    users = table["user"].to_numpy()
+    data = binned(x, labels, users, weights, seed, boosting)  # once: every bag's folds and final model share it
+    useful_users = users[data[1]]
     predictions, models, rounds, fold_records = [], [], [], []
     for bag_seed in range(seed, seed + options.bags):
-        bag, data, useful_users, records = cross_fit(
-            table, x, labels, weights, hidden, options.folds, bag_seed, boosting
-        )
+        bag, records = cross_fit(table, x, data, hidden, options.folds, bag_seed, boosting)
         rounds.append(max(1, round(np.mean([record["rounds"] for record in records]))))
-        models.append(fit(data, np.arange(len(useful_users)), useful_users, bag_seed, boosting, rounds[-1])[0])
+        models.append(fit(data[0], np.arange(len(useful_users)), useful_users, bag_seed, boosting, rounds[-1])[0])
         predictions.append(bag)
         fold_records += [{"bag": bag_seed - seed, **record} for record in records]
     cross = ranked(table, np.mean(predictions, axis=0))
